@@ -1,0 +1,108 @@
+"""Typed run configuration: defaults, a TOML file, then command-line overrides; validated where it enters."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prodkg.errors import ConfigError
+
+
+@dataclass
+class RunConfig:
+    """Everything one run depends on. Its hash goes into the manifest and the graph's provenance."""
+
+    catalog: str | None = None  # path or fsspec URL of a CSV / JSONL / Parquet catalog
+    dataset: str | None = None  # or a registered dataset name (see `prodkg list datasets`)
+    data_home: str | None = None  # dataset mirror; default $PRODKG_DATA_HOME
+    source: list[str] = field(default_factory=list)  # labelled domain(s)
+    target: list[str] = field(default_factory=list)  # unlabelled domain(s)
+    attributes: list[str] | None = None  # attribute columns (default: every non-reserved column)
+    taxonomy: str | None = None  # CSV with columns concept,parent (default: flat, from the labels)
+    method: str = "dann"
+    baseline: str | None = "source_only"  # also trained on the category task, for comparison; None to skip
+    fusion: str = "early"
+    image_encoder: str = "efficientnet_lite0"
+    text_encoder: str = "minilm"
+    image_options: dict[str, Any] = field(default_factory=dict)
+    text_options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 64
+    num_workers: int = 0
+    shard_size: int = 4096  # products per extraction task
+    epochs: int | None = None  # None: the method's default
+    hidden: int | None = None
+    lr: float | None = None
+    tradeoff: float | None = None
+    seed: int = 0
+    threshold: float = 0.5  # confidence at which a prediction becomes a plain schema:category fact
+    base_iri: str | None = None
+    out: str = "prodkg-output"
+    cache_dir: str | None = None  # default <out>/cache
+    use_prefect: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if bool(self.catalog) == bool(self.dataset):
+            raise ConfigError("give exactly one of catalog (a file) or dataset (a registered name)")
+        if not self.catalog and not self.dataset:
+            raise ConfigError("no catalog or dataset given")
+        overlap = set(self.source) & set(self.target)
+        if overlap:
+            raise ConfigError(f"domain(s) {sorted(overlap)} are both source and target")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
+        for name in ("batch_size", "shard_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out)
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else self.out_path / "cache"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Hash of what changes results (not where they are written or how progress is shown)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in {"out", "cache_dir", "use_prefect", "progress", "num_workers", "data_home"}}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """Defaults ← ``[run]`` table of a TOML file ← non-None keyword overrides."""
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        values.update(doc.get("run", doc))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
+    for key in ("source", "target"):
+        if isinstance(values.get(key), str):
+            values[key] = [d.strip() for d in values[key].split(",") if d.strip()]
+    try:
+        return RunConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from exc

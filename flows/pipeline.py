@@ -1,0 +1,174 @@
+"""The nightly flow: ingest → extract → adapt/predict → knowledge graph, with or without Prefect."""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from flows import stages
+from flows.config import RunConfig
+from flows.rundir import new_run_id, versions, write_json, write_table
+
+
+def configure_prefect(out: Path) -> None:
+    """Prefect settings for an offline machine; values already set by the user win."""
+    os.environ.setdefault("PREFECT_HOME", str((out / ".prefect").resolve()))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+class _Runner:
+    """Calls a stage function directly, or as a Prefect task inside the flow."""
+
+    def __init__(self, use_prefect: bool) -> None:
+        self.use_prefect = use_prefect
+        self._tasks = {}
+
+    def __call__(self, fn, *args, name: str | None = None, retries: int = 0, **kwargs):
+        if not self.use_prefect:
+            return fn(*args, **kwargs)
+        from prefect import task
+        from prefect.cache_policies import NO_CACHE
+
+        key = (fn, name, retries)
+        if key not in self._tasks:
+            # NO_CACHE: inputs are large frames and arrays, and a stage must really run each night
+            self._tasks[key] = task(fn, name=name or fn.__name__, retries=retries, retry_delay_seconds=[1, 5, 20][:retries] or 0, cache_policy=NO_CACHE)
+        return self._tasks[key](*args, **kwargs)
+
+    def map(self, fn, arg_list: list[tuple], name: str | None = None) -> list:
+        if not self.use_prefect:
+            return [fn(*a) for a in arg_list]
+        from prefect import task
+        from prefect.cache_policies import NO_CACHE
+        from prefect.futures import wait
+
+        t = task(fn, name=name or fn.__name__, cache_policy=NO_CACHE)
+        futures = [t.submit(*a) for a in arg_list]
+        wait(futures)
+        return [f.result() for f in futures]
+
+
+@contextmanager
+def _timed(durations: dict, name: str):
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        durations[name] = round(time.perf_counter() - started, 3)
+
+
+def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
+    """Run every stage in order; write the run directory; return the summary."""
+    from kb.triples import ModelInfo, RunInfo
+
+    started_at = datetime.now(UTC)
+    out = cfg.out_path
+    run_dir = out / "runs" / run_id
+    durations: dict[str, float] = {}
+    tables: dict[str, dict] = {}
+
+    with _timed(durations, "ingest"):
+        ing = runner(stages.ingest_stage, cfg, name="ingest", retries=2)
+    # Whole-catalog errors have been raised by now: only from here on is anything written.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tables["products_ingested"] = write_table(ing.products, run_dir / "products.parquet")
+
+    with _timed(durations, "extract"):
+        modalities = stages.modalities_present(ing.products)
+        spans = stages.shards(len(ing.products), cfg.shard_size)
+        results = {}
+        for modality in modalities:
+            items = stages.modality_items(ing.products, modality)
+            results[modality] = runner.map(stages.extract_shard, [(items[a:b], cfg, modality) for a, b in spans], name=f"extract-{modality}")
+        ext = stages.assemble_features(ing.products, results)
+    quarantine = pd.concat([q for q in (ing.quarantine, ext.quarantine) if len(q)], ignore_index=True) if (len(ing.quarantine) or len(ext.quarantine)) else ing.quarantine
+    tables["quarantine"] = write_table(quarantine.astype({"source_row": "Int64"}), run_dir / "quarantine.parquet")
+
+    with _timed(durations, "adapt_predict"):
+        pred = runner(stages.predict_stage, ext.products, ext.features, cfg, ing.source, ing.target, ing.attributes, run_dir / "models", name="adapt-predict")
+    tables["predictions"] = write_table(pred.predictions, run_dir / "predictions.parquet")
+
+    with _timed(durations, "graph"):
+        models = [ModelInfo(model_id=s["encoder_id"], name=s["encoder"], kind=f"{m}-encoder", details={"dim": s["dim"]}) for m, s in ext.stats.items()]
+        models += [ModelInfo(model_id=m["model_id"], name=f"{m['task']} head ({m['method']})", kind="head",
+                             details={"method": m["method"], "temperature": m["temperature"], "classes": len(m["classes"])}) for m in pred.models]
+        info = RunInfo(run_id=run_id, started=started_at, ended=datetime.now(UTC), catalog=ing.catalog_name, method=cfg.method,
+                       source_domains=ing.source, target_domains=ing.target, models=models, config_hash=cfg.fingerprint())
+        taxonomy = ing.taxonomy or stages.flat_taxonomy(ext.products, pred.predictions)
+        graph = runner(stages.graph_stage, ext.products, pred.predictions, taxonomy, ing.attributes, info, cfg, ing.catalog_name, name="graph", retries=2)
+
+    n_quarantined = len(quarantine)
+    counts = {
+        "rows_in": ing.n_in,
+        "rows_out_of_scope": ing.n_out_of_scope,
+        "kept_after_ingest": len(ing.products),
+        "quarantined_ingest": len(ing.quarantine),
+        "quarantined_extract": len(ext.quarantine),
+        "quarantined": n_quarantined,
+        "products": len(ext.products),
+        "source_products": int(ext.products["domain"].isin(ing.source).sum()),
+        "target_products": int(ext.products["domain"].isin(ing.target).sum()),
+        "predictions": len(pred.predictions),
+        "quads": graph["quads"],
+    }
+    assert counts["rows_in"] == counts["products"] + n_quarantined, "row counts must reconcile"
+    summary = {
+        "run_id": run_id,
+        "run_dir": str(run_dir),
+        "store": graph["store"],
+        "catalog": ing.catalog_name,
+        "source": ing.source,
+        "target": ing.target,
+        "method": cfg.method,
+        "baseline": cfg.baseline,
+        "counts": counts,
+        "features": ext.stats,
+        "metrics": pred.metrics,
+        "baseline_metrics": pred.baseline,
+        "skipped_tasks": pred.skipped,
+        "durations": durations,
+        "warnings": ing.warnings,
+    }
+    manifest = {
+        **summary,
+        "started": started_at.isoformat(),
+        "ended": datetime.now(UTC).isoformat(),
+        "config": cfg.to_dict(),
+        "config_hash": cfg.fingerprint(),
+        "seed": cfg.seed,
+        "input_hash": ing.input_hash,
+        "versions": versions(),
+        "models": pred.models,
+        "tables": tables,
+        "orchestrator": "prefect" if runner.use_prefect else "direct",
+    }
+    write_json(manifest, run_dir / "manifest.json")
+    return summary
+
+
+def run_pipeline(cfg: RunConfig, run_id: str | None = None) -> dict:
+    """Run the whole pipeline once; as a Prefect flow unless ``cfg.use_prefect`` is false."""
+    run_id = run_id or new_run_id()
+    cfg.out_path.mkdir(parents=True, exist_ok=True)
+    total_started = time.perf_counter()
+    if not cfg.use_prefect:
+        summary = run_stages(cfg, run_id, _Runner(False))
+    else:
+        configure_prefect(cfg.out_path)
+        from prefect import flow
+
+        @flow(name="prodkg-nightly", flow_run_name=f"prodkg-{run_id}", validate_parameters=False)
+        def nightly(cfg: RunConfig, run_id: str) -> dict:
+            return run_stages(cfg, run_id, _Runner(True))
+
+        summary = nightly(cfg, run_id)
+    summary["total_seconds"] = round(time.perf_counter() - total_started, 3)
+    return summary

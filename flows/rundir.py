@@ -1,0 +1,45 @@
+"""Run directories and their manifest: config, versions, seed, input hashes, counts, metrics, durations."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+PACKAGES = ("prodkg", "torch", "torchvision", "transformers", "pandas", "prefect", "rdflib", "pyoxigraph", "networkx", "pyarrow", "numpy")
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def versions() -> dict[str, str]:
+    found = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> dict:
+    """Write a stage table as Parquet and say what was written (row count and path)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
+    return {"path": str(path), "rows": int(len(frame))}
+
+
+def write_json(obj: dict, path: Path) -> None:
+    """Write JSON atomically, so a killed run never leaves a half-written manifest."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str), encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,298 @@
+"""The pipeline's stages as plain functions of plain data; the Prefect tasks in flows.pipeline only wrap them."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from catalogs import CatalogSource, ingest, load_dataset, product_text
+from catalogs.ingest import read_catalog
+from flows.config import RunConfig
+from prodkg.errors import CatalogError, ConfigError, StageError
+
+
+@dataclass
+class IngestOutput:
+    products: pd.DataFrame
+    quarantine: pd.DataFrame
+    attributes: list[str]
+    taxonomy: list[tuple[str, str | None]]
+    catalog_name: str
+    source: list[str]
+    target: list[str]
+    n_in: int
+    n_out_of_scope: int
+    input_hash: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def _frame_hash(frame: pd.DataFrame) -> str:
+    hashed = pd.util.hash_pandas_object(frame.astype("string").fillna("\x00"), index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes()).hexdigest()
+
+
+def _read_taxonomy(path: str) -> list[tuple[str, str | None]]:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if not {"concept", "parent"} <= set(frame.columns):
+        raise ConfigError(f"taxonomy file {path} needs columns concept,parent (got {', '.join(frame.columns)})")
+    return [(c, p or None) for c, p in zip(frame["concept"], frame["parent"]) if c]
+
+
+def ingest_stage(cfg: RunConfig) -> IngestOutput:
+    """Load the catalog (file or dataset), keep the chosen domains, validate every row.
+
+    Whole-catalog problems (missing columns, no rows, an unknown or empty domain)
+    raise CatalogError before anything is written.
+    """
+    if cfg.dataset:
+        src: CatalogSource = load_dataset(cfg.dataset, cfg.data_home)
+        frame, unparsed_n, name, taxonomy = src.frame, 0, src.name, list(src.taxonomy)
+        source, target = cfg.source or src.default_source, cfg.target or src.default_target
+        base_dir = src.root
+        raw_input = frame
+        unparsed = []
+    else:
+        frame, unparsed = read_catalog(cfg.catalog)
+        name = Path(str(cfg.catalog)).stem
+        taxonomy = []
+        source, target = cfg.source, cfg.target
+        base_dir = Path(str(cfg.catalog)).resolve().parent if "://" not in str(cfg.catalog) else None
+        raw_input = frame
+        unparsed_n = len(unparsed)
+    if cfg.taxonomy:
+        taxonomy = _read_taxonomy(cfg.taxonomy)
+    domains = sorted({d.strip() for d in frame["domain"].dropna().astype(str) if d.strip()}) if "domain" in frame.columns else []
+    if not source or not target:
+        raise ConfigError(f"name the source and target domains (--source, --target); this catalog has: {', '.join(domains) or 'none'}")
+    for role, chosen in (("source", source), ("target", target)):
+        missing = [d for d in chosen if d not in domains]
+        if missing:
+            raise CatalogError(f"{role} domain(s) {', '.join(missing)} not in the catalog; it has: {', '.join(domains) or 'none'}")
+    in_scope = frame["domain"].astype("string").str.strip().isin([*source, *target]).fillna(False).to_numpy(bool)
+    # Rows whose domain is blank are in scope: ingest quarantines them with their reason.
+    blank = frame["domain"].isna() | (frame["domain"].astype("string").str.strip() == "")
+    in_scope |= blank.to_numpy(bool)
+    scoped = frame[in_scope]
+    result = ingest(scoped, base_dir=base_dir, attributes=cfg.attributes) if len(scoped) else None
+    if result is None:
+        raise CatalogError("no rows in the chosen domains")
+    quarantine = result.quarantine
+    if unparsed:
+        extra = pd.DataFrame([{"stage": "ingest", "product_id": None, **u} for u in unparsed])
+        quarantine = pd.concat([extra, quarantine], ignore_index=True)
+    for role, chosen in (("source", source), ("target", target)):
+        if not result.products["domain"].isin(chosen).any():
+            raise CatalogError(f"the {role} domain ({', '.join(chosen)}) has no valid product after validation; see the quarantine reasons")
+    return IngestOutput(
+        products=result.products,
+        quarantine=quarantine,
+        attributes=result.attributes,
+        taxonomy=taxonomy,
+        catalog_name=name,
+        source=list(source),
+        target=list(target),
+        n_in=result.n_in + unparsed_n,
+        n_out_of_scope=int((~in_scope).sum()),
+        input_hash=_frame_hash(raw_input),
+        warnings=result.warnings,
+    )
+
+
+# --- extract ---------------------------------------------------------------------------
+
+
+def modality_items(products: pd.DataFrame, modality: str) -> list[str | None]:
+    if modality == "image":
+        return [v if isinstance(v, str) and v else None for v in products["image"].tolist()]
+    if modality == "text":
+        return [product_text(t, d) or None for t, d in zip(products["title"].tolist(), products["description"].tolist())]
+    raise StageError(f"unknown modality {modality!r}; expected image or text")
+
+
+def modalities_present(products: pd.DataFrame) -> list[str]:
+    """Modalities that at least one product has; an absent one is not extracted at all."""
+    return [m for m in ("image", "text") if any(v is not None for v in modality_items(products, m))]
+
+
+@functools.lru_cache(maxsize=4)
+def _encoder(name: str, options_json: str):
+    from extractors import get_encoder
+
+    return get_encoder(name, **json.loads(options_json))
+
+
+def encoder_for(cfg: RunConfig, modality: str):
+    name = cfg.image_encoder if modality == "image" else cfg.text_encoder
+    options = cfg.image_options if modality == "image" else cfg.text_options
+    return _encoder(name, json.dumps(options, sort_keys=True))
+
+
+def extract_shard(items: list[str | None], cfg: RunConfig, modality: str) -> dict:
+    """Features of one shard of products for one modality (cached by content hash + encoder id)."""
+    from extractors import FeatureCache, extract_features
+
+    encoder = encoder_for(cfg, modality)
+    cache = FeatureCache(cfg.cache_path)
+    res = extract_features(items, encoder, cache=cache, batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=cfg.progress)
+    return {
+        "features": res.features,
+        "ok": res.ok,
+        "errors": res.errors,
+        "n_computed": res.n_computed,
+        "n_cached": res.n_cached,
+        "encoder_id": res.encoder_id,
+        "seconds": res.seconds,
+        "dim": int(res.features.shape[1]),
+        "encoder": encoder.name,
+    }
+
+
+def shards(n: int, size: int) -> list[tuple[int, int]]:
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+@dataclass
+class ExtractOutput:
+    products: pd.DataFrame  # products that survived extraction
+    features: object  # adaptation.MultiModal aligned with products
+    quarantine: pd.DataFrame
+    stats: dict
+
+
+def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) -> ExtractOutput:
+    """Join per-shard results into one MultiModal; products whose given image failed are quarantined."""
+    from adaptation import MultiModal
+
+    blocks, present, stats, bad = {}, {}, {}, {}
+    for modality, parts in results.items():
+        feats = np.concatenate([p["features"] for p in parts]) if parts else np.zeros((0, 0), np.float32)
+        ok = np.concatenate([p["ok"] for p in parts]) if parts else np.zeros(0, bool)
+        offset = 0
+        for p in parts:
+            for i, reason in p["errors"].items():
+                bad.setdefault(offset + int(i), []).append(f"{modality}: {reason}")
+            offset += len(p["ok"])
+        blocks[modality], present[modality] = feats.astype(np.float32, copy=False), ok
+        stats[modality] = {
+            "encoder": parts[0]["encoder"] if parts else None,
+            "encoder_id": parts[0]["encoder_id"] if parts else None,
+            "dim": int(feats.shape[1]) if feats.ndim == 2 else 0,
+            "computed": int(sum(p["n_computed"] for p in parts)),
+            "cached": int(sum(p["n_cached"] for p in parts)),
+            "failed": int(sum(len(p["errors"]) for p in parts)),
+            "present": int(ok.sum()),
+            "seconds": round(sum(p["seconds"] for p in parts), 3),
+        }
+    keep = np.ones(len(products), dtype=bool)
+    keep[list(bad)] = False
+    rows = []
+    for i in sorted(bad):
+        rec = products.iloc[i]
+        rows.append({"stage": "extract", "source_row": int(rec["source_row"]), "product_id": rec["product_id"], "reason": "; ".join(bad[i]),
+                     "raw": json.dumps({"image": rec["image"], "title": rec["title"]}, default=str)[:4000]})
+    quarantine = pd.DataFrame(rows, columns=["stage", "source_row", "product_id", "reason", "raw"])
+    idx = np.flatnonzero(keep)
+    features = MultiModal(blocks={m: b[idx] for m, b in blocks.items()}, present={m: p[idx] for m, p in present.items()})
+    if not features.modalities or not any(p.any() for p in features.present.values()):
+        raise StageError("no product has any usable modality after extraction")
+    return ExtractOutput(products=products.iloc[idx].reset_index(drop=True), features=features, quarantine=quarantine, stats=stats)
+
+
+# --- adapt + predict -------------------------------------------------------------------
+
+
+@dataclass
+class PredictOutput:
+    predictions: pd.DataFrame  # product_id, task, value, confidence, model
+    metrics: dict[str, dict]  # task -> metrics
+    baseline: dict | None  # the baseline method's metrics on the category task
+    models: list[dict]  # one per fitted head: model_id, task, method, path, details
+    skipped: dict[str, str]  # task -> why it was not fitted
+
+
+def train_config(cfg: RunConfig, method: str):
+    from adaptation import TrainConfig
+
+    overrides = {k: getattr(cfg, k) for k in ("epochs", "hidden", "lr", "tradeoff") if getattr(cfg, k) is not None}
+    return TrainConfig(method=method, fusion=cfg.fusion, seed=cfg.seed, **overrides)
+
+
+def _model_id(task: str, method: str, path: Path) -> str:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return f"{task}/{method}/{digest}"
+
+
+def predict_stage(products: pd.DataFrame, features, cfg: RunConfig, source: list[str], target: list[str], attributes: list[str], models_dir: Path) -> PredictOutput:
+    """Fit the category head and one head per attribute with source labels; predict every target product."""
+    from prediction import fit_task
+
+    is_source = products["domain"].isin(source).to_numpy(bool)
+    is_target = products["domain"].isin(target).to_numpy(bool)
+    ids = products["product_id"].tolist()
+    models_dir.mkdir(parents=True, exist_ok=True)
+    frames, metrics, models, skipped = [], {}, [], {}
+    baseline = None
+    for task in ["category", *attributes]:
+        labels = [v if isinstance(v, str) and v else None for v in products[task].astype(object).where(products[task].notna(), None).tolist()]
+        n_labels = len({labels[i] for i in np.flatnonzero(is_source) if labels[i] is not None})
+        if n_labels < 2:
+            skipped[task] = f"source domain has {n_labels} distinct label(s); a head needs at least 2"
+            continue
+        result = fit_task(task, features, labels, is_source, is_target, ids, train_config(cfg, cfg.method), progress=cfg.progress)
+        path = models_dir / f"{_safe(task)}.pt"
+        result.model.save(path)
+        model_id = _model_id(task, cfg.method, path)
+        result.predictions["model"] = model_id
+        frames.append(result.predictions)
+        metrics[task] = result.metrics
+        models.append({"model_id": model_id, "task": task, "method": cfg.method, "path": str(path), "classes": result.labels.classes,
+                       "temperature": result.temperature, "details": result.model.describe()})
+        if task == "category" and cfg.baseline and cfg.baseline != cfg.method:
+            base = fit_task(task, features, labels, is_source, is_target, ids, train_config(cfg, cfg.baseline), progress=False)
+            baseline = base.metrics
+    columns = ["product_id", "task", "value", "confidence", "model"]
+    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return PredictOutput(predictions=predictions[columns], metrics=metrics, baseline=baseline, models=models, skipped=skipped)
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "task"
+
+
+# --- knowledge graph -------------------------------------------------------------------
+
+
+def flat_taxonomy(products: pd.DataFrame, predictions: pd.DataFrame) -> list[tuple[str, str | None]]:
+    labels = set(products["category"].dropna().astype(str))
+    labels |= set(predictions.loc[predictions["task"] == "category", "value"].astype(str))
+    return [(c, None) for c in sorted(labels)]
+
+
+def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: list[tuple[str, str | None]], attributes: list[str],
+                run_info, cfg: RunConfig, catalog_name: str) -> dict:
+    """Build the run's quads and publish them atomically as the new current graph."""
+    from kb.iri import DEFAULT_BASE
+    from kb.store import KnowledgeGraph
+    from kb.triples import catalog_quads, prediction_quads, run_quads, taxonomy_quads
+
+    base = cfg.base_iri or DEFAULT_BASE
+    scheme = catalog_name
+    concepts = {c for c, _ in taxonomy}
+    missing = sorted(set(flat_taxonomy(products, predictions)) - {(c, None) for c in concepts})
+    taxonomy = list(taxonomy) + [m for m in missing if m[0] not in concepts]
+    started = time.perf_counter()
+    quads = []
+    quads += taxonomy_quads(scheme, taxonomy, base=base)
+    quads += catalog_quads(products, catalog=catalog_name, attributes=attributes, scheme=scheme, base=base)
+    quads += run_quads(run_info, base=base)
+    quads += prediction_quads(predictions, run_info, catalog=catalog_name, scheme=scheme, threshold=cfg.threshold, base=base)
+    kg = KnowledgeGraph(cfg.out_path / "kg")
+    path = kg.publish(quads, run_info.run_id)
+    return {"quads": len(quads), "store": str(path), "seconds": round(time.perf_counter() - started, 3)}

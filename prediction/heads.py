@@ -1,0 +1,119 @@
+"""Fit one prediction task (category or an attribute) on source labels, adapt to the target, predict it."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from adaptation import AdaptedModel, MultiModal, TrainConfig, train
+from prediction.calibration import expected_calibration_error, fit_temperature
+from prediction.labels import LabelSpace
+from prodkg.errors import StageError
+
+
+@dataclass
+class TaskResult:
+    """One fitted task: its model, calibration, target predictions and metrics."""
+
+    task: str
+    labels: LabelSpace
+    model: AdaptedModel
+    temperature: float
+    predictions: pd.DataFrame  # product_id, task, value, confidence
+    metrics: dict = field(default_factory=dict)
+
+
+def _holdout(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Stratified held-out mask: ``fraction`` of each class with at least 3 rows (never its last 2)."""
+    mask = np.zeros(len(y), dtype=bool)
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        if len(idx) < 3:
+            continue
+        k = min(max(1, round(fraction * len(idx))), len(idx) - 2)
+        mask[rng.choice(idx, size=k, replace=False)] = True
+    return mask
+
+
+def fit_task(
+    task: str,
+    features: MultiModal,
+    labels: Sequence[str | None],
+    is_source: np.ndarray,
+    is_target: np.ndarray,
+    product_ids: Sequence[str],
+    config: TrainConfig,
+    *,
+    val_fraction: float = 0.1,
+    progress: bool = False,
+) -> TaskResult:
+    """Train ``config.method`` on labelled source rows and unlabelled target rows, then predict the target.
+
+    Source rows without a label are not used for the classifier. A stratified
+    ``val_fraction`` of the source is held out to fit the temperature that makes
+    confidences calibrated (and to report source validation accuracy); target labels,
+    when present, are used for the reported target accuracy only.
+    """
+    labels = list(labels)
+    is_source = np.asarray(is_source, dtype=bool)
+    is_target = np.asarray(is_target, dtype=bool)
+    src_labelled = is_source & np.array([lab is not None for lab in labels])
+    space = LabelSpace.from_labels([labels[i] for i in np.flatnonzero(src_labelled)])
+    if len(space) < 2:
+        raise StageError(f"task {task!r}: the source domain has {len(space)} distinct label(s); at least 2 are needed")
+    if not is_target.any():
+        raise StageError(f"task {task!r}: the target domain has no products")
+    y_all = space.encode(labels)
+    src_idx = np.flatnonzero(src_labelled)
+    rng = np.random.default_rng(config.seed)
+    val_mask = _holdout(y_all[src_idx], val_fraction, rng)
+    train_idx, val_idx = src_idx[~val_mask], src_idx[val_mask]
+    tgt_idx = np.flatnonzero(is_target)
+
+    started = time.perf_counter()
+    model = train(features.subset(train_idx), y_all[train_idx], features.subset(tgt_idx), len(space), config, progress=progress)
+    seconds = time.perf_counter() - started
+
+    metrics: dict = {"task": task, "method": config.method, "n_classes": len(space), "n_source_train": int(len(train_idx)),
+                     "n_source_val": int(len(val_idx)), "n_target": int(len(tgt_idx)), "train_seconds": round(seconds, 3)}
+    temperature = 1.0
+    if len(val_idx) >= 2:
+        val_logits = model.logits(features.subset(val_idx))
+        y_val = y_all[val_idx]
+        temperature = fit_temperature(val_logits, y_val)
+        metrics["source_val_accuracy"] = float((val_logits.argmax(1) == y_val).mean())
+        metrics["source_val_ece_raw"] = expected_calibration_error(model.predict_proba(features.subset(val_idx)), y_val)
+        metrics["source_val_ece"] = expected_calibration_error(model.predict_proba(features.subset(val_idx), temperature), y_val)
+    metrics["temperature"] = temperature
+
+    probs = model.predict_proba(features.subset(tgt_idx), temperature)
+    pred = probs.argmax(1)
+    predictions = pd.DataFrame(
+        {
+            "product_id": [product_ids[i] for i in tgt_idx],
+            "task": task,
+            "value": space.decode(pred),
+            "confidence": probs.max(1).astype(float),
+        }
+    )
+    y_tgt = y_all[tgt_idx]
+    known = y_tgt >= 0
+    if known.any():
+        # target labels: evaluation only, never seen by training or calibration
+        metrics["target_accuracy"] = float((pred[known] == y_tgt[known]).mean())
+        metrics["target_ece"] = expected_calibration_error(probs[known], y_tgt[known])
+        metrics["n_target_labelled"] = int(known.sum())
+        unseen = sum(1 for i in tgt_idx if labels[i] is not None and labels[i] not in space)
+        if unseen:
+            metrics["n_target_unseen_label"] = unseen
+    metrics["mean_confidence"] = float(probs.max(1).mean())
+    return TaskResult(task=task, labels=space, model=model, temperature=temperature, predictions=predictions, metrics=metrics)
+
+
+def with_method(config: TrainConfig, method: str) -> TrainConfig:
+    return dataclasses.replace(config, method=method)
