@@ -1,0 +1,221 @@
+"""The encoder interface, its registry, and the helpers every encoder shares (options, precision, image decoding)."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import hashlib
+import inspect
+import io
+import os
+import struct
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from prodkg.errors import ConfigError, ProdkgError
+from prodkg.registry import Registry
+
+MODALITIES = ("image", "text")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class ItemError(ProdkgError):
+    """A single item (one image or one text) could not be loaded: missing file, corrupt image, wrong type.
+
+    It never stops an extraction: the row is marked not-ok and the message is kept as its reason.
+    """
+
+
+class Encoder(abc.ABC):
+    """A pretrained model plus the preprocessing its weights were trained with.
+
+    Subclasses set ``name`` and ``modality`` as class attributes and, once their
+    weights are loaded, ``dim``, ``precision`` and ``encoder_id``. ``encoder_id``
+    names the model, the exact weights (a digest), the preprocessing and the
+    precision, so it is a safe key for cached features: it changes whenever any
+    of those would change the vectors.
+
+    ``load_item`` runs inside DataLoader workers and must only touch picklable,
+    model-free state; ``encode_batch`` runs in the main process.
+    """
+
+    name: ClassVar[str] = ""
+    modality: ClassVar[str] = ""
+    dim: int
+    encoder_id: str
+    precision: str
+    device: torch.device
+
+    @abc.abstractmethod
+    def load_item(self, item: str) -> Any:
+        """Turn one raw item into model input; raise :class:`ItemError` when it cannot be read."""
+
+    @abc.abstractmethod
+    def encode_batch(self, items: list[Any]) -> np.ndarray:
+        """Encode items returned by :meth:`load_item`; returns a ``(len(items), dim)`` float32 array."""
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """bf16 autocast on the encoder's device when its precision is bf16, a no-op otherwise."""
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(encoder_id={getattr(self, 'encoder_id', '?')!r}, device={self.device})"
+
+
+ENCODERS: Registry[type[Encoder]] = Registry("encoder")
+
+
+def get_encoder(name: str, **options: Any) -> Encoder:
+    """Build the registered encoder ``name`` with ``options`` (e.g. ``checkpoint=``, ``model=``, ``precision=``).
+
+    Raises:
+        UnknownComponentError: ``name`` is not registered (the message lists valid names).
+        ConfigError: an option is not accepted by that encoder (the message lists the accepted ones).
+        ModelLoadError: the weights could not be found or loaded.
+    """
+    cls = ENCODERS.get(name)
+    params = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in params if p != "self" and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"encoder {name!r} does not accept option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
+        )
+    return cls(**options)
+
+
+def list_encoders() -> list[str]:
+    """Registered encoder names (aliases not included)."""
+    return ENCODERS.names()
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Validate a device option; asking for CUDA on a machine without it is a configuration error."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"device must be 'cpu', 'cuda' or 'cuda:<n>', got {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was asked for but CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    return dev
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively (CUDA Ampere+, CPUs with AVX512-BF16 or AMX).
+
+    Without it, oneDNN emulates bf16 and autocast is much slower than fp32: on a 2-core
+    AVX2 AMD EPYC (bench/bench_extract.py --threads 1) bf16 took 50.2 s against 8.3 s
+    for 90 images with EfficientNet-Lite0, and 23.7 s against 3.8 s for 200 texts with MiniLM.
+    """
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        caps = torch._C._cpu._get_cpu_capability()
+    except AttributeError:  # private API; older or newer torch may lack it
+        return False
+    return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
+
+
+def resolve_precision(precision: str, device: torch.device, *, bf16_ok: bool) -> str:
+    """Map the ``precision`` option to ``fp32``/``bf16``.
+
+    ``auto`` picks bf16 only where both hold: the encoder's bf16 features were
+    measured to agree with fp32 ones (``bf16_ok``: cosine >= 0.999 on every item
+    of bench/bench_extract.py) and the device runs bf16 natively, so it is faster.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if bf16_ok and native_bf16(device) else "fp32"
+    return precision
+
+
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a local weights file.
+
+    Read in chunks so large files never sit twice in memory, and remembered per
+    (path, size, mtime) because building the same encoder twice should not
+    re-hash hundreds of megabytes.
+    """
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(chunk):
+                digest.update(block)
+        _FILE_DIGESTS[key] = digest.hexdigest()
+    return _FILE_DIGESTS[key]
+
+
+def sha256_state_dict(state_dict: dict[str, torch.Tensor]) -> str:
+    """Hex sha256 over the names and bytes of a state dict (for weights that arrive without a file)."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().to("cpu").contiguous()
+        digest.update(key.encode("utf-8"))
+        digest.update(str(tensor.dtype).encode("ascii"))
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def is_url(item: str) -> bool:
+    return "://" in item
+
+
+def read_bytes(item: str) -> bytes:
+    """Bytes of a local file or an fsspec URL; missing or unreadable sources raise :class:`ItemError`."""
+    if not isinstance(item, str) or not item:
+        raise ItemError(f"image item must be a non-empty path or URL string, got {item!r}")
+    try:
+        if is_url(item):
+            import fsspec  # only URL items need it; keeps plain-path workers light
+
+            with fsspec.open(item, "rb") as fh:
+                return fh.read()
+        return Path(item).read_bytes()
+    except FileNotFoundError:
+        raise ItemError(f"image not found: {item}") from None
+    except IsADirectoryError:
+        raise ItemError(f"image unreadable: {item}: is a directory") from None
+    except OSError as exc:
+        raise ItemError(f"image unreadable: {item}: {exc.strerror or exc}") from None
+
+
+# Decoders raise all of these for corrupt or hostile input; one bad product photo must not stop a catalog.
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
+
+
+def open_image(item: str) -> Image.Image:
+    """Decode an image path/URL into an upright RGB PIL image.
+
+    Transparent backgrounds are composited onto white, the usual catalog
+    background, rather than onto whatever colour the hidden pixels hold.
+    """
+    data = read_bytes(item)
+    if not data:
+        raise ItemError(f"image unreadable: {item}: empty file (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # decode now so truncated files fail here, not later inside a transform
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                return Image.alpha_composite(canvas, rgba).convert("RGB")
+            return img.convert("RGB")
+    except UnidentifiedImageError:
+        raise ItemError(f"image unreadable: {item}: cannot identify image file") from None
+    except _DECODE_ERRORS as exc:
+        raise ItemError(f"image unreadable: {item}: {exc}") from None

@@ -1,0 +1,180 @@
+"""On-disk feature cache: one float32 vector per (encoder_id, content hash), in SQLite, shared by processes."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prodkg.errors import ConfigError
+
+DB_NAME = "features.sqlite"
+# SQLite's default limit on bound variables is 32766 since 3.32, but 999 before; stay under the old one.
+_CHUNK = 900
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS features (
+    encoder_id TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    dim        INTEGER NOT NULL,
+    vector     BLOB NOT NULL,
+    PRIMARY KEY (encoder_id, key)
+) WITHOUT ROWID
+"""
+
+
+def _chunks(seq: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+class FeatureCache:
+    """Feature vectors keyed by ``(encoder_id, key)``, where ``key`` is an item's content hash.
+
+    The cache is a directory holding one SQLite database in WAL mode, so many
+    readers and one writer at a time work across processes (Dask workers, a
+    second pipeline run); writers wait up to ``timeout`` seconds for the lock.
+    Each process and thread opens its own connection lazily, so the object
+    can be pickled to workers.
+
+    Args:
+        path: the cache directory (created when missing).
+        timeout: seconds to wait for another process's write lock.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"feature cache path must be a directory, got a file: {self.path}")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.timeout = float(timeout)
+        self.hits = 0
+        self.misses = 0
+        self.writes = 0
+        self._local = threading.local()
+        with self._connect() as conn:  # create the schema eagerly so a bad path fails here, not mid-run
+            conn.execute(_SCHEMA)
+
+    @property
+    def db_path(self) -> Path:
+        return self.path / DB_NAME
+
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE) so a writer takes the lock up front
+        # instead of failing to upgrade a read lock under contention
+        conn = sqlite3.connect(self.db_path, timeout=self.timeout, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    def get_many(self, encoder_id: str, keys: Iterable[str]) -> dict[str, np.ndarray]:
+        """Cached vectors for those ``keys`` that have one; missing keys are simply absent from the result."""
+        _check_encoder_id(encoder_id)
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, np.ndarray] = {}
+        conn = self._connect()
+        for chunk in _chunks(wanted, _CHUNK):
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"SELECT key, dim, vector FROM features WHERE encoder_id = ? AND key IN ({marks})",
+                [encoder_id, *chunk],
+            )
+            for key, dim, blob in rows:
+                vec = np.frombuffer(blob, dtype="<f4")
+                if vec.shape == (dim,):  # a torn or foreign row is treated as a miss and recomputed
+                    found[key] = vec.astype(np.float32, copy=True)
+        self.hits += len(found)
+        self.misses += len(wanted) - len(found)
+        return found
+
+    def put_many(self, encoder_id: str, items: Mapping[str, np.ndarray]) -> None:
+        """Store (or replace) one 1-D vector per key, all in one transaction."""
+        _check_encoder_id(encoder_id)
+        rows = []
+        for key, vec in items.items():
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"cache keys must be non-empty strings, got {key!r}")
+            arr = np.asarray(vec)
+            if arr.ndim != 1 or arr.size == 0:
+                raise ValueError(f"cache values must be non-empty 1-D vectors; {key!r} has shape {arr.shape}")
+            rows.append((encoder_id, key, int(arr.size), arr.astype("<f4").tobytes()))
+        if not rows:
+            return
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT OR REPLACE INTO features (encoder_id, key, dim, vector) VALUES (?, ?, ?, ?)", rows)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        self.writes += len(rows)
+
+    def __len__(self) -> int:
+        return int(self._connect().execute("SELECT COUNT(*) FROM features").fetchone()[0])
+
+    def count(self, encoder_id: str) -> int:
+        """Vectors stored for one encoder."""
+        row = self._connect().execute("SELECT COUNT(*) FROM features WHERE encoder_id = ?", [encoder_id]).fetchone()
+        return int(row[0])
+
+    def encoder_ids(self) -> list[str]:
+        rows = self._connect().execute("SELECT DISTINCT encoder_id FROM features ORDER BY encoder_id")
+        return [r[0] for r in rows]
+
+    def stats(self) -> dict[str, Any]:
+        """Counts per encoder, file size, and this object's hits / misses / writes since it was opened."""
+        per_encoder = dict(
+            self._connect().execute("SELECT encoder_id, COUNT(*) FROM features GROUP BY encoder_id ORDER BY encoder_id")
+        )
+        size = sum(p.stat().st_size for p in self.path.glob(DB_NAME + "*") if p.is_file())
+        return {
+            "path": str(self.path),
+            "entries": sum(per_encoder.values()),
+            "per_encoder": per_encoder,
+            "bytes": size,
+            "hits": self.hits,
+            "misses": self.misses,
+            "writes": self.writes,
+        }
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread or process ends)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            conn.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> FeatureCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_local"]  # connections never cross a process boundary
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"FeatureCache({str(self.path)!r})"
+
+
+def _check_encoder_id(encoder_id: str) -> None:
+    if not isinstance(encoder_id, str) or not encoder_id:
+        raise ValueError(f"encoder_id must be a non-empty string, got {encoder_id!r}")

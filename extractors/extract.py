@@ -1,0 +1,275 @@
+"""Batch feature extraction: hash items, reuse cached vectors, encode the rest through a DataLoader."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from extractors.base import MODALITIES, Encoder, ItemError, read_bytes
+from extractors.cache import FeatureCache
+
+# Hashing image files is I/O bound (and hashlib drops the GIL on large buffers), so a few threads help,
+# most of all for remote URLs.
+_HASH_THREADS = 8
+
+
+def content_hash(item: str, modality: str) -> str:
+    """sha256 hex of an item's content: an image's file bytes (path or fsspec URL) or a text's UTF-8 bytes.
+
+    Raises:
+        ItemError: the image cannot be read (missing file, unreachable URL, permission denied).
+        ValueError: ``modality`` is not ``"image"`` or ``"text"``.
+    """
+    if modality == "image":
+        return hashlib.sha256(read_bytes(item)).hexdigest()
+    if modality == "text":
+        if not isinstance(item, str):
+            raise ItemError(f"text item must be a string, got {type(item).__name__}")
+        return hashlib.sha256(item.encode("utf-8")).hexdigest()
+    raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
+
+
+@dataclass
+class ExtractResult:
+    """Features of one extraction, row-aligned with the items given.
+
+    Attributes:
+        features: ``(N, dim)`` float32; rows that are not ok are zeros.
+        ok: ``(N,)`` bool; False for failed items and for absent ones (``None`` / empty).
+        errors: row index -> why that item failed; absent items are not errors.
+        n_computed: distinct contents encoded in this call.
+        n_cached: rows served from the cache.
+        encoder_id: identity of the encoder (model, weights, preprocessing, precision).
+        seconds: wall time of the call.
+    """
+
+    features: np.ndarray
+    ok: np.ndarray
+    errors: dict[int, str] = field(default_factory=dict)
+    n_computed: int = 0
+    n_cached: int = 0
+    encoder_id: str = ""
+    seconds: float = 0.0
+
+    @property
+    def n_ok(self) -> int:
+        return int(self.ok.sum())
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.errors)
+
+
+class _ItemDataset(Dataset):
+    """One entry per distinct content still to encode; load failures travel as values, not exceptions."""
+
+    def __init__(self, encoder: Encoder, items: Sequence[str]) -> None:
+        self.encoder = encoder
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[int, Any, str | None]:
+        try:
+            return index, self.encoder.load_item(self.items[index]), None
+        except ItemError as exc:
+            return index, None, str(exc)
+
+
+def _collate(samples: list[tuple[int, Any, str | None]]) -> tuple[list[int], list[Any], dict[int, str]]:
+    """Keep the loaded items of a batch together and set the failed ones aside with their reasons."""
+    indices, loaded, failed = [], [], {}
+    for index, value, error in samples:
+        if error is None:
+            indices.append(index)
+            loaded.append(value)
+        else:
+            failed[index] = error
+    return indices, loaded, failed
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` torch intra-op threads, then restore the previous count (None: leave as is)."""
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _is_absent(item: Any) -> bool:
+    # a float NaN is how pandas spells a missing cell in an object column
+    if item is None:
+        return True
+    if isinstance(item, str):
+        return not item.strip()
+    return isinstance(item, float) and math.isnan(item)
+
+
+def _hash_all(items: list[tuple[int, str]], modality: str) -> tuple[dict[int, str], dict[int, str]]:
+    """Row -> content hash for readable items, row -> reason for the rest."""
+    hashes: dict[int, str] = {}
+    errors: dict[int, str] = {}
+
+    def one(row_item: tuple[int, str]) -> tuple[int, str | None, str | None]:
+        row, item = row_item
+        try:
+            return row, content_hash(item, modality), None
+        except ItemError as exc:
+            return row, None, str(exc)
+
+    if modality == "image" and len(items) > 32:
+        with ThreadPoolExecutor(max_workers=_HASH_THREADS) as pool:
+            results = list(pool.map(one, items))
+    else:
+        results = [one(x) for x in items]
+    for row, digest, error in results:
+        if digest is not None:
+            hashes[row] = digest
+        else:
+            errors[row] = error or "unreadable"
+    return hashes, errors
+
+
+def extract_features(
+    items: Sequence[str | None],
+    encoder: Encoder,
+    *,
+    cache: FeatureCache | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+    num_threads: int | None = None,
+) -> ExtractResult:
+    """Encode every item with ``encoder``, reusing and filling ``cache``.
+
+    Items are image paths/URLs for image encoders, texts for text encoders;
+    ``None`` or an empty string means "this product has no such modality" and
+    gives ``ok=False`` without an error. Identical contents are encoded once;
+    one unreadable item never fails its batch. Texts are encoded longest first
+    so each batch pads to similar lengths; rows keep the order of ``items``.
+
+    Args:
+        items: one entry per product.
+        encoder: any registered :class:`Encoder`.
+        cache: where vectors are looked up first and stored after.
+        batch_size: items per forward pass.
+        num_workers: DataLoader worker processes decoding images (0: in this process).
+        progress: show a tqdm bar over the items being encoded.
+        num_threads: torch intra-op threads while encoding (restored afterwards); None keeps torch's
+            setting. On a CPU shared with other jobs, fewer threads than cores is faster: EfficientNet-Lite0
+            on 8 images took 0.35-0.48 s with 1 thread and 1.0-2.0 s with 2 on a loaded 2-core machine.
+
+    Returns:
+        An :class:`ExtractResult` aligned with ``items``.
+    """
+    start = time.perf_counter()
+    if not isinstance(encoder, Encoder):
+        raise TypeError(f"encoder must be an extractors.Encoder, got {type(encoder).__name__}")
+    if isinstance(items, (str, bytes)):
+        raise TypeError("items must be a sequence of items, got a single string")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")
+    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+    items = list(items)
+    n = len(items)
+    features = np.zeros((n, encoder.dim), dtype=np.float32)
+    ok = np.zeros(n, dtype=bool)
+
+    present = [(row, item) for row, item in enumerate(items) if not _is_absent(item)]
+    hashes, errors = _hash_all(present, encoder.modality)
+
+    rows_by_hash: dict[str, list[int]] = {}
+    for row, digest in hashes.items():
+        rows_by_hash.setdefault(digest, []).append(row)
+
+    n_cached = 0
+    if cache is not None and rows_by_hash:
+        for digest, vec in cache.get_many(encoder.encoder_id, list(rows_by_hash)).items():
+            if vec.shape != (encoder.dim,):
+                continue
+            rows = rows_by_hash.pop(digest)
+            features[rows] = vec
+            ok[rows] = True
+            n_cached += len(rows)
+
+    # one representative item per distinct content still missing
+    todo_hashes = list(rows_by_hash)
+    todo_items = [items[rows_by_hash[h][0]] for h in todo_hashes]
+    if encoder.modality == "text" and todo_items:
+        order = sorted(range(len(todo_items)), key=lambda i: len(todo_items[i]), reverse=True)
+        todo_hashes = [todo_hashes[i] for i in order]
+        todo_items = [todo_items[i] for i in order]
+
+    n_computed = 0
+    if todo_items:
+        loader = DataLoader(
+            _ItemDataset(encoder, todo_items),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=_collate,
+            pin_memory=encoder.device.type == "cuda",
+            persistent_workers=False,
+        )
+        with (
+            torch_threads(num_threads),
+            tqdm(total=len(todo_items), disable=not progress, desc=f"extract {encoder.name}", unit="item") as bar,
+        ):
+            for indices, loaded, failed in loader:
+                for index, reason in failed.items():
+                    for row in rows_by_hash[todo_hashes[index]]:
+                        errors[row] = reason
+                if loaded:
+                    vectors = encoder.encode_batch(loaded)
+                    if vectors.shape != (len(loaded), encoder.dim):
+                        raise RuntimeError(
+                            f"{encoder.encoder_id}: encode_batch returned shape {vectors.shape}, "
+                            f"expected {(len(loaded), encoder.dim)}"
+                        )
+                    fresh: dict[str, np.ndarray] = {}
+                    for index, vec in zip(indices, vectors, strict=True):
+                        rows = rows_by_hash[todo_hashes[index]]
+                        if not np.isfinite(vec).all():  # never cache a broken vector
+                            for row in rows:
+                                errors[row] = "encoder produced non-finite values"
+                            continue
+                        features[rows] = vec
+                        ok[rows] = True
+                        fresh[todo_hashes[index]] = vec
+                    n_computed += len(loaded)
+                    # written per batch so an interrupted run keeps what it already paid for
+                    if cache is not None and fresh:
+                        cache.put_many(encoder.encoder_id, fresh)
+                bar.update(len(indices) + len(failed))
+
+    return ExtractResult(
+        features=features,
+        ok=ok,
+        errors=dict(sorted(errors.items())),
+        n_computed=n_computed,
+        n_cached=n_cached,
+        encoder_id=encoder.encoder_id,
+        seconds=time.perf_counter() - start,
+    )
+

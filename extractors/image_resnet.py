@@ -1,0 +1,162 @@
+"""ResNet-18/50 image encoders from torchvision, with torchvision's ImageNet weights or a local checkpoint."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision import models
+from torchvision.models import ResNet18_Weights, ResNet50_Weights, WeightsEnum
+
+from extractors.base import ENCODERS, sha256_file
+from extractors.image_cnn import CNNImageEncoder
+from prodkg.errors import ConfigError, ModelLoadError
+
+# torchvision's ImageNet preprocessing for these weights is resize 256 (bilinear), centre crop 224, ImageNet
+# mean/std; it is read from the weights enum, so nothing here restates it.
+_PREPROCESSING_FROM = "IMAGENET1K_V1"
+
+
+def _unwrap_checkpoint(obj: Any, path: str) -> dict[str, torch.Tensor]:
+    """Accept a bare state dict or the usual training wrappers ({'state_dict': ...}, {'model': ...}, DataParallel)."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError(f"{path} does not hold a state dict (a dict of tensor names to tensors)")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+class _ResNetEncoder(CNNImageEncoder):
+    """ResNet (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016, arXiv:1512.03385).
+
+    The classifier ``fc`` is replaced by the identity, so features are the
+    global-average-pooled output of the last residual stage.
+
+    Args:
+        weights: a torchvision weights name (``"IMAGENET1K_V1"``, ``"IMAGENET1K_V2"``
+            for ResNet-50, or ``"DEFAULT"``); downloaded on first use into the
+            torch hub cache. Ignored when ``checkpoint`` is given.
+        checkpoint: path to a local state dict (``.pth``) of the same architecture,
+            loaded with ``torch.load(weights_only=True)``; an ``fc`` of any size in
+            it is ignored. Preprocessing is then torchvision's IMAGENET1K_V1 one.
+        device: ``"cpu"`` or ``"cuda"``.
+        precision: ``"fp32"``, ``"bf16"`` (autocast) or ``"auto"``.
+
+    Shape:
+        output: ``(N, 512)`` for ResNet-18, ``(N, 2048)`` for ResNet-50, float32.
+    """
+
+    # No ImageNet ResNet weights are reachable offline to measure bf16 against fp32 on, so "auto" keeps fp32.
+    bf16_ok = False
+    _builder: Callable[..., nn.Module]
+    _weights_enum: type[WeightsEnum]
+
+    def __init__(
+        self,
+        weights: str | WeightsEnum | None = "DEFAULT",
+        checkpoint: str | os.PathLike[str] | None = None,
+        *,
+        device: str = "cpu",
+        precision: str = "auto",
+    ) -> None:
+        model = type(self)._builder(weights=None)
+        if checkpoint is not None:
+            path = os.fspath(checkpoint)
+            state_dict, digest = self._load_checkpoint(path)
+            preprocessing = self._weights_enum[_PREPROCESSING_FROM]
+        elif weights is not None:
+            preprocessing = self._resolve_weights(weights)
+            state_dict, digest = self._download(preprocessing)
+        else:
+            raise ConfigError(
+                f"{self.name}: give weights= (e.g. 'IMAGENET1K_V1') or checkpoint=<path to a state_dict .pth>; "
+                "random weights give meaningless features"
+            )
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+        try:
+            missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        except RuntimeError as exc:  # shape mismatches raise even when strict=False
+            shapes = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
+            raise ModelLoadError(
+                f"{self.name}: checkpoint does not match the architecture; {len(shapes)} shape mismatch(es), "
+                f"first: {shapes[0] if shapes else exc}"
+            ) from exc
+        missing = [k for k in missing if not k.startswith("fc.")]
+        if missing or unexpected:
+            raise ModelLoadError(
+                f"{self.name}: checkpoint does not match the architecture; "
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )
+        dim = model.fc.in_features
+        model.fc = nn.Identity()
+        self._setup(
+            model,
+            preprocessing.transforms(),
+            dim=dim,
+            weights_digest=digest,
+            preprocessing_tag=f"tv-{preprocessing.name}",
+            device=device,
+            precision=precision,
+        )
+
+    def _resolve_weights(self, weights: str | WeightsEnum) -> WeightsEnum:
+        if isinstance(weights, self._weights_enum):
+            return weights
+        try:
+            return self._weights_enum[weights] if weights != "DEFAULT" else self._weights_enum.DEFAULT
+        except KeyError:
+            valid = ", ".join(["DEFAULT", *(w.name for w in self._weights_enum)])
+            raise ConfigError(f"{self.name}: unknown weights {weights!r}; valid: {valid}") from None
+
+    def _download(self, weights: WeightsEnum) -> tuple[dict[str, torch.Tensor], str]:
+        try:
+            state_dict = weights.get_state_dict(progress=False, check_hash=True)
+        except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError; a bad hash is a RuntimeError
+            raise ModelLoadError(
+                f"{self.name}: could not download torchvision weights {weights} from {weights.url} ({exc}). "
+                f"Without network access, pass checkpoint=<path to a {self.name} state_dict .pth> instead"
+            ) from exc
+        cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+        digest = sha256_file(cached) if os.path.isfile(cached) else _digest_from_url(weights.url)
+        return state_dict, digest
+
+    def _load_checkpoint(self, path: str) -> tuple[dict[str, torch.Tensor], str]:
+        if not os.path.isfile(path):
+            raise ModelLoadError(f"{self.name}: checkpoint file not found: {path}")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, OSError, ValueError, EOFError) as exc:
+            raise ModelLoadError(f"{self.name}: could not read checkpoint {path}: {exc}") from exc
+        return _unwrap_checkpoint(obj, path), sha256_file(path)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def _digest_from_url(url: str) -> str:
+    # torchvision file names end in the first hex digits of the file's sha256 (e.g. resnet50-0676ba61.pth)
+    stem = os.path.basename(url).rsplit(".", 1)[0]
+    return stem.rsplit("-", 1)[-1]
+
+
+@ENCODERS.register("resnet18")
+class ResNet18Encoder(_ResNetEncoder):
+    __doc__ = _ResNetEncoder.__doc__
+    name = "resnet18"
+    _builder = staticmethod(models.resnet18)
+    _weights_enum = ResNet18_Weights
+
+
+@ENCODERS.register("resnet50")
+class ResNet50Encoder(_ResNetEncoder):
+    __doc__ = _ResNetEncoder.__doc__
+    name = "resnet50"
+    _builder = staticmethod(models.resnet50)
+    _weights_enum = ResNet50_Weights

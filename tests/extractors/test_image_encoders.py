@@ -1,0 +1,126 @@
+"""Image encoders: EfficientNet-Lite0 with its shipped ImageNet weights, and the ResNet checkpoint path."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from extractors import extract_features, get_encoder
+from prodkg.errors import ConfigError, ModelLoadError
+
+IMAGENET_BACKPACK = {414}
+IMAGENET_BICYCLES = {444, 671}  # bicycle-built-for-two, mountain bike
+
+
+def test_lite0_shape_finite_deterministic(lite0, image_set):
+    first = extract_features(image_set, lite0, progress=False)
+    again = extract_features(image_set, lite0, progress=False)
+    assert first.features.shape == (4, 1280)
+    assert first.features.dtype == np.float32
+    assert first.ok.all() and first.errors == {}
+    assert np.isfinite(first.features).all()
+    np.testing.assert_array_equal(first.features, again.features)
+    # different pictures must not collapse onto one vector
+    assert np.linalg.matrix_rank(first.features) == 4
+
+
+def test_lite0_batch_composition_does_not_change_vectors(lite0, image_set):
+    together = extract_features(image_set, lite0, batch_size=4, progress=False).features
+    one_by_one = extract_features(image_set, lite0, batch_size=1, progress=False).features
+    np.testing.assert_allclose(together, one_by_one, rtol=1e-4, atol=1e-5)
+
+
+def test_lite0_preprocessing_gives_model_input(lite0, make_image):
+    x = lite0.load_item(make_image("wide.png", "gradient", 300))
+    assert x.shape == (3, 224, 224) and x.dtype == torch.float32
+    # (pixel - 127) / 128 keeps inputs in [-1, 1]
+    assert -1.0 <= float(x.min()) < 0 < float(x.max()) <= 1.0
+
+
+def test_lite0_encoder_id_names_weights_preprocessing_and_precision(lite0):
+    name, digest, prep, precision = lite0.encoder_id.split("/")
+    assert name == "efficientnet_lite0"
+    assert len(digest) == 12 and int(digest, 16) >= 0
+    assert "224" in prep
+    assert precision == "fp32"
+    assert get_encoder("efficientnet_lite0", precision="bf16").encoder_id.endswith("/bf16")
+
+
+@pytest.mark.dataset
+def test_lite0_recognises_real_product_photos(lite0, data_home):
+    root = data_home / "office-caltech-10" / "images" / "amazon"
+    files = [str(root / cls / f"frame_{i:04d}.jpg") for cls in ("backpack", "bike") for i in (1, 2)]
+    result = extract_features(files, lite0, progress=False)
+    assert result.ok.all()
+    top1 = lite0.classify(torch.from_numpy(result.features)).argmax(1).tolist()
+    assert top1[0] in IMAGENET_BACKPACK and top1[1] in IMAGENET_BACKPACK
+    assert top1[2] in IMAGENET_BICYCLES and top1[3] in IMAGENET_BICYCLES
+
+    f = result.features / np.linalg.norm(result.features, axis=1, keepdims=True)
+    sim = f @ f.T
+    same = [sim[0, 1], sim[2, 3]]
+    cross = [sim[0, 2], sim[0, 3], sim[1, 2], sim[1, 3]]
+    assert min(same) > max(cross)
+
+
+def _resnet_checkpoint(tmp_path, *, prefix: str = "", num_classes: int = 1000):
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet18(weights=None, num_classes=num_classes)
+    path = tmp_path / "resnet18.pth"
+    torch.save({prefix + k: v for k, v in ref.state_dict().items()}, path)
+    ref.fc = torch.nn.Identity()
+    return ref.eval(), path
+
+
+def test_resnet_checkpoint_matches_reference_model(tmp_path, image_set):
+    ref, path = _resnet_checkpoint(tmp_path)
+    enc = get_encoder("resnet18", checkpoint=path)
+    assert enc.dim == 512
+    loaded = [enc.load_item(p) for p in image_set]
+    got = enc.encode_batch(loaded)
+    with torch.inference_mode():
+        want = ref(torch.stack(loaded)).numpy()
+    assert got.shape == (4, 512)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+    # the encoder's preprocessing is torchvision's ImageNet one, read from the weights enum
+    assert loaded[0].shape == (3, 224, 224)
+
+
+def test_resnet_checkpoint_in_training_wrapper_with_other_head(tmp_path, image_set):
+    ref, path = _resnet_checkpoint(tmp_path, prefix="module.", num_classes=7)
+    torch.save({"state_dict": torch.load(path, weights_only=True)}, path)
+    enc = get_encoder("resnet18", checkpoint=str(path))
+    x = torch.stack([enc.load_item(image_set[1])])
+    with torch.inference_mode():
+        np.testing.assert_allclose(enc.encode_batch(list(x)), ref(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_resnet_checkpoint_of_wrong_architecture_is_refused(tmp_path):
+    path = tmp_path / "r50.pth"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
+    with pytest.raises(ModelLoadError, match="does not match"):
+        get_encoder("resnet18", checkpoint=path)
+
+
+def test_resnet_missing_checkpoint(tmp_path):
+    with pytest.raises(ModelLoadError, match="not found"):
+        get_encoder("resnet50", checkpoint=tmp_path / "nope.pth")
+
+
+def test_resnet_download_failure_points_to_checkpoint(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    # the network is the boundary we do not own; the rest of the path is real
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", no_network)
+    with pytest.raises(ModelLoadError, match="checkpoint="):
+        get_encoder("resnet50", weights="IMAGENET1K_V1")
+
+
+def test_resnet_unknown_weights_name_lists_valid_ones():
+    with pytest.raises(ConfigError, match="IMAGENET1K_V2"):
+        get_encoder("resnet50", weights="IMAGENET_V9")
