@@ -1,0 +1,275 @@
+"""The adapted network (standardise -> fuse -> bottleneck -> classifier) and the trained-model object that wraps it."""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adaptation.config import TrainConfig
+from adaptation.features import MultiModal
+from adaptation.fusion import FUSIONS
+from prodkg.errors import ConfigError, ModelLoadError, StageError
+
+FORMAT = "prodkg.adaptation.AdaptedModel/1"
+CONFIG_FILE = "model.json"
+WEIGHTS_FILE = "weights.pt"
+_INFERENCE_BATCH = 4096
+
+
+class Standardizer(nn.Module):
+    """Per-modality z-scoring with statistics fitted once and stored as buffers.
+
+    Statistics come from the *present* rows only, of source and target together
+    (transductive, as the target features are known at training time). Constant
+    columns keep a scale of 1 so they map to 0 instead of dividing by zero.
+
+    Shape:
+        each block ``(N, d_m)`` in and out.
+    """
+
+    def __init__(self, dims: Mapping[str, int]) -> None:
+        super().__init__()
+        self.modalities = sorted(dims)
+        # Buffers are named by position: modality names may hold characters a buffer name may not.
+        for i, name in enumerate(self.modalities):
+            self.register_buffer(f"mean_{i}", torch.zeros(dims[name]))
+            self.register_buffer(f"scale_{i}", torch.ones(dims[name]))
+
+    def fit(self, data: list[MultiModal]) -> Standardizer:
+        for i, name in enumerate(self.modalities):
+            rows = np.concatenate([d.blocks[name][d.present[name]] for d in data]).astype(np.float64)
+            if rows.shape[0] == 0:
+                continue  # modality never observed: identity transform, its rows are all masked anyway
+            mean = rows.mean(axis=0)
+            scale = rows.std(axis=0)
+            scale[scale < 1e-8] = 1.0
+            getattr(self, f"mean_{i}").copy_(torch.from_numpy(mean))
+            getattr(self, f"scale_{i}").copy_(torch.from_numpy(scale))
+        return self
+
+    def forward(self, blocks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {
+            name: (blocks[name] - getattr(self, f"mean_{i}")) / getattr(self, f"scale_{i}")
+            for i, name in enumerate(self.modalities)
+        }
+
+
+def _norm_layer(kind: str, width: int) -> nn.Module:
+    if kind == "layer":
+        return nn.LayerNorm(width)
+    if kind == "batch":
+        return nn.BatchNorm1d(width)
+    return nn.Identity()
+
+
+class AdaptationNetwork(nn.Module):
+    """Standardise, fuse, then ``Linear -> Norm -> ReLU -> Dropout`` bottleneck and a linear classifier.
+
+    Args:
+        dims: feature width of each modality.
+        n_classes: number of categories.
+        config: supplies ``fusion``, ``hidden``, ``norm`` and ``dropout``.
+
+    Shape:
+        blocks ``(N, d_m)`` and masks ``(N,)`` in; features ``(N, hidden)`` and logits ``(N, n_classes)`` out.
+    """
+
+    def __init__(self, dims: Mapping[str, int], n_classes: int, config: TrainConfig) -> None:
+        super().__init__()
+        self.scaler = Standardizer(dims)
+        self.fusion = FUSIONS.get(config.fusion)(dims, hidden=config.hidden)
+        self.bottleneck = nn.Sequential(
+            nn.Linear(self.fusion.out_dim, config.hidden),
+            _norm_layer(config.norm, config.hidden),
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+        )
+        self.classifier = nn.Linear(config.hidden, n_classes)
+
+    def features(self, blocks: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.bottleneck(self.fusion(self.scaler(blocks), present))
+
+    def forward(
+        self, blocks: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.features(blocks, present)
+        return features, self.classifier(features)
+
+
+def to_tensors(x: MultiModal, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The blocks and masks of ``x`` as tensors on ``device``."""
+    blocks = {m: torch.from_numpy(x.blocks[m]).to(device) for m in x.modalities}
+    present = {m: torch.from_numpy(x.present[m]).to(device) for m in x.modalities}
+    return blocks, present
+
+
+def resolve_device(requested: str) -> torch.device:
+    """The torch device named by ``requested``; ConfigError if it is a GPU that is not available."""
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {requested!r} was asked for but CUDA is not available here")
+    return device
+
+
+class AdaptedModel:
+    """A trained adaptation model: predicts categories and embeds products of either domain.
+
+    Built by :func:`adaptation.train` or :meth:`load`; ``history`` holds one dict of
+    losses and diagnostics per epoch. All outputs are float32 NumPy arrays, and
+    every call runs in eval mode (no dropout), so it is deterministic.
+    """
+
+    def __init__(
+        self,
+        network: AdaptationNetwork,
+        config: TrainConfig,
+        n_classes: int,
+        dims: Mapping[str, int],
+        history: list[dict[str, Any]] | None = None,
+        n_adaptation_params: int = 0,
+    ) -> None:
+        self.network = network.eval()
+        self.config = config
+        self.n_classes = n_classes
+        self.dims = {m: int(dims[m]) for m in sorted(dims)}
+        self.history: list[dict[str, Any]] = list(history or [])
+        self.n_adaptation_params = n_adaptation_params
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def _check(self, x: MultiModal) -> None:
+        if not isinstance(x, MultiModal):
+            raise StageError(f"expected a MultiModal, got {type(x).__name__}")
+        if x.dims != self.dims:
+            raise StageError(f"model was trained on modalities {self.dims}; got {x.dims}")
+
+    @torch.no_grad()
+    def _run(self, x: MultiModal, what: str) -> np.ndarray:
+        self._check(x)
+        self.network.eval()
+        width = self.config.hidden if what == "features" else self.n_classes
+        out = np.empty((len(x), width), dtype=np.float32)
+        blocks, present = to_tensors(x, torch.device("cpu"))  # zero-copy views; batches move to the device
+        for start in range(0, len(x), _INFERENCE_BATCH):
+            stop = min(start + _INFERENCE_BATCH, len(x))
+            features, logits = self.network(
+                {m: b[start:stop].to(self.device) for m, b in blocks.items()},
+                {m: p[start:stop].to(self.device) for m, p in present.items()},
+            )
+            result = features if what == "features" else logits
+            out[start:stop] = result.float().cpu().numpy()
+        return out
+
+    def logits(self, x: MultiModal) -> np.ndarray:
+        """Classifier logits. Shape: ``(N, n_classes)``."""
+        return self._run(x, "logits")
+
+    def predict_proba(self, x: MultiModal, temperature: float = 1.0) -> np.ndarray:
+        """``softmax(logits / temperature)``; a temperature fitted elsewhere calibrates it.
+
+        Shape: ``(N, n_classes)``, rows summing to 1.
+        """
+        if not isinstance(temperature, (int, float)) or not temperature > 0 or not np.isfinite(temperature):
+            raise ConfigError(f"temperature must be a finite number > 0; got {temperature!r}")
+        z = self.logits(x).astype(np.float64) / temperature
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        return p.astype(np.float32)
+
+    def predict(self, x: MultiModal) -> np.ndarray:
+        """Most likely class index per product. Shape: ``(N,)`` int64."""
+        return self.logits(x).argmax(axis=1).astype(np.int64)
+
+    def embed(self, x: MultiModal) -> np.ndarray:
+        """Bottleneck features, the space where the domains were aligned. Shape: ``(N, hidden)``."""
+        return self._run(x, "features")
+
+    def describe(self) -> dict[str, Any]:
+        """Method, fusion, hyper-parameters, sizes and last-epoch numbers, for the run manifest."""
+        n_params = sum(p.numel() for p in self.network.parameters())
+        return {
+            "method": self.config.method,
+            "fusion": self.config.fusion,
+            "config": self.config.to_dict(),
+            "n_classes": self.n_classes,
+            "modalities": dict(self.dims),
+            "input_dim": self.network.fusion.out_dim,
+            "n_params": int(n_params),
+            "n_adaptation_params": int(self.n_adaptation_params),
+            "epochs_run": len(self.history),
+            "final_epoch": dict(self.history[-1]) if self.history else None,
+            "torch_version": torch.__version__,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model to the directory ``path`` (created if needed): weights and a JSON description.
+
+        ``weights.pt`` holds the network's ``state_dict`` (loadable with
+        ``weights_only=True``); ``model.json`` holds the config, input widths, class
+        count and history needed to rebuild it. Returns the directory.
+        """
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.network.state_dict().items()}
+        torch.save(state, path / WEIGHTS_FILE)
+        meta = {
+            "format": FORMAT,
+            "config": self.config.to_dict(),
+            "n_classes": self.n_classes,
+            "dims": self.dims,
+            "history": self.history,
+            "n_adaptation_params": self.n_adaptation_params,
+            "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
+        }
+        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None) -> AdaptedModel:
+        """Rebuild a model written by :meth:`save`.
+
+        Args:
+            path: the directory given to :meth:`save`.
+            device: where to put it; defaults to the training device, or CPU when
+                that was a GPU and none is available here.
+        """
+        path = Path(path)
+        meta_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
+        if not meta_file.is_file() or not weights_file.is_file():
+            raise ModelLoadError(f"expected {CONFIG_FILE} and {WEIGHTS_FILE} in {path}; one or both are missing")
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(f"{meta_file} is not valid JSON: {exc}") from exc
+        if meta.get("format") != FORMAT:
+            raise ModelLoadError(f"{meta_file}: expected format {FORMAT!r}, got {meta.get('format')!r}")
+        config = TrainConfig.from_dict(meta["config"])
+        if device is None:
+            wanted = torch.device(config.device)
+            device = config.device if wanted.type != "cuda" or torch.cuda.is_available() else "cpu"
+        dims = {m: int(d) for m, d in meta["dims"].items()}
+        network = AdaptationNetwork(dims, int(meta["n_classes"]), config)
+        try:
+            state = torch.load(weights_file, map_location="cpu", weights_only=True)
+            network.load_state_dict(state, strict=True)
+        except (RuntimeError, OSError, EOFError) as exc:
+            raise ModelLoadError(f"could not load weights from {weights_file}: {exc}") from exc
+        network.to(resolve_device(device))
+        return cls(
+            network,
+            config,
+            int(meta["n_classes"]),
+            dims,
+            history=meta.get("history", []),
+            n_adaptation_params=int(meta.get("n_adaptation_params", 0)),
+        )

@@ -1,0 +1,101 @@
+"""Tests of MultiModal: validation at the edge, missing rows, subset and concat."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adaptation import MultiModal
+from prodkg.errors import StageError
+
+
+def _mm() -> MultiModal:
+    image = np.arange(12, dtype=np.float32).reshape(4, 3)
+    text = np.full((4, 2), 7.0)
+    text[1] = np.nan  # missing row: its content must not matter
+    return MultiModal(
+        blocks={"text": text, "image": image},
+        present={"text": np.array([True, False, True, True]), "image": np.ones(4, dtype=bool)},
+    )
+
+
+def test_missing_rows_are_zeroed_and_dtypes_normalised() -> None:
+    text_in = np.full((4, 2), 7.0)
+    text_in[1] = np.nan
+    mm = MultiModal(
+        blocks={"text": text_in, "image": np.zeros((4, 3), dtype=np.float32)},
+        present={"text": np.array([True, False, True, True]), "image": np.ones(4, dtype=bool)},
+    )
+    assert mm.modalities == ["image", "text"]
+    assert mm.dims == {"image": 3, "text": 2}
+    assert len(mm) == 4
+    assert mm.blocks["text"].dtype == np.float32
+    assert np.array_equal(mm.blocks["text"][1], [0.0, 0.0])
+    assert np.array_equal(mm.blocks["text"][0], [7.0, 7.0])
+    assert np.isnan(text_in[1]).all(), "the caller's array must not be modified"
+
+
+def test_float32_input_with_missing_rows_is_copied_not_overwritten() -> None:
+    block = np.ones((3, 2), dtype=np.float32)
+    MultiModal(blocks={"image": block}, present={"image": np.array([True, False, True])})
+    assert np.array_equal(block, np.ones((3, 2), dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("blocks", "present", "match"),
+    [
+        ({}, {}, "at least one modality"),
+        ({"image": np.zeros((3, 2))}, {"text": np.ones(3, bool)}, "same modalities"),
+        ({"image": np.zeros(3)}, {"image": np.ones(3, bool)}, r"2-D \(N, d\)"),
+        ({"image": np.zeros((3, 2))}, {"image": np.ones(3)}, "dtype bool"),
+        ({"image": np.zeros((3, 2))}, {"image": np.ones(4, bool)}, r"shape \(3,\)"),
+        (
+            {"image": np.zeros((3, 2)), "text": np.zeros((4, 2))},
+            {"image": np.ones(3, bool), "text": np.ones(4, bool)},
+            "rows",
+        ),
+        ({"image": np.array([["a", "b"]])}, {"image": np.ones(1, bool)}, "real-valued"),
+        ({"image": np.array([[1.0, np.inf]])}, {"image": np.ones(1, bool)}, "NaN or infinite"),
+    ],
+)
+def test_invalid_inputs_raise_stage_error(blocks: dict, present: dict, match: str) -> None:
+    with pytest.raises(StageError, match=match):
+        MultiModal(blocks=blocks, present=present)
+
+
+def test_subset_by_index_and_mask() -> None:
+    mm = _mm()
+    sub = mm.subset(np.array([3, 1]))
+    assert len(sub) == 2
+    assert np.array_equal(sub.blocks["image"], mm.blocks["image"][[3, 1]])
+    assert sub.present["text"].tolist() == [True, False]
+    by_mask = mm.subset(np.array([False, True, False, True]))
+    assert np.array_equal(by_mask.blocks["image"], mm.blocks["image"][[1, 3]])
+    assert len(mm.subset(np.array([], dtype=np.int64))) == 0
+    with pytest.raises(StageError, match="out of range"):
+        mm.subset(np.array([4]))
+    with pytest.raises(StageError, match="boolean subset mask"):
+        mm.subset(np.array([True, False]))
+
+
+def test_concat_stacks_rows_and_checks_widths() -> None:
+    mm = _mm()
+    both = MultiModal.concat([mm, mm.subset(np.array([0]))])
+    assert len(both) == 5
+    assert np.array_equal(both.blocks["image"][4], mm.blocks["image"][0])
+    assert both.present["text"].tolist() == [True, False, True, True, True]
+    other = MultiModal.complete(image=np.zeros((2, 5), dtype=np.float32))
+    with pytest.raises(StageError, match="part 1"):
+        MultiModal.concat([mm, other])
+    with pytest.raises(StageError, match="at least one part"):
+        MultiModal.concat([])
+
+
+def test_complete_marks_every_row_present() -> None:
+    mm = MultiModal.complete(image=np.ones((3, 4)), text=np.zeros((3, 2)))
+    assert all(mask.all() for mask in mm.present.values())
+    assert mm.dims == {"image": 4, "text": 2}
+
+
+def test_repr_summarises_instead_of_printing_arrays() -> None:
+    assert repr(_mm()) == "MultiModal(n=4; image: 3-d, 4 present, text: 2-d, 3 present)"
