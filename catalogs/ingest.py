@@ -28,6 +28,8 @@ from catalogs.schema import (
 from prodkg.errors import CatalogError
 
 FORMATS = ("csv", "jsonl", "parquet")
+# Let oversized fields reach row validation (and the quarantine) instead of failing the whole file.
+csv.field_size_limit(max(csv.field_size_limit(), 64 * 2**20))
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _SPACES = re.compile(r"\s+")
@@ -113,7 +115,7 @@ def read_catalog(path: str | os.PathLike, fmt: str | None = None) -> tuple[pd.Da
             frame = pd.read_parquet(io.BytesIO(data))
         except (OSError, ValueError) as exc:
             raise CatalogError(f"catalog {path} is not valid Parquet: {exc}") from exc
-        frame = frame.map(_as_text) if len(frame) else frame.astype(object)
+        frame = object_frame(frame)
     if fmt == "parquet":
         # source_row counts data rows from 1, as a person reading the file would
         frame.index = pd.Index(range(1, len(frame) + 1), name="source_row")
@@ -158,6 +160,12 @@ def check_columns(columns, where: str = "catalog") -> None:
             f"{where} lacks required column(s) {', '.join(missing)}; "
             f"expected at least {', '.join(REQUIRED_COLUMNS)} (got {', '.join(map(str, columns)) or 'no columns'})"
         )
+
+
+def object_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as ``str`` or None, in object columns: Arrow-backed strings would reject the
+    undecodable bytes that must reach validation to be quarantined."""
+    return pd.DataFrame({c: pd.Series([_as_text(v) for v in frame[c].tolist()], index=frame.index, dtype=object) for c in frame.columns}, index=frame.index)
 
 
 def _as_text(value) -> str | None:
@@ -231,7 +239,7 @@ def ingest(
             frame.index = pd.Index(frame.pop("source_row").astype(int), name="source_row")
         else:
             frame.index = pd.Index(range(1, len(frame) + 1), name="source_row")
-        frame = frame.map(_as_text) if len(frame) else frame
+        frame = object_frame(frame)
         check_columns(frame.columns)
         if len(frame) == 0:
             raise CatalogError("catalog has no rows")

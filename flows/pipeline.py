@@ -13,6 +13,7 @@ import pandas as pd
 from flows import stages
 from flows.config import RunConfig
 from flows.rundir import new_run_id, versions, write_json, write_table
+from prodkg.failpoints import failpoint
 
 
 def configure_prefect(out: Path) -> None:
@@ -80,6 +81,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     # Whole-catalog errors have been raised by now: only from here on is anything written.
     run_dir.mkdir(parents=True, exist_ok=True)
     tables["products_ingested"] = write_table(ing.products, run_dir / "products.parquet")
+    failpoint("after-ingest")
 
     with _timed(durations, "extract"):
         modalities = stages.modalities_present(ing.products)
@@ -91,10 +93,12 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         ext = stages.assemble_features(ing.products, results)
     quarantine = pd.concat([q for q in (ing.quarantine, ext.quarantine) if len(q)], ignore_index=True) if (len(ing.quarantine) or len(ext.quarantine)) else ing.quarantine
     tables["quarantine"] = write_table(quarantine.astype({"source_row": "Int64"}), run_dir / "quarantine.parquet")
+    failpoint("after-extract")
 
     with _timed(durations, "adapt_predict"):
         pred = runner(stages.predict_stage, ext.products, ext.features, cfg, ing.source, ing.target, ing.attributes, run_dir / "models", name="adapt-predict")
     tables["predictions"] = write_table(pred.predictions, run_dir / "predictions.parquet")
+    failpoint("after-predict")
 
     with _timed(durations, "graph"):
         models = [ModelInfo(model_id=s["encoder_id"], name=s["encoder"], kind=f"{m}-encoder", details={"dim": s["dim"]}) for m, s in ext.stats.items()]
@@ -105,6 +109,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         taxonomy = ing.taxonomy or stages.flat_taxonomy(ext.products, pred.predictions)
         graph = runner(stages.graph_stage, ext.products, pred.predictions, taxonomy, ing.attributes, info, cfg, ing.catalog_name, name="graph", retries=2)
 
+    failpoint("after-graph")
     n_quarantined = len(quarantine)
     counts = {
         "rows_in": ing.n_in,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -34,8 +35,12 @@ class IngestOutput:
 
 
 def _frame_hash(frame: pd.DataFrame) -> str:
-    hashed = pd.util.hash_pandas_object(frame.astype("string").fillna("\x00"), index=False).to_numpy()
-    return hashlib.sha256(hashed.tobytes()).hexdigest()
+    """Content hash of the input rows (undecodable bytes included, as they arrived)."""
+    digest = hashlib.sha256("\x1e".join(map(str, frame.columns)).encode())
+    for row in frame.itertuples(index=False):
+        digest.update("\x1f".join("\x00" if v is None else str(v) for v in row).encode("utf-8", "surrogateescape"))
+        digest.update(b"\x1e")
+    return digest.hexdigest()
 
 
 def _read_taxonomy(path: str) -> list[tuple[str, str | None]]:
@@ -75,10 +80,9 @@ def ingest_stage(cfg: RunConfig) -> IngestOutput:
         missing = [d for d in chosen if d not in domains]
         if missing:
             raise CatalogError(f"{role} domain(s) {', '.join(missing)} not in the catalog; it has: {', '.join(domains) or 'none'}")
-    in_scope = frame["domain"].astype("string").str.strip().isin([*source, *target]).fillna(False).to_numpy(bool)
+    domain_col = pd.Series([d.strip() if isinstance(d, str) else None for d in frame["domain"].tolist()], index=frame.index, dtype=object)
     # Rows whose domain is blank are in scope: ingest quarantines them with their reason.
-    blank = frame["domain"].isna() | (frame["domain"].astype("string").str.strip() == "")
-    in_scope |= blank.to_numpy(bool)
+    in_scope = np.array([d is None or d == "" or d in {*source, *target} for d in domain_col], dtype=bool)
     scoped = frame[in_scope]
     result = ingest(scoped, base_dir=base_dir, attributes=cfg.attributes) if len(scoped) else None
     if result is None:
@@ -172,6 +176,8 @@ def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) ->
 
     blocks, present, stats, bad = {}, {}, {}, {}
     for modality, parts in results.items():
+        if not parts:
+            continue
         feats = np.concatenate([p["features"] for p in parts]) if parts else np.zeros((0, 0), np.float32)
         ok = np.concatenate([p["ok"] for p in parts]) if parts else np.zeros(0, bool)
         offset = 0
@@ -225,12 +231,34 @@ def train_config(cfg: RunConfig, method: str):
 
 
 def _model_id(task: str, method: str, path: Path) -> str:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-    return f"{task}/{method}/{digest}"
+    """Model identity from its saved weights, so the same weights always get the same IRI."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*.pt") if p.is_file()) if path.is_dir() else [path]:
+        digest.update(file.read_bytes())
+    return f"{task}/{method}/{digest.hexdigest()[:12]}"
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run with ``n`` intra-op threads. The heads are small MLPs: on 2 cores one thread is
+    30x faster than two under any other load, because OpenMP workers spin on tiny matmuls."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def predict_stage(products: pd.DataFrame, features, cfg: RunConfig, source: list[str], target: list[str], attributes: list[str], models_dir: Path) -> PredictOutput:
     """Fit the category head and one head per attribute with source labels; predict every target product."""
+    with torch_threads(1):
+        return _predict(products, features, cfg, source, target, attributes, models_dir)
+
+
+def _predict(products, features, cfg: RunConfig, source, target, attributes, models_dir: Path) -> PredictOutput:
     from prediction import fit_task
 
     is_source = products["domain"].isin(source).to_numpy(bool)
@@ -241,12 +269,17 @@ def predict_stage(products: pd.DataFrame, features, cfg: RunConfig, source: list
     baseline = None
     for task in ["category", *attributes]:
         labels = [v if isinstance(v, str) and v else None for v in products[task].astype(object).where(products[task].notna(), None).tolist()]
-        n_labels = len({labels[i] for i in np.flatnonzero(is_source) if labels[i] is not None})
+        source_labels = [labels[i] for i in np.flatnonzero(is_source) if labels[i] is not None]
+        n_labels = len(set(source_labels))
         if n_labels < 2:
             skipped[task] = f"source domain has {n_labels} distinct label(s); a head needs at least 2"
             continue
+        if task != "category" and n_labels > len(source_labels) / 2:
+            # an identifier or free-text column, not a label: a head would learn nothing but noise
+            skipped[task] = f"looks like free text or an identifier ({n_labels} distinct values over {len(source_labels)} labelled source rows)"
+            continue
         result = fit_task(task, features, labels, is_source, is_target, ids, train_config(cfg, cfg.method), progress=cfg.progress)
-        path = models_dir / f"{_safe(task)}.pt"
+        path = models_dir / _safe(task)
         result.model.save(path)
         model_id = _model_id(task, cfg.method, path)
         result.predictions["model"] = model_id
