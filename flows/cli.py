@@ -118,7 +118,7 @@ def format_summary(s: dict, out: str) -> str:
 
 
 def cmd_query(args) -> int:
-    from kb.queries import list_queries, load_query
+    from kb.queries import list_queries, load_query, run_query
     from kb.store import KnowledgeGraph
 
     if args.name:
@@ -129,9 +129,11 @@ def cmd_query(args) -> int:
         sparql = args.sparql
     else:
         raise ProdkgError(f"give a SPARQL query, a .rq file, or --name one of: {', '.join(list_queries())}")
+    bindings = _parse_bindings(args.bind)
     kg = KnowledgeGraph(_store_path(args))
     with kg.open(read_only=True) as store:
-        result = store.query(sparql, bindings=_parse_bindings(args.bind) or None)
+        # a named query declares its parameters' types; run_query converts the text values
+        result = run_query(store, args.name, **bindings) if args.name else store.query(sparql, bindings=bindings or None)
     print(render_result(result, args.format))
     return 0
 

@@ -1,0 +1,638 @@
+"""Turn pipeline tables (products, taxonomy, predictions, run info) into RDF quads in named graphs."""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any, TypeAlias
+
+import pandas as pd
+from rdflib.term import Literal, Node, URIRef
+
+from kb.iri import DEFAULT_BASE, mint
+from kb.vocab import PKG, PROV, RDF, SDO, SKOS, XSD
+from prodkg.errors import StageError
+
+__all__ = [
+    "CATEGORY_TASK",
+    "DIRECT_ATTRIBUTES",
+    "ModelInfo",
+    "Quad",
+    "RunInfo",
+    "catalog_graph",
+    "catalog_quads",
+    "datetime_literal",
+    "double_literal",
+    "prediction_quads",
+    "run_graph",
+    "run_quads",
+    "taxonomy_graph",
+    "taxonomy_quads",
+]
+
+Quad: TypeAlias = tuple[Node, URIRef, Node, URIRef]
+
+CATEGORY_TASK = "category"
+
+#: Attribute names (compared lower-case) written with a schema.org property of their own
+#: instead of a schema:additionalProperty / schema:PropertyValue pair.
+DIRECT_ATTRIBUTES: dict[str, URIRef] = {
+    "brand": SDO.brand,
+    "color": SDO.color,
+    "colour": SDO.color,
+    "gtin": SDO.gtin,
+    "material": SDO.material,
+    "mpn": SDO.mpn,
+    "pattern": SDO.pattern,
+    "size": SDO.size,
+    "sku": SDO.sku,
+}
+
+_XSD_DOUBLE = XSD.double
+_PRODUCT_COLUMNS = ("product_id", "title", "description", "image", "domain", "category")
+_PREDICTION_COLUMNS = ("product_id", "task", "value", "confidence", "model")
+
+
+# ----------------------------------------------------------------------------- literals
+
+
+def double_literal(value: float) -> Literal:
+    """An xsd:double literal in the lexical form Oxigraph stores it in.
+
+    Oxigraph canonicalises numbers on the way in (``1.0`` comes back as ``"1"``); writing that
+    form ourselves keeps a graph identical, not merely equal in value, after a store round trip.
+    """
+    x = float(value)
+    text = repr(x)
+    if "e" in text or "n" in text:  # exponent, inf or nan: rare, so the slow exact path
+        if math.isnan(x):
+            text = "NaN"
+        elif math.isinf(x):
+            text = "INF" if x > 0 else "-INF"
+        else:
+            text = format(Decimal(text), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return Literal(text, datatype=_XSD_DOUBLE)
+
+
+def datetime_literal(value: datetime) -> Literal:
+    """An xsd:dateTime literal of an aware datetime, converted to UTC.
+
+    rdflib gives dateTime literals one lexical form (``...+00:00``) whichever form they are read
+    from, and Oxigraph one of its own (``...Z``), so values compare equal on both sides.
+    """
+    if not isinstance(value, datetime):
+        raise StageError(f"expected a datetime, got {type(value).__name__} {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise StageError(f"expected a timezone-aware datetime (UTC), got naive {value.isoformat()}")
+    return Literal(value.astimezone(timezone.utc).isoformat(), datatype=XSD.dateTime)
+
+
+# concepts, models, brands and attributes repeat across thousands of rows
+_mint_repeating = lru_cache(maxsize=65536)(mint)
+
+
+def _missing(value: object) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value == ""
+
+
+def _text(value: object, what: str) -> str | None:
+    """A cell as text, or None when it is missing; numbers are accepted and written as text."""
+    if _missing(value):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, numbers.Integral)):
+        return str(value)
+    if isinstance(value, numbers.Real):
+        return repr(float(value))
+    raise StageError(f"{what}: expected text, got {type(value).__name__} {value!r}")
+
+
+def _identifier(value: object, what: str) -> str:
+    """A required identifier cell: a non-empty str or an integer (never a float, never missing)."""
+    if isinstance(value, str) and value != "":
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(value)
+    raise StageError(f"{what}: expected a non-empty str identifier, got {type(value).__name__} {value!r}")
+
+
+def _require_columns(frame: object, required: Sequence[str], table: str) -> pd.DataFrame:
+    if not isinstance(frame, pd.DataFrame):
+        raise StageError(f"{table}: expected a pandas DataFrame, got {type(frame).__name__}")
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise StageError(f"{table}: missing column(s) {missing}; expected {list(required)}, got {list(frame.columns)}")
+    return frame
+
+
+def _label(value: object, what: str) -> str:
+    if not isinstance(value, str) or value == "":
+        raise StageError(f"{what}: expected a non-empty str, got {type(value).__name__} {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- graph names
+
+
+def catalog_graph(catalog: str, *, base: str = DEFAULT_BASE) -> URIRef:
+    """Name of the graph holding what the catalog asserts about its products."""
+    return mint("graph", "catalog", catalog, base=base)
+
+
+def taxonomy_graph(scheme: str, *, base: str = DEFAULT_BASE) -> URIRef:
+    """Name of the graph holding one SKOS concept scheme."""
+    return mint("graph", "taxonomy", scheme, base=base)
+
+
+def run_graph(run_id: str, *, base: str = DEFAULT_BASE) -> URIRef:
+    """Name of the graph holding one run's provenance, predictions and accepted facts."""
+    return mint("graph", "run", run_id, base=base)
+
+
+# ----------------------------------------------------------------------------- run info
+
+
+@dataclass
+class ModelInfo:
+    """One model a run used: a pretrained encoder, an adapter or a head.
+
+    ``details`` holds JSON-serialisable settings (weights name, input size, dims, ...).
+    """
+
+    model_id: str
+    name: str
+    kind: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _label(self.model_id, "ModelInfo.model_id")
+        _label(self.name, "ModelInfo.name")
+        _label(self.kind, "ModelInfo.kind")
+        if not isinstance(self.details, Mapping):
+            raise StageError(f"ModelInfo.details: expected a dict, got {type(self.details).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "name": self.name, "kind": self.kind, "details": dict(self.details)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelInfo:
+        return cls(data["model_id"], data["name"], data["kind"], dict(data.get("details") or {}))
+
+
+@dataclass
+class RunInfo:
+    """What the graph records about one pipeline run (its PROV-O activity).
+
+    ``started`` and ``ended`` must be timezone-aware; they are written in UTC. ``ended`` may be
+    None for a run that publishes before it finishes.
+    """
+
+    run_id: str
+    started: datetime
+    ended: datetime | None
+    catalog: str
+    method: str
+    source_domains: list[str] = field(default_factory=list)
+    target_domains: list[str] = field(default_factory=list)
+    models: list[ModelInfo] = field(default_factory=list)
+    config_hash: str = ""
+
+    def __post_init__(self) -> None:
+        _label(self.run_id, "RunInfo.run_id")
+        _label(self.catalog, "RunInfo.catalog")
+        _label(self.method, "RunInfo.method")
+        datetime_literal(self.started)
+        if self.ended is not None:
+            datetime_literal(self.ended)
+            if self.ended < self.started:
+                raise StageError(
+                    f"RunInfo: ended {self.ended.isoformat()} is before started {self.started.isoformat()}"
+                )
+        for name in ("source_domains", "target_domains"):
+            values = getattr(self, name)
+            if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
+                raise StageError(f"RunInfo.{name}: expected a list of non-empty str, got {values!r}")
+        for model in self.models:
+            if not isinstance(model, ModelInfo):
+                raise StageError(f"RunInfo.models: expected ModelInfo items, got {type(model).__name__}")
+        by_id: dict[str, ModelInfo] = {}
+        for model in self.models:
+            other = by_id.setdefault(model.model_id, model)
+            if other.to_dict() != model.to_dict():
+                raise StageError(
+                    f"RunInfo.models: model id {model.model_id!r} describes two different models: {other} and {model}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "started": self.started.isoformat(),
+            "ended": self.ended.isoformat() if self.ended else None,
+            "catalog": self.catalog,
+            "method": self.method,
+            "source_domains": list(self.source_domains),
+            "target_domains": list(self.target_domains),
+            "models": [m.to_dict() for m in self.models],
+            "config_hash": self.config_hash,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunInfo:
+        return cls(
+            run_id=data["run_id"],
+            started=datetime.fromisoformat(data["started"]),
+            ended=datetime.fromisoformat(data["ended"]) if data.get("ended") else None,
+            catalog=data["catalog"],
+            method=data["method"],
+            source_domains=list(data.get("source_domains", [])),
+            target_domains=list(data.get("target_domains", [])),
+            models=[ModelInfo.from_dict(m) for m in data.get("models", [])],
+            config_hash=data.get("config_hash", ""),
+        )
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def _attribute_quads(
+    product: URIRef,
+    name: str,
+    value: str,
+    value_node_parts: tuple[str, ...],
+    g: URIRef,
+    base: str,
+) -> list[Quad]:
+    """The plain fact 'product has attribute name = value', as schema.org writes it.
+
+    ``value_node_parts`` are the :func:`mint` parts of the PropertyValue node, used only for
+    attributes without a schema.org property of their own.
+    """
+    prop = DIRECT_ATTRIBUTES.get(name.strip().lower())
+    if prop == SDO.brand:
+        brand = _mint_repeating("brand", value, base=base)
+        return [(product, SDO.brand, brand, g), (brand, RDF.type, SDO.Brand, g), (brand, SDO.name, Literal(value), g)]
+    if prop is not None:
+        return [(product, prop, Literal(value), g)]
+    node = mint("property-value", *value_node_parts, base=base)
+    return [
+        (product, SDO.additionalProperty, node, g),
+        (node, RDF.type, SDO.PropertyValue, g),
+        (node, SDO.propertyID, Literal(name), g),
+        (node, SDO.value, Literal(value), g),
+    ]
+
+
+def catalog_quads(
+    products: pd.DataFrame,
+    *,
+    catalog: str,
+    attributes: Sequence[str] = (),
+    scheme: str,
+    base: str = DEFAULT_BASE,
+) -> list[Quad]:
+    """Quads of what a catalog asserts, in the graph ``mint("graph", "catalog", catalog)``.
+
+    Each product becomes a ``schema:Product`` with ``schema:productID``, ``schema:name``
+    (title), ``schema:description``, ``schema:image`` (an xsd:anyURI literal, so local paths
+    with spaces stay valid), ``pkg:domain``, ``schema:category`` (the SKOS concept of the
+    asserted label in ``scheme``) and its attributes: brand, color, material, size, pattern,
+    sku, gtin and mpn with their own schema.org property, others as
+    ``schema:additionalProperty`` / ``schema:PropertyValue``. Missing cells (None, NaN, "")
+    write nothing.
+
+    Args:
+        products: one row per product; columns ``product_id`` and ``title`` are required,
+            ``description``, ``image``, ``domain``, ``category`` and the ``attributes`` optional.
+        catalog: catalog name, part of every product IRI.
+        attributes: names of the attribute columns to write.
+        scheme: taxonomy scheme the ``category`` labels belong to.
+
+    Raises:
+        StageError: a missing column, a bad or duplicate ``product_id``, a bad cell.
+    """
+    _label(catalog, "catalog_quads(catalog=...)")
+    _label(scheme, "catalog_quads(scheme=...)")
+    if isinstance(attributes, str):
+        raise StageError(f"catalog_quads(attributes=...): expected a list of column names, got the str {attributes!r}")
+    attributes = list(attributes)
+    frame = _require_columns(products, ["product_id", "title", *attributes], "products")
+    if len(set(attributes)) != len(attributes):
+        raise StageError(f"catalog_quads(attributes=...): duplicate names in {attributes}")
+    reserved = sorted(set(attributes) & set(_PRODUCT_COLUMNS))
+    if reserved:
+        raise StageError(f"catalog_quads(attributes=...): {reserved} are product columns, not attributes")
+
+    g = catalog_graph(catalog, base=base)
+    columns = {c: (frame[c].tolist() if c in frame.columns else [None] * len(frame)) for c in _PRODUCT_COLUMNS}
+    attribute_values = [frame[a].tolist() for a in attributes]
+    quads: list[Quad] = []
+    seen: set[str] = set()
+    concepts: dict[str, URIRef] = {}
+    # closed-namespace lookups cost a Python call each; this loop runs once per product
+    rdf_type, product_class, product_id, category_ = RDF.type, SDO.Product, SDO.productID, SDO.category
+    image_, any_uri = SDO.image, XSD.anyURI
+    texts = (("title", SDO.name), ("description", SDO.description), ("domain", PKG.domain))
+    for i in range(len(frame)):
+        pid = _identifier(columns["product_id"][i], f"products row {i} product_id")
+        if pid in seen:
+            raise StageError(f"products: duplicate product_id {pid!r} (row {i}); ids must be unique per catalog")
+        seen.add(pid)
+        p = mint("product", catalog, pid, base=base)
+        quads.append((p, rdf_type, product_class, g))
+        quads.append((p, product_id, Literal(pid), g))
+        for column, prop in texts:
+            text = _text(columns[column][i], f"products row {i} {column}")
+            if text is not None:
+                quads.append((p, prop, Literal(text), g))
+        image = _text(columns["image"][i], f"products row {i} image")
+        if image is not None:
+            quads.append((p, image_, Literal(image, datatype=any_uri), g))
+        category = _text(columns["category"][i], f"products row {i} category")
+        if category is not None:
+            if category not in concepts:
+                concepts[category] = mint("concept", scheme, category, base=base)
+            quads.append((p, category_, concepts[category], g))
+        for name, values in zip(attributes, attribute_values, strict=False):
+            value = _text(values[i], f"products row {i} attribute {name!r}")
+            if value is not None:
+                quads.extend(_attribute_quads(p, name, value, (catalog, pid, name), g, base))
+    return quads
+
+
+def taxonomy_quads(
+    scheme: str,
+    concepts: Iterable[tuple[str, str | None] | tuple[str, str | None, str]],
+    *,
+    base: str = DEFAULT_BASE,
+) -> list[Quad]:
+    """Quads of a SKOS concept scheme, in the graph ``mint("graph", "taxonomy", scheme)``.
+
+    Writes the ``skos:ConceptScheme`` and, per concept, ``skos:Concept``, ``skos:prefLabel``,
+    ``skos:inScheme`` and either ``skos:broader`` / ``skos:narrower`` to its parent or
+    ``skos:topConceptOf`` / ``skos:hasTopConcept``. A concept listed with several parents gets
+    several broader concepts (SKOS allows polyhierarchy); repeating a pair is harmless.
+
+    Args:
+        scheme: scheme name, e.g. ``"office-caltech-10"``.
+        concepts: ``(label, parent_label_or_None)`` pairs, flat or multi-level; the label
+            identifies the concept (its IRI is ``mint("concept", scheme, label)``). Where labels
+            repeat across the tree (Best Buy has "Latin" under "Latin"), give
+            ``(key, parent_key_or_None, label)`` triples instead: the key identifies the
+            concept and is what category predictions must name, the label is its prefLabel.
+
+    Raises:
+        StageError: an empty key, a parent that is not itself listed, a concept that is both a
+            top concept and a child, one key with two labels, or a cycle of broader links.
+    """
+    _label(scheme, "taxonomy_quads(scheme=...)")
+    parents: dict[str, list[str | None]] = {}
+    labels: dict[str, str] = {}
+    for n, entry in enumerate(concepts):
+        if not isinstance(entry, (tuple, list)) or len(entry) not in (2, 3):
+            raise StageError(
+                f"taxonomy concept {n}: expected (label, parent_or_None) or (key, parent_or_None, label), got {entry!r}"
+            )
+        key = _label(entry[0], f"taxonomy concept {n} key")
+        parent = None if _missing(entry[1]) else _label(entry[1], f"taxonomy concept {n} ({key!r}) parent")
+        label = _label(entry[2], f"taxonomy concept {n} ({key!r}) label") if len(entry) == 3 else key
+        if labels.setdefault(key, label) != label:
+            raise StageError(f"taxonomy concept {key!r} has two labels: {labels[key]!r} and {label!r}")
+        if parent == key:
+            raise StageError(f"taxonomy concept {key!r} is its own parent")
+        known = parents.setdefault(key, [])
+        if parent not in known:
+            known.append(parent)
+    if not parents:
+        raise StageError(f"taxonomy {scheme!r}: no concepts given")
+    for key, known in parents.items():
+        if None in known and len(known) > 1:
+            others = [p for p in known if p is not None]
+            raise StageError(f"taxonomy concept {key!r} is listed both as a top concept and under {others}")
+        undeclared = [p for p in known if p is not None and p not in parents]
+        if undeclared:
+            raise StageError(f"taxonomy concept {key!r} has parent(s) {undeclared} that are not listed as concepts")
+    _check_acyclic(parents)
+
+    g = taxonomy_graph(scheme, base=base)
+    s = mint("scheme", scheme, base=base)
+    iri = {key: mint("concept", scheme, key, base=base) for key in parents}
+    quads: list[Quad] = [(s, RDF.type, SKOS.ConceptScheme, g), (s, SKOS.prefLabel, Literal(scheme), g)]
+    for key, known in parents.items():
+        c = iri[key]
+        quads.append((c, RDF.type, SKOS.Concept, g))
+        quads.append((c, SKOS.prefLabel, Literal(labels[key]), g))
+        quads.append((c, SKOS.inScheme, s, g))
+        for parent in known:
+            if parent is None:
+                quads += [(c, SKOS.topConceptOf, s, g), (s, SKOS.hasTopConcept, c, g)]
+            else:
+                quads += [(c, SKOS.broader, iri[parent], g), (iri[parent], SKOS.narrower, c, g)]
+    return quads
+
+
+def _check_acyclic(parents: Mapping[str, list[str | None]]) -> None:
+    done: set[str] = set()
+    for start in parents:
+        path: list[str] = []
+        on_path: set[str] = set()
+        stack: list[tuple[str, int]] = [(start, 0)]
+        # iterative DFS: taxonomies such as Best Buy's are deep enough to make recursion fragile
+        while stack:
+            node, i = stack.pop()
+            if i == 0:
+                if node in done:
+                    continue
+                path.append(node)
+                on_path.add(node)
+            ups = [p for p in parents[node] if p is not None]
+            if i < len(ups):
+                stack.append((node, i + 1))
+                nxt = ups[i]
+                if nxt in on_path:
+                    cycle = [*path[path.index(nxt):], nxt]
+                    raise StageError(f"taxonomy has a cycle of broader links: {' -> '.join(cycle)}")
+                if nxt not in done:
+                    stack.append((nxt, 0))
+            else:
+                path.pop()
+                on_path.discard(node)
+                done.add(node)
+
+
+def _run_id(run: RunInfo | str) -> str:
+    if isinstance(run, RunInfo):
+        return run.run_id
+    return _label(run, "run (RunInfo or run id)")
+
+
+def _run_node_quads(run_id: str, g: URIRef, base: str) -> list[Quad]:
+    r = mint("run", run_id, base=base)
+    return [(r, RDF.type, PKG.Run, g), (r, RDF.type, PROV.Activity, g), (r, PKG.runId, Literal(run_id), g)]
+
+
+def _model_node_quads(model_id: str, g: URIRef, base: str) -> list[Quad]:
+    m = mint("model", model_id, base=base)
+    return [
+        (m, RDF.type, PKG.Model, g),
+        (m, RDF.type, PROV.SoftwareAgent, g),
+        (m, RDF.type, PROV.Entity, g),
+        (m, PKG.modelId, Literal(model_id), g),
+    ]
+
+
+def run_quads(run: RunInfo, *, base: str = DEFAULT_BASE) -> list[Quad]:
+    """PROV-O provenance of a run, in the graph ``mint("graph", "run", run_id)``.
+
+    The run is a ``prov:Activity`` and ``pkg:Run`` with start/end times (xsd:dateTime, UTC),
+    catalog, adaptation method, source/target domains and config hash. Each model is a
+    ``prov:SoftwareAgent`` (and ``prov:Entity``) that the run ``prov:used`` and
+    ``prov:wasAssociatedWith``, with its name, kind and details (an rdf:JSON literal).
+    """
+    if not isinstance(run, RunInfo):
+        raise StageError(f"run_quads: expected RunInfo, got {type(run).__name__}")
+    g = run_graph(run.run_id, base=base)
+    r = mint("run", run.run_id, base=base)
+    quads = _run_node_quads(run.run_id, g, base)
+    quads.append((r, PROV.startedAtTime, datetime_literal(run.started), g))
+    if run.ended is not None:
+        quads.append((r, PROV.endedAtTime, datetime_literal(run.ended), g))
+    quads.append((r, PKG.catalog, Literal(run.catalog), g))
+    quads.append((r, PKG.method, Literal(run.method), g))
+    quads += [(r, PKG.sourceDomain, Literal(d), g) for d in run.source_domains]
+    quads += [(r, PKG.targetDomain, Literal(d), g) for d in run.target_domains]
+    if run.config_hash:
+        quads.append((r, PKG.configHash, Literal(run.config_hash), g))
+    described: set[str] = set()
+    for model in run.models:
+        if model.model_id in described:  # RunInfo allows an identical model listed twice
+            continue
+        described.add(model.model_id)
+        m = mint("model", model.model_id, base=base)
+        quads += _model_node_quads(model.model_id, g, base)
+        quads.append((m, SDO.name, Literal(model.name), g))
+        quads.append((m, PKG.modelKind, Literal(model.kind), g))
+        if model.details:
+            try:
+                details = json.dumps(dict(model.details), sort_keys=True, separators=(",", ":"), allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise StageError(f"ModelInfo {model.model_id!r} details are not JSON-serialisable: {exc}") from None
+            quads.append((m, PKG.details, Literal(details, datatype=RDF.JSON), g))
+        quads.append((r, PROV.used, m, g))
+        quads.append((r, PROV.wasAssociatedWith, m, g))
+    return quads
+
+
+def prediction_quads(
+    predictions: pd.DataFrame,
+    run: RunInfo | str,
+    *,
+    catalog: str,
+    scheme: str,
+    threshold: float = 0.5,
+    base: str = DEFAULT_BASE,
+) -> list[Quad]:
+    """Quads of a run's predictions, in the graph ``mint("graph", "run", run_id)``.
+
+    Every row becomes a ``pkg:Prediction`` (subject, task, predicate, object, confidence as
+    xsd:double, model, ``prov:wasGeneratedBy`` the run). A prediction whose confidence is at
+    least ``threshold`` also writes the plain fact in the run graph: ``schema:category`` to
+    the SKOS concept for the category task, the attribute as :func:`catalog_quads` writes it
+    otherwise. Below the threshold it stays a candidate only. The run records the threshold
+    as ``pkg:threshold``.
+
+    Args:
+        predictions: columns ``product_id``, ``task`` ("category" or an attribute name),
+            ``value`` (label), ``confidence`` (float in [0, 1]), ``model`` (model id); at most
+            one row per (product_id, task).
+        run: the run (or its id) that made the predictions.
+        catalog: catalog the products belong to (part of product IRIs).
+        scheme: taxonomy scheme of the category labels.
+        threshold: confidence in [0, 1] at or above which a prediction becomes a fact.
+
+    Raises:
+        StageError: a missing column, a bad cell, a confidence outside [0, 1] or a repeated
+            (product_id, task) pair.
+    """
+    run_id = _run_id(run)
+    _label(catalog, "prediction_quads(catalog=...)")
+    _label(scheme, "prediction_quads(scheme=...)")
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 <= float(threshold) <= 1.0:
+        raise StageError(f"prediction_quads(threshold=...): expected a number in [0, 1], got {threshold!r}")
+    frame = _require_columns(predictions, _PREDICTION_COLUMNS, "predictions")
+
+    g = run_graph(run_id, base=base)
+    r = mint("run", run_id, base=base)
+    quads = _run_node_quads(run_id, g, base)
+    quads.append((r, PKG.threshold, double_literal(threshold), g))
+    models: dict[str, URIRef] = {}
+    seen: set[tuple[str, str]] = set()
+    cols = [frame[c].tolist() for c in _PREDICTION_COLUMNS]
+    # closed-namespace lookups cost a Python call each; this loop runs once per prediction
+    rdf_type, category, prediction_class = RDF.type, SDO.category, PKG.Prediction
+    subject_, task_, predicate_, object_ = PKG.subject, PKG.task, PKG.predicate, PKG.object
+    confidence_, model_, generated_by = PKG.confidence, PKG.model, PROV.wasGeneratedBy
+    for i, (pid_cell, task_cell, value_cell, conf_cell, model_cell) in enumerate(zip(*cols, strict=False)):
+        where = f"predictions row {i}"
+        pid = _identifier(pid_cell, f"{where} product_id")
+        task = _label(task_cell, f"{where} task")
+        value = _text(value_cell, f"{where} value")
+        if value is None:
+            raise StageError(f"{where} value: expected a non-empty label, got {value_cell!r}")
+        if isinstance(conf_cell, bool) or not isinstance(conf_cell, numbers.Real):
+            got = f"{type(conf_cell).__name__} {conf_cell!r}"
+            raise StageError(f"{where} confidence: expected a float in [0, 1], got {got}")
+        confidence = float(conf_cell)
+        if not 0.0 <= confidence <= 1.0:  # also rejects NaN
+            raise StageError(f"{where} confidence: expected a float in [0, 1], got {confidence!r}")
+        model_id = _label(model_cell, f"{where} model")
+        if (pid, task) in seen:
+            raise StageError(f"{where}: second prediction for product {pid!r} and task {task!r} in run {run_id!r}")
+        seen.add((pid, task))
+        if model_id not in models:
+            models[model_id] = mint("model", model_id, base=base)
+            quads += _model_node_quads(model_id, g, base)
+
+        product = mint("product", catalog, pid, base=base)
+        pred = mint("prediction", run_id, pid, task, base=base)
+        obj: Node
+        if task == CATEGORY_TASK:
+            prop = category
+            obj = _mint_repeating("concept", scheme, value, base=base)
+        else:
+            direct = DIRECT_ATTRIBUTES.get(task.strip().lower())
+            prop = direct if direct is not None else _mint_repeating("attribute", task, base=base)
+            if direct == SDO.brand:
+                obj = _mint_repeating("brand", value, base=base)
+                quads += [(obj, rdf_type, SDO.Brand, g), (obj, SDO.name, Literal(value), g)]
+            else:
+                obj = Literal(value)
+        quads += [
+            (pred, rdf_type, prediction_class, g),
+            (pred, subject_, product, g),
+            (pred, task_, Literal(task), g),
+            (pred, predicate_, prop, g),
+            (pred, object_, obj, g),
+            (pred, confidence_, double_literal(confidence), g),
+            (pred, model_, models[model_id], g),
+            (pred, generated_by, r, g),
+        ]
+        if confidence >= threshold:
+            if task == CATEGORY_TASK:
+                quads.append((product, category, obj, g))
+            else:
+                quads += _attribute_quads(product, task, value, (catalog, pid, task, run_id), g, base)
+    return quads
+

@@ -1,0 +1,123 @@
+"""Closed vocabularies of the graph: the schema.org, SKOS, PROV-O, XSD and prodkg terms prodkg writes."""
+
+from __future__ import annotations
+
+from rdflib.namespace import PROV, RDF, RDFS, SKOS, DefinedNamespace, Namespace
+from rdflib.term import URIRef
+
+__all__ = ["PKG", "PKG_NAMESPACE", "PREFIXES", "PROV", "RDF", "RDFS", "SDO", "SKOS", "XSD"]
+
+#: Namespace of prodkg's own terms. It is fixed, unlike the base of minted instance IRIs
+#: (:data:`kb.iri.DEFAULT_BASE`), so that graphs built under different bases share one vocabulary.
+PKG_NAMESPACE = "https://example.org/prodkg/vocab#"
+
+
+class SDO(DefinedNamespace):
+    """The schema.org terms prodkg uses (https://schema.org/).
+
+    Closed on purpose: ``SDO.nmae`` raises AttributeError instead of minting a new IRI.
+    Add a term here before using it anywhere else.
+    """
+
+    _fail = True
+    _NS = Namespace("https://schema.org/")
+
+    # classes
+    Brand: URIRef
+    Product: URIRef
+    PropertyValue: URIRef
+
+    # product properties
+    additionalProperty: URIRef
+    brand: URIRef
+    category: URIRef
+    color: URIRef
+    description: URIRef
+    gtin: URIRef
+    identifier: URIRef
+    image: URIRef
+    material: URIRef
+    mpn: URIRef
+    name: URIRef
+    pattern: URIRef
+    productID: URIRef
+    size: URIRef
+    sku: URIRef
+    url: URIRef
+
+    # PropertyValue properties
+    propertyID: URIRef
+    unitCode: URIRef
+    unitText: URIRef
+    value: URIRef
+
+
+class PKG(DefinedNamespace):
+    """prodkg's own terms, for what schema.org, SKOS and PROV-O do not say.
+
+    A ``pkg:Prediction`` reifies one model output: ``pkg:subject`` (the product), ``pkg:task``
+    (``"category"`` or an attribute name), ``pkg:predicate`` (the property the prediction
+    would assert, e.g. ``schema:category``), ``pkg:object`` (a SKOS concept, brand node or
+    literal value), ``pkg:confidence`` and ``pkg:model``; it is ``prov:wasGeneratedBy`` a
+    ``pkg:Run``. Closed like :class:`SDO`.
+    """
+
+    _fail = True
+    _NS = Namespace(PKG_NAMESPACE)
+
+    # classes
+    Model: URIRef  # a pretrained encoder, adapter or head; also a prov:SoftwareAgent
+    Prediction: URIRef  # one model output about one product and one task
+    Run: URIRef  # one pipeline run; also a prov:Activity
+
+    # prediction properties
+    confidence: URIRef  # xsd:double in [0, 1]
+    model: URIRef  # the pkg:Model that produced the prediction
+    object: URIRef  # the predicted value: concept, brand node or literal
+    predicate: URIRef  # the property the prediction asserts when accepted
+    subject: URIRef  # the product the prediction is about
+    task: URIRef  # "category" or the attribute name, as a literal
+
+    # product properties
+    domain: URIRef  # the catalog domain a product comes from (e.g. "amazon", "webcam")
+
+    # run properties
+    catalog: URIRef
+    configHash: URIRef
+    method: URIRef  # the domain-adaptation method (e.g. "dann")
+    runId: URIRef
+    sourceDomain: URIRef
+    targetDomain: URIRef
+    threshold: URIRef  # confidence at or above which a prediction became a plain fact
+
+    # model properties
+    details: URIRef  # model settings as an rdf:JSON literal
+    modelId: URIRef
+    modelKind: URIRef  # "image-encoder", "text-encoder", "adapter", "head", ...
+
+
+class XSD(DefinedNamespace):
+    """The XML Schema datatypes prodkg writes (rdflib's own XSD namespace is open)."""
+
+    _fail = True
+    _NS = Namespace("http://www.w3.org/2001/XMLSchema#")
+
+    anyURI: URIRef
+    boolean: URIRef
+    dateTime: URIRef
+    decimal: URIRef
+    double: URIRef
+    integer: URIRef
+    string: URIRef
+
+
+#: Prefixes used in serialisations and offered to ad-hoc SPARQL queries.
+PREFIXES: dict[str, str] = {
+    "schema": str(SDO._NS),
+    "skos": str(SKOS._NS),
+    "prov": str(PROV._NS),
+    "pkg": PKG_NAMESPACE,
+    "rdf": str(RDF._NS),
+    "rdfs": str(RDFS._NS),
+    "xsd": str(XSD._NS),
+}
