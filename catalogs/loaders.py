@@ -48,6 +48,8 @@ class DatasetSpec:
     tree_sha256: str  # checksum of the sorted (path, sha256) list of the files under ``tree``
     n_files: int
     build: Callable[[Path], CatalogSource]
+    # Datasets assembled from single files instead of one archive: name -> (url, sha256).
+    files: tuple[tuple[str, str, str], ...] = ()
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -81,7 +83,7 @@ def load_dataset(name: str, home: str | os.PathLike | None = None, *, download: 
     """Load a registered dataset from ``home`` (or ``$PRODKG_DATA_HOME``), downloading it when absent."""
     spec = DATASETS.get(name)
     base = data_home(home)
-    if base is not None and (base / spec.folder / spec.tree).is_dir():
+    if base is not None and (base / spec.folder / spec.tree).exists():
         return spec.build(base / spec.folder)
     if not download:
         raise DataLoadError(f"dataset {spec.name!r} not found under {base or '(no data home)'}; set ${DATA_HOME_ENV} to the folder holding {spec.folder}/")
@@ -90,17 +92,39 @@ def load_dataset(name: str, home: str | os.PathLike | None = None, *, download: 
     return spec.build(_download(spec, base))
 
 
+def _fetch(url: str, dest: Path, what: str) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:
+            shutil.copyfileobj(resp, out)
+    except OSError as exc:
+        raise DataLoadError(f"cannot download {what} from {url}: {exc}; set ${DATA_HOME_ENV} to a local mirror instead") from exc
+
+
+def _download_files(spec: DatasetSpec, target: Path) -> Path:
+    target.mkdir(parents=True, exist_ok=True)
+    for name, url, sha in spec.files:
+        dest = target / name
+        if dest.is_file() and hashlib.sha256(dest.read_bytes()).hexdigest() == sha:
+            continue
+        partial = dest.with_suffix(dest.suffix + ".partial")
+        _fetch(url, partial, f"{spec.name} {name}")
+        got = hashlib.sha256(partial.read_bytes()).hexdigest()
+        if got != sha:
+            partial.unlink()
+            raise DataLoadError(f"{spec.name}: {name} does not match its pinned sha256 (got {got[:12]}…, expected {sha[:12]}…)")
+        partial.replace(dest)
+    return target
+
+
 def _download(spec: DatasetSpec, base: Path) -> Path:
     """Fetch the pinned archive, verify the checksum of its files and move it into place."""
     target = base / spec.folder
     base.mkdir(parents=True, exist_ok=True)
+    if spec.files:
+        return _download_files(spec, target)
     with tempfile.TemporaryDirectory(dir=base) as tmp:
         archive = Path(tmp) / "archive.zip"
-        try:
-            with urllib.request.urlopen(spec.url, timeout=60) as resp, open(archive, "wb") as out:
-                shutil.copyfileobj(resp, out)
-        except OSError as exc:
-            raise DataLoadError(f"cannot download {spec.name} from {spec.url}: {exc}; set ${DATA_HOME_ENV} to a local mirror instead") from exc
+        _fetch(spec.url, archive, spec.name)
         with zipfile.ZipFile(archive) as zf:
             zf.extractall(tmp)
         root = next(Path(tmp).glob(spec.archive_prefix))
@@ -176,11 +200,24 @@ def _read_text(path: Path) -> str:
     return path.read_text(encoding="utf-8", errors="replace").strip() if path.is_file() else ""
 
 
+def _grocery_sheet(description_path: Path):
+    """The information sheet next to a product's description (one is named ``X-Information.txt``)."""
+    from catalogs.infosheets import SheetAttributes, read_infosheet
+
+    stem = description_path.name.removesuffix("_Description.txt")
+    for name in (f"{stem}_Information.txt", f"{stem}-Information.txt"):
+        if (description_path.parent / name).is_file():
+            return read_infosheet(description_path.parent / name)
+    return SheetAttributes()
+
+
 def build_grocery(root: Path) -> CatalogSource:
     """Iconic catalog photos with descriptions (domain ``iconic``) and in-store photos (domain ``instore``).
 
     Category is the fine class; the taxonomy is top level → coarse class → fine class.
     Where a fine class has no level of its own (e.g. Banana), it is its coarse class.
+    Iconic products carry the attributes ``manufacturer``, ``country_of_origin`` and
+    ``volume`` parsed from their information sheets (see :mod:`catalogs.infosheets`).
     """
     ds = root / "dataset"
     with open(ds / "classes.csv", encoding="utf-8-sig", newline="") as fh:
@@ -207,6 +244,8 @@ def build_grocery(root: Path) -> CatalogSource:
                 "domain": "iconic",
                 "category": fine,
                 "_split": "catalog",
+                # manufacturer, country_of_origin, volume from the product's information sheet
+                **_grocery_sheet(desc_path).as_columns(),
             }
         )
     for split in ("train", "val", "test"):
@@ -248,5 +287,76 @@ DATASETS.register("grocery-store-dataset", aliases=("grocery", "grocery-store"))
         tree_sha256="fcece199722a7edc2a16443cf12908eb297609a93784c98d5a87455affac936f",
         n_files=5695,
         build=build_grocery,
+    )
+)
+
+
+# --- instacart-products ----------------------------------------------------------------
+
+INSTACART_MISSING = "missing"
+
+
+def _instacart_domain(product_id: str) -> str:
+    """A fixed, seed-free 80/20 split by hashed product id: the labelled catalog and a "new" feed.
+
+    The data has no natural second domain; this stands in for a new supplier feed whose
+    products must be placed in the existing aisles. It is documented as such.
+    """
+    return "new" if int(hashlib.sha256(product_id.encode()).hexdigest()[:8], 16) % 5 == 0 else "catalog"
+
+
+def build_instacart(root: Path) -> CatalogSource:
+    """49,688 product titles, text only; category = aisle, taxonomy department → aisle.
+
+    Products in the placeholder aisle/department "missing" keep no category (unlabelled).
+    Aisle and department names can coincide ("other"), so department concepts get a
+    ``department:`` key and the display label separately.
+    """
+    def table(name: str, key: str, value: str) -> dict[str, str]:
+        with open(root / name, encoding="utf-8", newline="") as fh:
+            return {r[key]: r[value] for r in csv.DictReader(fh)}
+
+    aisles = table("aisles.csv", "aisle_id", "aisle")
+    departments = table("departments.csv", "department_id", "department")
+    rows, parent_of = [], {}
+    with open(root / "products.csv", encoding="utf-8", newline="") as fh:
+        for r in csv.DictReader(fh):
+            aisle, dept = aisles[r["aisle_id"]], departments[r["department_id"]]
+            labelled = aisle != INSTACART_MISSING and dept != INSTACART_MISSING
+            if labelled:
+                parent_of.setdefault(aisle, dept)
+            rows.append({"product_id": r["product_id"], "title": r["product_name"], "description": "", "image": "",
+                         "domain": _instacart_domain(r["product_id"]), "category": aisle if labelled else ""})
+    taxonomy: list[tuple] = [(f"department:{d}", None, d) for d in sorted(set(parent_of.values()))]
+    taxonomy += [(a, f"department:{d}", a) for a, d in sorted(parent_of.items())]
+    return CatalogSource(
+        name="instacart-products",
+        frame=pd.DataFrame(rows),
+        taxonomy=taxonomy,
+        root=root,
+        citation="The Instacart Online Grocery Shopping Dataset 2017 (research use only)",
+        default_source=["catalog"],
+        default_target=["new"],
+    )
+
+
+DATASETS.register("instacart-products", aliases=("instacart",))(
+    DatasetSpec(
+        name="instacart-products",
+        folder="instacart-products",
+        tree="products.csv",
+        url="",
+        archive_prefix="",
+        tree_sha256="",
+        n_files=3,
+        build=build_instacart,
+        files=(
+            ("products.csv", "https://raw.githubusercontent.com/kelly828/Purchase-Analytics/108e14192965c3205ef76b8d94471a6553bfc70e/input/products.csv",
+             "abc61fdd748003d280ae49cc5d71b65380805ab1ca55dba96fd9a49295ea78b9"),
+            ("aisles.csv", "https://raw.githubusercontent.com/wwenrr/btl-datawarehouse/bd9a9ac216e45bb10d01f53b104b89a265ae2e97/data/raw/aisles.csv",
+             "2c5f4677761907d3a3ca01edd2d2abe67c147cc60e4905e68736d5f9f3046067"),
+            ("departments.csv", "https://raw.githubusercontent.com/wwenrr/btl-datawarehouse/bd9a9ac216e45bb10d01f53b104b89a265ae2e97/data/raw/departments.csv",
+             "e6829cea3da95ec22eeb4e0294094a68b929f3bcfda48fdd7d1e33403110fc43"),
+        ),
     )
 )
