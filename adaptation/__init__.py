@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from adaptation.config import TrainConfig
 from adaptation.features import MultiModal
-from adaptation.fusion import FUSIONS, EarlyFusion, Fusion
-from adaptation.methods import DANN, METHODS, AdaptationMethod, SourceOnly, list_methods
+from adaptation.fusion import FUSIONS, AttentionFusion, EarlyFusion, Fusion, LateFusion
+from adaptation.methods import CDAN, CORAL, DAN, DANN, METHODS, RTN, AdaptationMethod, SourceOnly, list_methods
 from adaptation.model import AdaptedModel
+from adaptation.selection import SELECTORS, auto_train
 from adaptation.trainer import train
 
 
@@ -16,7 +17,15 @@ def list_fusions() -> list[str]:
 
 
 __all__ = [
+    "CDAN",
+    "CORAL",
+    "DAN",
     "DANN",
+    "RTN",
+    "SELECTORS",
+    "AttentionFusion",
+    "LateFusion",
+    "auto_train",
     "FUSIONS",
     "METHODS",
     "AdaptationMethod",

@@ -10,6 +10,8 @@ from typing import Any
 from prodkg.errors import ConfigError
 
 NORMS = ("layer", "batch", "none")
+#: The method name that asks :func:`adaptation.train` to choose a method without target labels.
+AUTO = "auto"
 SAMPLINGS = ("plain", "balanced")
 
 
@@ -18,8 +20,10 @@ class TrainConfig:
     """Settings of :func:`adaptation.train`; checked on construction.
 
     Attributes:
-        method: name in :data:`adaptation.METHODS` (``source_only``, ``dann``).
-        fusion: name in :data:`adaptation.FUSIONS` (``early``).
+        method: name in :data:`adaptation.METHODS` (``source_only``, ``dann``, ``cdan``, ``dan``,
+            ``coral``, ``rtn``), or ``auto`` to pick one without target labels
+            (:func:`adaptation.selection.auto_train`).
+        fusion: name in :data:`adaptation.FUSIONS` (``early``, ``late``, ``attention``).
         hidden: width of the bottleneck features (and of the DANN discriminator).
         epochs: passes over the larger of the two domains; there is no early
             stopping, since the target has no labels to stop on. DANN needs
@@ -67,7 +71,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"TrainConfig.{name}: expected a non-empty string, got {value!r}")
-        METHODS.get(self.method)  # raises UnknownComponentError listing the valid names
+        if self.method != AUTO:
+            METHODS.get(self.method)  # raises UnknownComponentError listing the valid names
         FUSIONS.get(self.fusion)
         for name in ("hidden", "epochs", "batch_size"):
             value = getattr(self, name)

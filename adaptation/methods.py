@@ -8,6 +8,14 @@ import torch
 from torch import nn
 
 from adaptation.dann import DomainAdversarialLoss, DomainDiscriminator, dann_lambda
+from adaptation.losses import (
+    ConditionalDomainAdversarialLoss,
+    CoralLoss,
+    MultilinearMap,
+    MultipleKernelMMD,
+    ResidualBlock,
+    entropy,
+)
 from prodkg.registry import Registry
 
 if TYPE_CHECKING:
@@ -56,6 +64,11 @@ class AdaptationMethod(nn.Module):
         """
         raise NotImplementedError
 
+    def source_logits(self, logits_s: torch.Tensor) -> torch.Tensor:
+        """Logits the source classification loss is computed on; the network's own logits unless a method
+        gives the source a classifier of its own (residual transfer)."""
+        return logits_s
+
     def step_metrics(self) -> dict[str, float]:
         """Diagnostics of the last step (averaged per epoch into the history)."""
         return {}
@@ -102,6 +115,130 @@ class DANN(AdaptationMethod):
     ) -> torch.Tensor:
         self.domain_loss.grl.coeff = dann_lambda(progress)
         return self.domain_loss(features_s, features_t)
+
+    def step_metrics(self) -> dict[str, float]:
+        acc = self.domain_loss.domain_accuracy
+        metrics = {"grl_coeff": self.domain_loss.grl.coeff}
+        if acc is not None:
+            metrics["domain_accuracy"] = float(acc)
+        return metrics
+
+
+@METHODS.register("dan", aliases=("mmd", "mk_mmd"))
+class DAN(AdaptationMethod):
+    """Deep adaptation network (Long et al., ICML 2015): multi-kernel MMD between the domains' bottleneck features.
+
+    The loss is :class:`~adaptation.losses.MultipleKernelMMD`; ``config.tradeoff`` weighs it.
+    """
+
+    def __init__(self, feature_dim: int, n_classes: int, config: TrainConfig) -> None:
+        super().__init__(feature_dim, n_classes, config)
+        self.mmd = MultipleKernelMMD()
+
+    def adaptation_loss(
+        self,
+        features_s: torch.Tensor,
+        features_t: torch.Tensor,
+        logits_s: torch.Tensor,
+        logits_t: torch.Tensor,
+        progress: float,
+    ) -> torch.Tensor:
+        return self.mmd(features_s, features_t)
+
+
+@METHODS.register("coral", aliases=("deep_coral",))
+class CORAL(AdaptationMethod):
+    """Deep CORAL (Sun & Saenko, ECCV 2016 workshops): match the second-order statistics of the bottleneck features."""
+
+    def __init__(self, feature_dim: int, n_classes: int, config: TrainConfig) -> None:
+        super().__init__(feature_dim, n_classes, config)
+        self.coral = CoralLoss()
+
+    def adaptation_loss(
+        self,
+        features_s: torch.Tensor,
+        features_t: torch.Tensor,
+        logits_s: torch.Tensor,
+        logits_t: torch.Tensor,
+        progress: float,
+    ) -> torch.Tensor:
+        if features_s.shape[0] < 2 or features_t.shape[0] < 2:
+            return features_s.new_zeros(())  # a covariance needs two rows; a one-product domain cannot be aligned
+        # scaled by d^2 back: the 1/(4 d^2) of the paper makes the loss vanish for a 256-wide bottleneck
+        return self.coral(features_s, features_t) * features_s.shape[1]
+
+
+@METHODS.register("rtn", aliases=("residual", "residual_transfer"))
+class RTN(AdaptationMethod):
+    """Residual transfer network (Long et al., NeurIPS 2016).
+
+    The network's classifier is the *target* classifier ``f_T``; the source is
+    classified by ``f_S = f_T + Δ(f_T)`` (a :class:`~adaptation.losses.ResidualBlock`
+    owned by this method, used in training only), so the two classifiers may
+    differ by a small learned residual. Features are aligned by multi-kernel MMD
+    and ``f_T`` is pushed through low-density regions of the target by entropy
+    minimisation: loss ``MMD + entropy_weight * mean H(softmax(f_T(x_t)))``.
+
+    Args:
+        entropy_weight: weight of the target entropy relative to the MMD term (RTN used 0.3
+            on raw logits; 0.1 here, as the loss is also scaled by ``config.tradeoff``).
+    """
+
+    entropy_weight = 0.1
+
+    def __init__(self, feature_dim: int, n_classes: int, config: TrainConfig) -> None:
+        super().__init__(feature_dim, n_classes, config)
+        self.residual = ResidualBlock(n_classes, hidden=min(64, 4 * n_classes))
+        self.mmd = MultipleKernelMMD()
+        self._entropy = 0.0
+
+    def source_logits(self, logits_s: torch.Tensor) -> torch.Tensor:
+        return self.residual(logits_s)
+
+    def adaptation_loss(
+        self,
+        features_s: torch.Tensor,
+        features_t: torch.Tensor,
+        logits_s: torch.Tensor,
+        logits_t: torch.Tensor,
+        progress: float,
+    ) -> torch.Tensor:
+        ent = entropy(torch.softmax(logits_t, dim=1)).mean()
+        self._entropy = float(ent.detach())
+        return self.mmd(features_s, features_t) + self.entropy_weight * ent
+
+    def step_metrics(self) -> dict[str, float]:
+        return {"target_entropy": self._entropy}
+
+
+@METHODS.register("cdan", aliases=("cdan_e", "cdan+e"))
+class CDAN(AdaptationMethod):
+    """Conditional domain-adversarial network with entropy conditioning, CDAN+E (Long et al., NeurIPS 2018).
+
+    A discriminator on the multilinear map of bottleneck features and class
+    probabilities (:class:`~adaptation.losses.ConditionalDomainAdversarialLoss`),
+    behind gradient reversal on the :func:`~adaptation.dann.dann_lambda` schedule.
+    """
+
+    def __init__(self, feature_dim: int, n_classes: int, config: TrainConfig) -> None:
+        super().__init__(feature_dim, n_classes, config)
+        # randomized map above 1024 columns: the exact 256 x C map made the discriminator the slowest part of a step
+        multilinear = MultilinearMap(feature_dim, n_classes, max_dim=1024)
+        discriminator = DomainDiscriminator(multilinear.out_dim, hidden=config.hidden, dropout=config.dropout)
+        self.domain_loss = ConditionalDomainAdversarialLoss(discriminator, multilinear, entropy_conditioning=True)
+
+    def adaptation_loss(
+        self,
+        features_s: torch.Tensor,
+        features_t: torch.Tensor,
+        logits_s: torch.Tensor,
+        logits_t: torch.Tensor,
+        progress: float,
+    ) -> torch.Tensor:
+        self.domain_loss.grl.coeff = dann_lambda(progress)
+        return self.domain_loss(
+            features_s, features_t, torch.softmax(logits_s, dim=1), torch.softmax(logits_t, dim=1)
+        )
 
     def step_metrics(self) -> dict[str, float]:
         acc = self.domain_loss.domain_accuracy

@@ -83,24 +83,77 @@ class AdaptationNetwork(nn.Module):
 
     def __init__(self, dims: Mapping[str, int], n_classes: int, config: TrainConfig) -> None:
         super().__init__()
+        self.config = config
         self.scaler = Standardizer(dims)
         self.fusion = FUSIONS.get(config.fusion)(dims, hidden=config.hidden)
-        self.bottleneck = nn.Sequential(
-            nn.Linear(self.fusion.out_dim, config.hidden),
-            _norm_layer(config.norm, config.hidden),
-            nn.ReLU(),
-            nn.Dropout(config.dropout),
-        )
-        self.classifier = nn.Linear(config.hidden, n_classes)
+        if self.fusion.per_modality_heads:
+            # late fusion: a bottleneck and a classifier per modality (by position, like the scaler's buffers)
+            widths = list(self.fusion.dims.values())
+            self.branches = nn.ModuleList([_bottleneck(d, config) for d in widths])
+            self.heads = nn.ModuleList([nn.Linear(config.hidden, n_classes) for _ in widths])
+        else:
+            self.bottleneck = _bottleneck(self.fusion.out_dim, config)
+            self.classifier = nn.Linear(config.hidden, n_classes)
+
+    def _late(
+        self, blocks: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = self.fusion.split(self.fusion(self.scaler(blocks), present))
+        mask = self.fusion.mask(present, parts[0].device)
+        feats = [branch(part) for branch, part in zip(self.branches, parts)]
+        logits = [head(f) for head, f in zip(self.heads, feats)]
+        return self.fusion.combine(torch.stack(feats), mask), self.fusion.combine(torch.stack(logits), mask)
 
     def features(self, blocks: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if self.fusion.per_modality_heads:
+            return self._late(blocks, present)[0]
         return self.bottleneck(self.fusion(self.scaler(blocks), present))
 
     def forward(
         self, blocks: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.fusion.per_modality_heads:
+            return self._late(blocks, present)
         features = self.features(blocks, present)
         return features, self.classifier(features)
+
+
+def _bottleneck(width: int, config: TrainConfig) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(width, config.hidden),
+        _norm_layer(config.norm, config.hidden),
+        nn.ReLU(),
+        nn.Dropout(config.dropout),
+    )
+
+
+class EnsembleNetwork(nn.Module):
+    """Several trained :class:`AdaptationNetwork` s whose class probabilities are averaged.
+
+    Output logits are ``log(mean_m softmax(logits_m))``, so a softmax of them gives
+    the averaged probabilities; features are those of the first member (the
+    selection's winner), the space where it aligned the domains.
+
+    Shape:
+        as :class:`AdaptationNetwork`: features ``(N, hidden of member 0)``, logits ``(N, n_classes)``.
+    """
+
+    def __init__(self, members: list[AdaptationNetwork]) -> None:
+        super().__init__()
+        if not members:
+            raise StageError("an ensemble needs at least one member network; got none")
+        self.members = nn.ModuleList(members)
+
+    def forward(
+        self, blocks: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        features, probs = None, None
+        for member in self.members:
+            f, logits = member(blocks, present)
+            p = torch.softmax(logits, dim=1)
+            features = f if features is None else features
+            probs = p if probs is None else probs + p
+        return features, torch.log(probs / len(self.members)).clamp(min=-80.0)
 
 
 def to_tensors(x: MultiModal, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -134,6 +187,7 @@ class AdaptedModel:
         dims: Mapping[str, int],
         history: list[dict[str, Any]] | None = None,
         n_adaptation_params: int = 0,
+        selection: dict[str, Any] | None = None,
     ) -> None:
         self.network = network.eval()
         self.config = config
@@ -141,6 +195,8 @@ class AdaptedModel:
         self.dims = {m: int(dims[m]) for m in sorted(dims)}
         self.history: list[dict[str, Any]] = list(history or [])
         self.n_adaptation_params = n_adaptation_params
+        #: how ``method="auto"`` chose this model (candidates, scores, reason); None for a named method
+        self.selection: dict[str, Any] | None = selection
 
     @property
     def device(self) -> torch.device:
@@ -194,6 +250,25 @@ class AdaptedModel:
         """Bottleneck features, the space where the domains were aligned. Shape: ``(N, hidden)``."""
         return self._run(x, "features")
 
+    def core_network(self) -> AdaptationNetwork:
+        """The (first) trained :class:`AdaptationNetwork` inside any ensemble or centroid head."""
+        net = self.network.base if self.refined else self.network
+        return net.members[0] if isinstance(net, EnsembleNetwork) else net
+
+    def member_configs(self) -> list[dict[str, Any]] | None:
+        """Configs of the ensemble's members (winner first), or None for a single network."""
+        base = self.network.base if self.refined else self.network
+        if isinstance(base, EnsembleNetwork):
+            return [m.config.to_dict() for m in base.members]
+        return None
+
+    @property
+    def refined(self) -> bool:
+        """True when the logits come from target class centroids (:class:`~adaptation.refine.CentroidHead`)."""
+        from adaptation.refine import CentroidHead
+
+        return isinstance(self.network, CentroidHead)
+
     def describe(self) -> dict[str, Any]:
         """Method, fusion, hyper-parameters, sizes and last-epoch numbers, for the run manifest."""
         n_params = sum(p.numel() for p in self.network.parameters())
@@ -203,12 +278,15 @@ class AdaptedModel:
             "config": self.config.to_dict(),
             "n_classes": self.n_classes,
             "modalities": dict(self.dims),
-            "input_dim": self.network.fusion.out_dim,
+            "input_dim": self.core_network().fusion.out_dim,
             "n_params": int(n_params),
             "n_adaptation_params": int(self.n_adaptation_params),
             "epochs_run": len(self.history),
             "final_epoch": dict(self.history[-1]) if self.history else None,
             "torch_version": torch.__version__,
+            "selection": self.selection,
+            "ensemble": self.member_configs(),
+            "refined": self.refined,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -229,6 +307,9 @@ class AdaptedModel:
             "dims": self.dims,
             "history": self.history,
             "n_adaptation_params": self.n_adaptation_params,
+            "selection": self.selection,
+            "ensemble": self.member_configs(),
+            "refined": self.refined,
             "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
         }
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -258,7 +339,17 @@ class AdaptedModel:
             wanted = torch.device(config.device)
             device = config.device if wanted.type != "cuda" or torch.cuda.is_available() else "cpu"
         dims = {m: int(d) for m, d in meta["dims"].items()}
-        network = AdaptationNetwork(dims, int(meta["n_classes"]), config)
+        members = meta.get("ensemble")
+        if members:
+            network = EnsembleNetwork(
+                [AdaptationNetwork(dims, int(meta["n_classes"]), TrainConfig.from_dict(c)) for c in members]
+            )
+        else:
+            network = AdaptationNetwork(dims, int(meta["n_classes"]), config)
+        if meta.get("refined"):
+            from adaptation.refine import CentroidHead
+
+            network = CentroidHead(network, dims, int(meta["n_classes"]))
         try:
             state = torch.load(weights_file, map_location="cpu", weights_only=True)
             network.load_state_dict(state, strict=True)
@@ -272,4 +363,5 @@ class AdaptedModel:
             dims,
             history=meta.get("history", []),
             n_adaptation_params=int(meta.get("n_adaptation_params", 0)),
+            selection=meta.get("selection"),
         )

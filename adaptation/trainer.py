@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adaptation.config import TrainConfig
+from adaptation.config import AUTO, TrainConfig
 from adaptation.features import MultiModal
 from adaptation.methods import METHODS
 from adaptation.model import AdaptationNetwork, AdaptedModel, resolve_device, to_tensors
@@ -94,6 +94,9 @@ def train(
     per epoch and a large unlabelled catalog is not undersampled. The model after
     the last epoch is returned: there are no target labels to select on.
 
+    ``config.method == "auto"`` trains a grid of candidate methods and keeps the
+    one a label-free selector scores best (:func:`adaptation.selection.auto_train`).
+
     The result depends only on the inputs and ``config`` (weights, dropout and
     batch order are all seeded from ``config.seed``); the caller's global torch
     random state is left untouched.
@@ -110,6 +113,10 @@ def train(
         raise ConfigError(f"config must be a TrainConfig; got {type(config).__name__}")
     # re-validated copy: the dataclass is mutable, and the model keeps a snapshot of what it was trained with
     config = TrainConfig.from_dict(config.to_dict())
+    if config.method == AUTO:
+        from adaptation.selection import auto_train
+
+        return auto_train(source, y_source, target, n_classes, config, progress=progress)
     method_cls = METHODS.get(config.method)
     y = _validate(source, y_source, target, n_classes, method_cls.needs_target)
     n_classes = int(n_classes)
@@ -177,7 +184,7 @@ def train(
                 else:
                     blocks, present = s_blocks, s_present
                 features, logits = network(blocks, present)
-                cls_loss = F.cross_entropy(logits[:n_s], y_batch)
+                cls_loss = F.cross_entropy(method.source_logits(logits[:n_s]), y_batch)
                 adapt_loss = method.adaptation_loss(features[:n_s], features[n_s:], logits[:n_s], logits[n_s:], p)
                 loss = cls_loss + config.tradeoff * adapt_loss
                 if not torch.isfinite(loss):

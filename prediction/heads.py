@@ -79,7 +79,7 @@ def fit_task(
     model = train(features.subset(train_idx), y_all[train_idx], features.subset(tgt_idx), len(space), config, progress=progress)
     seconds = time.perf_counter() - started
 
-    metrics: dict = {"task": task, "method": config.method, "n_classes": len(space), "n_source_train": int(len(train_idx)),
+    metrics: dict = {"task": task, "method": model.config.method, "n_classes": len(space), "n_source_train": int(len(train_idx)),
                      "n_source_val": int(len(val_idx)), "n_target": int(len(tgt_idx)), "train_seconds": round(seconds, 3)}
     temperature = 1.0
     if len(val_idx) >= 2:
@@ -90,6 +90,10 @@ def fit_task(
         metrics["source_val_ece_raw"] = expected_calibration_error(model.predict_proba(features.subset(val_idx)), y_val)
         metrics["source_val_ece"] = expected_calibration_error(model.predict_proba(features.subset(val_idx), temperature), y_val)
     metrics["temperature"] = temperature
+    if model.selection is not None:  # method "auto": which candidate won and why, for the run manifest
+        metrics["requested_method"] = config.method
+        metrics["selection"] = {"selector": model.selection["selector"], "chosen": model.selection["chosen"],
+                                "reason": model.selection["reason"]}
 
     probs = model.predict_proba(features.subset(tgt_idx), temperature)
     pred = probs.argmax(1)

@@ -1,0 +1,392 @@
+"""Model selection without target labels: selectors (SND, DEV, entropy, IM) and the ``auto`` method that uses them."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from adaptation.config import AUTO, TrainConfig
+from adaptation.features import MultiModal
+from prodkg.errors import ConfigError, StageError
+from prodkg.registry import Registry
+
+if TYPE_CHECKING:
+    from adaptation.model import AdaptedModel
+
+_MAX_ROWS = 1000  # rows of each domain a selector looks at; SND is quadratic in them
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64) - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    return -(p * np.log(p + 1e-12)).sum(axis=1)
+
+
+def _sample(n: int, k: int, seed: int) -> np.ndarray:
+    if n <= k:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+@dataclass
+class Evidence:
+    """What every selector may look at: a model's outputs on held-out source rows and on the target.
+
+    ``val_*`` are source rows the model was not trained on (with their labels);
+    ``train_embed`` are bottleneck features of (a sample of) its source training rows.
+    No target label is ever part of it.
+    """
+
+    val_logits: np.ndarray
+    y_val: np.ndarray
+    val_embed: np.ndarray
+    target_logits: np.ndarray
+    target_embed: np.ndarray
+    train_embed: np.ndarray
+
+    @classmethod
+    def collect(
+        cls,
+        model: AdaptedModel,
+        source_val: MultiModal,
+        y_val: np.ndarray,
+        target: MultiModal,
+        source_train: MultiModal,
+        seed: int = 0,
+    ) -> Evidence:
+        if len(target) < 1 or len(source_train) < 1:
+            raise StageError(
+                f"selection needs source-train and target rows; got {len(source_train)} and {len(target)}"
+            )
+        tgt = target.subset(_sample(len(target), _MAX_ROWS, seed))
+        tr = source_train.subset(_sample(len(source_train), _MAX_ROWS, seed + 1))
+        return cls(
+            val_logits=model.logits(source_val),
+            y_val=np.asarray(y_val, dtype=np.int64),
+            val_embed=model.embed(source_val),
+            target_logits=model.logits(tgt),
+            target_embed=model.embed(tgt),
+            train_embed=model.embed(tr),
+        )
+
+
+Selector = Callable[[Evidence], float]
+
+#: Label-free selectors by name; each maps :class:`Evidence` to a score, higher meaning better.
+SELECTORS: Registry[Selector] = Registry("selector")
+
+
+@SELECTORS.register("source_val", aliases=("source_accuracy",))
+def source_val_accuracy(ev: Evidence) -> float:
+    """Accuracy on held-out source rows: blind to the shift, the baseline every selector must beat."""
+    return float((ev.val_logits.argmax(1) == ev.y_val).mean())
+
+
+@SELECTORS.register("entropy")
+def neg_entropy(ev: Evidence) -> float:
+    """Minus the mean entropy of the target predictions (confident target predictions score high)."""
+    return float(-_entropy(_softmax(ev.target_logits)).mean())
+
+
+@SELECTORS.register("im", aliases=("information_maximization",))
+def information_maximization(ev: Evidence) -> float:
+    """Mutual information between target inputs and predicted classes, ``H(mean p) - mean H(p)``
+    (Gomes, Krause & Perona, NeurIPS 2010; used as a criterion by Shi & Sha, ICML 2012).
+
+    High when predictions are individually confident yet spread over the classes, so
+    a model that collapses onto one class does not score well.
+    """
+    p = _softmax(ev.target_logits)
+    return float(_entropy(p.mean(axis=0, keepdims=True))[0] - _entropy(p).mean())
+
+
+def soft_neighborhood_density(probs: np.ndarray, temperature: float = 0.05) -> float:
+    """SND of Saito et al., "Tune it the right way", ICCV 2021, eq. 1-3.
+
+    Rows of ``probs`` are L2-normalised, their cosine similarities (self excluded)
+    divided by ``temperature`` go through a row-wise softmax, and the score is the
+    mean entropy of those rows: high when each target product has many close
+    neighbours in prediction space (dense, well-clustered predictions).
+
+    Shape:
+        probs ``(N, C)`` with ``N >= 2``; output scalar.
+    """
+    if probs.ndim != 2 or probs.shape[0] < 2:
+        raise StageError(f"SND needs an (N, C) probability matrix with N >= 2; got shape {probs.shape}")
+    f = probs / np.linalg.norm(probs, axis=1, keepdims=True).clip(min=1e-12)
+    sim = f @ f.T / temperature
+    np.fill_diagonal(sim, -np.inf)
+    return float(_entropy(_softmax(sim)).mean())
+
+
+@SELECTORS.register("snd")
+def snd(ev: Evidence) -> float:
+    """Soft neighbourhood density of the target predictions (:func:`soft_neighborhood_density`)."""
+    return soft_neighborhood_density(_softmax(ev.target_logits))
+
+
+def importance_weights(train_embed: np.ndarray, target_embed: np.ndarray, val_embed: np.ndarray) -> np.ndarray:
+    """Density ratios ``p_target(x) / p_source(x)`` of the validation rows, from a logistic domain classifier.
+
+    The classifier is fitted on source-training vs target features (balanced
+    classes) and evaluated on the validation features, ``w = p(t|x) / p(s|x)``.
+    Shape: ``(N_val,)``.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.concatenate([train_embed, target_embed]).astype(np.float64)
+    d = np.concatenate([np.zeros(len(train_embed)), np.ones(len(target_embed))])
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    clf = LogisticRegression(C=1.0, max_iter=300, class_weight="balanced")
+    clf.fit((x - mu) / sd, d)
+    p = clf.predict_proba((val_embed.astype(np.float64) - mu) / sd)[:, 1].clip(1e-4, 1 - 1e-4)
+    return p / (1.0 - p)
+
+
+def deep_embedded_validation(losses: np.ndarray, weights: np.ndarray) -> float:
+    """Risk estimate of DEV (You et al., "Towards accurate model selection in deep unsupervised domain
+    adaptation", ICML 2019, Algorithm 1): importance-weighted validation loss with a control variate.
+
+    ``L = w * loss``; ``eta = -Cov(L, w) / Var(w)``; risk ``mean(L) + eta * mean(w) - eta``.
+    Lower is better. Shape: ``(N,)`` losses and weights in, scalar out.
+    """
+    if losses.shape != weights.shape or losses.ndim != 1 or losses.size < 2:
+        raise StageError(f"DEV needs two equal (N,) arrays with N >= 2; got {losses.shape} and {weights.shape}")
+    weighted = weights * losses
+    var_w = weights.var(ddof=1)
+    eta = 0.0 if var_w < 1e-12 else -np.cov(weighted, weights, ddof=1)[0, 1] / var_w
+    return float(weighted.mean() + eta * weights.mean() - eta)
+
+
+@SELECTORS.register("dev", aliases=("deep_embedded_validation",))
+def dev(ev: Evidence) -> float:
+    """Minus the DEV risk (:func:`deep_embedded_validation`) of the model's cross-entropy on held-out source rows."""
+    p = _softmax(ev.val_logits)
+    losses = -np.log(p[np.arange(len(ev.y_val)), ev.y_val] + 1e-12)
+    weights = importance_weights(ev.train_embed, ev.target_embed, ev.val_embed)
+    return -deep_embedded_validation(losses, weights)
+
+
+def rank_scores(scores: Sequence[float]) -> np.ndarray:
+    """Ranks of ``scores`` (0 = worst), ties averaged."""
+    from scipy.stats import rankdata
+
+    return rankdata(np.asarray(scores, dtype=np.float64)) - 1.0
+
+
+# --- the "auto" method -------------------------------------------------------------------
+
+#: Default candidate grid of ``method="auto"``: (method, overrides of TrainConfig fields).
+#: Source-only is always a candidate, so the selection can fall back to it when adaptation hurts.
+DEFAULT_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("source_only", {}),
+    ("dann", {"tradeoff": 1.0}),
+    ("cdan", {"tradeoff": 1.0}),
+    ("dan", {"tradeoff": 1.0}),
+    ("coral", {"tradeoff": 1.0}),
+    ("rtn", {"tradeoff": 1.0}),
+)
+
+#: How many of the best-scored candidates ``method="auto"`` averages (1: the winner alone).
+DEFAULT_ENSEMBLE_TOP = 1
+
+#: Whether ``method="auto"`` refines the chosen model's target predictions by class centroids.
+DEFAULT_REFINE = True
+#: Refinement that relabels more than this share of the target is discarded: the target's clusters then
+#: do not follow its classes, and the chosen model's own predictions are kept.
+MAX_REFINE_CHANGE = 0.25
+
+#: Selectors that score held-out labelled source rows, and the one used instead when none can be held out.
+NEEDS_SOURCE_VAL = frozenset({"dev", "deep_embedded_validation", "source_val", "source_accuracy"})
+TARGET_ONLY_FALLBACK = "snd"
+
+#: Selector used by ``method="auto"`` unless another is asked for; see docs/BENCHMARKS.md for the evidence.
+DEFAULT_SELECTOR = "dev"
+
+
+def candidate_label(method: str, overrides: dict[str, Any]) -> str:
+    extra = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    return f"{method}({extra})" if extra else method
+
+
+def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of held-out rows: ``fraction`` of each class that has at least 3 rows (never its last 2)."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(y), dtype=bool)
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        if len(idx) < 3:
+            continue
+        k = min(max(1, round(fraction * len(idx))), len(idx) - 2)
+        mask[rng.choice(idx, size=k, replace=False)] = True
+    return mask
+
+
+def score_candidates(
+    models: Sequence[AdaptedModel],
+    source_train: MultiModal,
+    source_val: MultiModal,
+    y_val: np.ndarray,
+    target: MultiModal,
+    selectors: Sequence[str],
+    seed: int = 0,
+) -> list[dict[str, float]]:
+    """Every selector's score of every model (one dict per model)."""
+    funcs = {name: SELECTORS.get(name) for name in selectors}
+    out = []
+    for model in models:
+        ev = Evidence.collect(model, source_val, y_val, target, source_train, seed=seed)
+        out.append({name: float(fn(ev)) for name, fn in funcs.items()})
+    return out
+
+
+def auto_train(
+    source: MultiModal,
+    y_source: np.ndarray,
+    target: MultiModal,
+    n_classes: int,
+    config: TrainConfig,
+    *,
+    selector: str = DEFAULT_SELECTOR,
+    candidates: Sequence[tuple[str, dict[str, Any]]] = DEFAULT_CANDIDATES,
+    val_fraction: float = 0.1,
+    ensemble_top: int | None = None,
+    refine: bool | None = None,
+    progress: bool = False,
+) -> AdaptedModel:
+    """Train every candidate on most of the source, score each with ``selector`` (no target labels), keep the best.
+
+    A stratified ``val_fraction`` of the source is held out for the selectors
+    that need labelled rows the model has not seen (DEV, source accuracy); every
+    candidate trains on the rest with ``config``'s other settings (fusion, seed,
+    epochs, ...) and its own method and overrides. The winner's
+    :meth:`~adaptation.model.AdaptedModel.describe` carries a ``selection``
+    record: the selector, every candidate with its scores and training time,
+    and why the winner won.
+
+    Args:
+        source, y_source, target, n_classes: as for :func:`adaptation.train`.
+        config: base settings; its ``method`` is ignored.
+        selector: name in :data:`SELECTORS`.
+        candidates: ``(method, {field: value})`` pairs; must include ``source_only``.
+        val_fraction: share of each source class held out for selection.
+        ensemble_top: average the class probabilities of the ``k`` best-scored candidates
+            (:class:`~adaptation.model.EnsembleNetwork`); 1 keeps the winner alone. Default
+            :data:`DEFAULT_ENSEMBLE_TOP`.
+        refine: replace the chosen model's logits by target class centroids
+            (:func:`adaptation.refine.centroid_refine`), unless that changes more than
+            :data:`MAX_REFINE_CHANGE` of its target predictions. Default :data:`DEFAULT_REFINE`.
+    """
+    from adaptation.trainer import train
+
+    SELECTORS.get(selector)
+    if not candidates:
+        raise ConfigError("auto selection needs at least one candidate; got none")
+    if not any(m == "source_only" for m, _ in candidates):
+        raise ConfigError("auto selection must include source_only among its candidates, as the fallback")
+    y_source = np.asarray(y_source)
+    if y_source.shape != (len(source),):
+        raise StageError(f"y_source must have shape ({len(source)},); got {y_source.shape}")
+    held = stratified_holdout(y_source, val_fraction, config.seed)
+    fallback = None
+    if held.sum() < 2:
+        # too few products per class to hold any out: train on all of them and score on the target alone
+        held[:] = False
+        if selector in NEEDS_SOURCE_VAL:
+            fallback = (f"selector {selector} needs held-out source rows, but no source class has 3 or more "
+                        f"products; used {TARGET_ONLY_FALLBACK} instead")
+            selector = TARGET_ONLY_FALLBACK
+    tr, va = np.flatnonzero(~held), np.flatnonzero(held)
+    source_train, source_val = source.subset(tr), source.subset(va)
+    models, configs, seconds = [], [], []
+    for method, overrides in candidates:
+        cfg = dataclasses.replace(config, method=method, **overrides)
+        started = time.perf_counter()
+        models.append(train(source_train, y_source[tr], target, n_classes, cfg, progress=progress))
+        seconds.append(time.perf_counter() - started)
+        configs.append(cfg)
+    names = sorted({selector, "source_val"}) if len(va) >= 2 else [selector]
+    scores = score_candidates(models, source_train, source_val, y_source[va], target, names, seed=config.seed)
+    k = DEFAULT_ENSEMBLE_TOP if ensemble_top is None else ensemble_top
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"ensemble_top must be a positive integer; got {k!r}")
+    order = sorted(range(len(scores)), key=lambda i: -scores[i][selector])
+    best = order[0]
+    labels = [candidate_label(m, o) for m, o in candidates]
+    reason = f"highest {selector} score ({scores[best][selector]:.4f})"
+    if len(order) > 1:
+        j = order[1]
+        reason += f"; runner-up {labels[j]} scored {scores[j][selector]:.4f}"
+    top = order[: min(k, len(order))]
+    if len(top) > 1:
+        from adaptation.model import AdaptedModel, EnsembleNetwork
+
+        winner = AdaptedModel(
+            EnsembleNetwork([models[i].network for i in top]), configs[best], models[best].n_classes,
+            models[best].dims, history=models[best].history, n_adaptation_params=models[best].n_adaptation_params,
+        )
+        reason += f"; probabilities averaged over the top {len(top)}: " + ", ".join(labels[i] for i in top)
+    else:
+        winner = models[best]
+    refinement = None
+    if refine if refine is not None else DEFAULT_REFINE:
+        winner, refinement = _refine(winner, source_train, target, n_classes)
+        if refinement["kept"]:
+            reason += (f"; target predictions refined by class centroids ({refinement['changed_fraction']:.1%} "
+                       f"of them changed)")
+        else:
+            reason += (f"; centroid refinement discarded: it changed {refinement['changed_fraction']:.1%} of the "
+                       f"target predictions, more than {MAX_REFINE_CHANGE:.0%}")
+    if fallback:
+        reason = f"{fallback}; {reason}"
+    winner.selection = {
+        "selector": selector,
+        "chosen": labels[best],
+        "ensemble": [labels[i] for i in top],
+        "refinement": refinement,
+        "reason": reason,
+        "n_source_train": int(len(tr)),
+        "n_source_val": int(len(va)),
+        "candidates": [
+            {"candidate": labels[i], "method": configs[i].method, "config": configs[i].to_dict(),
+             "scores": scores[i], "train_seconds": round(seconds[i], 3)}
+            for i in range(len(models))
+        ],
+    }
+    return winner
+
+
+def _refine(
+    model: AdaptedModel, source_train: MultiModal, target: MultiModal, n_classes: int
+) -> tuple[AdaptedModel, dict[str, Any]]:
+    from adaptation.model import AdaptedModel
+    from adaptation.refine import CentroidHead, centred_inputs, centroid_refine
+
+    both = MultiModal.concat([source_train, target])
+    means = {m: (both.blocks[m][both.present[m]].astype(np.float64).mean(0) if both.present[m].any()
+                 else np.zeros(both.blocks[m].shape[1])) for m in both.modalities}
+    probs = model.predict_proba(target)
+    centroids, labels = centroid_refine(centred_inputs(target, means), probs)
+    changed = float((labels != probs.argmax(1)).mean())
+    info = {"changed_fraction": round(changed, 4), "kept": changed <= MAX_REFINE_CHANGE}
+    if not info["kept"]:
+        return model, info
+    head = CentroidHead(model.network, model.dims, n_classes)
+    head.set_state(means, centroids)
+    head.to(model.device)
+    refined = AdaptedModel(head.eval(), model.config, model.n_classes, model.dims, history=model.history,
+                           n_adaptation_params=model.n_adaptation_params)
+    return refined, info
+
+
+def is_auto(config: TrainConfig) -> bool:
+    return config.method == AUTO

@@ -1,0 +1,65 @@
+"""Centroid refinement against a manual spherical k-means, the head it yields, and ensembles of trained networks."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from adaptation import AdaptedModel, MultiModal, TrainConfig, train
+from adaptation.model import EnsembleNetwork
+from adaptation.refine import TEMPERATURE, CentroidHead, centred_inputs, centroid_refine
+
+
+def test_centroid_refine_matches_a_manual_spherical_kmeans() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(12, 3))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    probs = rng.dirichlet(np.ones(2), size=12)
+    c = np.stack([(probs[:, k:k + 1] * z).sum(0) for k in range(2)])
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    lab = np.array([np.argmax([z[i] @ c[k] for k in range(2)]) for i in range(12)])
+    c2 = np.stack([z[lab == k].sum(0) for k in range(2)])
+    c2 /= np.linalg.norm(c2, axis=1, keepdims=True)
+    lab2 = np.array([np.argmax([z[i] @ c2[k] for k in range(2)]) for i in range(12)])
+    centroids, labels = centroid_refine(z, probs, iterations=2)
+    np.testing.assert_allclose(centroids, c2, atol=1e-12)
+    np.testing.assert_array_equal(labels, lab2)
+
+
+def test_refinement_fixes_predictions_that_are_off_by_a_shift() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    x = rng.normal(scale=0.3, size=(300, 3)) + 3 * np.eye(3)[y]
+    noisy = np.where(rng.random(300) < 0.3, (y + 1) % 3, y)  # a classifier 70% right
+    probs = 0.2 + 0.6 * np.eye(3)[noisy]
+    z = centred_inputs(MultiModal.complete(image=x), {"image": x.mean(0)})
+    _, labels = centroid_refine(z, probs / probs.sum(1, keepdims=True))
+    assert (labels == y).mean() > 0.95
+
+
+def test_centroid_head_logits_are_scaled_cosines_and_ignore_missing_blocks() -> None:
+    class Base(torch.nn.Module):
+        def forward(self, blocks, present):
+            return blocks["image"] * 2, torch.zeros(len(blocks["image"]), 2)
+
+    head = CentroidHead(Base(), {"image": 2, "text": 1}, 2)
+    head.set_state({"image": np.array([1.0, 0.0]), "text": np.array([0.5])}, np.array([[1.0, 0, 0], [0, 0, 1.0]]))
+    blocks = {"image": torch.tensor([[2.0, 0.0], [1.0, 1.0]]), "text": torch.tensor([[1.5], [float("nan")]])}
+    present = {"image": torch.tensor([True, True]), "text": torch.tensor([True, False])}
+    features, logits = head(blocks, present)
+    assert torch.equal(features, blocks["image"] * 2)
+    r = 1 / np.sqrt(2)
+    np.testing.assert_allclose(logits.numpy(), np.array([[r, r], [0.0, 0.0]]) / TEMPERATURE, atol=1e-5)
+
+
+def test_ensemble_averages_member_probabilities_and_round_trips(make_shifted, tmp_path) -> None:
+    xs, ys, xt, _ = make_shifted(seed=2, n=90, dim=5)
+    a = train(xs, ys, xt, 3, TrainConfig(method="source_only", hidden=8, epochs=2, seed=0))
+    b = train(xs, ys, xt, 3, TrainConfig(method="dann", hidden=8, epochs=2, seed=1))
+    ens = AdaptedModel(EnsembleNetwork([a.network, b.network]), a.config, 3, a.dims)
+    expected = (a.predict_proba(xt).astype(np.float64) + b.predict_proba(xt)) / 2
+    np.testing.assert_allclose(ens.predict_proba(xt), expected, atol=1e-5)
+    np.testing.assert_array_equal(ens.embed(xt), a.embed(xt))
+    again = AdaptedModel.load(ens.save(tmp_path / "ens"))
+    np.testing.assert_allclose(again.predict_proba(xt), ens.predict_proba(xt), atol=1e-6)
+    assert [c["method"] for c in again.describe()["ensemble"]] == ["source_only", "dann"]

@@ -1,0 +1,150 @@
+"""Label-free selectors on constructed cases whose right answer is known, and ``method="auto"`` end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adaptation import SELECTORS, AdaptedModel, TrainConfig, train
+from adaptation.selection import (
+    DEFAULT_CANDIDATES,
+    Evidence,
+    deep_embedded_validation,
+    information_maximization,
+    neg_entropy,
+    snd,
+    soft_neighborhood_density,
+    stratified_holdout,
+)
+from prodkg.errors import ConfigError
+
+
+def _evidence(target_logits: np.ndarray, **kw: np.ndarray) -> Evidence:
+    n = len(target_logits)
+    base = dict(val_logits=np.zeros((2, target_logits.shape[1])), y_val=np.zeros(2, dtype=np.int64),
+                val_embed=np.zeros((2, 2)), target_logits=target_logits, target_embed=np.zeros((n, 2)),
+                train_embed=np.zeros((2, 2)))
+    base.update(kw)
+    return Evidence(**base)
+
+
+def test_entropy_and_im_match_numpy() -> None:
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    h = -(p * np.log(p)).sum(1)
+    pm = p.mean(0)
+    ev = _evidence(logits)
+    assert neg_entropy(ev) == pytest.approx(-h.mean(), rel=1e-9)
+    assert information_maximization(ev) == pytest.approx(-(pm * np.log(pm)).sum() - h.mean(), rel=1e-9)
+
+
+def test_im_prefers_confident_balanced_predictions_to_a_collapse() -> None:
+    confident_balanced = np.eye(3)[np.arange(30) % 3] * 8
+    collapsed = np.eye(3)[np.zeros(30, dtype=int)] * 8
+    assert information_maximization(_evidence(confident_balanced)) > information_maximization(_evidence(collapsed))
+    # entropy alone cannot tell them apart: both are equally confident
+    assert neg_entropy(_evidence(confident_balanced)) == pytest.approx(neg_entropy(_evidence(collapsed)))
+
+
+def test_snd_matches_a_loop_and_prefers_clustered_predictions() -> None:
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(4), size=6)
+    f = p / np.linalg.norm(p, axis=1, keepdims=True)
+    total = 0.0
+    for i in range(6):
+        sims = np.array([f[i] @ f[j] / 0.05 for j in range(6) if j != i])
+        q = np.exp(sims - sims.max())
+        q /= q.sum()
+        total += -(q * np.log(q)).sum()
+    assert soft_neighborhood_density(p) == pytest.approx(total / 6, rel=1e-9)
+    # products fall in 3 tight clusters vs predictions scattered at random: clusters give denser neighbourhoods
+    clustered = np.eye(3)[np.arange(60) % 3] * 6 + rng.normal(scale=0.05, size=(60, 3))
+    scattered = rng.normal(scale=3.0, size=(60, 3))
+    assert snd(_evidence(clustered)) > snd(_evidence(scattered))
+
+
+def test_dev_equals_plain_mean_loss_under_uniform_weights_and_follows_weights() -> None:
+    losses = np.array([0.1, 0.2, 0.9, 1.5])
+    assert deep_embedded_validation(losses, np.ones(4)) == pytest.approx(losses.mean())
+    # control variate: with weights w and losses l, risk = mean(w l) + eta (mean(w) - 1)
+    w = np.array([0.5, 0.5, 1.5, 1.5])
+    wl = w * losses
+    eta = -np.cov(wl, w)[0, 1] / w.var(ddof=1)
+    assert deep_embedded_validation(losses, w) == pytest.approx(wl.mean() + eta * w.mean() - eta)
+    # a model whose errors sit where the target density is high gets the higher risk
+    errors_on_target_like = deep_embedded_validation(np.array([0.0, 0.0, 2.0, 2.0]), np.array([0.2, 0.2, 3.0, 3.0]))
+    errors_off_target = deep_embedded_validation(np.array([2.0, 2.0, 0.0, 0.0]), np.array([0.2, 0.2, 3.0, 3.0]))
+    assert errors_on_target_like > errors_off_target
+
+
+def test_dev_selector_ranks_a_model_wrong_on_target_like_rows_below_one_wrong_elsewhere() -> None:
+    rng = np.random.default_rng(1)
+    train_embed = rng.normal(size=(200, 2))
+    target_embed = rng.normal(loc=(3.0, 0.0), size=(200, 2))
+    val_embed = np.concatenate([rng.normal(size=(20, 2)), rng.normal(loc=(3.0, 0.0), size=(20, 2))])
+    y_val = np.zeros(40, dtype=np.int64)
+    near_target = np.arange(40) >= 20
+    good_on_target = np.where(near_target[:, None], [[5.0, 0.0]], [[0.0, 5.0]])
+    bad_on_target = np.where(near_target[:, None], [[0.0, 5.0]], [[5.0, 0.0]])
+    kw = dict(y_val=y_val, val_embed=val_embed, train_embed=train_embed, target_embed=target_embed)
+    dev = SELECTORS.get("dev")
+    assert dev(_evidence(np.zeros((200, 2)), val_logits=good_on_target, **kw)) > dev(
+        _evidence(np.zeros((200, 2)), val_logits=bad_on_target, **kw)
+    )
+
+
+def test_stratified_holdout_keeps_two_rows_of_every_class_for_training() -> None:
+    y = np.array([0] * 20 + [1] * 3 + [2] * 2)
+    mask = stratified_holdout(y, 0.1, seed=0)
+    assert mask[:20].sum() == 2 and mask[20:23].sum() == 1 and mask[23:].sum() == 0
+
+
+def test_auto_picks_a_candidate_and_records_why(make_shifted, tmp_path) -> None:
+    xs, ys, xt, _ = make_shifted(seed=3, n=150, dim=8)
+    config = TrainConfig(method="auto", hidden=16, epochs=3, seed=0)
+    model = train(xs, ys, xt, 3, config)
+    info = model.describe()
+    sel = info["selection"]
+    assert sel["selector"] == "dev"
+    labels = [c["candidate"] for c in sel["candidates"]]
+    assert "source_only" in labels and len(labels) == len(DEFAULT_CANDIDATES)
+    best = max(sel["candidates"], key=lambda c: c["scores"]["dev"])
+    assert sel["chosen"] == best["candidate"] and best["candidate"] in sel["reason"] or sel["chosen"] == best["candidate"]
+    assert info["method"] == best["method"] != "auto"
+    assert info["refined"] == sel["refinement"]["kept"]
+    again = AdaptedModel.load(model.save(tmp_path / "auto"))
+    assert again.describe()["selection"] == sel
+    np.testing.assert_array_equal(again.logits(xt), model.logits(xt))
+
+
+def test_auto_refinement_is_kept_on_clustered_targets_and_survives_save_load(make_shifted, tmp_path) -> None:
+    from adaptation.selection import auto_train
+
+    xs, ys, xt, yt = make_shifted(seed=4, n=150, dim=6, separation=6.0, shift=1.0)
+    model = auto_train(xs, ys, xt, 3, TrainConfig(hidden=16, epochs=20, lr=5e-3, dropout=0.1, seed=0), candidates=[("source_only", {})])
+    assert model.selection["refinement"]["kept"] and model.refined
+    assert (model.predict(xt) == yt).mean() > 0.9
+    again = AdaptedModel.load(model.save(tmp_path / "refined"))
+    assert again.refined
+    np.testing.assert_allclose(again.logits(xt), model.logits(xt), rtol=1e-6, atol=1e-5)
+
+
+def test_auto_refuses_a_grid_without_the_source_only_fallback(make_shifted) -> None:
+    from adaptation.selection import auto_train
+
+    xs, ys, xt, _ = make_shifted(seed=3, n=60, dim=4)
+    with pytest.raises(ConfigError, match="source_only"):
+        auto_train(xs, ys, xt, 3, TrainConfig(epochs=1), candidates=[("dann", {})])
+
+
+def test_auto_with_one_product_per_class_trains_on_all_and_falls_back_to_a_target_only_selector(make_shifted) -> None:
+    from adaptation.selection import auto_train
+
+    xs, ys, xt, _ = make_shifted(seed=6, n=60, dim=4)
+    first = np.array([np.flatnonzero(ys == k)[0] for k in range(3)])
+    model = auto_train(xs.subset(first), ys[first], xt, 3, TrainConfig(hidden=8, epochs=2, seed=0),
+                       candidates=[("source_only", {}), ("dann", {})])
+    sel = model.selection
+    assert sel["selector"] == "snd" and sel["n_source_train"] == 3 and sel["n_source_val"] == 0
+    assert "needs held-out source rows" in sel["reason"]
+    assert set(sel["candidates"][0]["scores"]) == {"snd"}
