@@ -23,6 +23,7 @@ from kb.results import QueryResult, from_oxigraph, oxigraph_to_python, to_oxigra
 from kb.sparql_text import inject_values, is_update, normalise_bindings
 from kb.vocab import PREFIXES
 from prodkg.errors import QueryError, StoreError
+from prodkg.failpoints import failpoint
 from prodkg.registry import Registry
 
 try:  # advisory locks are POSIX-only; elsewhere a second concurrent publisher is not detected
@@ -520,7 +521,7 @@ class KnowledgeGraph:
                 previous = None  # a broken pointer is what this publish repairs
             try:
                 with OxigraphStore(partial) as store:
-                    store.add_quads(quads)
+                    store.add_quads(_failpoint_midway(quads))
                 with OxigraphStore(partial, read_only=True) as check:
                     count = len(check)
                     check.query("ASK { ?s ?p ?o }")
@@ -530,6 +531,7 @@ class KnowledgeGraph:
             except BaseException:
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
+            failpoint("graph-before-swap")
             try:
                 self._point_current_at(final)
             except BaseException:
@@ -557,6 +559,16 @@ class KnowledgeGraph:
         for entry in self.stores_dir.iterdir():
             if entry.name not in keep:
                 shutil.rmtree(entry, ignore_errors=True)
+
+
+def _failpoint_midway(quads: Iterable[tuple]) -> Iterator[tuple]:
+    """Pass ``quads`` through, hitting the "graph-midload" failpoint after about half of them."""
+    items = quads if isinstance(quads, (list, tuple)) else list(quads)
+    half = len(items) // 2
+    for i, quad in enumerate(items):
+        if i == half:
+            failpoint("graph-midload")
+        yield quad
 
 
 def _rename(src: Path, dst: Path) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import numbers
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -16,19 +18,23 @@ import pandas as pd
 from rdflib.term import Literal, Node, URIRef
 
 from kb.iri import DEFAULT_BASE, mint
+from kb.nquads import term_to_nt
 from kb.vocab import PKG, PROV, RDF, SDO, SKOS, XSD
 from prodkg.errors import StageError
 
 __all__ = [
     "CATEGORY_TASK",
     "DIRECT_ATTRIBUTES",
+    "UNIT_CODES",
     "ModelInfo",
     "Quad",
     "RunInfo",
+    "alt_label_quads",
     "catalog_graph",
     "catalog_quads",
     "datetime_literal",
     "double_literal",
+    "parse_quantity",
     "prediction_quads",
     "run_graph",
     "run_quads",
@@ -52,9 +58,33 @@ DIRECT_ATTRIBUTES: dict[str, URIRef] = {
     "pattern": SDO.pattern,
     "size": SDO.size,
     "sku": SDO.sku,
+    "manufacturer": SDO.manufacturer,
+    "country_of_origin": SDO.countryOfOrigin,
+    "countryoforigin": SDO.countryOfOrigin,
+    "volume": PKG.volume,
+    "weight": SDO.weight,
 }
 
+#: unit as written (lower-case) -> (UN/CEFACT common code, is it a mass). Mass quantities are
+#: written as schema:weight, volumes as pkg:volume (schema.org has no volume of content).
+UNIT_CODES: dict[str, tuple[str, bool]] = {
+    "mg": ("MGM", True),
+    "g": ("GRM", True),
+    "kg": ("KGM", True),
+    "ml": ("MLT", False),
+    "cl": ("CLT", False),
+    "dl": ("DLT", False),
+    "l": ("LTR", False),
+}
+_QUANTITY = re.compile(r"^\s*(?:ca\.?\s*)?(\d+(?:[.,]\d+)?)\s*([A-Za-z]+)\s*$")
+
 _XSD_DOUBLE = XSD.double
+# attributes whose values are things of their own (mint kind, class), not literals
+_NODE_KINDS: dict[URIRef | None, tuple[str, URIRef]] = {
+    SDO.brand: ("brand", SDO.Brand),
+    SDO.manufacturer: ("organization", SDO.Organization),
+    SDO.countryOfOrigin: ("country", SDO.Country),
+}
 _PRODUCT_COLUMNS = ("product_id", "title", "description", "image", "domain", "category")
 _PREDICTION_COLUMNS = ("product_id", "task", "value", "confidence", "model")
 
@@ -80,6 +110,18 @@ def double_literal(value: float) -> Literal:
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return Literal(text, datatype=_XSD_DOUBLE)
+
+
+def parse_quantity(text: str) -> tuple[float, str] | None:
+    """``(value, unit)`` of a quantity such as ``"2 l"``, ``"ca 1.05kg"`` or ``"1,5 dl"``; None otherwise.
+
+    The unit comes back lower-case and is one of :data:`UNIT_CODES`; a decimal comma is read
+    as a point. "ca" (circa) is dropped: the value is the nominal one the catalog states.
+    """
+    match = _QUANTITY.match(text) if isinstance(text, str) else None
+    if match is None or match.group(2).lower() not in UNIT_CODES:
+        return None
+    return float(match.group(1).replace(",", ".")), match.group(2).lower()
 
 
 def datetime_literal(value: datetime) -> Literal:
@@ -284,9 +326,28 @@ def _attribute_quads(
     if prop == SDO.brand:
         brand = _mint_repeating("brand", value, base=base)
         return [(product, SDO.brand, brand, g), (brand, RDF.type, SDO.Brand, g), (brand, SDO.name, Literal(value), g)]
+    if prop == SDO.manufacturer:
+        org = _mint_repeating("organization", value, base=base)
+        return [(product, prop, org, g), (org, RDF.type, SDO.Organization, g), (org, SDO.name, Literal(value), g)]
+    if prop == SDO.countryOfOrigin:
+        country = _mint_repeating("country", value, base=base)
+        return [(product, prop, country, g), (country, RDF.type, SDO.Country, g), (country, SDO.name, Literal(value), g)]
+    node = mint("property-value", *value_node_parts, base=base)
+    if prop in (PKG.volume, SDO.weight):
+        quantity = parse_quantity(value)
+        if quantity is not None:
+            number, unit = quantity
+            code, is_mass = UNIT_CODES[unit]
+            return [
+                (product, SDO.weight if is_mass else PKG.volume, node, g),
+                (node, RDF.type, SDO.QuantitativeValue, g),
+                (node, SDO.value, double_literal(number), g),
+                (node, SDO.unitCode, Literal(code), g),
+                (node, SDO.unitText, Literal(unit), g),
+            ]
+        prop = None  # not a number with a known unit: keep the text as a PropertyValue
     if prop is not None:
         return [(product, prop, Literal(value), g)]
-    node = mint("property-value", *value_node_parts, base=base)
     return [
         (product, SDO.additionalProperty, node, g),
         (node, RDF.type, SDO.PropertyValue, g),
@@ -302,6 +363,7 @@ def catalog_quads(
     attributes: Sequence[str] = (),
     scheme: str,
     base: str = DEFAULT_BASE,
+    content_hash: bool = False,
 ) -> list[Quad]:
     """Quads of what a catalog asserts, in the graph ``mint("graph", "catalog", catalog)``.
 
@@ -309,9 +371,12 @@ def catalog_quads(
     (title), ``schema:description``, ``schema:image`` (an xsd:anyURI literal, so local paths
     with spaces stay valid), ``pkg:domain``, ``schema:category`` (the SKOS concept of the
     asserted label in ``scheme``) and its attributes: brand, color, material, size, pattern,
-    sku, gtin and mpn with their own schema.org property, others as
+    sku, gtin and mpn with their own schema.org property, manufacturer as a
+    ``schema:Organization``, country_of_origin as a ``schema:Country``, volume/weight as a
+    ``schema:QuantitativeValue`` (value, unitCode, unitText), others as
     ``schema:additionalProperty`` / ``schema:PropertyValue``. Missing cells (None, NaN, "")
-    write nothing.
+    write nothing. With ``content_hash`` each product also gets ``pkg:contentHash``: the
+    SHA-256 of its other quads as sorted N-Triples, which incremental runs compare.
 
     Args:
         products: one row per product; columns ``product_id`` and ``title`` are required,
@@ -346,6 +411,7 @@ def catalog_quads(
     image_, any_uri = SDO.image, XSD.anyURI
     texts = (("title", SDO.name), ("description", SDO.description), ("domain", PKG.domain))
     for i in range(len(frame)):
+        start = len(quads)
         pid = _identifier(columns["product_id"][i], f"products row {i} product_id")
         if pid in seen:
             raise StageError(f"products: duplicate product_id {pid!r} (row {i}); ids must be unique per catalog")
@@ -369,7 +435,14 @@ def catalog_quads(
             value = _text(values[i], f"products row {i} attribute {name!r}")
             if value is not None:
                 quads.extend(_attribute_quads(p, name, value, (catalog, pid, name), g, base))
+        if content_hash:
+            quads.append((p, PKG.contentHash, Literal(_content_hash(quads, start)), g))
     return quads
+
+
+def _content_hash(quads: list[Quad], start: int) -> str:
+    lines = sorted({f"{term_to_nt(s)} {term_to_nt(p)} {term_to_nt(o)}" for s, p, o, _ in quads[start:]})
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
 def taxonomy_quads(
@@ -440,6 +513,33 @@ def taxonomy_quads(
                 quads += [(c, SKOS.topConceptOf, s, g), (s, SKOS.hasTopConcept, c, g)]
             else:
                 quads += [(c, SKOS.broader, iri[parent], g), (iri[parent], SKOS.narrower, c, g)]
+    return quads
+
+
+def alt_label_quads(
+    scheme: str,
+    concepts: Iterable[tuple[str, str | None] | tuple[str, str | None, str]],
+    *,
+    base: str = DEFAULT_BASE,
+) -> list[Quad]:
+    """``skos:altLabel`` spellings of each concept's label that search users type.
+
+    Dataset labels join words with hyphens or underscores ("Golden-Delicious"); the spaced
+    form ("Golden Delicious") becomes an alternative label in the taxonomy graph.
+    Entries are those given to :func:`taxonomy_quads`.
+    """
+    g = taxonomy_graph(scheme, base=base)
+    quads: list[Quad] = []
+    seen: set[str] = set()
+    for entry in concepts:
+        key = entry[0]
+        label = entry[2] if len(entry) == 3 else key
+        if key in seen or not isinstance(label, str):
+            continue
+        seen.add(key)
+        spaced = " ".join(label.replace("_", " ").replace("-", " ").split())
+        if spaced and spaced != label:
+            quads.append((mint("concept", scheme, key, base=base), SKOS.altLabel, Literal(spaced), g))
     return quads
 
 
@@ -577,6 +677,9 @@ def prediction_quads(
     r = mint("run", run_id, base=base)
     quads = _run_node_quads(run_id, g, base)
     quads.append((r, PKG.threshold, double_literal(threshold), g))
+    generated_at = None
+    if isinstance(run, RunInfo):
+        generated_at = datetime_literal(run.ended or run.started)
     models: dict[str, URIRef] = {}
     seen: set[tuple[str, str]] = set()
     cols = [frame[c].tolist() for c in _PREDICTION_COLUMNS]
@@ -614,9 +717,10 @@ def prediction_quads(
         else:
             direct = DIRECT_ATTRIBUTES.get(task.strip().lower())
             prop = direct if direct is not None else _mint_repeating("attribute", task, base=base)
-            if direct == SDO.brand:
-                obj = _mint_repeating("brand", value, base=base)
-                quads += [(obj, rdf_type, SDO.Brand, g), (obj, SDO.name, Literal(value), g)]
+            node_kind = _NODE_KINDS.get(direct)
+            if node_kind is not None:
+                obj = _mint_repeating(node_kind[0], value, base=base)
+                quads += [(obj, rdf_type, node_kind[1], g), (obj, SDO.name, Literal(value), g)]
             else:
                 obj = Literal(value)
         quads += [
@@ -629,6 +733,8 @@ def prediction_quads(
             (pred, model_, models[model_id], g),
             (pred, generated_by, r, g),
         ]
+        if generated_at is not None:
+            quads.append((pred, PROV.generatedAtTime, generated_at, g))
         if confidence >= threshold:
             if task == CATEGORY_TASK:
                 quads.append((product, category, obj, g))

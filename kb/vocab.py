@@ -24,18 +24,23 @@ class SDO(DefinedNamespace):
 
     # classes
     Brand: URIRef
+    Country: URIRef
+    Organization: URIRef
     Product: URIRef
     PropertyValue: URIRef
+    QuantitativeValue: URIRef
 
     # product properties
     additionalProperty: URIRef
     brand: URIRef
     category: URIRef
     color: URIRef
+    countryOfOrigin: URIRef
     description: URIRef
     gtin: URIRef
     identifier: URIRef
     image: URIRef
+    manufacturer: URIRef
     material: URIRef
     mpn: URIRef
     name: URIRef
@@ -44,8 +49,9 @@ class SDO(DefinedNamespace):
     size: URIRef
     sku: URIRef
     url: URIRef
+    weight: URIRef  # a QuantitativeValue: net weight of a product sold by mass (e.g. 1 kg yoghurt)
 
-    # PropertyValue properties
+    # PropertyValue / QuantitativeValue properties
     propertyID: URIRef
     unitCode: URIRef
     unitText: URIRef
@@ -79,7 +85,15 @@ class PKG(DefinedNamespace):
     task: URIRef  # "category" or the attribute name, as a literal
 
     # product properties
+    contentHash: URIRef  # sha256 of the product's asserted facts; what incremental runs compare
     domain: URIRef  # the catalog domain a product comes from (e.g. "amazon", "webcam")
+    volume: URIRef  # a schema:QuantitativeValue: content volume (schema.org has none for products)
+
+    # change records: what one run added, changed or removed compared with the graph before it
+    Change: URIRef
+    changeType: URIRef  # "added", "changed" or "removed"
+    changedProduct: URIRef  # the product IRI (a removed one is no longer described)
+    productId: URIRef  # the product id, kept on the change so removed products stay nameable
 
     # run properties
     catalog: URIRef

@@ -10,8 +10,8 @@ from prodkg.errors import DataLoadError, UnknownComponentError
 
 
 def test_registry_lists_datasets_and_rejects_unknown():
-    assert {"office-caltech-10", "grocery-store-dataset"} <= set(list_datasets())
-    with pytest.raises(UnknownComponentError, match="valid names: grocery-store-dataset, office-caltech-10"):
+    assert {"office-caltech-10", "grocery-store-dataset", "instacart-products"} <= set(list_datasets())
+    with pytest.raises(UnknownComponentError, match="valid names: grocery-store-dataset, instacart-products, office-caltech-10"):
         load_dataset("office-31")
 
 

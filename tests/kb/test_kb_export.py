@@ -24,7 +24,7 @@ from prodkg.errors import UnknownComponentError
 # inScheme 5, topConceptOf 1, broader 4, narrower 4), run graph 27 (used and wasAssociatedWith 2,
 # prediction links 23, the cup's accepted category and the kettle's accepted property value 2;
 # the mug's accepted category repeats the catalog's edge) = 47.
-NODES, EDGES, UNION_TRIPLES = 22, 47, 118
+NODES, EDGES, UNION_TRIPLES = 22, 47, 123
 
 
 def _union(store) -> Graph:
@@ -86,7 +86,7 @@ def test_triple_exports_read_back_isomorphic(golden_store, tmp_path, fmt, rdflib
 @pytest.mark.parametrize(("fmt", "rdflib_format"), [("nq", "nquads"), ("trig", "trig")])
 def test_dataset_exports_keep_the_named_graphs(golden_store, tmp_path, expected_dataset, fmt, rdflib_format):
     path = tmp_path / f"kg.{fmt}"
-    assert export_graph(golden_store, path) == 119
+    assert export_graph(golden_store, path) == 124
     back = Dataset()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -23,10 +23,10 @@ def _products(*ids: str):
 
 
 def test_add_count_and_graphs(golden, golden_store):
-    # golden.trig holds 26 catalog + 27 taxonomy + 66 run-graph triples = 119. The builders give
-    # 126 statements: run_quads and prediction_quads both describe the run (3) and model (4) nodes.
-    assert len(golden.quads()) == 126
-    assert len(golden_store) == 119
+    # golden.trig holds 26 catalog + 27 taxonomy + 71 run-graph triples = 124. The builders give
+    # 131 statements: run_quads and prediction_quads both describe the run (3) and model (4) nodes.
+    assert len(golden.quads()) == 131
+    assert len(golden_store) == 124
     assert [str(g) for g in golden_store.graphs()] == [
         "https://example.org/prodkg/graph/catalog/shop",
         "https://example.org/prodkg/graph/run/run-1",

@@ -1,0 +1,140 @@
+"""Incremental publishing: compare a run's products with the live graph, record what changed, compare graph content."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from rdflib import Graph
+from rdflib.term import Literal, Node, URIRef
+
+from kb.iri import DEFAULT_BASE, mint, unmint
+from kb.store import GraphStore
+from kb.triples import Quad, run_graph
+from kb.vocab import PKG, PROV, RDF, SDO
+from prodkg.errors import StageError
+
+__all__ = ["ChangeSet", "change_quads", "content_graph", "diff_products", "product_hashes", "stored_hashes"]
+
+#: product IRI -> (product id, content hash)
+Hashes = Mapping[URIRef, tuple[str, str]]
+
+_STORED_HASHES = """
+SELECT ?product ?product_id ?hash WHERE {
+  GRAPH ?g { ?product pkg:contentHash ?hash ; schema:productID ?product_id . }
+}
+"""
+
+
+@dataclass
+class ChangeSet:
+    """Products a run added, changed (content hash differs) or removed, against the graph before it."""
+
+    added: list[URIRef] = field(default_factory=list)
+    changed: list[URIRef] = field(default_factory=list)
+    removed: list[URIRef] = field(default_factory=list)
+    unchanged: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {"added": len(self.added), "changed": len(self.changed), "removed": len(self.removed), "unchanged": self.unchanged}
+
+
+def product_hashes(quads: Iterable[Quad]) -> dict[URIRef, tuple[str, str]]:
+    """Product IRI -> (product id, content hash) from quads built by ``catalog_quads(content_hash=True)``."""
+    ids: dict[URIRef, str] = {}
+    hashes: dict[URIRef, str] = {}
+    for s, p, o, _ in quads:
+        if p == PKG.contentHash:
+            hashes[s] = str(o)
+        elif p == SDO.productID:
+            ids[s] = str(o)
+    return {s: (ids[s], h) for s, h in hashes.items() if s in ids}
+
+
+def stored_hashes(store: GraphStore) -> dict[URIRef, tuple[str, str]]:
+    """Product IRI -> (product id, content hash) of the products a published graph holds."""
+    rows = store.query(_STORED_HASHES)
+    return {URIRef(str(r[0])): (str(r[1]), str(r[2])) for r in rows.rows}
+
+
+def diff_products(previous: Hashes | None, current: Hashes) -> ChangeSet:
+    """What changed between the previous graph's products and this run's (None: nothing before)."""
+    previous = previous or {}
+    changes = ChangeSet()
+    for product, (_, digest) in sorted(current.items()):
+        if product not in previous:
+            changes.added.append(product)
+        elif previous[product][1] != digest:
+            changes.changed.append(product)
+        else:
+            changes.unchanged += 1
+    changes.removed = sorted(p for p in previous if p not in current)
+    return changes
+
+
+def change_quads(
+    run_id: str, catalog: str, changes: ChangeSet, previous: Hashes | None, current: Hashes, *, base: str = DEFAULT_BASE
+) -> list[Quad]:
+    """One ``pkg:Change`` per added, changed or removed product, in the run's graph.
+
+    A change names the product IRI (``pkg:changedProduct``) and its id (``pkg:productId``, so a
+    removed product, which the new graph no longer describes, stays nameable), the kind
+    (``pkg:changeType``) and the run (``prov:wasGeneratedBy``).
+    """
+    g = run_graph(run_id, base=base)
+    r = mint("run", run_id, base=base)
+    ids = {**(previous or {}), **current}
+    quads: list[Quad] = []
+    for kind, products in (("added", changes.added), ("changed", changes.changed), ("removed", changes.removed)):
+        for product in products:
+            pid = ids[product][0]
+            node = mint("change", run_id, catalog, pid, base=base)
+            quads += [
+                (node, RDF.type, PKG.Change, g),
+                (node, PKG.changeType, Literal(kind), g),
+                (node, PKG.changedProduct, product, g),
+                (node, PKG.productId, Literal(pid), g),
+                (node, PROV.wasGeneratedBy, r, g),
+            ]
+    return quads
+
+
+_RUN_PLACEHOLDER = "current"
+_RUN_SPECIFIC = {"prediction": 0, "property-value": 3}  # kind -> index of its run_id part
+
+
+def _canonical(term: Node, base: str) -> Node:
+    if not isinstance(term, URIRef) or not str(term).startswith(base):
+        return term
+    try:
+        kind, parts = unmint(term, base=base)
+    except ValueError:
+        return term
+    index = _RUN_SPECIFIC.get(kind)
+    if index is None or len(parts) <= index:
+        return term
+    return mint(kind, *parts[:index], _RUN_PLACEHOLDER, *parts[index + 1 :], base=base)
+
+
+def content_graph(store: GraphStore, *, base: str = DEFAULT_BASE) -> Graph:
+    """The graph's content, without what only says which run made it, as one rdflib Graph.
+
+    Kept: every catalog and taxonomy graph; from run graphs the predictions, accepted facts and
+    model descriptions. Dropped: the run node's own statements (times, run id, threshold,
+    config hash), change records, ``prov:wasGeneratedBy`` / ``prov:generatedAtTime``. The run
+    id inside prediction and predicted-value IRIs is replaced by one placeholder. Two stores
+    whose content graphs are isomorphic describe the same products, taxonomy and predictions.
+    """
+    if not isinstance(store, GraphStore):
+        raise StageError(f"content_graph: expected a GraphStore, got {type(store).__name__}")
+    run_prefix = str(mint("graph", "run", "x", base=base))[: -len("x")]
+    change_prefix = str(mint("change", "x", "x", "x", base=base)).rsplit("x/x/x", 1)[0]
+    run_node_prefix = str(mint("run", "x", base=base))[: -len("x")]
+    skip_predicates = {PROV.wasGeneratedBy, PROV.generatedAtTime}
+    out = Graph()
+    for s, p, o, g in store.quads():
+        if g is not None and str(g).startswith(run_prefix):
+            if str(s).startswith((change_prefix, run_node_prefix)) or p in skip_predicates:
+                continue
+        out.add((_canonical(s, base), p, _canonical(o, base)))
+    return out

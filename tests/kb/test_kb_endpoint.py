@@ -1,0 +1,108 @@
+"""The SPARQL endpoint over HTTP with a real client (SPARQLWrapper): queries answered, updates refused unless token-authorised."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from kb_golden import CUP, KETTLE, MUG
+from SPARQLWrapper import JSON, POST, SPARQLWrapper
+from SPARQLWrapper.SPARQLExceptions import QueryBadFormed
+
+from kb.sparql_endpoint import EndpointSettings, create_app
+from kb.store import KnowledgeGraph
+from prodkg.errors import QueryError
+
+uvicorn = pytest.importorskip("uvicorn")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def endpoint(tmp_path, golden):
+    servers = []
+
+    def start(settings: EndpointSettings) -> str:
+        root = tmp_path / f"kg{len(servers)}"
+        KnowledgeGraph(root).publish(golden.quads(), "run-1")
+        port = _free_port()
+        server = uvicorn.Server(uvicorn.Config(create_app(root, settings), host="127.0.0.1", port=port, log_level="error"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{port}/sparql"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _client(url: str, query: str) -> SPARQLWrapper:
+    client = SPARQLWrapper(url)
+    client.setReturnFormat(JSON)
+    client.setQuery(query)
+    return client
+
+
+def _post_update(url: str, update: str, token: str | None = None) -> int:
+    headers = {"Content-Type": "application/sparql-update"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=update.encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_query_over_http_and_update_refused(endpoint):
+    url = endpoint(EndpointSettings())
+    result = _client(url, "SELECT ?id WHERE { ?p schema:productID ?id } ORDER BY ?id").query().convert()
+    assert [b["id"]["value"] for b in result["results"]["bindings"]] == sorted([MUG, KETTLE, CUP])
+    ask = _client(url, "ASK { ?c skos:prefLabel 'drinkware' }").query().convert()
+    assert ask["boolean"] is True
+    update = _client(url, "INSERT DATA { <urn:a> <urn:b> <urn:c> }")
+    update.setMethod(POST)
+    with pytest.raises(Exception, match="403"):
+        update.query()
+    assert _post_update(url, "INSERT DATA { <urn:a> <urn:b> <urn:c> }") == 403
+    after = _client(url, "ASK { <urn:a> <urn:b> <urn:c> }").query().convert()
+    assert after["boolean"] is False
+
+
+def test_result_size_cap(endpoint):
+    url = endpoint(EndpointSettings(max_rows=5))
+    assert len(_client(url, "SELECT ?s WHERE { ?s ?p ?o } LIMIT 5").query().convert()["results"]["bindings"]) == 5
+    with pytest.raises(QueryBadFormed, match="more than 5 rows"):
+        _client(url, "SELECT ?s WHERE { ?s ?p ?o }").query()
+
+
+def test_updates_need_the_flag_and_the_token(endpoint):
+    with pytest.raises(QueryError, match="need a token"):
+        EndpointSettings(allow_updates=True)
+    url = endpoint(EndpointSettings(allow_updates=True, token="s3cret"))
+    assert _post_update(url, "INSERT DATA { <urn:a> <urn:b> <urn:c> }") == 403
+    assert _post_update(url, "INSERT DATA { <urn:a> <urn:b> <urn:c> }", token="wrong") == 403
+    assert _post_update(url, "INSERT DATA { <urn:a> <urn:b> <urn:c> }", token="s3cret") == 204
+    assert _client(url, "ASK { <urn:a> <urn:b> <urn:c> }").query().convert()["boolean"] is True
+
+
+def test_a_query_past_its_deadline_is_answered_with_an_error(endpoint):
+    url = endpoint(EndpointSettings(timeout_s=0.01))
+    # about two million joined rows to count: far more than a hundredth of a second of work
+    heavy = "SELECT (COUNT(*) AS ?n) WHERE { ?a ?b ?c . ?d ?e ?f . ?g ?h ?i }"
+    with pytest.raises(QueryBadFormed, match="timed out after 0.01 s"):
+        _client(url, heavy).query()

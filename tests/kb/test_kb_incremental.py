@@ -1,0 +1,139 @@
+"""Incremental publishing through the real graph stage: change records, retraction, equality with a full rebuild, SHACL gate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from rdflib.compare import isomorphic
+
+from flows.config import RunConfig
+from flows.stages import graph_stage
+from kb.incremental import content_graph
+from kb.queries import run_query
+from kb.store import KnowledgeGraph
+from kb.triples import ModelInfo, RunInfo
+from prodkg.errors import StageError
+
+TAXONOMY = [("food", None), ("fruit", "food"), ("apple", "fruit"), ("pear", "fruit"), ("dairy", "food"), ("milk", "dairy")]
+
+
+def _catalog(n: int = 12) -> pd.DataFrame:
+    labels = ["apple", "pear", "milk"]
+    return pd.DataFrame(
+        {
+            "product_id": [f"p{i:02d}" for i in range(n)],
+            "title": [f"Product {i}" for i in range(n)],
+            "description": [f"about product {i}" for i in range(n)],
+            "image": [None] * n,
+            "domain": ["shop" if i < n // 2 else "store" for i in range(n)],
+            "category": [labels[i % 3] if i < n // 2 else None for i in range(n)],
+            "manufacturer": ["ARLA" if i % 3 == 2 else None for i in range(n)],
+            "volume": ["1 l" if i % 3 == 2 else "180 g" for i in range(n)],
+        }
+    )
+
+
+def _predictions(products: pd.DataFrame) -> pd.DataFrame:
+    target = products[products["domain"] == "store"]["product_id"].tolist()
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "product_id": target,
+            "task": "category",
+            "value": [["apple", "pear", "milk"][int(pid[1:]) % 3] for pid in target],
+            "confidence": rng.uniform(0.2, 0.95, len(target)).round(3),
+            "model": "category/dann/abc",
+        }
+    )
+
+
+def _run(products, out, run_id, minute):
+    cfg = RunConfig(catalog="shop.csv", out=str(out), threshold=0.5)
+    info = RunInfo(
+        run_id, datetime(2024, 6, 1, 2, minute, tzinfo=UTC), datetime(2024, 6, 1, 2, minute + 1, tzinfo=UTC), "shop", "dann",
+        ["shop"], ["store"], [ModelInfo("category/dann/abc", "category head (dann)", "head")], cfg.fingerprint(),
+    )
+    return graph_stage(products, _predictions(products), TAXONOMY, ["manufacturer", "volume"], info, cfg, "shop")
+
+
+def _changed_catalog():
+    products = _catalog()
+    products = products[~products["product_id"].isin(["p00", "p07"])].copy()  # removed
+    products.loc[products["product_id"].isin(["p01", "p08"]), "title"] = "Renamed"  # changed
+    extra = _catalog(14).iloc[[13]]  # added (a target product)
+    return pd.concat([products, extra], ignore_index=True)
+
+
+def test_incremental_run_equals_a_full_rebuild_and_lists_what_changed(tmp_path):
+    first = _run(_catalog(), tmp_path / "inc", "run-1", 0)
+    assert first["changes"] == {"added": 12, "changed": 0, "removed": 0, "unchanged": 0}
+    second = _run(_changed_catalog(), tmp_path / "inc", "run-2", 10)
+    assert second["changes"] == {"added": 1, "changed": 2, "removed": 2, "unchanged": 8}
+    _run(_changed_catalog(), tmp_path / "full", "run-9", 30)
+
+    with KnowledgeGraph(tmp_path / "inc" / "kg").open() as inc, KnowledgeGraph(tmp_path / "full" / "kg").open() as full:
+        changes = [tuple(r.values()) for r in run_query(inc, "what_changed").to_frame().to_dict("records")]
+        assert changes == [("p13", "added", "run-2"), ("p01", "changed", "run-2"), ("p08", "changed", "run-2"),
+                           ("p00", "removed", "run-2"), ("p07", "removed", "run-2")]
+        # removed products are retracted, not described any more
+        assert inc.query("ASK { ?p schema:productID 'p00' }").boolean is False
+        inc_content, full_content = content_graph(inc), content_graph(full)
+        assert len(inc_content) > 100
+        assert isomorphic(inc_content, full_content)
+        # and the comparison is not vacuous: the first graph's content differs
+    with KnowledgeGraph(tmp_path / "inc" / "kg").open() as inc:
+        volumes = inc.query(
+            "SELECT ?value ?code WHERE { ?p schema:productID 'p02' ; pkg:volume ?q . ?q schema:value ?value ; schema:unitCode ?code }"
+        ).rows
+        assert [(float(v.toPython()), str(c)) for v, c in volumes] == [(1.0, "LTR")]
+
+
+def test_content_differs_when_the_catalog_does(tmp_path):
+    _run(_catalog(), tmp_path / "a", "run-1", 0)
+    _run(_changed_catalog(), tmp_path / "b", "run-1", 0)
+    with KnowledgeGraph(tmp_path / "a" / "kg").open() as a, KnowledgeGraph(tmp_path / "b" / "kg").open() as b:
+        assert not isomorphic(content_graph(a), content_graph(b))
+
+
+def test_a_graph_violating_the_shapes_does_not_replace_the_last_good_one(tmp_path, monkeypatch):
+    from rdflib import Graph
+
+    import kb.validation
+
+    live = _run(_catalog(), tmp_path, "run-1", 0)["store"]
+    strict = Graph().parse(
+        data="""@prefix sh: <http://www.w3.org/ns/shacl#> . @prefix schema: <https://schema.org/> .
+        <urn:shape:gtin> a sh:NodeShape ; sh:targetClass schema:Product ;
+            sh:property [ sh:path schema:gtin ; sh:minCount 1 ] .""",
+        format="turtle",
+    )
+    monkeypatch.setattr(kb.validation, "load_shapes", lambda: strict)
+    with pytest.raises(StageError, match=r"not published.*11 SHACL violation\(s\).*gtin"):
+        _run(_changed_catalog(), tmp_path, "run-2", 10)
+    assert str(KnowledgeGraph(tmp_path / "kg").current_path()) == live
+    assert "gtin" in (tmp_path / "runs" / "run-2" / "shacl_report.txt").read_text(encoding="utf-8")
+
+
+def test_cli_exports_from_a_published_run(tmp_path):
+    from types import SimpleNamespace
+
+    from flows.cli import main
+
+    products = _catalog()
+    rng = np.random.default_rng(0)
+    features = SimpleNamespace(blocks={"text": rng.normal(size=(len(products), 8))}, present={"text": np.ones(len(products), bool)})
+    cfg = RunConfig(catalog="shop.csv", out=str(tmp_path), threshold=0.5)
+    info = RunInfo("run-1", datetime(2024, 6, 1, tzinfo=UTC), None, "shop", "dann", ["shop"], ["store"])
+    graph_stage(products, _predictions(products), TAXONOMY, ["manufacturer", "volume"], info, cfg, "shop", features=features)
+    for fmt, name in [("similar", "similar.csv"), ("edges", "edges.parquet"), ("embeddings", "emb.parquet"), ("search-jsonl", "s.jsonl")]:
+        assert main(["export", "--out", str(tmp_path), "--format", fmt, "--output", str(tmp_path / name), "--k", "3"]) == 0
+    assert len(pd.read_csv(tmp_path / "similar.csv")) == 3 * len(products)
+    assert len(pd.read_parquet(tmp_path / "emb.parquet")) == len(products)
+    docs = pd.read_json(tmp_path / "s.jsonl", lines=True).set_index("id")
+    assert docs.loc["p02", "category_path"] == ["food", "dairy", "milk"]
+    assert docs.loc["p02", "attributes"] == {"manufacturer": "ARLA", "volume": "1 l"}
+    edges = pd.read_parquet(tmp_path / "edges.parquet")
+    assert set(edges.loc[edges["product_id"] == "p08", "origin"]) == {"predicted", "catalog"}
