@@ -57,6 +57,8 @@ def cmd_run(args) -> int:
         cache_dir=args.cache_dir,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
+        workers=args.workers,
+        dask_address=args.dask_address,
         use_prefect=False if args.no_prefect else None,
         progress=False if args.quiet else None,
     )
@@ -100,6 +102,8 @@ def format_summary(s: dict, out: str) -> str:
         if base.get("target_accuracy") is not None:
             lines.append(f"    {s['baseline']:<18} {100 * base['target_accuracy']:.1f} %")
         lines.append(f"    {s['method']:<18} {100 * cat['target_accuracy']:.1f} %")
+    if cat.get("selection"):
+        lines.append(f"  auto chose           {cat['selection']['chosen']} by {cat['selection']['selector']}: {cat['selection']['reason']}")
     for task, m in s["metrics"].items():
         if task != "category" and "target_accuracy" in m:
             lines.append(f"    attribute {task:<8} {100 * m['target_accuracy']:.1f} %")
@@ -151,15 +155,116 @@ def render_result(result, fmt: str) -> str:
     return frame.to_string(index=False) if len(frame) else "(no results)"
 
 
+RDF_EXPORTS = ["nt", "nq", "ttl", "trig", "jsonld", "graphml"]
+CONSUMER_EXPORTS = ["similar", "edges", "embeddings", "search-jsonl"]
+
+
 def cmd_export(args) -> int:
     from kb.export import export_graph
+    from kb.export_reco import export_for_consumers
     from kb.store import KnowledgeGraph
 
     kg = KnowledgeGraph(_store_path(args))
     with kg.open(read_only=True) as store:
-        n = export_graph(store, args.output, args.format)
-    print(f"wrote {n} statements to {args.output} ({args.format})")
+        if args.format in RDF_EXPORTS:
+            n = export_graph(store, args.output, args.format)
+            what = "statements"
+        else:
+            run_ids = store.query("SELECT ?run_id WHERE { ?run a pkg:Run ; pkg:runId ?run_id }").column("run_id")
+            # the live graph holds one run; its directory has the embeddings the similar/embeddings exports read
+            embeddings = Path(args.out) / "runs" / str(run_ids[0]) / "embeddings.parquet" if run_ids else None
+            n = export_for_consumers(store, args.format, args.output, embeddings=embeddings, k=args.k)
+            what = "rows"
+    print(f"wrote {n} {what} to {args.output} ({args.format})")
     return 0
+
+
+def cmd_serve(args) -> int:
+    from kb.sparql_endpoint import EndpointSettings, serve
+
+    token = None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ProdkgError(f"cannot read --token-file {args.token_file}: {exc}") from exc
+    if args.allow_updates and not token:
+        raise ProdkgError("--allow-updates needs --token-file with a non-empty token")
+    settings = EndpointSettings(timeout_s=args.timeout, max_rows=args.max_rows, allow_updates=args.allow_updates, token=token)
+    print(f"SPARQL endpoint on http://{args.host}:{args.port}/sparql ({'updates with token' if args.allow_updates else 'read-only'}; Ctrl-C stops it)")
+    serve(_store_path(args), host=args.host, port=args.port, settings=settings)
+    return 0
+
+
+def cmd_adapt(args) -> int:
+    """Adapt and predict from a table of precomputed vectors; writes predictions.parquet and manifest.json."""
+    import hashlib
+    import platform
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from adaptation import TrainConfig
+    from adaptation.byo import load_feature_table
+    from flows.stages import torch_threads
+    from prediction import fit_task
+
+    features, labels, domains, ids = load_feature_table(args.features)
+    source = [d.strip() for d in args.source.split(",") if d.strip()]
+    target = [d.strip() for d in args.target.split(",") if d.strip()]
+    known = sorted(set(domains.tolist()))
+    for d in [*source, *target]:
+        if d not in known:
+            raise ProdkgError(f"domain {d!r} is not in {args.features}; its domains are {known}")
+    is_source, is_target = np.isin(domains, source), np.isin(domains, target)
+    overrides = {k: getattr(args, k) for k in ("epochs", "seed") if getattr(args, k) is not None}
+    config = TrainConfig(method=args.method, fusion=args.fusion, **overrides)
+    started = datetime.now(UTC)
+    with torch_threads(1):
+        result = fit_task("category", features, labels, is_source, is_target, ids.tolist(), config, progress=not args.quiet)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.predictions.to_parquet(out / "predictions.parquet", index=False)
+    result.model.save(out / "model")
+    digest = hashlib.sha256(Path(args.features).read_bytes()).hexdigest()
+    manifest = {
+        "command": "adapt", "features": str(args.features), "features_sha256": digest, "source": source, "target": target,
+        "started": started.isoformat(), "ended": datetime.now(UTC).isoformat(), "requested_method": args.method,
+        "method": result.model.config.method, "config": config.to_dict(), "metrics": result.metrics,
+        "classes": result.labels.classes, "model": result.model.describe(), "python": platform.python_version(),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    if not args.quiet:
+        chosen = f" (auto chose {manifest['method']})" if args.method == "auto" else ""
+        acc = result.metrics.get("target_accuracy")
+        print(f"adapted {int(is_source.sum())} source → {int(is_target.sum())} target products with {args.method}{chosen}"
+              + (f"; target accuracy {100 * acc:.1f} %" if acc is not None else "") + f"; wrote {out}")
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    """Serve the nightly flow as a Prefect deployment on a cron schedule (needs a Prefect server)."""
+    # before Prefect is imported: its settings are read once, at import
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    # INFO, so the progress lines of the served runs reach the server's run logs
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    from flows.schedule import serve_nightly
+
+    config = {
+        "catalog": args.catalog, "dataset": args.dataset, "data_home": args.data_home, "source": args.source, "target": args.target,
+        "method": args.method, "epochs": args.epochs, "seed": args.seed, "out": args.out, "cache_dir": args.cache_dir,
+        "workers": args.workers, "dask_address": args.dask_address, "progress": False if args.quiet else None,
+    }
+    serve_nightly(args.cron, config={k: v for k, v in config.items() if v is not None}, config_file=args.config, name=args.name,
+                  timezone=args.timezone)
+    return 0
+
+
+def _add_scale_out_options(p: argparse.ArgumentParser) -> None:
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--workers", type=int, help="run extraction sharded on a local Dask cluster of N worker processes (prefect-dask)")
+    scale.add_argument("--dask-address", help="run extraction on an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
 
 
 def cmd_list(args) -> int:
@@ -199,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-home", help="dataset mirror folder (default $PRODKG_DATA_HOME)")
     r.add_argument("--source", help="labelled source domain(s), comma-separated")
     r.add_argument("--target", help="unlabelled target domain(s), comma-separated")
-    r.add_argument("--method", help="adaptation method (see `prodkg list methods`; default dann)")
+    r.add_argument("--method", help="adaptation method (see `prodkg list methods`), or 'auto' to choose one without target labels; default dann")
     r.add_argument("--baseline", help="method also trained for comparison (default source_only; 'none' to skip)")
     r.add_argument("--fusion", help="fusion of modalities (see `prodkg list fusions`; default early)")
     r.add_argument("--image-encoder", help="image encoder (default efficientnet_lite0)")
@@ -209,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threshold", type=float, help="confidence at which a prediction becomes a plain fact (default 0.5)")
     r.add_argument("--batch-size", type=int)
     r.add_argument("--num-workers", type=int, help="DataLoader workers for image decoding (default 0)")
+    _add_scale_out_options(r)
     r.add_argument("--out", help=f"output folder: runs/, kg/, cache/ (default {DEFAULT_OUT})")
     r.add_argument("--cache-dir", help="feature cache folder (default <out>/cache)")
     r.add_argument("--no-prefect", action="store_true", help="call the stages directly instead of as a Prefect flow")
@@ -225,10 +331,55 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_query)
 
     e = sub.add_parser("export", help="export the current graph")
-    e.add_argument("--format", required=True, choices=["nt", "nq", "ttl", "trig", "jsonld", "graphml"])
+    e.add_argument("--format", required=True, choices=RDF_EXPORTS + CONSUMER_EXPORTS,
+                   help="RDF (nt, nq, ttl, trig, jsonld), graphml, or for consumers: similar (top-k neighbours, .parquet/.csv), "
+                        "edges (product-category-attribute, .parquet/.csv), embeddings (.parquet), search-jsonl")
     e.add_argument("--output", required=True, help="file to write")
+    e.add_argument("--k", type=int, default=10, help="neighbours per product for --format similar (default 10)")
     e.add_argument("--out", default=DEFAULT_OUT, help=f"output folder of the run (default {DEFAULT_OUT})")
     e.set_defaults(func=cmd_export)
+
+    sv = sub.add_parser("serve", help="serve the current graph over the SPARQL 1.1 Protocol (read-only by default)")
+    sv.add_argument("--out", default=DEFAULT_OUT, help=f"output folder of the run (default {DEFAULT_OUT})")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    sv.add_argument("--port", type=int, default=7878)
+    sv.add_argument("--timeout", type=float, default=10.0, help="seconds a query may run (default 10)")
+    sv.add_argument("--max-rows", type=int, default=10_000, help="most result rows or triples per query (default 10000)")
+    sv.add_argument("--allow-updates", action="store_true", help="accept SPARQL UPDATE (needs --token-file; Bearer token)")
+    sv.add_argument("--token-file", help="file holding the token updates must send as 'Authorization: Bearer <token>'")
+    sv.set_defaults(func=cmd_serve)
+
+    a = sub.add_parser("adapt", help="adapt and predict from your own precomputed feature vectors (no extractors)")
+    a.add_argument("--features", required=True, help="Parquet or .npz table: vectors, 'label' and 'domain' columns")
+    a.add_argument("--source", required=True, help="labelled source domain(s), comma-separated")
+    a.add_argument("--target", required=True, help="unlabelled target domain(s), comma-separated")
+    a.add_argument("--method", default="auto", help="adaptation method, or 'auto' to choose one without target labels (default)")
+    a.add_argument("--fusion", default="early", help="fusion of modalities (default early)")
+    a.add_argument("--epochs", type=int)
+    a.add_argument("--seed", type=int)
+    a.add_argument("--out", required=True, help="folder for predictions.parquet, manifest.json and model/")
+    a.add_argument("--quiet", action="store_true")
+    a.set_defaults(func=cmd_adapt)
+
+    sc = sub.add_parser("schedule", help="serve the nightly flow as a Prefect deployment on a cron schedule (needs `prefect server start`)")
+    sc.add_argument("--cron", default="0 2 * * *", help="when to run, a cron expression (default '0 2 * * *': 02:00 every night)")
+    sc.add_argument("--timezone", help="time zone the cron is read in, e.g. Europe/Berlin (default UTC)")
+    sc.add_argument("--name", default="nightly", help="deployment name; runs are triggered as prodkg/<name> (default nightly)")
+    sc.add_argument("--config", help="TOML file with a [run] table, read again at every run (options below override it)")
+    sc_src = sc.add_mutually_exclusive_group()
+    sc_src.add_argument("--catalog", help="catalog file (CSV, JSONL, Parquet; path or fsspec URL)")
+    sc_src.add_argument("--dataset", help="a registered dataset (see `prodkg list datasets`)")
+    sc.add_argument("--data-home", help="dataset mirror folder (default $PRODKG_DATA_HOME)")
+    sc.add_argument("--source", help="labelled source domain(s), comma-separated")
+    sc.add_argument("--target", help="unlabelled target domain(s), comma-separated")
+    sc.add_argument("--method", help="adaptation method (default dann)")
+    sc.add_argument("--epochs", type=int)
+    sc.add_argument("--seed", type=int)
+    sc.add_argument("--out", help=f"output folder: runs/, kg/, cache/ (default {DEFAULT_OUT})")
+    sc.add_argument("--cache-dir", help="feature cache folder (default <out>/cache)")
+    _add_scale_out_options(sc)
+    sc.add_argument("--quiet", action="store_true", help="no progress lines in the run logs")
+    sc.set_defaults(func=cmd_schedule)
 
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", choices=["encoders", "methods", "fusions", "datasets", "queries"])

@@ -44,7 +44,10 @@ class RunConfig:
     out: str = "prodkg-output"
     cache_dir: str | None = None  # default <out>/cache
     use_prefect: bool = True
+    reuse_heads: bool = True  # load a head whose features, labels and config are unchanged instead of retraining it
     progress: bool = True
+    workers: int = 0  # >0: extraction shards run on a local Dask cluster of this many worker processes
+    dask_address: str | None = None  # or on an existing Dask cluster (tcp://host:8786)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -64,6 +67,12 @@ class RunConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ConfigError(f"workers must be an integer >= 0, got {self.workers!r}")
+        if self.workers and self.dask_address:
+            raise ConfigError(f"give workers (a local Dask cluster) or dask_address (an existing one), not both; got {self.workers} and {self.dask_address!r}")
+        if (self.workers or self.dask_address) and not self.use_prefect:
+            raise ConfigError("workers / dask_address run extraction through Prefect's Dask task runner; they need use_prefect (drop --no-prefect)")
 
     @property
     def out_path(self) -> Path:
@@ -78,7 +87,7 @@ class RunConfig:
 
     def fingerprint(self) -> str:
         """Hash of what changes results (not where they are written or how progress is shown)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in {"out", "cache_dir", "use_prefect", "progress", "num_workers", "data_home"}}
+        d = {k: v for k, v in self.to_dict().items() if k not in {"out", "cache_dir", "use_prefect", "progress", "num_workers", "data_home", "workers", "dask_address", "reuse_heads"}}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

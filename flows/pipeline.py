@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -12,6 +13,9 @@ import pandas as pd
 
 from flows import stages
 from flows.config import RunConfig
+from flows.dask_runner import describe as describe_task_runner
+from flows.dask_runner import extraction_shard_size, task_runner_for
+from flows.report import write_report_safely
 from flows.rundir import new_run_id, versions, write_json, write_table
 from prodkg.failpoints import failpoint
 
@@ -23,6 +27,15 @@ def configure_prefect(out: Path) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _in_flow_run() -> bool:
+    """True inside a Prefect flow run (e.g. a served deployment's), where this pipeline runs as a subflow."""
+    if "prefect" not in sys.modules:
+        return False
+    from prefect.context import FlowRunContext
+
+    return FlowRunContext.get() is not None
 
 
 class _Runner:
@@ -85,7 +98,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
 
     with _timed(durations, "extract"):
         modalities = stages.modalities_present(ing.products)
-        spans = stages.shards(len(ing.products), cfg.shard_size)
+        spans = stages.shards(len(ing.products), extraction_shard_size(cfg, len(ing.products)))
         results = {}
         for modality in modalities:
             items = stages.modality_items(ing.products, modality)
@@ -107,7 +120,10 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         info = RunInfo(run_id=run_id, started=started_at, ended=datetime.now(UTC), catalog=ing.catalog_name, method=cfg.method,
                        source_domains=ing.source, target_domains=ing.target, models=models, config_hash=cfg.fingerprint())
         taxonomy = ing.taxonomy or stages.flat_taxonomy(ext.products, pred.predictions)
-        graph = runner(stages.graph_stage, ext.products, pred.predictions, taxonomy, ing.attributes, info, cfg, ing.catalog_name, name="graph", retries=2)
+        # Target-domain labels are for evaluation only: they never enter the graph as asserted facts.
+        graph_products = stages.hide_target_labels(ext.products, ing.target, ["category", *ing.attributes])
+        graph = runner(stages.graph_stage, graph_products, pred.predictions, taxonomy, ing.attributes, info, cfg, ing.catalog_name,
+                       features=ext.features, name="graph", retries=2)
 
     failpoint("after-graph")
     n_quarantined = len(quarantine)
@@ -134,12 +150,14 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "target": ing.target,
         "method": cfg.method,
         "baseline": cfg.baseline,
+        "threshold": cfg.threshold,
         "counts": counts,
         "features": ext.stats,
         "metrics": pred.metrics,
         "baseline_metrics": pred.baseline,
         "skipped_tasks": pred.skipped,
         "durations": durations,
+        "changes": graph.get("changes"),
         "warnings": ing.warnings,
     }
     manifest = {
@@ -154,7 +172,11 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "models": pred.models,
         "tables": tables,
         "orchestrator": "prefect" if runner.use_prefect else "direct",
+        "extraction_ran_on": describe_task_runner(cfg),
     }
+    # a run whose graph is published is a good run: a failing figure only leaves a note in the manifest
+    manifest["report"] = write_report_safely(run_dir, summary, pred.predictions, pred.embedding_sample)
+    summary["report"] = manifest["report"].get("html")
     write_json(manifest, run_dir / "manifest.json")
     return summary
 
@@ -167,10 +189,13 @@ def run_pipeline(cfg: RunConfig, run_id: str | None = None) -> dict:
     if not cfg.use_prefect:
         summary = run_stages(cfg, run_id, _Runner(False))
     else:
-        configure_prefect(cfg.out_path)
+        if not _in_flow_run():
+            # inside a served deployment's run the server's settings are already in force: keep them
+            configure_prefect(cfg.out_path)
         from prefect import flow
 
-        @flow(name="prodkg-nightly", flow_run_name=f"prodkg-{run_id}", validate_parameters=False)
+        # the Dask task runner, when asked for, only gets the extraction shards (the one stage submitted, not called)
+        @flow(name="prodkg-nightly", flow_run_name=f"prodkg-{run_id}", validate_parameters=False, task_runner=task_runner_for(cfg))
         def nightly(cfg: RunConfig, run_id: str) -> dict:
             return run_stages(cfg, run_id, _Runner(True))
 

@@ -6,6 +6,8 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,7 @@ import pandas as pd
 from catalogs import CatalogSource, ingest, load_dataset, product_text
 from catalogs.ingest import read_catalog
 from flows.config import RunConfig
+from flows.progress import Progress, on_terminal, run_logger
 from prodkg.errors import CatalogError, ConfigError, StageError
 
 
@@ -144,17 +147,29 @@ def extract_shard(items: list[str | None], cfg: RunConfig, modality: str) -> dic
 
     encoder = encoder_for(cfg, modality)
     cache = FeatureCache(cfg.cache_path)
-    res = extract_features(items, encoder, cache=cache, batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=cfg.progress)
+    # ~10 steps of whole batches: progress is reported between steps and a batch is never split
+    step = cfg.batch_size * max(1, -(-len(items) // (10 * cfg.batch_size)))
+    parts = []
+    with Progress(len(items), f"extract {modality} ({encoder.name})", enabled=cfg.progress) as bar:
+        for a, b in shards(len(items), step) or [(0, 0)]:
+            parts.append(extract_features(items[a:b], encoder, cache=cache, batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=False))
+            bar.update(b - a)
+    features = np.concatenate([r.features for r in parts])
+    errors, offset = {}, 0
+    for r in parts:
+        errors.update({offset + int(i): reason for i, reason in r.errors.items()})
+        offset += len(r.ok)
     return {
-        "features": res.features,
-        "ok": res.ok,
-        "errors": res.errors,
-        "n_computed": res.n_computed,
-        "n_cached": res.n_cached,
-        "encoder_id": res.encoder_id,
-        "seconds": res.seconds,
-        "dim": int(res.features.shape[1]),
+        "features": features,
+        "ok": np.concatenate([r.ok for r in parts]),
+        "errors": errors,
+        "n_computed": sum(r.n_computed for r in parts),
+        "n_cached": sum(r.n_cached for r in parts),
+        "encoder_id": parts[0].encoder_id,
+        "seconds": sum(r.seconds for r in parts),
+        "dim": int(features.shape[1]),
         "encoder": encoder.name,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",  # which process did the work (several under Dask)
     }
 
 
@@ -195,6 +210,8 @@ def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) ->
             "failed": int(sum(len(p["errors"]) for p in parts)),
             "present": int(ok.sum()),
             "seconds": round(sum(p["seconds"] for p in parts), 3),
+            "shards": len(parts),
+            "workers": sorted({str(p.get("worker")) for p in parts}),  # host:pid of each process that extracted a shard
         }
     keep = np.ones(len(products), dtype=bool)
     keep[list(bad)] = False
@@ -214,6 +231,9 @@ def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) ->
 # --- adapt + predict -------------------------------------------------------------------
 
 
+NO_VALUE = "(none)"  # the class of an attribute head for "this product has no such attribute"
+
+
 @dataclass
 class PredictOutput:
     predictions: pd.DataFrame  # product_id, task, value, confidence, model
@@ -221,6 +241,8 @@ class PredictOutput:
     baseline: dict | None  # the baseline method's metrics on the category task
     models: list[dict]  # one per fitted head: model_id, task, method, path, details
     skipped: dict[str, str]  # task -> why it was not fitted
+    # for the run report: a subsample of source and target products before and after adaptation
+    embedding_sample: dict | None = None
 
 
 def train_config(cfg: RunConfig, method: str):
@@ -260,13 +282,16 @@ def predict_stage(products: pd.DataFrame, features, cfg: RunConfig, source: list
 
 def _predict(products, features, cfg: RunConfig, source, target, attributes, models_dir: Path) -> PredictOutput:
     from prediction import fit_task
+    from prediction.reuse import fit_or_reuse, task_key
 
     is_source = products["domain"].isin(source).to_numpy(bool)
     is_target = products["domain"].isin(target).to_numpy(bool)
     ids = products["product_id"].tolist()
     models_dir.mkdir(parents=True, exist_ok=True)
     frames, metrics, models, skipped = [], {}, [], {}
-    baseline = None
+    baseline = embedding_sample = None
+    progress_log = run_logger() if cfg.progress else None
+    n_heads = 1 + len(attributes)
     for task in ["category", *attributes]:
         labels = [v if isinstance(v, str) and v else None for v in products[task].astype(object).where(products[task].notna(), None).tolist()]
         source_labels = [labels[i] for i in np.flatnonzero(is_source) if labels[i] is not None]
@@ -278,21 +303,59 @@ def _predict(products, features, cfg: RunConfig, source, target, attributes, mod
             # an identifier or free-text column, not a label: a head would learn nothing but noise
             skipped[task] = f"looks like free text or an identifier ({n_labels} distinct values over {len(source_labels)} labelled source rows)"
             continue
-        result = fit_task(task, features, labels, is_source, is_target, ids, train_config(cfg, cfg.method), progress=cfg.progress)
+        if task != "category" and any(labels[i] is None for i in np.flatnonzero(is_source)):
+            # The attribute does not apply to every product (fruit has no manufacturer): the head
+            # learns that as a class of its own, and predicting it writes nothing to the graph.
+            labels = [NO_VALUE if labels[i] is None and is_source[i] else labels[i] for i in range(len(labels))]
+        tcfg = train_config(cfg, cfg.method)
+        key = task_key(task, features, labels, is_source, is_target, ids, tcfg.to_dict())
+        result, reused = fit_or_reuse(cfg.cache_path if cfg.reuse_heads else None, key,
+                                      lambda: fit_task(task, features, labels, is_source, is_target, ids, tcfg, progress=cfg.progress and on_terminal()))
+        result.predictions = result.predictions[result.predictions["value"] != NO_VALUE].reset_index(drop=True)
+        if progress_log is not None:
+            progress_log.info(f"adapt-predict: fitted the {task} head ({len(models) + 1} of {n_heads} possible)")
+        if task == "category":
+            embedding_sample = sample_embeddings(features, result.model, is_source, is_target, seed=cfg.seed)
         path = models_dir / _safe(task)
         result.model.save(path)
-        model_id = _model_id(task, cfg.method, path)
+        chosen = result.model.config.method  # differs from cfg.method when cfg.method is "auto"
+        model_id = _model_id(task, chosen, path)
         result.predictions["model"] = model_id
         frames.append(result.predictions)
         metrics[task] = result.metrics
-        models.append({"model_id": model_id, "task": task, "method": cfg.method, "path": str(path), "classes": result.labels.classes,
-                       "temperature": result.temperature, "details": result.model.describe()})
+        models.append({"model_id": model_id, "task": task, "method": chosen, "requested_method": cfg.method, "path": str(path),
+                       "classes": result.labels.classes, "temperature": result.temperature, "details": result.model.describe()})
         if task == "category" and cfg.baseline and cfg.baseline != cfg.method:
-            base = fit_task(task, features, labels, is_source, is_target, ids, train_config(cfg, cfg.baseline), progress=False)
+            bcfg = train_config(cfg, cfg.baseline)
+            base, _ = fit_or_reuse(cfg.cache_path if cfg.reuse_heads else None, task_key(task, features, labels, is_source, is_target, ids, bcfg.to_dict()),
+                                   lambda: fit_task(task, features, labels, is_source, is_target, ids, bcfg, progress=False))
             baseline = base.metrics
     columns = ["product_id", "task", "value", "confidence", "model"]
     predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    return PredictOutput(predictions=predictions[columns], metrics=metrics, baseline=baseline, models=models, skipped=skipped)
+    return PredictOutput(predictions=predictions[columns], metrics=metrics, baseline=baseline, models=models, skipped=skipped,
+                         embedding_sample=embedding_sample)
+
+
+def sample_embeddings(features, model, is_source: np.ndarray, is_target: np.ndarray, *, limit: int = 2000, seed: int = 0) -> dict:
+    """Up to ``limit`` source and target products: fused input features ("before") and the model's
+    bottleneck embedding ("after"), for the report's plot of the domains before and after adaptation."""
+    from flows.report import fused_input
+
+    rows = np.flatnonzero(np.asarray(is_source, bool) | np.asarray(is_target, bool))
+    if len(rows) > limit:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
+    part = features.subset(rows)
+    return {"is_target": np.asarray(is_target, bool)[rows], "before": fused_input(part), "after": np.asarray(model.embed(part), np.float32)}
+
+
+def hide_target_labels(products: pd.DataFrame, target: list[str], columns: list[str]) -> pd.DataFrame:
+    """A copy whose target-domain rows carry no label: those labels are for evaluation only."""
+    out = products.copy()
+    mask = out["domain"].isin(target)
+    for col in columns:
+        if col in out.columns:
+            out.loc[mask, col] = None
+    return out
 
 
 def _safe(name: str) -> str:
@@ -309,23 +372,72 @@ def flat_taxonomy(products: pd.DataFrame, predictions: pd.DataFrame) -> list[tup
 
 
 def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: list[tuple[str, str | None]], attributes: list[str],
-                run_info, cfg: RunConfig, catalog_name: str) -> dict:
-    """Build the run's quads and publish them atomically as the new current graph."""
+                run_info, cfg: RunConfig, catalog_name: str, features=None) -> dict:
+    """Build the run's quads, record what changed since the live graph, validate, publish atomically.
+
+    A graph that violates the SHACL shapes is not published: the last good graph stays live,
+    ``shacl_report.txt`` in the run directory says why, and StageError is raised.
+    With ``features`` (the extract stage's MultiModal) it also writes ``embeddings.parquet``.
+    """
+    from kb.incremental import change_quads, diff_products, product_hashes, stored_hashes
     from kb.iri import DEFAULT_BASE
     from kb.store import KnowledgeGraph
-    from kb.triples import catalog_quads, prediction_quads, run_quads, taxonomy_quads
+    from prodkg.errors import StoreError
+    from kb.triples import alt_label_quads, catalog_quads, prediction_quads, run_quads, taxonomy_quads
+    from kb.validation import validate_quads
 
     base = cfg.base_iri or DEFAULT_BASE
     scheme = catalog_name
-    concepts = {c for c, _ in taxonomy}
+    run_dir = cfg.out_path / "runs" / run_info.run_id
+    concepts = {t[0] for t in taxonomy}
     missing = sorted(set(flat_taxonomy(products, predictions)) - {(c, None) for c in concepts})
     taxonomy = list(taxonomy) + [m for m in missing if m[0] not in concepts]
     started = time.perf_counter()
     quads = []
     quads += taxonomy_quads(scheme, taxonomy, base=base)
-    quads += catalog_quads(products, catalog=catalog_name, attributes=attributes, scheme=scheme, base=base)
+    quads += alt_label_quads(scheme, taxonomy, base=base)
+    catalog = catalog_quads(products, catalog=catalog_name, attributes=attributes, scheme=scheme, base=base, content_hash=True)
+    quads += catalog
     quads += run_quads(run_info, base=base)
     quads += prediction_quads(predictions, run_info, catalog=catalog_name, scheme=scheme, threshold=cfg.threshold, base=base)
     kg = KnowledgeGraph(cfg.out_path / "kg")
+    previous = None
+    try:
+        if kg.current_path() is not None:
+            with kg.open(read_only=True) as live:
+                previous = stored_hashes(live)
+    except StoreError:
+        previous = None  # a broken CURRENT pointer: this publish repairs it, and every product counts as added
+    current = product_hashes(catalog)
+    changes = diff_products(previous, current)
+    quads += change_quads(run_info.run_id, catalog_name, changes, previous, current, base=base)
+    report = validate_quads(quads)
+    if not report.conforms:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "shacl_report.txt").write_text(report.text, encoding="utf-8")
+        raise StageError(f"graph not published, the last good graph stays live: {report.summary()} (full report: {run_dir / 'shacl_report.txt'})")
+    if features is not None:
+        write_embeddings(products, features, run_dir / "embeddings.parquet")
     path = kg.publish(quads, run_info.run_id)
-    return {"quads": len(quads), "store": str(path), "seconds": round(time.perf_counter() - started, 3)}
+    return {"quads": len(quads), "store": str(path), "seconds": round(time.perf_counter() - started, 3),
+            "changes": changes.counts(), "shacl": "conforms"}
+
+
+def write_embeddings(products: pd.DataFrame, features, path: Path) -> int:
+    """One vector per product for similarity exports: its modalities' features, each L2-normalised, concatenated.
+
+    An absent modality contributes zeros, so products compare on what they have.
+    """
+    blocks = []
+    for modality in sorted(features.blocks):
+        block = np.asarray(features.blocks[modality], dtype=np.float32)
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        block = np.divide(block, norms, out=np.zeros_like(block), where=norms > 0)
+        present = np.asarray(features.present[modality], dtype=bool)
+        blocks.append(block * present[:, None])
+    if not blocks or len(products) != len(blocks[0]):
+        raise StageError(f"write_embeddings: {len(products)} products but features for {len(blocks[0]) if blocks else 0}")
+    matrix = np.concatenate(blocks, axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"product_id": products["product_id"].astype(str).tolist(), "vector": list(matrix)}).to_parquet(path, index=False)
+    return len(matrix)

@@ -1,0 +1,111 @@
+"""End-to-end benchmark: a first run and an immediate re-run of `prodkg run`, wall time per stage and peak RSS.
+
+    PRODKG_DATA_HOME=../shared/datasets python bench/bench_pipeline.py --dataset office-caltech-10 --source amazon --target webcam
+    PRODKG_DATA_HOME=../shared/datasets python bench/bench_pipeline.py --dataset instacart-products --epochs 10
+
+Each run is a separate `prodkg run` process (as a user would start it), so peak RSS is that
+process's own high-water mark. The first run starts from an empty output folder and feature
+cache; the re-run reuses both. Results go to the matching section of docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, machine, today, write_section  # noqa: E402
+
+
+def run_once(args: list[str]) -> tuple[dict, float, float]:
+    """Run `prodkg run ... --json --quiet`; return the summary, wall seconds and peak RSS in GiB."""
+    cmd = [sys.executable, "-m", "flows.cli", "run", *args, "--json", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
+        # wait4 reaps the child and returns its own resource usage (ru_maxrss in KiB on Linux)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"prodkg run failed ({code}):\n{stderr[-4000:]}")
+    return json.loads(stdout[stdout.index("{"):]), wall, usage.ru_maxrss / 2**20
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="office-caltech-10")
+    p.add_argument("--catalog")
+    p.add_argument("--source")
+    p.add_argument("--target")
+    p.add_argument("--method", default="dann")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--no-prefect", action="store_true")
+    p.add_argument("--out", help="output folder (default: a fresh temporary folder)")
+    p.add_argument("--no-write", action="store_true", help="print only; do not update docs/BENCHMARKS.md")
+    a = p.parse_args()
+    out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="prodkg-bench-"))
+    if out.exists():
+        shutil.rmtree(out)
+    args = ["--catalog", a.catalog] if a.catalog else ["--dataset", a.dataset]
+    for flag, value in (("--source", a.source), ("--target", a.target), ("--method", a.method), ("--epochs", a.epochs)):
+        if value is not None:
+            args += [flag, str(value)]
+    if a.no_prefect:
+        args.append("--no-prefect")
+    args += ["--out", str(out)]
+
+    results = []
+    for label in ("first run", "immediate re-run"):
+        summary, wall, rss = run_once(args)
+        results.append((label, summary, wall, rss))
+        print(f"{label}: {wall:.1f} s wall, peak RSS {rss:.2f} GiB, stages {summary['durations']}")
+
+    first, rerun = results[0], results[1]
+    stages = list(first[1]["durations"])
+    name = a.catalog or a.dataset
+    s0 = first[1]
+    c = s0["counts"]
+    lines = [
+        f"## End to end: {name}",
+        "",
+        f"Command: `PRODKG_DATA_HOME=../shared/datasets python bench/bench_pipeline.py {' '.join(sys.argv[1:])}`  ",
+        f"Machine: {machine()}. Date: {today()}. Orchestrator: {'direct' if a.no_prefect else 'Prefect 3 (ephemeral API)'}.  ",
+        f"Catalog: {c['rows_in']} products in ({', '.join(s0['source'])} → {', '.join(s0['target'])}), {c['quarantined']} quarantined, "
+        f"{c['quads']} quads written; method {s0['method']}.",
+        "",
+        "| | " + " | ".join(stages) + " | total wall | peak RSS |",
+        "|---|" + "---:|" * (len(stages) + 2),
+    ]
+    for label, summary, wall, rss in results:
+        lines.append(f"| {label} | " + " | ".join(f"{summary['durations'].get(st, 0):.1f} s" for st in stages) + f" | {wall:.1f} s | {rss:.2f} GiB |")
+    lines.append("")
+    lines.append(f"Re-run speed-up (wall): {first[2] / rerun[2]:.1f}×.")
+    feats = {m: f"{f['computed']} computed / {f['cached']} cached" for m, f in rerun[1]["features"].items()}
+    lines.append(f"Re-run features: {feats}.")
+    cat = s0["metrics"].get("category", {})
+    base = s0.get("baseline_metrics") or {}
+    if "target_accuracy" in cat:
+        acc = f"Target accuracy (labels used only for evaluation): {s0['method']} {100 * cat['target_accuracy']:.1f} %"
+        if base.get("target_accuracy") is not None:
+            acc += f", {s0['baseline']} {100 * base['target_accuracy']:.1f} %"
+        lines.append(acc + ".")
+    body = "\n".join(lines)
+    print(body)
+    if not a.no_write:
+        print("wrote", write_section(f"pipeline-{name}", body))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Reuse of fitted heads: a task whose inputs and config are unchanged is loaded, not retrained."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from prediction.labels import LabelSpace
+
+FORMAT = 1
+
+
+def task_key(task: str, features, labels: Sequence[str | None], is_source: np.ndarray, is_target: np.ndarray,
+             product_ids: Sequence[str], config_dict: dict, extra: dict | None = None) -> str:
+    """Content hash of everything a fitted head depends on: features, labels, domains, ids and config."""
+    import torch
+
+    import prodkg
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"format": FORMAT, "task": task, "config": config_dict, "extra": extra or {},
+                         "prodkg": prodkg.__version__, "torch": torch.__version__}, sort_keys=True, default=str).encode())
+    for modality in features.modalities:
+        h.update(modality.encode())
+        h.update(np.ascontiguousarray(features.blocks[modality]).tobytes())
+        h.update(np.ascontiguousarray(features.present[modality]).tobytes())
+    h.update(np.ascontiguousarray(is_source, dtype=bool).tobytes())
+    h.update(np.ascontiguousarray(is_target, dtype=bool).tobytes())
+    h.update("\x1f".join("\x00" if v is None else v for v in labels).encode("utf-8", "surrogateescape"))
+    h.update("\x1f".join(product_ids).encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:32]
+
+
+def fit_or_reuse(cache_root: str | os.PathLike | None, key: str, fit: Callable[[], object]):
+    """Load the TaskResult stored under ``key``, or call ``fit()`` and store what it returns.
+
+    The entry is written to a temporary folder and renamed into place, so a killed run
+    never leaves a half-written head that a later run would trust.
+    """
+    from adaptation import AdaptedModel
+    from prediction.heads import TaskResult
+
+    if cache_root is None:
+        return fit(), False
+    entry = Path(cache_root) / "heads" / key
+    meta_path = entry / "meta.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        result = TaskResult(task=meta["task"], labels=LabelSpace(meta["classes"]), model=AdaptedModel.load(entry / "model"),
+                            temperature=float(meta["temperature"]), predictions=pd.read_parquet(entry / "predictions.parquet"),
+                            metrics={**meta["metrics"], "reused": True})
+        return result, True
+    result = fit()
+    tmp = entry.with_name(entry.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    result.model.save(tmp / "model")
+    result.predictions.to_parquet(tmp / "predictions.parquet", index=False)
+    (tmp / "meta.json").write_text(json.dumps({"task": result.task, "classes": result.labels.classes, "temperature": result.temperature,
+                                                "metrics": result.metrics}, default=float), encoding="utf-8")
+    try:
+        os.replace(tmp, entry)
+    except OSError:  # another process stored the same key first: theirs is equally good
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result, False
