@@ -275,7 +275,7 @@ def cmd_list(args) -> int:
     elif args.kind == "methods":
         from adaptation import list_methods
 
-        names = list_methods()
+        names = [*list_methods(), "auto  (choose among the above without target labels)"]
     elif args.kind == "fusions":
         from adaptation import FUSIONS
 
