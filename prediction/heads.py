@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from adaptation import AdaptedModel, MultiModal, TrainConfig, train
+from adaptation.selection import stratified_holdout
 from prediction.calibration import expected_calibration_error, fit_temperature
 from prediction.labels import LabelSpace
 from prodkg.errors import StageError
@@ -26,18 +27,6 @@ class TaskResult:
     temperature: float
     predictions: pd.DataFrame  # product_id, task, value, confidence
     metrics: dict = field(default_factory=dict)
-
-
-def _holdout(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Stratified held-out mask: ``fraction`` of each class with at least 3 rows (never its last 2)."""
-    mask = np.zeros(len(y), dtype=bool)
-    for cls in np.unique(y):
-        idx = np.flatnonzero(y == cls)
-        if len(idx) < 3:
-            continue
-        k = min(max(1, round(fraction * len(idx))), len(idx) - 2)
-        mask[rng.choice(idx, size=k, replace=False)] = True
-    return mask
 
 
 def fit_task(
@@ -70,8 +59,7 @@ def fit_task(
         raise StageError(f"task {task!r}: the target domain has no products")
     y_all = space.encode(labels)
     src_idx = np.flatnonzero(src_labelled)
-    rng = np.random.default_rng(config.seed)
-    val_mask = _holdout(y_all[src_idx], val_fraction, rng)
+    val_mask = stratified_holdout(y_all[src_idx], val_fraction, config.seed)
     train_idx, val_idx = src_idx[~val_mask], src_idx[val_mask]
     tgt_idx = np.flatnonzero(is_target)
 

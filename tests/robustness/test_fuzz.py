@@ -22,8 +22,9 @@ text = st.text(alphabet=st.one_of(st.characters(blacklist_categories=("Cs",)), n
 cell = st.one_of(st.just(""), text, st.sampled_from(["shop", "feed", "mug", "img/none.png", "http://127.0.0.1:9/x.jpg"]))
 row = st.fixed_dictionaries({c: cell for c in COLUMNS})
 ROWS_PER_EXAMPLE = 50
-EXAMPLES = 110  # 110 × 50 rows per format: over 10,000 generated rows in total
+EXAMPLES = 200  # 200 examples × 50 rows: 10,000 generated rows per catalog format
 
+GENERATED = {"csv": 0, "jsonl": 0}
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], derandomize=True)
 
 
@@ -34,8 +35,9 @@ def _check(result, n_rows: int) -> None:
 
 
 @FUZZ
-@given(rows=st.lists(row, min_size=1, max_size=ROWS_PER_EXAMPLE), garbage=st.binary(max_size=8))
+@given(rows=st.lists(row, min_size=ROWS_PER_EXAMPLE, max_size=ROWS_PER_EXAMPLE), garbage=st.binary(max_size=8))
 def test_csv_reader_never_raises_unhandled(tmp_path_factory, rows, garbage):
+    GENERATED["csv"] += len(rows)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -53,8 +55,9 @@ def test_csv_reader_never_raises_unhandled(tmp_path_factory, rows, garbage):
 
 
 @FUZZ
-@given(rows=st.lists(row, min_size=1, max_size=ROWS_PER_EXAMPLE))
+@given(rows=st.lists(row, min_size=ROWS_PER_EXAMPLE, max_size=ROWS_PER_EXAMPLE))
 def test_jsonl_reader_never_raises_unhandled(tmp_path_factory, rows):
+    GENERATED["jsonl"] += len(rows)
     path = tmp_path_factory.mktemp("fuzz") / "c.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     _check(ingest(path), len(rows))
@@ -68,3 +71,8 @@ def test_minted_iris_are_valid_and_reversible(kind, value, other):
     pyoxigraph.NamedNode(str(iri))  # raises on an invalid IRI
     assert not any(ch in str(iri) for ch in ' <>"{}|\\^`\n')
     assert unmint(iri) == (kind, parts)
+
+
+def test_fuzzing_generated_at_least_ten_thousand_rows_per_format():
+    # runs after the two fuzz tests above (file order); hypothesis may stop early on a failure
+    assert GENERATED["csv"] >= 10_000 and GENERATED["jsonl"] >= 10_000, GENERATED
