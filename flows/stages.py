@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,8 +142,19 @@ def encoder_for(cfg: RunConfig, modality: str):
     return _encoder(name, json.dumps(options, sort_keys=True))
 
 
+# One shard at a time per process: Prefect's default runner starts shards on threads, and both the
+# first import of transformers and the model itself are not safe to share between concurrent threads
+# (a torch forward already uses every core). Dask workers are separate processes, each with its own lock.
+_EXTRACT_LOCK = threading.Lock()
+
+
 def extract_shard(items: list[str | None], cfg: RunConfig, modality: str) -> dict:
     """Features of one shard of products for one modality (cached by content hash + encoder id)."""
+    with _EXTRACT_LOCK:
+        return _extract_shard(items, cfg, modality)
+
+
+def _extract_shard(items: list[str | None], cfg: RunConfig, modality: str) -> dict:
     from extractors import FeatureCache, extract_features
 
     encoder = encoder_for(cfg, modality)
