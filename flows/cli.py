@@ -94,7 +94,7 @@ def format_summary(s: dict, out: str) -> str:
         f"  kept                 {c['products']}  (source {c['source_products']}, target {c['target_products']})",
     ]
     for modality, f in s["features"].items():
-        lines.append(f"  {modality} features       {f['computed']} computed, {f['cached']} cached  ({f['encoder']}, {f['dim']}-d)")
+        lines.append(f"  {modality + ' features':<21}{f['computed']} computed, {f['cached']} cached  ({f['encoder']}, {f['dim']}-d)")
     cat = s["metrics"].get("category", {})
     base = s.get("baseline_metrics") or {}
     if "target_accuracy" in cat:
