@@ -298,6 +298,8 @@ def _quarantine_entry(stage: str, source_row: int | None, row: dict, reason: str
     if len(raw) > 4000:
         raw = raw[:4000] + "…"
     pid = row.get("product_id")
+    if len(reason) > 500:  # a reason quotes the bad value; a 1 MB value must not make a 1 MB reason
+        reason = reason[:500] + "…"
     return {"stage": stage, "source_row": source_row, "product_id": _SURROGATE.sub("\ufffd", pid) if isinstance(pid, str) else None, "reason": reason, "raw": raw}
 
 
@@ -321,12 +323,18 @@ def _validate_row(row: dict, attr_cols, attr_names, has_category: bool, base: Pa
         texts[col] = clean_text(raw)
     image = (row.get("image") or "").strip() or None
     if image and not _is_url(image):
-        path = Path(image).expanduser()
+        # os.path.expanduser leaves "~nosuchuser" as it is (Path.expanduser would raise)
+        path = Path(os.path.expanduser(image))
         if not path.is_absolute():
             path = base / path
-        if check_images and not path.is_file():
+        try:
+            exists = path.is_file()
+            resolved = str(path.resolve())
+        except (OSError, ValueError) as exc:  # embedded NUL, name too long, loops
+            return None, f"image path is not a usable file path: {exc}"
+        if check_images and not exists:
             return None, f"image file not found: {image}"
-        image = str(path.resolve())
+        image = resolved
     if not (texts["title"] or texts["description"] or image):
         return None, "no title, description or image: nothing to learn from"
     record = {"product_id": pid, "title": texts["title"], "description": texts["description"], "image": image, "domain": domain}
