@@ -217,6 +217,7 @@ def ingest(
     attributes: list[str] | None = None,
     check_images: bool = True,
     fmt: str | None = None,
+    unparsed: list[dict] | None = None,
 ) -> IngestResult:
     """Validate a catalog and split it into kept products and quarantined rows.
 
@@ -226,22 +227,24 @@ def ingest(
             (default: the catalog file's folder, or the working directory for a frame).
         attributes: attribute columns to keep (default: every non-reserved column).
         check_images: quarantine rows whose local image file does not exist.
+        unparsed: records :func:`read_catalog` could not parse, when ``catalog`` is the frame
+            it returned; they are quarantined and counted in ``n_in``.
 
     Rules (each failure quarantines the row with its reason): a non-empty product_id
     and domain; at least one of title, description, image; valid UTF-8; bounded
     lengths; an existing local image file; a product_id seen once (exact repeats keep
     the first row, conflicting repeats quarantine every copy).
     """
-    unparsed: list[dict] = []
+    unparsed = list(unparsed or [])
     if isinstance(catalog, pd.DataFrame):
         frame = catalog.copy()
         if "source_row" in frame.columns:
             frame.index = pd.Index(frame.pop("source_row").astype(int), name="source_row")
-        else:
+        elif frame.index.name != "source_row":  # a frame from read_catalog keeps its file row numbers
             frame.index = pd.Index(range(1, len(frame) + 1), name="source_row")
         frame = object_frame(frame)
         check_columns(frame.columns)
-        if len(frame) == 0:
+        if len(frame) == 0 and not unparsed:
             raise CatalogError("catalog has no rows")
         base = Path(base_dir) if base_dir else Path.cwd()
     else:

@@ -206,7 +206,7 @@ def cmd_adapt(args) -> int:
 
     from adaptation import TrainConfig
     from adaptation.byo import load_feature_table
-    from flows.stages import torch_threads
+    from extractors.extract import torch_threads
     from prediction import fit_task
 
     features, labels, domains, ids = load_feature_table(args.features)
@@ -261,6 +261,22 @@ def cmd_schedule(args) -> int:
     return 0
 
 
+def _add_catalog_options(p: argparse.ArgumentParser, *, config_help: str) -> None:
+    """What to read: a config file, a catalog or dataset, and its source and target domains."""
+    p.add_argument("--config", help=config_help)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--catalog", help="catalog file (CSV, JSONL, Parquet; path or fsspec URL)")
+    src.add_argument("--dataset", help="a registered dataset (see `prodkg list datasets`)")
+    p.add_argument("--data-home", help="dataset mirror folder (default $PRODKG_DATA_HOME)")
+    p.add_argument("--source", help="labelled source domain(s), comma-separated")
+    p.add_argument("--target", help="unlabelled target domain(s), comma-separated")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help=f"output folder: runs/, kg/, cache/ (default {DEFAULT_OUT})")
+    p.add_argument("--cache-dir", help="feature cache folder (default <out>/cache)")
+
+
 def _add_scale_out_options(p: argparse.ArgumentParser) -> None:
     scale = p.add_mutually_exclusive_group()
     scale.add_argument("--workers", type=int, help="run extraction sharded on a local Dask cluster of N worker processes (prefect-dask)")
@@ -297,13 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the pipeline: ingest → extract → adapt → predict → graph")
-    r.add_argument("--config", help="TOML file with a [run] table (command-line options override it)")
-    src = r.add_mutually_exclusive_group()
-    src.add_argument("--catalog", help="catalog file (CSV, JSONL, Parquet; path or fsspec URL)")
-    src.add_argument("--dataset", help="a registered dataset (see `prodkg list datasets`)")
-    r.add_argument("--data-home", help="dataset mirror folder (default $PRODKG_DATA_HOME)")
-    r.add_argument("--source", help="labelled source domain(s), comma-separated")
-    r.add_argument("--target", help="unlabelled target domain(s), comma-separated")
+    _add_catalog_options(r, config_help="TOML file with a [run] table (command-line options override it)")
     r.add_argument("--method", help="adaptation method (see `prodkg list methods`), or 'auto' to choose one without target labels; default dann")
     r.add_argument("--baseline", help="method also trained for comparison (default source_only; 'none' to skip)")
     r.add_argument("--fusion", help="fusion of modalities (see `prodkg list fusions`; default early)")
@@ -315,8 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int)
     r.add_argument("--num-workers", type=int, help="DataLoader workers for image decoding (default 0)")
     _add_scale_out_options(r)
-    r.add_argument("--out", help=f"output folder: runs/, kg/, cache/ (default {DEFAULT_OUT})")
-    r.add_argument("--cache-dir", help="feature cache folder (default <out>/cache)")
+    _add_output_options(r)
     r.add_argument("--no-prefect", action="store_true", help="call the stages directly instead of as a Prefect flow")
     r.add_argument("--quiet", action="store_true", help="no progress bars, no summary")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -365,18 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--cron", default="0 2 * * *", help="when to run, a cron expression (default '0 2 * * *': 02:00 every night)")
     sc.add_argument("--timezone", help="time zone the cron is read in, e.g. Europe/Berlin (default UTC)")
     sc.add_argument("--name", default="nightly", help="deployment name; runs are triggered as prodkg/<name> (default nightly)")
-    sc.add_argument("--config", help="TOML file with a [run] table, read again at every run (options below override it)")
-    sc_src = sc.add_mutually_exclusive_group()
-    sc_src.add_argument("--catalog", help="catalog file (CSV, JSONL, Parquet; path or fsspec URL)")
-    sc_src.add_argument("--dataset", help="a registered dataset (see `prodkg list datasets`)")
-    sc.add_argument("--data-home", help="dataset mirror folder (default $PRODKG_DATA_HOME)")
-    sc.add_argument("--source", help="labelled source domain(s), comma-separated")
-    sc.add_argument("--target", help="unlabelled target domain(s), comma-separated")
+    _add_catalog_options(sc, config_help="TOML file with a [run] table, read again at every run (options below override it)")
     sc.add_argument("--method", help="adaptation method (default dann)")
     sc.add_argument("--epochs", type=int)
     sc.add_argument("--seed", type=int)
-    sc.add_argument("--out", help=f"output folder: runs/, kg/, cache/ (default {DEFAULT_OUT})")
-    sc.add_argument("--cache-dir", help="feature cache folder (default <out>/cache)")
+    _add_output_options(sc)
     _add_scale_out_options(sc)
     sc.add_argument("--quiet", action="store_true", help="no progress lines in the run logs")
     sc.set_defaults(func=cmd_schedule)

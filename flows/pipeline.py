@@ -104,7 +104,9 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
             items = stages.modality_items(ing.products, modality)
             results[modality] = runner.map(stages.extract_shard, [(items[a:b], cfg, modality) for a, b in spans], name=f"extract-{modality}")
         ext = stages.assemble_features(ing.products, results)
-    quarantine = pd.concat([q for q in (ing.quarantine, ext.quarantine) if len(q)], ignore_index=True) if (len(ing.quarantine) or len(ext.quarantine)) else ing.quarantine
+    # concat of empty frames would reset column dtypes; skip them
+    parts = [q for q in (ing.quarantine, ext.quarantine) if len(q)]
+    quarantine = pd.concat(parts, ignore_index=True) if parts else ing.quarantine
     tables["quarantine"] = write_table(quarantine.astype({"source_row": "Int64"}), run_dir / "quarantine.parquet")
     failpoint("after-extract")
 

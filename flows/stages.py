@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -62,19 +61,15 @@ def ingest_stage(cfg: RunConfig) -> IngestOutput:
     """
     if cfg.dataset:
         src: CatalogSource = load_dataset(cfg.dataset, cfg.data_home)
-        frame, unparsed_n, name, taxonomy = src.frame, 0, src.name, list(src.taxonomy)
+        frame, unparsed, name, taxonomy = src.frame, [], src.name, list(src.taxonomy)
         source, target = cfg.source or src.default_source, cfg.target or src.default_target
         base_dir = src.root
-        raw_input = frame
-        unparsed = []
     else:
         frame, unparsed = read_catalog(cfg.catalog)
         name = Path(str(cfg.catalog)).stem
         taxonomy = []
         source, target = cfg.source, cfg.target
         base_dir = Path(str(cfg.catalog)).resolve().parent if "://" not in str(cfg.catalog) else None
-        raw_input = frame
-        unparsed_n = len(unparsed)
     if cfg.taxonomy:
         taxonomy = _read_taxonomy(cfg.taxonomy)
     domains = sorted({d.strip() for d in frame["domain"].dropna().astype(str) if d.strip()}) if "domain" in frame.columns else []
@@ -84,31 +79,27 @@ def ingest_stage(cfg: RunConfig) -> IngestOutput:
         missing = [d for d in chosen if d not in domains]
         if missing:
             raise CatalogError(f"{role} domain(s) {', '.join(missing)} not in the catalog; it has: {', '.join(domains) or 'none'}")
-    domain_col = pd.Series([d.strip() if isinstance(d, str) else None for d in frame["domain"].tolist()], index=frame.index, dtype=object)
     # Rows whose domain is blank are in scope: ingest quarantines them with their reason.
-    in_scope = np.array([d is None or d == "" or d in {*source, *target} for d in domain_col], dtype=bool)
-    scoped = frame[in_scope]
-    result = ingest(scoped, base_dir=base_dir, attributes=cfg.attributes) if len(scoped) else None
-    if result is None:
+    chosen = {*source, *target}
+    domains_by_row = [d.strip() if isinstance(d, str) else "" for d in frame["domain"].tolist()]
+    in_scope = np.array([d == "" or d in chosen for d in domains_by_row], dtype=bool)
+    if not in_scope.any() and not unparsed:
         raise CatalogError("no rows in the chosen domains")
-    quarantine = result.quarantine
-    if unparsed:
-        extra = pd.DataFrame([{"stage": "ingest", "product_id": None, **u} for u in unparsed])
-        quarantine = pd.concat([extra, quarantine], ignore_index=True)
+    result = ingest(frame[in_scope], base_dir=base_dir, attributes=cfg.attributes, unparsed=unparsed)
     for role, chosen in (("source", source), ("target", target)):
         if not result.products["domain"].isin(chosen).any():
             raise CatalogError(f"the {role} domain ({', '.join(chosen)}) has no valid product after validation; see the quarantine reasons")
     return IngestOutput(
         products=result.products,
-        quarantine=quarantine,
+        quarantine=result.quarantine,
         attributes=result.attributes,
         taxonomy=taxonomy,
         catalog_name=name,
         source=list(source),
         target=list(target),
-        n_in=result.n_in + unparsed_n,
+        n_in=result.n_in,
         n_out_of_scope=int((~in_scope).sum()),
-        input_hash=_frame_hash(raw_input),
+        input_hash=_frame_hash(frame),
         warnings=result.warnings,
     )
 
@@ -272,33 +263,24 @@ def _model_id(task: str, method: str, path: Path) -> str:
     return f"{task}/{method}/{digest.hexdigest()[:12]}"
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run with ``n`` intra-op threads. The heads are small MLPs: on 2 cores one thread is
-    30x faster than two under any other load, because OpenMP workers spin on tiny matmuls."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def predict_stage(products: pd.DataFrame, features, cfg: RunConfig, source: list[str], target: list[str], attributes: list[str], models_dir: Path) -> PredictOutput:
     """Fit the category head and one head per attribute with source labels; predict every target product."""
+    from extractors.extract import torch_threads
+
+    # The heads are small MLPs: on 2 cores one thread is 30x faster than two under any other
+    # load, because OpenMP workers spin on tiny matmuls.
     with torch_threads(1):
         return _predict(products, features, cfg, source, target, attributes, models_dir)
 
 
 def _predict(products, features, cfg: RunConfig, source, target, attributes, models_dir: Path) -> PredictOutput:
     from prediction import fit_task
-    from prediction.reuse import fit_or_reuse, task_key
+    from prediction.reuse import features_digest, fit_or_reuse, task_key
 
     is_source = products["domain"].isin(source).to_numpy(bool)
     is_target = products["domain"].isin(target).to_numpy(bool)
     ids = products["product_id"].tolist()
+    digest = features_digest(features)  # once per run, not once per head: it reads every feature
     models_dir.mkdir(parents=True, exist_ok=True)
     frames, metrics, models, skipped = [], {}, [], {}
     baseline = embedding_sample = None
@@ -320,7 +302,7 @@ def _predict(products, features, cfg: RunConfig, source, target, attributes, mod
             # learns that as a class of its own, and predicting it writes nothing to the graph.
             labels = [NO_VALUE if labels[i] is None and is_source[i] else labels[i] for i in range(len(labels))]
         tcfg = train_config(cfg, cfg.method)
-        key = task_key(task, features, labels, is_source, is_target, ids, tcfg.to_dict())
+        key = task_key(task, digest, labels, is_source, is_target, ids, tcfg.to_dict())
         result, reused = fit_or_reuse(cfg.cache_path if cfg.reuse_heads else None, key,
                                       lambda: fit_task(task, features, labels, is_source, is_target, ids, tcfg, progress=cfg.progress and on_terminal()))
         result.predictions = result.predictions[result.predictions["value"] != NO_VALUE].reset_index(drop=True)
@@ -339,7 +321,7 @@ def _predict(products, features, cfg: RunConfig, source, target, attributes, mod
                        "classes": result.labels.classes, "temperature": result.temperature, "details": result.model.describe()})
         if task == "category" and cfg.baseline and cfg.baseline != cfg.method:
             bcfg = train_config(cfg, cfg.baseline)
-            base, _ = fit_or_reuse(cfg.cache_path if cfg.reuse_heads else None, task_key(task, features, labels, is_source, is_target, ids, bcfg.to_dict()),
+            base, _ = fit_or_reuse(cfg.cache_path if cfg.reuse_heads else None, task_key(task, digest, labels, is_source, is_target, ids, bcfg.to_dict()),
                                    lambda: fit_task(task, features, labels, is_source, is_target, ids, bcfg, progress=False))
             baseline = base.metrics
     columns = ["product_id", "task", "value", "confidence", "model"]

@@ -17,20 +17,27 @@ from prediction.labels import LabelSpace
 FORMAT = 1
 
 
-def task_key(task: str, features, labels: Sequence[str | None], is_source: np.ndarray, is_target: np.ndarray,
+def features_digest(features) -> str:
+    """Content hash of a MultiModal: every block and presence mask, in row order."""
+    h = hashlib.sha256()
+    for modality in features.modalities:
+        h.update(modality.encode())
+        h.update(np.ascontiguousarray(features.blocks[modality]).tobytes())
+        h.update(np.ascontiguousarray(features.present[modality]).tobytes())
+    return h.hexdigest()
+
+
+def task_key(task: str, features_hash: str, labels: Sequence[str | None], is_source: np.ndarray, is_target: np.ndarray,
              product_ids: Sequence[str], config_dict: dict, extra: dict | None = None) -> str:
-    """Content hash of everything a fitted head depends on: features, labels, domains, ids and config."""
+    """Content hash of everything a fitted head depends on: features (by :func:`features_digest`),
+    labels, domains, ids and config."""
     import torch
 
     import prodkg
 
     h = hashlib.sha256()
-    h.update(json.dumps({"format": FORMAT, "task": task, "config": config_dict, "extra": extra or {},
+    h.update(json.dumps({"format": FORMAT, "task": task, "config": config_dict, "extra": extra or {}, "features": features_hash,
                          "prodkg": prodkg.__version__, "torch": torch.__version__}, sort_keys=True, default=str).encode())
-    for modality in features.modalities:
-        h.update(modality.encode())
-        h.update(np.ascontiguousarray(features.blocks[modality]).tobytes())
-        h.update(np.ascontiguousarray(features.present[modality]).tobytes())
     h.update(np.ascontiguousarray(is_source, dtype=bool).tobytes())
     h.update(np.ascontiguousarray(is_target, dtype=bool).tobytes())
     h.update("\x1f".join("\x00" if v is None else v for v in labels).encode("utf-8", "surrogateescape"))

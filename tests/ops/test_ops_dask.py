@@ -8,7 +8,7 @@ import numpy as np
 from ops_support import PYTHON, base_env, start, stop
 
 from extractors import FeatureCache
-from extractors.extract import content_hash
+from extractors.extract import content_hash, torch_threads
 from flows import stages
 from flows.config import load_config
 from flows.dask_runner import describe, extraction_shard_size, task_runner_for
@@ -65,7 +65,7 @@ def test_two_dask_workers_extract_what_one_process_extracts(prefect_server, smal
         spans = stages.shards(len(items), extraction_shard_size(load_config(**dict(cfg.to_dict(), use_prefect=True, workers=2)), len(items)))
         assert spans == [(0, 9), (9, 18)]
         # one torch thread, as in each Dask worker
-        with stages.torch_threads(1):
+        with torch_threads(1):
             parts = [stages.extract_shard(items[a:b], cfg, modality) for a, b in spans]
         single = {"features": np.concatenate([p["features"] for p in parts]), "encoder_id": parts[0]["encoder_id"],
                   "n_computed": sum(p["n_computed"] for p in parts), "n_cached": sum(p["n_cached"] for p in parts)}
