@@ -26,8 +26,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from extractors import FeatureCache, extract_features, get_encoder  # after the sys.path line, on purpose
+from _common import machine, today, write_section  # noqa: E402
 from extractors.base import native_bf16
 
 
@@ -103,29 +105,39 @@ def main() -> None:
     images = office_images(home_path, args.images)
     texts = product_texts(home_path, args.texts)
 
-    print(f"# bench_extract  {dt.date.today()}  {platform.processor() or platform.machine()}  "
+    lines: list[str] = []
+
+    def out(line: str = "", flush: bool = True) -> None:
+        print(line, flush=flush)
+        lines.extend(line.splitlines() or [""])
+
+    out(f"# bench_extract  {dt.date.today()}  {platform.processor() or platform.machine()}  "
           f"cpus={os.cpu_count()}  torch={torch.__version__}  threads={torch.get_num_threads()}  "
           f"native bf16={native_bf16(torch.device('cpu'))}  load={os.getloadavg()[0]:.1f}")
-    print("\n| encoder | items | fp32 s | bf16 s | bf16 speed-up | cos mean | cos min | auto |")
-    print("|---|---|---|---|---|---|---|---|")
+    out("\n| encoder | items | fp32 s | bf16 s | bf16 speed-up | cos mean | cos min | auto |")
+    out("|---|---|---|---|---|---|---|---|")
     for name, items in (("efficientnet_lite0", images), ("minilm", texts)):
         r = compare_precisions(name, items, args.batch_size, args.repeats)
         auto = "bf16 where native" if r["cos_min"] >= 0.999 else "fp32"
-        print(f"| {r['encoder']} | {r['n']} | {r['fp32_s']:.2f} | {r['bf16_s']:.2f} | {r['speedup']:.2f}x | "
+        out(f"| {r['encoder']} | {r['n']} | {r['fp32_s']:.2f} | {r['bf16_s']:.2f} | {r['speedup']:.2f}x | "
               f"{r['cos_mean']:.5f} | {r['cos_min']:.5f} | {auto} |", flush=True)
 
-    print("\nEnd to end (extract_features with auto precision, cold then warm cache):\n")
-    print("| encoder | items | cold s | items/s | warm s | n_cached |")
-    print("|---|---|---|---|---|---|")
+    out("\nEnd to end (extract_features with auto precision, cold then warm cache):\n")
+    out("| encoder | items | cold s | items/s | warm s | n_cached |")
+    out("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         cache = FeatureCache(tmp)
         for name, items in (("efficientnet_lite0", images), ("minilm", texts)):
             enc = get_encoder(name)
             cold = extract_features(items, enc, cache=cache, batch_size=args.batch_size, progress=False)
             warm = extract_features(items, enc, cache=cache, batch_size=args.batch_size, progress=False)
-            print(f"| {enc.encoder_id} | {len(items)} | {cold.seconds:.2f} | {len(items) / cold.seconds:.1f} | "
+            out(f"| {enc.encoder_id} | {len(items)} | {cold.seconds:.2f} | {len(items) / cold.seconds:.1f} | "
                   f"{warm.seconds:.3f} | {warm.n_cached} |", flush=True)
 
+    header = [f"## Extraction: bf16 vs fp32, and cold/warm cache", "",
+              f"Command: `PRODKG_DATA_HOME=../shared/datasets python bench/bench_extract.py {' '.join(sys.argv[1:])}`  ",
+              f"Machine: {machine()}. Date: {today()}.", ""]
+    write_section("extract", "\n".join(header + lines[1:]))
 
 if __name__ == "__main__":
     main()
