@@ -11,6 +11,7 @@ from kb.incremental import content_graph
 from kb.iri import DEFAULT_BASE, mint, unmint
 from kb.nx_view import to_networkx
 from kb.queries import list_queries, load_query, run_query
+from kb.remote import RemoteGraph, SparqlServerStore
 from kb.results import QueryResult
 from kb.store import STORES, GraphStore, KnowledgeGraph, OxigraphStore, open_store
 from kb.triples import ModelInfo, RunInfo, catalog_quads, prediction_quads, run_quads, taxonomy_quads
@@ -31,7 +32,9 @@ __all__ = [
     "ModelInfo",
     "OxigraphStore",
     "QueryResult",
+    "RemoteGraph",
     "RunInfo",
+    "SparqlServerStore",
     "catalog_quads",
     "content_graph",
     "export_for_consumers",

@@ -1,4 +1,4 @@
-"""Fixtures of the kb tests: the golden data (kb_golden.py), a store holding it, the expected dataset."""
+"""Fixtures of the kb tests: the golden data (kb_golden.py), a store holding it, the expected dataset, a Virtuoso."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from kb_golden import GOLDEN_TRIG, Golden, make_golden
 from rdflib import Dataset
+from virtuoso import VirtuosoServer, start_or_skip
 
 from kb.store import OxigraphStore
 
@@ -33,3 +34,13 @@ def expected_dataset() -> Dataset:
         warnings.simplefilter("ignore", DeprecationWarning)
         ds.parse(GOLDEN_TRIG, format="trig")
     return ds
+
+
+@pytest.fixture(scope="session")
+def virtuoso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VirtuosoServer]:
+    """A real Virtuoso on free loopback ports for the session, stopped by pid at the end (skipped when not installed)."""
+    server = start_or_skip(tmp_path_factory.mktemp("virtuoso"))
+    try:
+        yield server
+    finally:
+        server.stop()

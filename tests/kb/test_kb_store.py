@@ -169,4 +169,4 @@ def test_blank_nodes_keep_their_identity_across_chunks():
 def test_store_registry():
     assert STORES.get("pyoxigraph") is OxigraphStore
     with pytest.raises(UnknownComponentError, match="valid names: oxigraph"):
-        open_store(None, backend="virtuoso")
+        open_store(None, backend="no-such-store")
