@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import copy
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from extractors.base import Encoder, open_image, resolve_device, resolve_precision
+from extractors.base import Encoder, open_image, resolve_device, resolve_precision, sha256_state_dict
+from prodkg.errors import ConfigError, ModelLoadError
 
 
 class CNNImageEncoder(Encoder):
@@ -65,12 +68,116 @@ class CNNImageEncoder(Encoder):
     def encode_batch(self, items: list[Any]) -> np.ndarray:
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
+        x = self.stack_items(items)
+        with torch.inference_mode(), self.autocast():
+            out = self.features(x)
+        return out.float().cpu().numpy()
+
+    def stack_items(self, items: list[Any]) -> torch.Tensor:
+        """Items from :meth:`load_item` -> one ``(N, 3, H, W)`` channels-last batch on the encoder's device."""
         for i, t in enumerate(items):
             if not isinstance(t, torch.Tensor) or t.ndim != 3 or t.shape[0] != 3:
                 got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                 raise TypeError(f"encode_batch expects (3, H, W) tensors from load_item; item {i} is {got}")
         x = torch.stack(items).to(self.device, non_blocking=True)
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self.autocast():
-            out = self.features(x)
-        return out.float().cpu().numpy()
+        return x.contiguous(memory_format=torch.channels_last)
+
+    # --- fine-tuning hooks (adaptation/finetune.py) ------------------------------------------
+    # The backbone splits into a frozen *trunk* and its *last block*, with features(x) == last_block()(trunk(x)).
+    # Fine-tuning trains a copy of the last block on the trunk's activations, computed once per image.
+
+    #: what :meth:`last_block` holds, in words, for manifests and error messages
+    last_block_description: str = ""
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen layers before the last block.
+
+        Shape:
+            x: ``(N, 3, H, W)`` preprocessed images; returns the ``(N, C, h, w)`` activations entering the last block.
+        """
+        raise ConfigError(f"image encoder {self.name!r} does not support backbone fine-tuning (no trunk/last block split)")
+
+    def last_block(self) -> nn.Module:
+        """The module that maps :meth:`trunk` activations to the pooled ``(N, dim)`` features.
+
+        It shares its parameters with ``self.model``: copy it before training it.
+        """
+        raise ConfigError(f"image encoder {self.name!r} does not support backbone fine-tuning (no trunk/last block split)")
+
+
+class FineTunedImageEncoder(Encoder):
+    """A CNN image encoder whose last block was fine-tuned (see :mod:`adaptation.finetune`).
+
+    Images go through the base encoder's frozen trunk, then through the
+    fine-tuned copy of its last block. The base encoder is not modified.
+    ``encoder_id`` is the base's id plus a digest of the fine-tuned block's
+    weights, so its cached features are never mixed with frozen ones, nor with
+    those of another fine-tuning.
+
+    The last block runs in fp32 even when the base trunk runs under bf16
+    autocast: it was trained in fp32.
+
+    Args:
+        base: the frozen encoder the block was fine-tuned from.
+        block_state: state dict of ``base.last_block()`` after fine-tuning.
+
+    Shape:
+        output: ``(N, base.dim)`` float32.
+    """
+
+    modality = "image"
+
+    def __init__(self, base: CNNImageEncoder, block_state: dict[str, torch.Tensor]) -> None:
+        if not isinstance(base, CNNImageEncoder):
+            raise ConfigError(f"fine-tuning needs a CNN image encoder; got {type(base).__name__}")
+        block = copy.deepcopy(base.last_block())
+        try:
+            block.load_state_dict(block_state, strict=True)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"fine-tuned block does not fit {base.encoder_id}: {exc}") from exc
+        self.base = base
+        self.block = block.eval().requires_grad_(False).to(base.device).to(memory_format=torch.channels_last)
+        self.name = f"{base.name}+finetuned"
+        self.dim = base.dim
+        self.device = base.device
+        self.precision = base.precision
+        self.weights_hash = sha256_state_dict(block_state)
+        self.encoder_id = f"{base.encoder_id}/ft-{self.weights_hash[:12]}"
+
+    def load_item(self, item: str) -> torch.Tensor:
+        return self.base.load_item(item)
+
+    def encode_activations(self, activations: torch.Tensor) -> torch.Tensor:
+        """Pooled features from trunk activations (the cached-activation path of fine-tuning)."""
+        with torch.inference_mode():
+            x = activations.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
+            return self.block(x).float()
+
+    def encode_batch(self, items: list[Any]) -> np.ndarray:
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        x = self.base.stack_items(items)
+        with torch.inference_mode(), self.base.autocast():
+            activations = self.base.trunk(x)
+        return self.encode_activations(activations).cpu().numpy()
+
+    def save(self, path: str | os.PathLike[str], **meta: Any) -> None:
+        """Write the fine-tuned block's state dict with the base encoder's id (and ``meta``) to ``path``."""
+        state = {k: v.detach().cpu() for k, v in self.block.state_dict().items()}
+        torch.save({"block_state": state, "base_encoder_id": self.base.encoder_id, "encoder_id": self.encoder_id,
+                    "weights_hash": self.weights_hash, "meta": meta}, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], base: CNNImageEncoder) -> FineTunedImageEncoder:
+        """Inverse of :meth:`save`; refuses a block fine-tuned from other base weights."""
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, ValueError, EOFError) as exc:
+            raise ModelLoadError(f"could not read fine-tuned block {path}: {exc}") from exc
+        if not isinstance(obj, dict) or "block_state" not in obj:
+            raise ModelLoadError(f"{path} is not a fine-tuned block saved by FineTunedImageEncoder.save")
+        if obj.get("base_encoder_id") != base.encoder_id:
+            raise ModelLoadError(
+                f"{path} was fine-tuned from {obj.get('base_encoder_id')!r}, not from {base.encoder_id!r}"
+            )
+        return cls(base, obj["block_state"])

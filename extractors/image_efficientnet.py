@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import torch
+from torch import nn
 from torchvision.transforms import v2 as T
 
 from extractors.base import ENCODERS, sha256_file
@@ -103,6 +104,33 @@ class EfficientNetLite0Encoder(CNNImageEncoder):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.extract_features(x).mean(dim=(2, 3))
 
+    last_block_description = "the last MBConv stage and the head convolution (conv_head + bn1)"
+
+    def _last_stage_start(self) -> int:
+        # A stage's blocks share their output width; the last stage is the run of blocks ending the list.
+        blocks = self.model._blocks
+        width = blocks[-1]._block_args.output_filters
+        start = len(blocks) - 1
+        while start > 0 and blocks[start - 1]._block_args.output_filters == width:
+            start -= 1
+        return start
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem and every MBConv block before the last stage, as ``EfficientNet.extract_features`` runs them.
+
+        Shape:
+            x: ``(N, 3, 224, 224)``; returns ``(N, 192, 7, 7)`` for Lite0.
+        """
+        m = self.model
+        x = m._swish(m._bn0(m._conv_stem(x)))
+        for idx in range(self._last_stage_start()):
+            x = m._blocks[idx](x, drop_connect_rate=_drop_connect_rate(m, idx))
+        return x
+
+    def last_block(self) -> nn.Module:
+        m = self.model
+        return _Lite0LastBlock(m, self._last_stage_start())
+
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """ImageNet-1k logits from pooled features (the checkpoint's own classifier), for sanity checks.
 
@@ -111,3 +139,31 @@ class EfficientNetLite0Encoder(CNNImageEncoder):
         """
         with torch.inference_mode():
             return self.model._fc(features.to(self.device, torch.float32))
+
+
+def _drop_connect_rate(model: nn.Module, idx: int) -> float:
+    """The stochastic-depth rate ``extract_features`` gives block ``idx`` (only used in training mode)."""
+    rate = model._global_params.drop_connect_rate
+    return rate * float(idx) / len(model._blocks) if rate else rate
+
+
+class _Lite0LastBlock(nn.Module):
+    """Last MBConv stage + head convolution of an EfficientNet(-Lite), then global average pooling.
+
+    Built on the model's own submodules (it shares their parameters), and computes
+    what ``extract_features(x).mean((2, 3))`` computes from the last stage's input.
+
+    Shape:
+        input: ``(N, C, h, w)`` trunk activations; output: ``(N, 1280)``.
+    """
+
+    def __init__(self, model: nn.Module, start: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(model._blocks[start:])
+        self.rates = [_drop_connect_rate(model, idx) for idx in range(start, len(model._blocks))]
+        self.conv_head, self.bn1, self.act = model._conv_head, model._bn1, model._swish
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block, rate in zip(self.blocks, self.rates, strict=True):
+            x = block(x, drop_connect_rate=rate)
+        return self.act(self.bn1(self.conv_head(x))).mean(dim=(2, 3))

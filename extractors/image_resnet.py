@@ -139,6 +139,22 @@ class _ResNetEncoder(CNNImageEncoder):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    last_block_description = "layer4 (the last residual stage)"
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem and layer1-3, as ``ResNet.forward`` runs them.
+
+        Shape:
+            x: ``(N, 3, 224, 224)``; returns ``(N, 256, 14, 14)`` for ResNet-18, ``(N, 1024, 14, 14)`` for ResNet-50.
+        """
+        m = self.model
+        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        return m.layer3(m.layer2(m.layer1(x)))
+
+    def last_block(self) -> nn.Module:
+        """``layer4``, global average pooling and flatten (shares ``self.model``'s parameters)."""
+        return nn.Sequential(self.model.layer4, self.model.avgpool, nn.Flatten(1))
+
 
 def _digest_from_url(url: str) -> str:
     # torchvision file names end in the first hex digits of the file's sha256 (e.g. resnet50-0676ba61.pth)
