@@ -61,6 +61,12 @@ def cmd_run(args) -> int:
         dask_address=args.dask_address,
         use_prefect=False if args.no_prefect else None,
         progress=False if args.quiet else None,
+        store_url=args.store_url,
+        store_update_url=args.store_update_url,
+        store_gsp_url=args.store_gsp_url,
+        finetune=True if args.finetune_backbone else None,
+        finetune_epochs=args.finetune_epochs,
+        finetune_force=True if args.finetune_force else None,
     )
     if cfg.baseline == "":
         cfg.baseline = None
@@ -109,6 +115,11 @@ def format_summary(s: dict, out: str) -> str:
             lines.append(f"    attribute {task:<8} {100 * m['target_accuracy']:.1f} %")
     for task, why in s.get("skipped_tasks", {}).items():
         lines.append(f"  not predicted        {task}: {why}")
+    ft = s.get("finetune")
+    if ft:
+        lines.append(f"  backbone fine-tuned  {ft['epochs']} epochs of {ft['method']} on {ft['device']}, {ft['images']} images, "
+                     f"{ft['seconds']['total']:.1f} s{' (reused)' if ft.get('reused') else ''}  → {ft['encoder_id'].rsplit('/', 1)[-1]}"
+                     if ft.get("ran") else f"  backbone fine-tuned  no: {ft.get('reason')}")
     lines.append(f"  predictions          {c['predictions']}")
     lines.append(f"  triples written      {c['quads']}  → {s['store']}")
     lines.append("  seconds per stage    " + ", ".join(f"{k} {v:.1f}" for k, v in s["durations"].items()) + f"  (total {s.get('total_seconds', 0):.1f})")
@@ -134,8 +145,13 @@ def cmd_query(args) -> int:
     else:
         raise ProdkgError(f"give a SPARQL query, a .rq file, or --name one of: {', '.join(list_queries())}")
     bindings = _parse_bindings(args.bind)
-    kg = KnowledgeGraph(_store_path(args))
-    with kg.open(read_only=True) as store:
+    if args.store_url:  # the graph a run mirrored to a SPARQL server (credentials from the environment)
+        from kb.remote import open_server_store
+
+        opened = open_server_store(args.store_url, read_only=True)
+    else:
+        opened = KnowledgeGraph(_store_path(args)).open(read_only=True)
+    with opened as store:
         # a named query declares its parameters' types; run_query converts the text values
         result = run_query(store, args.name, **bindings) if args.name else store.query(sparql, bindings=bindings or None)
     print(render_result(result, args.format))
@@ -322,11 +338,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--epochs", type=int)
     r.add_argument("--seed", type=int)
     r.add_argument("--threshold", type=float, help="confidence at which a prediction becomes a plain fact (default 0.5)")
+    r.add_argument("--finetune-backbone", action="store_true",
+                   help="fine-tune the image encoder's last block (source labels + DANN towards the target) instead of using frozen "
+                        "features; on CPU only up to finetune_max_images_cpu images (default 5000)")
+    r.add_argument("--finetune-epochs", type=int, help="epochs of backbone fine-tuning (default 5)")
+    r.add_argument("--finetune-force", action="store_true", help="fine-tune on CPU even above finetune_max_images_cpu")
     r.add_argument("--batch-size", type=int)
     r.add_argument("--num-workers", type=int, help="DataLoader workers for image decoding (default 0)")
     _add_scale_out_options(r)
     _add_output_options(r)
     r.add_argument("--no-prefect", action="store_true", help="call the stages directly instead of as a Prefect flow")
+    r.add_argument("--store-url", help="also publish the graph to this SPARQL 1.1 server (its query endpoint, e.g. "
+                                       "http://127.0.0.1:8890/sparql); credentials from $PRODKG_STORE_USER / $PRODKG_STORE_PASSWORD")
+    r.add_argument("--store-update-url", help="the server's SPARQL update endpoint (default: derived from --store-url)")
+    r.add_argument("--store-gsp-url", help="the server's Graph Store protocol endpoint (default: derived from --store-url)")
     r.add_argument("--quiet", action="store_true", help="no progress bars, no summary")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.set_defaults(func=cmd_run)
@@ -337,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--bind", action="append", metavar="NAME=VALUE", help="bind a query variable to a value (repeatable)")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
     q.add_argument("--out", default=DEFAULT_OUT, help=f"output folder of the run (default {DEFAULT_OUT})")
+    q.add_argument("--store-url", help="query the graph published to this SPARQL 1.1 server instead of the local one")
     q.set_defaults(func=cmd_query)
 
     e = sub.add_parser("export", help="export the current graph")

@@ -48,6 +48,18 @@ class RunConfig:
     progress: bool = True
     workers: int = 0  # >0: extraction shards run on a local Dask cluster of this many worker processes
     dask_address: str | None = None  # or on an existing Dask cluster (tcp://host:8786)
+    # A SPARQL 1.1 server that gets a copy of every published graph (kb/remote.py); the local graph stays the
+    # record. Credentials come only from $PRODKG_STORE_USER / $PRODKG_STORE_PASSWORD, never from here.
+    store_url: str | None = None  # its query endpoint, e.g. http://127.0.0.1:8890/sparql
+    store_update_url: str | None = None  # its update endpoint (default: derived from store_url)
+    store_gsp_url: str | None = None  # its Graph Store protocol endpoint (default: derived from store_url)
+    # Backbone fine-tuning (adaptation/finetune.py): train the image encoder's last block on source labels with
+    # DANN towards the target, and use its features instead of the frozen ones. Off by default.
+    finetune: bool = False
+    finetune_epochs: int = 5
+    finetune_max_images_cpu: int = 5000  # on CPU, refuse catalogs with more images than this...
+    finetune_force: bool = False  # ...unless forced
+    finetune_options: dict[str, Any] = field(default_factory=dict)  # other FinetuneConfig keys: method, lr, block_lr, ...
 
     def __post_init__(self) -> None:
         self.validate()
@@ -71,8 +83,31 @@ class RunConfig:
             raise ConfigError(f"workers must be an integer >= 0, got {self.workers!r}")
         if self.workers and self.dask_address:
             raise ConfigError(f"give workers (a local Dask cluster) or dask_address (an existing one), not both; got {self.workers} and {self.dask_address!r}")
+        if not isinstance(self.finetune, bool) or not isinstance(self.finetune_force, bool):
+            raise ConfigError(f"finetune and finetune_force must be true or false, got {self.finetune!r} and {self.finetune_force!r}")
+        for name in ("finetune_epochs", "finetune_max_images_cpu"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.finetune_options, dict):
+            raise ConfigError(f"finetune_options must be a table of FinetuneConfig keys, got {self.finetune_options!r}")
+        self._validate_store_urls()
         if (self.workers or self.dask_address) and not self.use_prefect:
             raise ConfigError("workers / dask_address run extraction through Prefect's Dask task runner; they need use_prefect (drop --no-prefect)")
+
+    def _validate_store_urls(self) -> None:
+        if (self.store_update_url or self.store_gsp_url) and not self.store_url:
+            raise ConfigError("store_update_url and store_gsp_url need store_url (the SPARQL server's query endpoint)")
+        urls = {k: getattr(self, k) for k in ("store_url", "store_update_url", "store_gsp_url") if getattr(self, k) is not None}
+        if urls:
+            from kb.remote import check_url
+            from prodkg.errors import StoreError
+
+            for key, url in urls.items():
+                try:
+                    check_url(url, key)
+                except StoreError as exc:
+                    raise ConfigError(str(exc)) from None
 
     @property
     def out_path(self) -> Path:
@@ -87,7 +122,11 @@ class RunConfig:
 
     def fingerprint(self) -> str:
         """Hash of what changes results (not where they are written or how progress is shown)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in {"out", "cache_dir", "use_prefect", "progress", "num_workers", "data_home", "workers", "dask_address", "reuse_heads"}}
+        d = {k: v for k, v in self.to_dict().items() if k not in {"out", "cache_dir", "use_prefect", "progress", "num_workers", "data_home", "workers", "dask_address", "reuse_heads",
+                                                                 "store_url", "store_update_url", "store_gsp_url",  # where the graph is also published
+                                                                 "finetune_max_images_cpu", "finetune_force"}}  # these two only refuse or allow a run
+        if not self.finetune:  # fine-tuning settings change nothing while it is off (and keep earlier hashes valid)
+            d = {k: v for k, v in d.items() if not k.startswith("finetune")}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -91,6 +91,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
 
     with _timed(durations, "ingest"):
         ing = runner(stages.ingest_stage, cfg, name="ingest", retries=2)
+    stages.check_finetune(cfg, ing.products)  # a refused fine-tuning stops the run before anything is extracted
     # Whole-catalog errors have been raised by now: only from here on is anything written.
     run_dir.mkdir(parents=True, exist_ok=True)
     tables["products_ingested"] = write_table(ing.products, run_dir / "products.parquet")
@@ -109,6 +110,11 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     quarantine = pd.concat(parts, ignore_index=True) if parts else ing.quarantine
     tables["quarantine"] = write_table(quarantine.astype({"source_row": "Int64"}), run_dir / "quarantine.parquet")
     failpoint("after-extract")
+
+    finetune = None
+    if cfg.finetune:  # the image features become those of the fine-tuned last block; text features stay
+        with _timed(durations, "finetune"):
+            ext, finetune = runner(stages.finetune_stage, ext, cfg, ing.source, run_dir / "models", name="finetune")
 
     with _timed(durations, "adapt_predict"):
         pred = runner(stages.predict_stage, ext.products, ext.features, cfg, ing.source, ing.target, ing.attributes, run_dir / "models", name="adapt-predict")
@@ -155,11 +161,15 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "threshold": cfg.threshold,
         "counts": counts,
         "features": ext.stats,
+        "finetune": finetune,
         "metrics": pred.metrics,
         "baseline_metrics": pred.baseline,
         "skipped_tasks": pred.skipped,
         "durations": durations,
         "changes": graph.get("changes"),
+        # an unchanged re-run republishes this run's graph content instead of rebuilding it
+        "graph_reused_from": graph.get("reused_graph_of"),
+        "server": graph.get("server"),
         "warnings": ing.warnings,
     }
     manifest = {

@@ -502,6 +502,22 @@ class KnowledgeGraph:
             Any exception raised by ``quads`` propagates unchanged. In every failure the
             partial store is removed and ``CURRENT`` still names the previous graph.
         """
+        return self._publish(quads, run_id, extend_live=False)
+
+    def publish_extension(self, quads: Iterable[tuple], run_id: str) -> Path:
+        """Publish the live graph plus ``quads`` (a few, e.g. one run's provenance) as a new store.
+
+        For a re-run whose content is unchanged: the new store starts as a checkpoint of the
+        live one (hard links, no copy, no re-load) and gets ``quads`` in one transaction; it
+        is then checked and swapped in exactly as :meth:`publish` does, so the live store is
+        never written to and a failure leaves it live.
+
+        Raises:
+            StoreError: nothing is published yet, or what :meth:`publish` raises.
+        """
+        return self._publish(quads, run_id, extend_live=True)
+
+    def _publish(self, quads: Iterable[tuple], run_id: str, *, extend_live: bool) -> Path:
         name = _store_dir_name(run_id)
         with self._lock():
             try:
@@ -518,10 +534,29 @@ class KnowledgeGraph:
             try:
                 previous = self._read_current()
             except StoreError:
+                if extend_live:
+                    raise
                 previous = None  # a broken pointer is what this publish repairs
+            base = None
+            if extend_live:
+                if previous is None or not previous.is_dir():
+                    raise StoreError(f"nothing published in {self.root} to extend")
+                base = previous
             try:
-                with OxigraphStore(partial) as store:
-                    store.add_quads(_failpoint_midway(quads))
+                if base is not None:
+                    # a RocksDB checkpoint: hard links to the live store's immutable files, so only
+                    # what this publish adds is written, and the live store is never opened for writing
+                    with OxigraphStore(base, read_only=True) as live:
+                        try:
+                            live._open().backup(str(partial))
+                        except OSError as exc:
+                            raise StoreError(f"cannot checkpoint the live store {base} into {partial}: {exc}") from exc
+                    failpoint("graph-midload")
+                    with OxigraphStore(partial) as store:
+                        store.add_quads(quads, atomic=True)
+                else:
+                    with OxigraphStore(partial) as store:
+                        store.add_quads(_failpoint_midway(quads))
                 with OxigraphStore(partial, read_only=True) as check:
                     count = len(check)
                     check.query("ASK { ?s ?p ?o }")

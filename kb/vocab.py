@@ -98,6 +98,7 @@ class PKG(DefinedNamespace):
     # run properties
     catalog: URIRef
     configHash: URIRef
+    inputDigest: URIRef  # sha256 of everything the graph was built from; an equal digest means an unchanged graph
     method: URIRef  # the domain-adaptation method (e.g. "dann")
     runId: URIRef
     sourceDomain: URIRef

@@ -18,9 +18,9 @@ FORMAT = 1
 
 
 def features_digest(features) -> str:
-    """Content hash of a MultiModal: every block and presence mask, in row order."""
+    """Content hash of a MultiModal (or any object with ``blocks`` and ``present`` dicts): every block and presence mask, in row order."""
     h = hashlib.sha256()
-    for modality in features.modalities:
+    for modality in sorted(features.blocks):
         h.update(modality.encode())
         h.update(np.ascontiguousarray(features.blocks[modality]).tobytes())
         h.update(np.ascontiguousarray(features.present[modality]).tobytes())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -137,3 +138,50 @@ def test_cli_exports_from_a_published_run(tmp_path):
     assert docs.loc["p02", "attributes"] == {"manufacturer": "ARLA", "volume": "1 l"}
     edges = pd.read_parquet(tmp_path / "edges.parquet")
     assert set(edges.loc[edges["product_id"] == "p08", "origin"]) == {"predicted", "catalog"}
+
+
+def test_unchanged_rerun_republishes_the_live_content_with_its_own_provenance(tmp_path):
+    first = _run(_catalog(), tmp_path / "inc", "run-1", 0)
+    first_store = first["store"]
+    second = _run(_catalog(), tmp_path / "inc", "run-2", 10)
+    assert second["reused_graph_of"] == "run-1"
+    assert second["changes"] == {"added": 0, "changed": 0, "removed": 0, "unchanged": 12}
+    assert second["store"] != first_store
+    kg = KnowledgeGraph(tmp_path / "inc" / "kg")
+    assert kg.current_path() == Path(second["store"])
+    # a full rebuild from the same inputs under the second run's id: same content
+    _run(_catalog(), tmp_path / "full", "run-2", 10)
+    with kg.open() as inc, KnowledgeGraph(tmp_path / "full" / "kg").open() as full:
+        assert second["quads"] == len(inc)
+        assert isomorphic(content_graph(inc), content_graph(full))
+        # the last run changed nothing; the predictions stay those of the run that made them
+        assert run_query(inc, "what_changed").rows == []
+        generated_by = inc.query("SELECT DISTINCT ?id WHERE { ?x a pkg:Prediction ; prov:wasGeneratedBy ?r . ?r pkg:runId ?id }")
+        assert generated_by.column("id") == ["run-1"]
+        informed = inc.query("SELECT ?id WHERE { ?r prov:wasInformedBy ?by . ?r pkg:runId ?id . ?by pkg:runId 'run-1' }")
+        assert informed.column("id") == ["run-2"]
+    # a third unchanged run still reuses run-1's content; a changed catalog rebuilds in full
+    assert _run(_catalog(), tmp_path / "inc", "run-3", 20)["reused_graph_of"] == "run-1"
+    changed = _run(_changed_catalog(), tmp_path / "inc", "run-4", 30)
+    assert "reused_graph_of" not in changed
+    assert changed["changes"] == {"added": 1, "changed": 2, "removed": 2, "unchanged": 8}
+    with kg.open() as inc:
+        assert [tuple(r.values()) for r in run_query(inc, "what_changed", change="added").to_frame().to_dict("records")] == [
+            ("p13", "added", "run-4")
+        ]
+
+
+def test_a_changed_threshold_is_a_changed_graph(tmp_path):
+    _run(_catalog(), tmp_path, "run-1", 0)
+    cfg = RunConfig(catalog="shop.csv", out=str(tmp_path), threshold=0.9)
+    info = RunInfo("run-2", datetime(2024, 6, 1, 3, tzinfo=UTC), None, "shop", "dann", ["shop"], ["store"],
+                   [ModelInfo("category/dann/abc", "category head (dann)", "head")], cfg.fingerprint())
+    result = graph_stage(_catalog(), _predictions(_catalog()), TAXONOMY, ["manufacturer", "volume"], info, cfg, "shop")
+    assert "reused_graph_of" not in result
+
+
+def test_a_retried_graph_stage_does_not_publish_the_same_run_twice(tmp_path):
+    first = _run(_catalog(), tmp_path, "run-1", 0)
+    again = _run(_catalog(), tmp_path, "run-1", 0)  # what a retry after a failed server mirror does
+    assert again["store"] == first["store"]
+    assert again["changes"] == {"added": 12, "changed": 0, "removed": 0}
