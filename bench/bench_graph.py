@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import signal
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import machine, today, write_section  # noqa: E402
 
 from catalogs import load_dataset  # noqa: E402
+from kb.nquads import encode_quads  # noqa: E402
 from kb.queries import load_query, run_query  # noqa: E402
 from kb.store import OxigraphStore  # noqa: E402
 from kb.triples import ModelInfo, RunInfo, catalog_quads, prediction_quads, run_quads, taxonomy_quads  # noqa: E402
@@ -80,10 +83,43 @@ def timed(fn, repeat: int = 3) -> tuple[float, object]:
     return best, result
 
 
+def timed_in_child(fn, timeout: float) -> tuple[float | None, int | None]:
+    """Run ``fn`` (returning a row count) in a forked child that shares the loaded graphs; stop it after ``timeout`` s.
+
+    Returns (seconds, rows), or (None, None) when the child ran out of time.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: answer through the pipe, then leave without running the parent's cleanup
+        os.close(read_fd)
+        try:
+            gc.collect()
+            t = time.perf_counter()
+            rows = fn()
+            os.write(write_fd, f"{time.perf_counter() - t} {rows}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(read_fd)
+        return None, None
+    with os.fdopen(read_fd) as pipe:
+        answer = pipe.read().split()
+    return (float(answer[0]), int(answer[1])) if answer else (None, None)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--min-quads", type=int, default=1_000_000)
-    p.add_argument("--rdflib-repeat", type=int, default=1, help="repeats of each rdflib query (slow)")
+    p.add_argument("--rdflib-timeout", type=float, default=600, help="seconds an rdflib query may run before it is stopped")
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
 
@@ -93,23 +129,40 @@ def main() -> None:
     n = len(quads)
     print(f"{n} quads built in {build_s:.1f} s")
 
-    # prodkg: Oxigraph store, bulk N-Quads load
+    # 1. from the pipeline's rdflib terms: prodkg serialises to N-Quads and streams them into
+    #    Oxigraph's bulk loader; rdflib adds them to its in-memory Dataset (addN per graph)
     ox_load, ox = timed(lambda: _ox_load(quads), repeat=1)
-    print(f"prodkg store load: {ox_load:.2f} s ({n / ox_load:,.0f} quads/s)")
-
-    # rdflib: in-memory Dataset, the plain way (addN per graph)
+    print(f"prodkg store load (from terms): {ox_load:.2f} s ({n / ox_load:,.0f} quads/s)")
     rd_load, ds = timed(lambda: _rdflib_load(quads), repeat=1)
-    print(f"rdflib Dataset load: {rd_load:.2f} s ({n / rd_load:,.0f} quads/s)")
+    print(f"rdflib Dataset load (from terms): {rd_load:.2f} s ({n / rd_load:,.0f} quads/s)")
+
+    # 2. from an N-Quads file (a dump, or another system's export): both parse the same bytes
+    with tempfile.TemporaryDirectory() as tmp:
+        dump = Path(tmp) / "graph.nq"
+        ox.dump(dump)
+        raw = dump.read_bytes()
+        ser_s, _ = timed(lambda: sum(len(c) for c in encode_quads(quads)), repeat=1)
+        bytes_s, _ = timed(lambda: _ox_bytes_load(raw), repeat=1)
+        del raw
+        file_ox_s, _ = timed(lambda: _ox_file_load(dump), repeat=1)
+        print(f"prodkg store load (N-Quads file): {file_ox_s:.2f} s")
+        file_rd_s, _ = timed_in_child(lambda: len(rdflib.Dataset().parse(dump, format="nquads")), a.rdflib_timeout)
+        print(f"rdflib Dataset parse (N-Quads file): {file_rd_s} s")
+        disk_s, _ = timed(lambda: _ox_disk_load(quads, Path(tmp) / "disk"), repeat=1)
+        print(f"prodkg on-disk store load (from terms, what publish does): {disk_s:.2f} s")
 
     rows = []
     for name, bindings in QUERIES.items():
         ox_s, ox_res = timed(lambda: run_query(ox, name, **bindings).to_frame(), repeat=3)
         text = load_query(name)
         init = {k: rdflib_binding(v) for k, v in bindings.items()}
-        rd_s, rd_res = timed(lambda: list(ds.query(text, initBindings=init)), repeat=a.rdflib_repeat)
-        agree = len(ox_res) == len(rd_res)
-        rows.append((name, len(ox_res), ox_s, rd_s, agree))
-        print(f"{name}: prodkg {ox_s * 1000:.0f} ms, rdflib {rd_s * 1000:.0f} ms ({rd_s / ox_s:.0f}×), rows {len(ox_res)} vs {len(rd_res)}")
+        rd_s, rd_rows = timed_in_child(lambda: len(list(ds.query(text, initBindings=init))), a.rdflib_timeout)
+        rows.append((name, len(ox_res), ox_s, rd_s, rd_rows))
+        shown = f"{rd_s * 1000:.0f} ms ({rd_s / ox_s:.0f}×)" if rd_s is not None else f"stopped after {a.rdflib_timeout:.0f} s"
+        print(f"{name}: prodkg {ox_s * 1000:.0f} ms, rdflib {shown}, rows {len(ox_res)} vs {rd_rows}")
+
+    def ratio(slow: float | None, fast: float) -> str:
+        return f"{slow / fast:.1f}×" if slow is not None else f"> {a.rdflib_timeout / fast:,.0f}×"
 
     lines = [
         "## Graph: prodkg store (Oxigraph, bulk load) vs plain rdflib",
@@ -117,16 +170,30 @@ def main() -> None:
         f"Command: `PRODKG_DATA_HOME=../shared/datasets python bench/bench_graph.py {' '.join(sys.argv[1:])}`  ",
         f"Machine: {machine()}. Date: {today()}.  ",
         f"Data: {n:,} quads from the real Instacart catalog (products, department → aisle taxonomy, one category prediction "
-        "per product with provenance), repeated under new ids to pass the size.",
+        "per product with provenance), repeated under new ids to pass the size. Both stores in memory.",
         "",
         "| | prodkg (Oxigraph) | rdflib Dataset | ratio |",
         "|---|---:|---:|---:|",
-        f"| load | {ox_load:.1f} s ({n / ox_load:,.0f} quads/s) | {rd_load:.1f} s ({n / rd_load:,.0f} quads/s) | {rd_load / ox_load:.1f}× |",
+        f"| load from the pipeline's rdflib terms | {ox_load:.1f} s ({n / ox_load:,.0f} quads/s) | {rd_load:.1f} s ({n / rd_load:,.0f} quads/s) | {rd_load / ox_load:.1f}× |",
+        f"| load from an N-Quads file | {file_ox_s:.1f} s ({n / file_ox_s:,.0f} quads/s) | "
+        + (f"{file_rd_s:.1f} s ({n / file_rd_s:,.0f} quads/s)" if file_rd_s is not None else f"stopped after {a.rdflib_timeout:.0f} s")
+        + f" | {ratio(file_rd_s, file_ox_s)} |",
     ]
-    for name, count, ox_s, rd_s, agree in rows:
-        lines.append(f"| `{name}` ({count:,} rows{'' if agree else ', row counts differ!'}) | {ox_s * 1000:,.0f} ms | {rd_s * 1000:,.0f} ms | {rd_s / ox_s:.0f}× |")
-    lines += ["", "Query times are the best of 3 runs for prodkg and of "
-              f"{a.rdflib_repeat} for rdflib; the roll-up query is `products_in_category` (skos:broader*)."]
+    for name, count, ox_s, rd_s, rd_rows in rows:
+        agree = "" if rd_rows is None or rd_rows == count else f", rdflib {rd_rows:,} rows!"
+        shown = f"{rd_s * 1000:,.0f} ms" if rd_s is not None else f"stopped after {a.rdflib_timeout:.0f} s"
+        lines.append(f"| `{name}` ({count:,} rows{agree}) | {ox_s * 1000:,.0f} ms | {shown} | {ratio(rd_s, ox_s)} |")
+    lines += [
+        "",
+        "Query times are the best of 3 runs for prodkg and one run for rdflib (in a forked process holding the same "
+        f"loaded Dataset, stopped after {a.rdflib_timeout:.0f} s); the roll-up query is `products_in_category` (skos:broader*). "
+        "Row counts agree unless marked.",
+        "",
+        "Where the load time goes, prodkg side: serialising the rdflib terms to N-Quads in Python "
+        f"{ser_s:.1f} s; Oxigraph's bulk loader on the serialised bytes alone {bytes_s:.1f} s "
+        f"({rd_load / bytes_s:.1f}× rdflib's load even with no serialisation at all). "
+        f"The on-disk store the pipeline publishes to (RocksDB) took {disk_s:.1f} s for the same terms.",
+    ]
     body = "\n".join(lines)
     print(body)
     if not a.no_write:
@@ -137,6 +204,25 @@ def _ox_load(quads):
     store = OxigraphStore(None)
     store.add_quads(quads)
     return store
+
+
+def _ox_bytes_load(raw: bytes):
+    import pyoxigraph
+
+    store = pyoxigraph.Store()
+    store.bulk_load(input=raw, format=pyoxigraph.RdfFormat.N_QUADS)
+    return store
+
+
+def _ox_file_load(path: Path):
+    store = OxigraphStore(None)
+    store.load_file(path)
+    return store
+
+
+def _ox_disk_load(quads, path: Path):
+    with OxigraphStore(path) as store:
+        store.add_quads(quads)
 
 
 def _rdflib_load(quads):

@@ -23,6 +23,7 @@ _BNODE_LABEL = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
 _ESCAPES = {i: f"\\u{i:04X}" for i in (*range(0x20), 0x7F)}
 _ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
 _XSD_STRING = str(XSD.string)
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f\x7f"\\]')
 
 
 def _iri(value: str) -> str:
@@ -74,18 +75,47 @@ def encode_quads(quads: Iterable[tuple], counter: list[int] | None = None, batch
     ``g`` being an IRI, blank node, rdflib Graph or None. ``counter[0]`` is increased by the
     number of statements encoded, so a caller streaming the chunks knows how many went through.
     """
-    # predicates, graph names and subjects repeat from line to line; their text is cached
-    # (bounded, since subjects of a large catalog are many)
-    iris: dict[Node, str] = {}
+    # This loop runs once per statement of a catalog-sized graph, so it avoids what is slow in
+    # Python here: rdflib terms hash and compare in Python code, so the caches of IRI and literal
+    # text are keyed by plain str values; exact type checks come before the isinstance fallback;
+    # most literal values need no escaping, which one regex search tells.
+    iris: dict[str, str] = {}  # IRI -> <IRI>, bounded (subjects of a large catalog are many)
+    plain: dict[str, str] = {}  # xsd:string literal value -> its N-Triples text, bounded
+    typed: dict[tuple[str, str], str] = {}  # (lexical form, datatype IRI) -> text, bounded
     graphs: dict[object, str | None] = {}
+    needs_escape = _NEEDS_ESCAPE.search
+    uri, lit = URIRef, Literal
 
-    def iri_or_bnode(term: Node) -> str:
-        text = iris.get(term)
+    def iri_text(term: Node) -> str:
+        value = str(term)
+        text = iris.get(value)
+        if text is None:
+            text = _iri(value)
+            if len(iris) >= 200_000:
+                iris.clear()
+            iris[value] = text
+        return text
+
+    def literal_text(term: Literal) -> str:
+        if term.language is not None:
+            return term_to_nt(term)
+        value = str(term)
+        datatype = term.datatype
+        if datatype is None:
+            text = plain.get(value)
+            if text is None:
+                text = '"' + (value.translate(_ESCAPES) if needs_escape(value) else value) + '"'
+                if len(plain) >= 200_000:
+                    plain.clear()
+                plain[value] = text
+            return text
+        key = (value, str(datatype))
+        text = typed.get(key)
         if text is None:
             text = term_to_nt(term)
-            if len(iris) >= 100_000:
-                iris.clear()
-            iris[term] = text
+            if len(typed) >= 200_000:
+                typed.clear()
+            typed[key] = text
         return text
 
     lines: list[str] = []
@@ -97,17 +127,34 @@ def encode_quads(quads: Iterable[tuple], counter: list[int] | None = None, batch
             (s, p, o), g = quad, None
         else:
             raise StoreError(f"statement {n}: expected (s, p, o) or (s, p, o, g), got {len(quad)} items: {quad!r}")
-        if isinstance(s, Literal) or not isinstance(p, URIRef):
+        if type(s) is uri:
+            subject = iri_text(s)
+        elif isinstance(s, Literal) or not isinstance(s, (URIRef, BNode)):
             raise StoreError(f"statement {n}: subject must be an IRI or blank node and predicate an IRI, got {quad!r}")
+        else:
+            subject = iri_text(s) if isinstance(s, URIRef) else term_to_nt(s)
+        if type(p) is uri or isinstance(p, URIRef):
+            predicate = iri_text(p)
+        else:
+            raise StoreError(f"statement {n}: subject must be an IRI or blank node and predicate an IRI, got {quad!r}")
+        to = type(o)
+        if to is lit:
+            obj = literal_text(o)
+        elif to is uri:
+            obj = iri_text(o)
+        elif isinstance(o, Literal):
+            obj = literal_text(o)
+        elif isinstance(o, URIRef):
+            obj = iri_text(o)
+        else:
+            obj = term_to_nt(o)  # a blank node, or the error for anything else
         try:
             graph = graphs[g]
         except KeyError:
             graph = graphs[g] = _graph_name(g)
         except TypeError:  # an unhashable graph object
             graph = _graph_name(g)
-        obj = term_to_nt(o) if isinstance(o, Literal) else iri_or_bnode(o)
-        head = f"{iri_or_bnode(s)} {iri_or_bnode(p)} {obj}"
-        lines.append(f"{head} .\n" if graph is None else f"{head} {graph} .\n")
+        lines.append(f"{subject} {predicate} {obj} .\n" if graph is None else f"{subject} {predicate} {obj} {graph} .\n")
         if len(lines) >= batch:
             done += len(lines)
             if counter is not None:

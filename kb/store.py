@@ -245,6 +245,24 @@ class OxigraphStore(GraphStore):
             raise
         return counter[0]
 
+    def load_file(self, path: str | os.PathLike[str], fmt: str | None = None) -> None:
+        """Bulk-load an RDF file (``nq``, ``nt``, ``ttl``, ``trig``, ``jsonld``; default: from its extension).
+
+        Parsed and written by Oxigraph's bulk loader without passing through Python. Not
+        transactional: a syntax error half way leaves the statements before it in the store.
+
+        Raises:
+            StoreError: a missing or unreadable file, a syntax error (with its position).
+        """
+        store = self._writable("loading a file")
+        key = rdf_format(fmt, path)
+        try:
+            store.bulk_load(path=os.fspath(path), format=RDF_FORMATS[key][0])
+        except SyntaxError as exc:
+            raise StoreError(f"{path} is not valid {key}: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot load {path} into {self!r}: {exc}") from exc
+
     def query(self, sparql: str, bindings: Mapping[str, Any] | None = None) -> QueryResult:
         """Run a read-only query over the union of all graphs.
 

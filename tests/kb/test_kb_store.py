@@ -170,3 +170,24 @@ def test_store_registry():
     assert STORES.get("pyoxigraph") is OxigraphStore
     with pytest.raises(UnknownComponentError, match="valid names: oxigraph"):
         open_store(None, backend="no-such-store")
+
+
+def test_load_file_bulk_loads_a_dump_and_reports_bad_files(tmp_path):
+    from rdflib import URIRef
+
+    from kb.store import OxigraphStore
+    from prodkg.errors import StoreError
+
+    g = URIRef("http://example.org/g")
+    quads = [(URIRef(f"http://example.org/s{i}"), URIRef("http://example.org/p"), URIRef("http://example.org/o"), g) for i in range(5)]
+    with OxigraphStore(None) as source:
+        source.add_quads(quads)
+        source.dump(tmp_path / "dump.nq")
+    with OxigraphStore(tmp_path / "copy") as copy:
+        copy.load_file(tmp_path / "dump.nq")
+        assert len(copy) == 5 and copy.graphs() == [g]
+        (tmp_path / "bad.nt").write_text("<http://example.org/a> <http://example.org/b> .\n", encoding="utf-8")
+        with pytest.raises(StoreError, match="bad.nt is not valid nt"):
+            copy.load_file(tmp_path / "bad.nt")
+        with pytest.raises(StoreError, match="cannot load"):
+            copy.load_file(tmp_path / "missing.nq")
