@@ -19,6 +19,7 @@ from catalogs import CatalogSource, ingest, load_dataset, product_text
 from catalogs.ingest import read_catalog
 from flows.config import RunConfig
 from flows.progress import Progress, on_terminal, run_logger
+from kb.incremental import frame_digest
 from prodkg.errors import CatalogError, ConfigError, StageError
 
 
@@ -35,15 +36,6 @@ class IngestOutput:
     n_out_of_scope: int
     input_hash: str
     warnings: list[str] = field(default_factory=list)
-
-
-def _frame_hash(frame: pd.DataFrame) -> str:
-    """Content hash of the input rows (undecodable bytes included, as they arrived)."""
-    digest = hashlib.sha256("\x1e".join(map(str, frame.columns)).encode())
-    for row in frame.itertuples(index=False):
-        digest.update("\x1f".join("\x00" if v is None else str(v) for v in row).encode("utf-8", "surrogateescape"))
-        digest.update(b"\x1e")
-    return digest.hexdigest()
 
 
 def _read_taxonomy(path: str) -> list[tuple[str, str | None]]:
@@ -99,7 +91,7 @@ def ingest_stage(cfg: RunConfig) -> IngestOutput:
         target=list(target),
         n_in=result.n_in,
         n_out_of_scope=int((~in_scope).sum()),
-        input_hash=_frame_hash(frame),
+        input_hash=frame_digest(frame),  # every cell as it arrived, undecodable bytes included
         warnings=result.warnings,
     )
 
