@@ -187,13 +187,22 @@ def rank_scores(scores: Sequence[float]) -> np.ndarray:
 
 #: Default candidate grid of ``method="auto"``: (method, overrides of TrainConfig fields).
 #: Source-only is always a candidate, so the selection can fall back to it when adaptation hurts.
+#: Besides the method, the grid searches the adaptation trade-off (0.3 and 1.0) of the adversarial
+#: methods (DANN, CDAN) and of RTN, and the learning rate (1e-3 and 3e-3) of RTN; the discrepancy
+#: methods keep one trade-off each (CORAL at 0.3: at 1.0 it fell below source-only on
+#: office-caltech-10, see docs/BENCHMARKS.md). Ten candidates: each one is a full training run.
+#: Fields a candidate does not override (epochs, and lr for most) come from the caller's config.
 DEFAULT_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("source_only", {}),
+    ("dann", {"tradeoff": 0.3}),
     ("dann", {"tradeoff": 1.0}),
+    ("cdan", {"tradeoff": 0.3}),
     ("cdan", {"tradeoff": 1.0}),
     ("dan", {"tradeoff": 1.0}),
-    ("coral", {"tradeoff": 1.0}),
+    ("coral", {"tradeoff": 0.3}),
+    ("rtn", {"tradeoff": 0.3}),
     ("rtn", {"tradeoff": 1.0}),
+    ("rtn", {"tradeoff": 1.0, "lr": 3e-3}),
 )
 
 #: How many of the best-scored candidates ``method="auto"`` averages (1: the winner alone).
@@ -216,6 +225,38 @@ DEFAULT_SELECTOR = "dev"
 def candidate_label(method: str, overrides: dict[str, Any]) -> str:
     extra = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
     return f"{method}({extra})" if extra else method
+
+
+def searched_fields(candidates: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """TrainConfig fields that some candidate overrides, sorted: the hyper-parameters a grid searches."""
+    return sorted({k for _, overrides in candidates for k in overrides})
+
+
+def candidate_configs(config: TrainConfig, candidates: Sequence[tuple[str, dict[str, Any]]]) -> list[TrainConfig]:
+    """One TrainConfig per candidate: ``config`` with the candidate's method and overrides.
+
+    Checked before anything trains: an override must name a TrainConfig field other than
+    ``method`` and hold a valid value, and no two candidates may be the same.
+    """
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"method"}
+    configs, seen = [], {}
+    for i, candidate in enumerate(candidates):
+        if not (isinstance(candidate, (tuple, list)) and len(candidate) == 2 and isinstance(candidate[1], dict)):
+            raise ConfigError(f"auto candidate {i}: expected a (method, {{field: value}}) pair; got {candidate!r}")
+        method, overrides = candidate
+        if method == AUTO:
+            raise ConfigError(f"auto candidate {i}: the method of a candidate cannot be {AUTO!r}")
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ConfigError(f"auto candidate {candidate_label(method, overrides)}: unknown TrainConfig field(s) "
+                              f"{unknown}; valid: {sorted(fields)}")
+        cfg = TrainConfig.from_dict({**config.to_dict(), "method": method, **overrides})  # validates the values
+        label = candidate_label(method, overrides)
+        if label in seen:
+            raise ConfigError(f"auto candidate {label} is listed twice (positions {seen[label]} and {i})")
+        seen[label] = i
+        configs.append(cfg)
+    return configs
 
 
 def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -270,14 +311,17 @@ def auto_train(
     candidate trains on the rest with ``config``'s other settings (fusion, seed,
     epochs, ...) and its own method and overrides. The winner's
     :meth:`~adaptation.model.AdaptedModel.describe` carries a ``selection``
-    record: the selector, every candidate with its scores and training time,
-    and why the winner won.
+    record: the selector; the chosen candidate, its method and the values of the
+    hyper-parameters the grid searched (``chosen_method``, ``chosen_hyperparameters``);
+    what was searched (``searched``); every candidate with its hyper-parameters,
+    full config, scores and training time; and why the winner won.
 
     Args:
         source, y_source, target, n_classes: as for :func:`adaptation.train`.
         config: base settings; its ``method`` is ignored.
         selector: name in :data:`SELECTORS`.
-        candidates: ``(method, {field: value})`` pairs; must include ``source_only``.
+        candidates: ``(method, {field: value})`` pairs, the values overriding ``config``'s;
+            must include ``source_only``. Default :data:`DEFAULT_CANDIDATES`.
         val_fraction: share of each source class held out for selection.
         ensemble_top: average the class probabilities of the ``k`` best-scored candidates
             (:class:`~adaptation.model.EnsembleNetwork`); 1 keeps the winner alone. Default
@@ -291,8 +335,10 @@ def auto_train(
     SELECTORS.get(selector)
     if not candidates:
         raise ConfigError("auto selection needs at least one candidate; got none")
-    if not any(m == "source_only" for m, _ in candidates):
+    configs = candidate_configs(config, candidates)
+    if not any(c.method == "source_only" for c in configs):
         raise ConfigError("auto selection must include source_only among its candidates, as the fallback")
+    searched = searched_fields(candidates)
     y_source = np.asarray(y_source)
     if y_source.shape != (len(source),):
         raise StageError(f"y_source must have shape ({len(source)},); got {y_source.shape}")
@@ -307,13 +353,11 @@ def auto_train(
             selector = TARGET_ONLY_FALLBACK
     tr, va = np.flatnonzero(~held), np.flatnonzero(held)
     source_train, source_val = source.subset(tr), source.subset(va)
-    models, configs, seconds = [], [], []
-    for method, overrides in candidates:
-        cfg = dataclasses.replace(config, method=method, **overrides)
+    models, seconds = [], []
+    for cfg in configs:
         started = time.perf_counter()
         models.append(train(source_train, y_source[tr], target, n_classes, cfg, progress=progress))
         seconds.append(time.perf_counter() - started)
-        configs.append(cfg)
     names = sorted({selector, "source_val"}) if len(va) >= 2 else [selector]
     scores = score_candidates(models, source_train, source_val, y_source[va], target, names, seed=config.seed)
     k = DEFAULT_ENSEMBLE_TOP if ensemble_top is None else ensemble_top
@@ -322,7 +366,9 @@ def auto_train(
     order = sorted(range(len(scores)), key=lambda i: -scores[i][selector])
     best = order[0]
     labels = [candidate_label(m, o) for m, o in candidates]
-    reason = f"highest {selector} score ({scores[best][selector]:.4f})"
+    reason = f"highest {selector} score ({scores[best][selector]:.4f}) of {len(models)} candidates"
+    if searched:
+        reason += ", with " + ", ".join(f"{f}={getattr(configs[best], f)}" for f in searched)
     if len(order) > 1:
         j = order[1]
         reason += f"; runner-up {labels[j]} scored {scores[j][selector]:.4f}"
@@ -351,13 +397,18 @@ def auto_train(
     winner.selection = {
         "selector": selector,
         "chosen": labels[best],
+        "chosen_method": configs[best].method,
+        "chosen_hyperparameters": {f: getattr(configs[best], f) for f in searched},
+        "searched": {"methods": list(dict.fromkeys(c.method for c in configs)),
+                     **{f: sorted({getattr(c, f) for c in configs}) for f in searched}},
         "ensemble": [labels[i] for i in top],
         "refinement": refinement,
         "reason": reason,
         "n_source_train": int(len(tr)),
         "n_source_val": int(len(va)),
         "candidates": [
-            {"candidate": labels[i], "method": configs[i].method, "config": configs[i].to_dict(),
+            {"candidate": labels[i], "method": configs[i].method,
+             "hyperparameters": {f: getattr(configs[i], f) for f in searched}, "config": configs[i].to_dict(),
              "scores": scores[i], "train_seconds": round(seconds[i], 3)}
             for i in range(len(models))
         ],

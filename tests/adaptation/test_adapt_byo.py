@@ -78,6 +78,7 @@ def test_unknown_suffix_and_missing_file(tmp_path) -> None:
 
 
 def test_prodkg_adapt_auto_writes_predictions_and_a_manifest_with_the_choice(tmp_path, make_shifted) -> None:
+    from adaptation.selection import DEFAULT_CANDIDATES
     from flows.cli import main
 
     xs, ys, xt, yt = make_shifted(seed=5, n=120, dim=6)
@@ -98,7 +99,8 @@ def test_prodkg_adapt_auto_writes_predictions_and_a_manifest_with_the_choice(tmp
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["requested_method"] == "auto" and manifest["method"] != "auto"
     sel = manifest["model"]["selection"]
-    assert sel["chosen"].startswith(manifest["method"]) and len(sel["candidates"]) == 6
+    assert sel["chosen"].startswith(manifest["method"]) and len(sel["candidates"]) == len(DEFAULT_CANDIDATES)
+    assert sel["chosen_method"] == manifest["method"] and set(sel["chosen_hyperparameters"]) == {"lr", "tradeoff"}
     assert manifest["metrics"]["selection"]["chosen"] == sel["chosen"]
     assert main(["adapt", "--features", str(tmp_path / "mine.parquet"), "--source", "nowhere", "--target", "store",
                  "--out", str(out), "--quiet"]) == 2

@@ -9,6 +9,9 @@ from adaptation import SELECTORS, AdaptedModel, TrainConfig, train
 from adaptation.selection import (
     DEFAULT_CANDIDATES,
     Evidence,
+    auto_train,
+    candidate_configs,
+    candidate_label,
     deep_embedded_validation,
     information_maximization,
     neg_entropy,
@@ -111,6 +114,8 @@ def test_auto_picks_a_candidate_and_records_why(make_shifted, tmp_path) -> None:
     best = max(sel["candidates"], key=lambda c: c["scores"]["dev"])
     assert sel["chosen"] == best["candidate"] and best["candidate"] in sel["reason"] or sel["chosen"] == best["candidate"]
     assert info["method"] == best["method"] != "auto"
+    assert sel["chosen_method"] == info["method"]
+    assert sel["chosen_hyperparameters"] == {f: info["config"][f] for f in ("lr", "tradeoff")} == best["hyperparameters"]
     assert info["refined"] == sel["refinement"]["kept"]
     again = AdaptedModel.load(model.save(tmp_path / "auto"))
     assert again.describe()["selection"] == sel
@@ -118,8 +123,6 @@ def test_auto_picks_a_candidate_and_records_why(make_shifted, tmp_path) -> None:
 
 
 def test_auto_refinement_is_kept_on_clustered_targets_and_survives_save_load(make_shifted, tmp_path) -> None:
-    from adaptation.selection import auto_train
-
     xs, ys, xt, yt = make_shifted(seed=4, n=150, dim=6, separation=6.0, shift=1.0)
     model = auto_train(xs, ys, xt, 3, TrainConfig(hidden=16, epochs=20, lr=5e-3, dropout=0.1, seed=0), candidates=[("source_only", {})])
     assert model.selection["refinement"]["kept"] and model.refined
@@ -130,16 +133,12 @@ def test_auto_refinement_is_kept_on_clustered_targets_and_survives_save_load(mak
 
 
 def test_auto_refuses_a_grid_without_the_source_only_fallback(make_shifted) -> None:
-    from adaptation.selection import auto_train
-
     xs, ys, xt, _ = make_shifted(seed=3, n=60, dim=4)
     with pytest.raises(ConfigError, match="source_only"):
         auto_train(xs, ys, xt, 3, TrainConfig(epochs=1), candidates=[("dann", {})])
 
 
 def test_auto_with_one_product_per_class_trains_on_all_and_falls_back_to_a_target_only_selector(make_shifted) -> None:
-    from adaptation.selection import auto_train
-
     xs, ys, xt, _ = make_shifted(seed=6, n=60, dim=4)
     first = np.array([np.flatnonzero(ys == k)[0] for k in range(3)])
     model = auto_train(xs.subset(first), ys[first], xt, 3, TrainConfig(hidden=8, epochs=2, seed=0),
@@ -148,3 +147,69 @@ def test_auto_with_one_product_per_class_trains_on_all_and_falls_back_to_a_targe
     assert sel["selector"] == "snd" and sel["n_source_train"] == 3 and sel["n_source_val"] == 0
     assert "needs held-out source rows" in sel["reason"]
     assert set(sel["candidates"][0]["scores"]) == {"snd"}
+
+
+def test_default_grid_searches_trade_off_and_learning_rate_besides_the_method() -> None:
+    configs = candidate_configs(TrainConfig(epochs=7), DEFAULT_CANDIDATES)  # every candidate is a valid config
+    assert ("source_only", {}) in DEFAULT_CANDIDATES
+    by_method: dict[str, set] = {}
+    for cfg in configs:
+        by_method.setdefault(cfg.method, set()).add((cfg.tradeoff, cfg.lr))
+        assert cfg.epochs == 7  # the caller's epochs hold for every candidate
+    for method in ("dann", "cdan"):  # the adversarial trade-off is searched
+        assert len({t for t, _ in by_method[method]}) >= 2
+    assert any(len({lr for _, lr in settings}) >= 2 for settings in by_method.values())
+    assert {"source_only", "dann", "cdan", "dan", "coral", "rtn"} <= set(by_method)
+    assert len(configs) <= 10  # each candidate is a full training run
+
+
+def test_candidate_configs_override_the_base_and_refuse_bad_grids() -> None:
+    base = TrainConfig(hidden=16, epochs=2, lr=2e-3, seed=4)
+    (a, b) = candidate_configs(base, [("source_only", {}), ("dann", {"tradeoff": 0.3, "lr": 5e-3})])
+    assert (a.method, a.lr, a.tradeoff, a.seed, a.hidden) == ("source_only", 2e-3, 1.0, 4, 16)
+    assert (b.method, b.lr, b.tradeoff, b.seed, b.hidden) == ("dann", 5e-3, 0.3, 4, 16)
+    assert candidate_label("dann", {"tradeoff": 0.3, "lr": 5e-3}) == "dann(lr=0.005,tradeoff=0.3)"
+    with pytest.raises(ConfigError, match="unknown TrainConfig field.*trade_off"):
+        candidate_configs(base, [("dann", {"trade_off": 0.3})])
+    with pytest.raises(ConfigError, match="tradeoff"):
+        candidate_configs(base, [("dann", {"tradeoff": -1.0})])
+    with pytest.raises(ConfigError, match="listed twice"):
+        candidate_configs(base, [("dann", {"tradeoff": 0.3}), ("dann", {"tradeoff": 0.3})])
+    with pytest.raises(ConfigError, match="auto"):
+        candidate_configs(base, [("auto", {})])
+    with pytest.raises(ConfigError, match="unknown TrainConfig field"):
+        candidate_configs(base, [("dann", {"method": "cdan"})])
+
+
+def test_auto_trains_candidates_that_differ_only_in_a_hyper_parameter_with_that_value(make_shifted) -> None:
+    xs, ys, xt, _ = make_shifted(seed=7, n=120, dim=6)
+    grid = [("source_only", {"lr": 3e-2}), ("source_only", {"lr": 1e-5}), ("dann", {"tradeoff": 0.0}),
+            ("dann", {"tradeoff": 2.0})]
+    base = TrainConfig(hidden=16, epochs=3, dropout=0.1, seed=0)
+    model = auto_train(xs, ys, xt, 3, base, candidates=grid, selector="source_val", refine=False)
+    sel = model.selection
+    assert [c["candidate"] for c in sel["candidates"]] == [
+        "source_only(lr=0.03)", "source_only(lr=1e-05)", "dann(tradeoff=0.0)", "dann(tradeoff=2.0)"]
+    for rec, (method, overrides) in zip(sel["candidates"], grid):
+        expected = {"lr": base.lr, "tradeoff": base.tradeoff, **overrides}
+        assert rec["method"] == method and rec["hyperparameters"] == expected
+        assert {k: rec["config"][k] for k in expected} == expected and rec["config"]["epochs"] == 3
+    assert sel["searched"] == {"methods": ["source_only", "dann"], "lr": [1e-5, 1e-3, 3e-2], "tradeoff": [0.0, 1.0, 2.0]}
+    # a learning rate too small to move the weights in 3 epochs loses on held-out source rows
+    assert sel["chosen"] != "source_only(lr=1e-05)"
+    chosen = next(c for c in sel["candidates"] if c["candidate"] == sel["chosen"])
+    assert sel["chosen_method"] == chosen["method"] == model.config.method
+    assert sel["chosen_hyperparameters"] == chosen["hyperparameters"] == {"lr": model.config.lr, "tradeoff": model.config.tradeoff}
+    # the returned network is the one trained with the chosen value: retraining with it on the same split reproduces it
+    held = stratified_holdout(ys, 0.1, base.seed)
+    again = train(xs.subset(np.flatnonzero(~held)), ys[~held], xt, 3, TrainConfig.from_dict(chosen["config"]))
+    np.testing.assert_allclose(again.logits(xt), model.logits(xt), rtol=1e-5, atol=1e-6)
+    scores = [c["scores"]["source_val"] for c in sel["candidates"]]
+    assert chosen["scores"]["source_val"] == max(scores)
+
+
+def test_auto_checks_the_whole_grid_before_training_any_candidate(make_shifted) -> None:
+    xs, ys, xt, _ = make_shifted(seed=3, n=60, dim=4)
+    with pytest.raises(ConfigError, match="lr"):
+        # the bad candidate comes last; the error must come before the first one trains (epochs would take long)
+        auto_train(xs, ys, xt, 3, TrainConfig(epochs=10_000), candidates=[("source_only", {}), ("dann", {"lr": 0.0})])
