@@ -2,14 +2,24 @@
 
 Importing the package registers every encoder in :data:`ENCODERS`::
 
-    from extractors import get_encoder, extract_features, FeatureCache
+    from extractors import get_encoder, lazy_encoder, extract_features, FeatureCache
     enc = get_encoder("efficientnet_lite0")
     result = extract_features(image_paths, enc, cache=FeatureCache("runs/cache"))
+    lazy = lazy_encoder("minilm")  # identity now, model only when a text is missing from the cache
 """
 
 from __future__ import annotations
 
-from extractors.base import ENCODERS, Encoder, ItemError, get_encoder, list_encoders
+from extractors.base import (
+    ENCODERS,
+    Encoder,
+    EncoderIdentity,
+    ItemError,
+    LazyEncoder,
+    get_encoder,
+    lazy_encoder,
+    list_encoders,
+)
 from extractors.cache import FeatureCache
 from extractors.extract import ExtractResult, content_hash, extract_features
 
@@ -19,11 +29,14 @@ from extractors import image_efficientnet, image_resnet, text_hf  # noqa: F401  
 __all__ = [
     "ENCODERS",
     "Encoder",
+    "EncoderIdentity",
     "ExtractResult",
     "FeatureCache",
     "ItemError",
+    "LazyEncoder",
     "content_hash",
     "extract_features",
     "get_encoder",
+    "lazy_encoder",
     "list_encoders",
 ]

@@ -9,6 +9,9 @@ import inspect
 import io
 import os
 import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from prodkg.errors import ConfigError, ProdkgError
+from prodkg.errors import ConfigError, ModelLoadError, ProdkgError
 from prodkg.registry import Registry
 
 MODALITIES = ("image", "text")
@@ -64,11 +67,116 @@ class Encoder(abc.ABC):
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    @classmethod
+    def identify(cls, **options: Any) -> EncoderIdentity | None:
+        """The identity ``cls(**options)`` would have, computed from weight-file digests and configs alone.
+
+        It must equal the built encoder's (``encoder_id`` above all: cached vectors are keyed by it), so
+        only encoders whose id is a function of local files and options implement it. ``None`` means
+        "build the model to know" (weights that live only on a hub, a config this method cannot read);
+        an option the encoder would refuse may raise the same error as the constructor or return ``None``.
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(encoder_id={getattr(self, 'encoder_id', '?')!r}, device={self.device})"
 
 
+@dataclass(frozen=True)
+class EncoderIdentity:
+    """What extraction and the feature cache need to know about an encoder, without its model."""
+
+    name: str
+    modality: str
+    encoder_id: str
+    dim: int
+    precision: str
+    device: torch.device
+
+    @classmethod
+    def of(cls, encoder: Encoder) -> EncoderIdentity:
+        return cls(encoder.name, encoder.modality, encoder.encoder_id, int(encoder.dim), encoder.precision,
+                   encoder.device)
+
+
+class LazyEncoder:
+    """An encoder whose identity is known now and whose model is built on the first :meth:`load`.
+
+    A re-run over an unchanged catalog finds every vector in the feature cache; knowing the
+    ``encoder_id`` from weight-file digests lets :func:`~extractors.extract.extract_features`
+    skip the model (for all-MiniLM-L6-v2: the transformers import and a 90 MB load, ~2.5 s)
+    unless an item is left to encode. Encoders without :meth:`Encoder.identify` (hub-only
+    weights) are built at once, as :func:`get_encoder` would.
+
+    Args:
+        name: a registered encoder name.
+        options: its constructor options.
+        build: makes the encoder (default: ``cls(**options)``); the flow passes its shared, memoised builder.
+    """
+
+    def __init__(self, name: str, options: dict[str, Any] | None = None, *,
+                 build: Callable[[], Encoder] | None = None) -> None:
+        options = dict(options or {})
+        cls = encoder_class(name, options)
+        self._build = build if build is not None else (lambda: cls(**options))
+        self._lock = threading.Lock()
+        self._encoder: Encoder | None = None
+        identity = cls.identify(**options)
+        if identity is None:
+            self._encoder = self._checked(self._build())
+            identity = EncoderIdentity.of(self._encoder)
+        self.identity = identity
+
+    @staticmethod
+    def _checked(encoder: Any) -> Encoder:
+        if not isinstance(encoder, Encoder):
+            raise TypeError(f"the encoder builder must return an extractors.Encoder, got {type(encoder).__name__}")
+        return encoder
+
+    name = property(lambda self: self.identity.name)
+    modality = property(lambda self: self.identity.modality)
+    encoder_id = property(lambda self: self.identity.encoder_id)
+    dim = property(lambda self: self.identity.dim)
+    precision = property(lambda self: self.identity.precision)
+    device = property(lambda self: self.identity.device)
+
+    @property
+    def loaded(self) -> bool:
+        return self._encoder is not None
+
+    def load(self) -> Encoder:
+        """The built encoder (built once); raises :class:`ModelLoadError` if it is not the one identified."""
+        with self._lock:
+            if self._encoder is None:
+                encoder = self._checked(self._build())
+                built = EncoderIdentity.of(encoder)
+                if (built.encoder_id, built.dim) != (self.identity.encoder_id, self.identity.dim):
+                    # never let vectors of one model be cached under another's id
+                    raise ModelLoadError(
+                        f"encoder {self.name!r} was identified as {self.encoder_id} (dim {self.dim}) from its files "
+                        f"but built as {built.encoder_id} (dim {built.dim})"
+                    )
+                self._encoder = encoder
+            return self._encoder
+
+    def __repr__(self) -> str:
+        return f"LazyEncoder({self.encoder_id!r}, loaded={self.loaded})"
+
+
 ENCODERS: Registry[type[Encoder]] = Registry("encoder")
+
+
+def encoder_class(name: str, options: dict[str, Any]) -> type[Encoder]:
+    """The registered encoder class ``name``, after checking that it accepts every key of ``options``."""
+    cls = ENCODERS.get(name)
+    params = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in params if p != "self" and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"encoder {name!r} does not accept option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
+        )
+    return cls
 
 
 def get_encoder(name: str, **options: Any) -> Encoder:
@@ -79,15 +187,12 @@ def get_encoder(name: str, **options: Any) -> Encoder:
         ConfigError: an option is not accepted by that encoder (the message lists the accepted ones).
         ModelLoadError: the weights could not be found or loaded.
     """
-    cls = ENCODERS.get(name)
-    params = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in params if p != "self" and params[p].kind is not inspect.Parameter.VAR_KEYWORD]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise ConfigError(
-            f"encoder {name!r} does not accept option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
-        )
-    return cls(**options)
+    return encoder_class(name, options)(**options)
+
+
+def lazy_encoder(name: str, **options: Any) -> LazyEncoder:
+    """Like :func:`get_encoder`, but the model is built only when :meth:`LazyEncoder.load` is first called."""
+    return LazyEncoder(name, options)
 
 
 def list_encoders() -> list[str]:

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from extractors.base import MODALITIES, Encoder, ItemError, read_bytes
+from extractors.base import MODALITIES, Encoder, ItemError, LazyEncoder, read_bytes
 from extractors.cache import FeatureCache
 
 # Hashing image files is I/O bound (and hashlib drops the GIL on large buffers), so a few threads help,
@@ -150,7 +150,7 @@ def _hash_all(items: list[tuple[int, str]], modality: str) -> tuple[dict[int, st
 
 def extract_features(
     items: Sequence[str | None],
-    encoder: Encoder,
+    encoder: Encoder | LazyEncoder,
     *,
     cache: FeatureCache | None = None,
     batch_size: int = 64,
@@ -168,7 +168,8 @@ def extract_features(
 
     Args:
         items: one entry per product.
-        encoder: any registered :class:`Encoder`.
+        encoder: any registered :class:`Encoder`, or a :class:`LazyEncoder`, whose model is then built only
+            if some item is not in ``cache`` (a re-run over an unchanged catalog never builds it).
         cache: where vectors are looked up first and stored after.
         batch_size: items per forward pass.
         num_workers: DataLoader worker processes decoding images (0: in this process).
@@ -181,8 +182,8 @@ def extract_features(
         An :class:`ExtractResult` aligned with ``items``.
     """
     start = time.perf_counter()
-    if not isinstance(encoder, Encoder):
-        raise TypeError(f"encoder must be an extractors.Encoder, got {type(encoder).__name__}")
+    if not isinstance(encoder, (Encoder, LazyEncoder)):
+        raise TypeError(f"encoder must be an extractors.Encoder or LazyEncoder, got {type(encoder).__name__}")
     if isinstance(items, (str, bytes)):
         raise TypeError("items must be a sequence of items, got a single string")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -223,6 +224,8 @@ def extract_features(
 
     n_computed = 0
     if todo_items:
+        if isinstance(encoder, LazyEncoder):
+            encoder = encoder.load()
         loader = DataLoader(
             _ItemDataset(encoder, todo_items),
             batch_size=batch_size,

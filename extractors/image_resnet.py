@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torchvision import models
-from torchvision.models import ResNet18_Weights, ResNet50_Weights, WeightsEnum
 
-from extractors.base import ENCODERS, sha256_file
+from extractors.base import ENCODERS, EncoderIdentity, resolve_device, resolve_precision, sha256_file
 from extractors.image_cnn import CNNImageEncoder
 from prodkg.errors import ConfigError, ModelLoadError
 
 # torchvision's ImageNet preprocessing for these weights is resize 256 (bilinear), centre crop 224, ImageNet
 # mean/std; it is read from the weights enum, so nothing here restates it.
 _PREPROCESSING_FROM = "IMAGENET1K_V1"
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
+
+
+def _tv_models() -> Any:
+    # imported on first use: torchvision pulls in torch._dynamo (~2 s), which a re-run served from the cache never needs
+    from torchvision import models
+
+    return models
 
 
 def _unwrap_checkpoint(obj: Any, path: str) -> dict[str, torch.Tensor]:
@@ -47,6 +54,7 @@ class _ResNetEncoder(CNNImageEncoder):
             it is ignored. Preprocessing is then torchvision's IMAGENET1K_V1 one.
         device: ``"cpu"`` or ``"cuda"``.
         precision: ``"fp32"``, ``"bf16"`` (autocast) or ``"auto"``.
+        compile: run the forward through ``torch.compile`` (off by default; see ``CNNImageEncoder._forward``).
 
     Shape:
         output: ``(N, 512)`` for ResNet-18, ``(N, 2048)`` for ResNet-50, float32.
@@ -54,8 +62,35 @@ class _ResNetEncoder(CNNImageEncoder):
 
     # No ImageNet ResNet weights are reachable offline to measure bf16 against fp32 on, so "auto" keeps fp32.
     bf16_ok = False
-    _builder: Callable[..., nn.Module]
-    _weights_enum: type[WeightsEnum]
+    #: torchvision's builder and weights enum for this depth, looked up in ``torchvision.models`` on first use
+    _arch: str
+    _weights_enum_name: str
+    #: width of the pooled features (``fc.in_features``), known from the architecture alone
+    feature_dim: int
+
+    @classmethod
+    def _weights_enum(cls) -> type[WeightsEnum]:
+        return getattr(_tv_models(), cls._weights_enum_name)
+
+    @classmethod
+    def identify(cls, weights: str | WeightsEnum | None = "DEFAULT", checkpoint: str | os.PathLike[str] | None = None,
+                 *, device: str = "cpu", precision: str = "auto", compile: bool = False) -> EncoderIdentity | None:
+        if checkpoint is not None:
+            path = os.fspath(checkpoint)
+            if not os.path.isfile(path):
+                return None  # the constructor reports it
+            digest, tag = sha256_file(path), f"tv-{_PREPROCESSING_FROM}"
+        elif weights is not None:
+            preprocessing = cls._resolve_weights(weights)
+            cached = _hub_file(preprocessing.url)
+            if not os.path.isfile(cached):
+                return None  # not downloaded yet: the constructor downloads it and hashes the file
+            digest, tag = sha256_file(cached), f"tv-{preprocessing.name}"
+        else:
+            return None
+        dev = resolve_device(device)
+        prec = resolve_precision(precision, dev, bf16_ok=cls.bf16_ok)
+        return EncoderIdentity(cls.name, cls.modality, cls.make_encoder_id(digest, tag, prec), cls.feature_dim, prec, dev)
 
     def __init__(
         self,
@@ -64,12 +99,13 @@ class _ResNetEncoder(CNNImageEncoder):
         *,
         device: str = "cpu",
         precision: str = "auto",
+        compile: bool = False,
     ) -> None:
-        model = type(self)._builder(weights=None)
+        model = getattr(_tv_models(), self._arch)(weights=None)
         if checkpoint is not None:
             path = os.fspath(checkpoint)
             state_dict, digest = self._load_checkpoint(path)
-            preprocessing = self._weights_enum[_PREPROCESSING_FROM]
+            preprocessing = self._weights_enum()[_PREPROCESSING_FROM]
         elif weights is not None:
             preprocessing = self._resolve_weights(weights)
             state_dict, digest = self._download(preprocessing)
@@ -104,16 +140,19 @@ class _ResNetEncoder(CNNImageEncoder):
             preprocessing_tag=f"tv-{preprocessing.name}",
             device=device,
             precision=precision,
+            compile=compile,
         )
 
-    def _resolve_weights(self, weights: str | WeightsEnum) -> WeightsEnum:
-        if isinstance(weights, self._weights_enum):
+    @classmethod
+    def _resolve_weights(cls, weights: str | WeightsEnum) -> WeightsEnum:
+        enum = cls._weights_enum()
+        if isinstance(weights, enum):
             return weights
         try:
-            return self._weights_enum[weights] if weights != "DEFAULT" else self._weights_enum.DEFAULT
+            return enum[weights] if weights != "DEFAULT" else enum.DEFAULT
         except KeyError:
-            valid = ", ".join(["DEFAULT", *(w.name for w in self._weights_enum)])
-            raise ConfigError(f"{self.name}: unknown weights {weights!r}; valid: {valid}") from None
+            valid = ", ".join(["DEFAULT", *(w.name for w in enum)])
+            raise ConfigError(f"{cls.name}: unknown weights {weights!r}; valid: {valid}") from None
 
     def _download(self, weights: WeightsEnum) -> tuple[dict[str, torch.Tensor], str]:
         try:
@@ -123,7 +162,7 @@ class _ResNetEncoder(CNNImageEncoder):
                 f"{self.name}: could not download torchvision weights {weights} from {weights.url} ({exc}). "
                 f"Without network access, pass checkpoint=<path to a {self.name} state_dict .pth> instead"
             ) from exc
-        cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+        cached = _hub_file(weights.url)
         digest = sha256_file(cached) if os.path.isfile(cached) else _digest_from_url(weights.url)
         return state_dict, digest
 
@@ -156,6 +195,11 @@ class _ResNetEncoder(CNNImageEncoder):
         return nn.Sequential(self.model.layer4, self.model.avgpool, nn.Flatten(1))
 
 
+def _hub_file(url: str) -> str:
+    """Where torch hub keeps a downloaded torchvision weights file."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
+
+
 def _digest_from_url(url: str) -> str:
     # torchvision file names end in the first hex digits of the file's sha256 (e.g. resnet50-0676ba61.pth)
     stem = os.path.basename(url).rsplit(".", 1)[0]
@@ -166,13 +210,11 @@ def _digest_from_url(url: str) -> str:
 class ResNet18Encoder(_ResNetEncoder):
     __doc__ = _ResNetEncoder.__doc__
     name = "resnet18"
-    _builder = staticmethod(models.resnet18)
-    _weights_enum = ResNet18_Weights
+    _arch, _weights_enum_name, feature_dim = "resnet18", "ResNet18_Weights", 512
 
 
 @ENCODERS.register("resnet50")
 class ResNet50Encoder(_ResNetEncoder):
     __doc__ = _ResNetEncoder.__doc__
     name = "resnet50"
-    _builder = staticmethod(models.resnet50)
-    _weights_enum = ResNet50_Weights
+    _arch, _weights_enum_name, feature_dim = "resnet50", "ResNet50_Weights", 2048

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import unicodedata
@@ -16,6 +17,7 @@ from extractors.base import (
     ENCODERS,
     PRECISIONS,
     Encoder,
+    EncoderIdentity,
     ItemError,
     resolve_device,
     resolve_precision,
@@ -76,6 +78,18 @@ def _directory_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _check_options(max_length: Any, precision: Any) -> None:
+    if not isinstance(max_length, int) or max_length < 2:
+        raise ConfigError(f"max_length must be an integer >= 2, got {max_length!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def _encoder_id(tag: str, digest: str, max_length: int, precision: str) -> str:
+    # every hf_text model, MiniLMEncoder included, shares one id scheme, so the same weights share cached vectors
+    return f"hf_text/{tag}/{digest[:12]}/max{max_length}/{precision}"
+
+
 @ENCODERS.register("hf_text", aliases=("text",))
 class HFTextEncoder(Encoder):
     """A Hugging Face BERT-family encoder used as a sentence encoder.
@@ -104,12 +118,36 @@ class HFTextEncoder(Encoder):
     # CPU it was 6x slower than fp32). Other models are unmeasured and stay fp32.
     bundled_bf16_ok = True
 
+    @classmethod
+    def identify(cls, model: str | os.PathLike[str] | None = None, *, max_length: int = 256, offline: bool = False,
+                 device: str = "cpu", precision: str = "auto") -> EncoderIdentity | None:
+        _check_options(max_length, precision)
+        source = os.fspath(model) if model is not None else bundled_minilm_path()
+        if not _looks_local(source):
+            return None  # a hub model: its digest is taken over the loaded state dict
+        path = Path(source).expanduser()
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+            hidden = config["hidden_size"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # no readable config (or a model family that names its width otherwise): load it to know
+        if not isinstance(hidden, int):
+            return None
+        positions = config.get("max_position_embeddings")
+        if isinstance(positions, int) and max_length > positions:
+            raise ConfigError(f"max_length {max_length} exceeds the {positions} positions of model {str(path)!r}")
+        try:
+            digest = _directory_digest(path)
+        except ModelLoadError:
+            return None  # the constructor reports it after trying transformers
+        dev = resolve_device(device)
+        tag = _local_tag(path)
+        prec = resolve_precision(precision, dev, bf16_ok=tag == BUNDLED_TAG and cls.bundled_bf16_ok)
+        return EncoderIdentity(cls.name, cls.modality, _encoder_id(tag, digest, max_length, prec), hidden, prec, dev)
+
     def __init__(self, model: str | os.PathLike[str] | None = None, *, max_length: int = 256, offline: bool = False,
                  device: str = "cpu", precision: str = "auto") -> None:
-        if not isinstance(max_length, int) or max_length < 2:
-            raise ConfigError(f"max_length must be an integer >= 2, got {max_length!r}")
-        if precision not in PRECISIONS:  # checked before the slow model load
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        _check_options(max_length, precision)  # before the slow model load
         self.device = resolve_device(device)
         self.max_length = max_length
         source = os.fspath(model) if model is not None else bundled_minilm_path()
@@ -136,7 +174,7 @@ class HFTextEncoder(Encoder):
             tag = source.replace("/", "--")
         bf16_ok = tag == BUNDLED_TAG and self.bundled_bf16_ok
         self.precision = resolve_precision(precision, self.device, bf16_ok=bf16_ok)
-        self.encoder_id = f"hf_text/{tag}/{digest[:12]}/max{max_length}/{self.precision}"
+        self.encoder_id = _encoder_id(tag, digest, max_length, self.precision)
 
     @staticmethod
     def _load(source: str, *, local_files_only: bool) -> tuple[Any, torch.nn.Module]:
@@ -198,6 +236,11 @@ class MiniLMEncoder(HFTextEncoder):
     """
 
     name = "minilm"
+
+    @classmethod
+    def identify(cls, *, max_length: int = 256, device: str = "cpu",  # type: ignore[override]
+                 precision: str = "auto") -> EncoderIdentity | None:
+        return super().identify(None, max_length=max_length, device=device, precision=precision)
 
     def __init__(self, *, max_length: int = 256, device: str = "cpu", precision: str = "auto") -> None:
         super().__init__(None, max_length=max_length, device=device, precision=precision)

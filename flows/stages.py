@@ -120,9 +120,14 @@ def _encoder(name: str, options_json: str):
 
 
 def encoder_for(cfg: RunConfig, modality: str):
+    """The run's encoder for ``modality`` as a LazyEncoder: its cache identity now, from weight-file digests;
+    its model (the one :func:`_encoder` shares with fine-tuning) only when a shard has something to encode."""
+    from extractors import LazyEncoder
+
     name = cfg.image_encoder if modality == "image" else cfg.text_encoder
     options = cfg.image_options if modality == "image" else cfg.text_options
-    return _encoder(name, json.dumps(options, sort_keys=True))
+    options_json = json.dumps(options, sort_keys=True)
+    return LazyEncoder(name, json.loads(options_json), build=lambda: _encoder(name, options_json))
 
 
 # One shard at a time per process: Prefect's default runner starts shards on threads, and both the

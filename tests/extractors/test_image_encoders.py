@@ -124,3 +124,39 @@ def test_resnet_download_failure_points_to_checkpoint(monkeypatch):
 def test_resnet_unknown_weights_name_lists_valid_ones():
     with pytest.raises(ConfigError, match="IMAGENET1K_V2"):
         get_encoder("resnet50", weights="IMAGENET_V9")
+
+
+def test_compile_option_keeps_the_cache_identity_and_falls_back_to_eager(lite0, image_set, monkeypatch):
+    # A real torch.compile takes ~40 s here (bench/bench_extract.py --compile measures it); what is tested is the
+    # contract: same encoder_id, and a compile failure (no C++ compiler, unsupported op) warns and encodes eagerly.
+    enc = get_encoder("efficientnet_lite0", precision="fp32", compile=True)
+    assert enc.encoder_id == lite0.encoder_id
+
+    def no_compiler(fn, **_):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    loaded = [enc.load_item(p) for p in image_set]
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*InvalidCxxCompiler"):
+        out = enc.encode_batch(loaded)
+    np.testing.assert_allclose(out, lite0.encode_batch(loaded), rtol=1e-4, atol=1e-5)
+    assert enc.compile is False  # warned once, then eager
+
+
+def test_compile_option_must_be_a_boolean():
+    with pytest.raises(ConfigError, match="compile must be true or false"):
+        get_encoder("efficientnet_lite0", compile="yes")
+
+
+def test_cpu_forward_runs_in_small_passes_with_the_same_vectors(lite0, image_set, monkeypatch):
+    x = lite0.stack_items([lite0.load_item(p) for p in image_set * 3])  # 12 images
+    passes = []
+    forward = lite0._forward
+    monkeypatch.setattr(lite0, "_forward", lambda t: passes.append(len(t)) or forward(t))
+    with torch.inference_mode():
+        out = lite0.forward_features(x)
+        whole = lite0.features(x)
+    assert passes == [4, 4, 4] and lite0.cpu_forward_batch == 4
+    np.testing.assert_allclose(out, whole, rtol=1e-4, atol=1e-5)
