@@ -519,7 +519,6 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     from kb.store import KnowledgeGraph
     from prodkg.errors import StoreError
     from kb.triples import alt_label_quads, catalog_quads, prediction_quads, run_quads, taxonomy_quads
-    from kb.validation import validate_quads
     from prediction.reuse import features_digest
 
     base = cfg.base_iri or DEFAULT_BASE
@@ -554,11 +553,7 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
         # Publish it again plus this run's provenance (which names the run whose content it reuses),
         # instead of rebuilding, re-validating and re-loading every quad.
         quads = run_quads(run_info, base=base) + digest_quads(run_info.run_id, digest, informed_by=content_run, base=base)
-        report = validate_quads(quads)
-        if not report.conforms:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "shacl_report.txt").write_text(report.text, encoding="utf-8")
-            raise StageError(f"graph not published, the last good graph stays live: {report.summary()} (full report: {run_dir / 'shacl_report.txt'})")
+        _validate_or_refuse(quads, run_dir)
         if features is not None:
             _reuse_embeddings(cfg.out_path / "runs" / content_run / "embeddings.parquet", run_dir / "embeddings.parquet", products, features)
         path = kg.publish_extension(quads, run_info.run_id)
@@ -588,17 +583,24 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     current = product_hashes(catalog)
     changes = diff_products(previous, current)
     quads += change_quads(run_info.run_id, catalog_name, changes, previous, current, base=base)
-    report = validate_quads(quads)
-    if not report.conforms:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "shacl_report.txt").write_text(report.text, encoding="utf-8")
-        raise StageError(f"graph not published, the last good graph stays live: {report.summary()} (full report: {run_dir / 'shacl_report.txt'})")
+    _validate_or_refuse(quads, run_dir)
     if features is not None:
         write_embeddings(products, features, run_dir / "embeddings.parquet")
     path = kg.publish(quads, run_info.run_id)
     server = _mirror_to_server(cfg, path, run_info.run_id)
     return {"quads": len(quads), "store": str(path), "seconds": round(time.perf_counter() - started, 3),
             "changes": changes.counts(), "shacl": "conforms", "server": server}
+
+
+def _validate_or_refuse(quads: list[tuple], run_dir: Path) -> None:
+    """SHACL-validate what is about to be published; on a violation write ``shacl_report.txt`` and raise StageError."""
+    from kb.validation import validate_quads
+
+    report = validate_quads(quads)
+    if not report.conforms:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "shacl_report.txt").write_text(report.text, encoding="utf-8")
+        raise StageError(f"graph not published, the last good graph stays live: {report.summary()} (full report: {run_dir / 'shacl_report.txt'})")
 
 
 def _mirror_to_server(cfg: RunConfig, store_dir: Path, run_id: str) -> dict | None:
