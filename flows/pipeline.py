@@ -15,7 +15,7 @@ from flows import stages
 from flows.config import RunConfig
 from flows.dask_runner import describe as describe_task_runner
 from flows.dask_runner import extraction_shard_size, task_runner_for
-from flows.report import write_report_safely
+from flows.report import previous_run_dir, write_report_safely
 from flows.rundir import new_run_id, versions, write_json, write_table
 from prodkg.failpoints import failpoint
 
@@ -187,7 +187,10 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "extraction_ran_on": describe_task_runner(cfg),
     }
     # a run whose graph is published is a good run: a failing figure only leaves a note in the manifest
-    manifest["report"] = write_report_safely(run_dir, summary, pred.predictions, pred.embedding_sample)
+    # figures drawn from the same data as the previous run's are copied from it, not drawn again
+    report_started = time.perf_counter()
+    manifest["report"] = write_report_safely(run_dir, summary, pred.predictions, pred.embedding_sample, reuse_from=previous_run_dir(run_dir))
+    manifest["report"]["seconds"] = round(time.perf_counter() - report_started, 3)
     summary["report"] = manifest["report"].get("html")
     write_json(manifest, run_dir / "manifest.json")
     return summary

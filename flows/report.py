@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import os
 import shutil
 import signal
@@ -18,6 +20,9 @@ from flows.progress import warn
 from prodkg.errors import StageError
 
 FIGURES_DIR = "figures"
+FIGURE_KEYS = "keys.json"  # figure name -> digest of what it was drawn from, for reuse by the next run
+# Bump when a figure's drawing code changes, so that no run reuses a picture drawn the old way.
+FIGURE_STYLE = 1
 SOURCE_COLOR, TARGET_COLOR = "#1f77b4", "#ff7f0e"
 
 
@@ -30,24 +35,33 @@ def fused_input(features) -> np.ndarray:
 
 
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Project rows onto their first two principal components (SVD of the centred data).
+    """Project rows onto their first two principal components.
 
-    Returns the ``(N, 2)`` coordinates and the fraction of variance each component explains.
-    Fewer than two informative directions give zero columns rather than an error.
+    Only two components are needed, so they come from the eigendecomposition of the smaller of the
+    ``d × d`` covariance and the ``N × N`` Gram matrix rather than a full SVD of the data (2,000 × 384:
+    25 ms against 0.5 s). Returns the ``(N, 2)`` coordinates and the fraction of variance each component
+    explains. Fewer than two informative directions give zero columns rather than an error.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or len(x) == 0:
         raise StageError(f"pca_2d expects a non-empty 2-D array, got shape {x.shape}")
     centred = x - x.mean(axis=0)
-    u, s, _ = np.linalg.svd(centred, full_matrices=False)
-    coords = np.zeros((len(x), 2))
-    k = min(2, len(s))
-    coords[:, :k] = u[:, :k] * s[:k]
-    total = float((s**2).sum())
+    n, d = centred.shape
+    k = min(2, n, d)
+    coords = np.zeros((n, 2))
     explained = np.zeros(2)
+    if d <= n:
+        values, vectors = np.linalg.eigh(centred.T @ centred)  # ascending
+        values, vectors = values[::-1][:k], vectors[:, ::-1][:, :k]
+        coords[:, :k] = centred @ vectors
+    else:
+        values, vectors = np.linalg.eigh(centred @ centred.T)
+        values, vectors = values[::-1][:k], vectors[:, ::-1][:, :k]
+        coords[:, :k] = vectors * np.sqrt(np.clip(values, 0.0, None))
+    total = float(np.einsum("ij,ij->", centred, centred))  # the trace: the total variance times N
     if total > 0:
-        explained[:k] = s[:k] ** 2 / total
-    # the sign of a singular vector is arbitrary: fix it so reruns draw the same picture
+        explained[:k] = np.clip(values, 0.0, None) / total
+    # the sign of an eigenvector is arbitrary: fix it so reruns draw the same picture
     for j in range(k):
         if coords[np.argmax(np.abs(coords[:, j])), j] < 0:
             coords[:, j] *= -1
@@ -245,36 +259,115 @@ def _card(title: str, figure: str | None, error: str | None, extra: str = "", wi
     return f'<div class="card{" wide" if wide else ""}"><h2>{html.escape(title)}</h2>{inner}{extra}</div>'
 
 
-def write_report(run_dir: Path, summary: dict, predictions: pd.DataFrame, embedding_sample: dict | None = None) -> dict:
+def figure_key(name: str, *inputs) -> str:
+    """Digest of what a figure is drawn from: arrays and frames by content, the rest as JSON."""
+    h = hashlib.sha256(f"{name}|style {FIGURE_STYLE}|matplotlib {_matplotlib_version()}".encode())
+    for item in inputs:
+        _digest_into(h, item)
+    return h.hexdigest()[:32]
+
+
+def _digest_into(h, item) -> None:
+    if isinstance(item, pd.DataFrame):
+        h.update(json.dumps([list(map(str, item.columns)), len(item)]).encode())
+        h.update(pd.util.hash_pandas_object(item, index=False).to_numpy().tobytes())
+    elif isinstance(item, np.ndarray):
+        h.update(f"{item.dtype}{item.shape}".encode())
+        h.update(np.ascontiguousarray(item).tobytes())
+    elif isinstance(item, dict):
+        h.update(b"{")
+        for k in sorted(item, key=str):
+            h.update(f"{k}:".encode())
+            _digest_into(h, item[k])
+        h.update(b"}")
+    else:
+        h.update(json.dumps(item, sort_keys=True, default=str).encode())
+
+
+def _matplotlib_version() -> str:
+    from importlib.metadata import version
+
+    return version("matplotlib")
+
+
+def _previous_keys(run_dir: Path | None) -> dict[str, str]:
+    if run_dir is None:
+        return {}
+    try:
+        keys = json.loads((Path(run_dir) / FIGURES_DIR / FIGURE_KEYS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no report there, or an unreadable one: draw everything
+        return {}
+    return keys if isinstance(keys, dict) else {}
+
+
+def _copy_figure(src: Path, dst: Path) -> bool:
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+        return True
+    except OSError:
+        return False
+
+
+def previous_run_dir(run_dir: Path) -> Path | None:
+    """The latest other run in the same output folder that wrote figures (run ids sort by start time)."""
+    run_dir = Path(run_dir)
+    try:
+        others = [p for p in run_dir.parent.iterdir() if p.name != run_dir.name and (p / FIGURES_DIR / FIGURE_KEYS).is_file()]
+    except OSError:
+        return None
+    return max(others, key=lambda p: p.name, default=None)
+
+
+def write_report(run_dir: Path, summary: dict, predictions: pd.DataFrame, embedding_sample: dict | None = None,
+                 reuse_from: Path | None = None) -> dict:
     """Write ``run_dir/report.html`` and its figures under ``run_dir/figures/``.
 
     A figure that cannot be drawn (e.g. accuracy when the target has no labels) is replaced by a line
     saying why, and its reason is returned under ``"missing"``; only a failure to write the page raises.
+    A figure whose inputs are the same as those of the one in ``reuse_from`` (an earlier run directory)
+    is copied from there instead of drawn again: an unchanged nightly re-run redraws only the figures
+    of its own timings and cache counts.
 
     Returns:
-        ``{"html": path, "figures": {name: path}, "missing": {name: reason}}``.
+        ``{"html": path, "figures": {name: path}, "missing": {name: reason}, "reused": [name, ...]}``.
     """
     run_dir = Path(run_dir)
     fig_dir = run_dir / FIGURES_DIR
-    makers: dict[str, tuple[str, Callable[[Path], Path]]] = {
-        "stage_seconds": ("Seconds per stage", lambda p: fig_stage_seconds(summary, p)),
-        "counts": ("Products in / quarantined / new / changed / removed", lambda p: fig_counts(summary, p)),
-        "cache": ("Feature cache hits", lambda p: fig_cache(summary, p)),
-        "accuracy": ("Target accuracy", lambda p: fig_accuracy(summary, p)),
-        "class_distribution": ("Class distribution of the predictions", lambda p: fig_class_distribution(predictions, p)),
-        "confidence": ("Confidence histogram", lambda p: fig_confidence(predictions, summary, p)),
-        "domains": ("Source vs target features before and after adaptation", lambda p: fig_domains(embedding_sample, p)),
+    # name -> (title, what the figure is drawn from, how to draw it)
+    makers: dict[str, tuple[str, tuple, Callable[[Path], Path]]] = {
+        "stage_seconds": ("Seconds per stage", (summary.get("durations"),), lambda p: fig_stage_seconds(summary, p)),
+        "counts": ("Products in / quarantined / new / changed / removed", (count_rows(summary),), lambda p: fig_counts(summary, p)),
+        "cache": ("Feature cache hits", (summary.get("features"),), lambda p: fig_cache(summary, p)),
+        "accuracy": ("Target accuracy", (accuracy_rows(summary), summary.get("baseline_metrics") is not None), lambda p: fig_accuracy(summary, p)),
+        "class_distribution": ("Class distribution of the predictions", (predictions,), lambda p: fig_class_distribution(predictions, p)),
+        "confidence": ("Confidence histogram", (predictions, summary.get("threshold")), lambda p: fig_confidence(predictions, summary, p)),
+        "domains": ("Source vs target features before and after adaptation", (embedding_sample,), lambda p: fig_domains(embedding_sample, p)),
     }
+    previous = _previous_keys(reuse_from)
     figures: dict[str, str] = {}
     missing: dict[str, str] = {}
-    for name, (_, make) in makers.items():
+    keys: dict[str, str] = {}
+    reused: list[str] = []
+    for name, (_, inputs, make) in makers.items():
+        target = fig_dir / f"{name}.png"
         try:
-            figures[name] = str(make(fig_dir / f"{name}.png"))
+            keys[name] = key = figure_key(name, *inputs)
+            if previous.get(name) == key and _copy_figure(reuse_from / FIGURES_DIR / f"{name}.png", target):
+                figures[name] = str(target)
+                reused.append(name)
+                continue
+            figures[name] = str(make(target))
         except StageError as exc:  # the data for this figure is not there: say so on the page
             missing[name] = str(exc)
+            keys.pop(name, None)
         except Exception as exc:  # a plotting bug must not cost the other figures  # noqa: BLE001
             missing[name] = f"figure failed: {type(exc).__name__}: {exc}"
+            keys.pop(name, None)
             warn(f"run report: figure {name} failed: {type(exc).__name__}: {exc}")
+    if keys:
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        (fig_dir / FIGURE_KEYS).write_text(json.dumps({k: v for k, v in keys.items() if k in figures}, sort_keys=True), encoding="utf-8")
 
     def rel(name: str) -> str | None:
         return f"{FIGURES_DIR}/{name}.png" if name in figures else None
@@ -290,7 +383,7 @@ def write_report(run_dir: Path, summary: dict, predictions: pd.DataFrame, embedd
                         [[m, f.get("encoder"), f.get("cached"), f.get("computed"), f.get("failed"), f.get("seconds")] for m, f in feats.items()]),
         "accuracy": _table(["task", "method", "target accuracy"], [[t, m, f"{100 * a:.1f} %"] for t, m, a in acc]) if acc else "",
     }
-    cards = [_card(title, rel(name), missing.get(name), tables.get(name, ""), wide=name == "domains") for name, (title, _) in makers.items()]
+    cards = [_card(title, rel(name), missing.get(name), tables.get(name, ""), wide=name == "domains") for name, (title, _, _) in makers.items()]
     title = f"prodkg run {summary.get('run_id', '')}"
     meta = (f"catalog <b>{html.escape(str(summary.get('catalog')))}</b>: {html.escape(', '.join(summary.get('source') or []))} → "
             f"{html.escape(', '.join(summary.get('target') or []))}, method <b>{html.escape(str(summary.get('method')))}</b>; "
@@ -301,13 +394,14 @@ def write_report(run_dir: Path, summary: dict, predictions: pd.DataFrame, embedd
     tmp = path.with_suffix(".html.tmp")
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, path)
-    return {"html": str(path), "figures": figures, "missing": missing}
+    return {"html": str(path), "figures": figures, "missing": missing, "reused": reused}
 
 
-def write_report_safely(run_dir: Path, summary: dict, predictions: pd.DataFrame, embedding_sample: dict | None = None) -> dict:
+def write_report_safely(run_dir: Path, summary: dict, predictions: pd.DataFrame, embedding_sample: dict | None = None,
+                        reuse_from: Path | None = None) -> dict:
     """:func:`write_report`, but a failure is logged as a warning and returned as ``{"error": ...}`` instead of raised."""
     try:
-        return write_report(run_dir, summary, predictions, embedding_sample)
+        return write_report(run_dir, summary, predictions, embedding_sample, reuse_from)
     except Exception as exc:  # the report is a by-product: the run it describes has already succeeded  # noqa: BLE001
         message = f"{type(exc).__name__}: {exc}"
         warn(f"run report not written: {message}")

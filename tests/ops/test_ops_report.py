@@ -10,17 +10,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from flows.report import find_chromium, pca_2d, screenshot, write_report, write_report_safely
+from flows.report import find_chromium, pca_2d, previous_run_dir, screenshot, write_report, write_report_safely
 
 FIGURES = ["stage_seconds", "counts", "cache", "accuracy", "class_distribution", "confidence", "domains"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_pca_matches_scikit_learn_up_to_sign():
+@pytest.mark.parametrize("shape", [(200, 6), (12, 40)], ids=["more rows than dimensions", "fewer rows than dimensions"])
+def test_pca_matches_scikit_learn_up_to_sign(shape):
     from sklearn.decomposition import PCA
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(200, 6)) @ rng.normal(size=(6, 6)) + 3.0
+    x = rng.normal(size=shape) @ rng.normal(size=(shape[1], shape[1])) + 3.0
     coords, explained = pca_2d(x)
     ref = PCA(n_components=2).fit(x)
     expected = ref.transform(x)
@@ -73,6 +74,44 @@ def test_report_has_every_figure_and_the_numbers(tmp_path):
     for text in ("<td>new</td><td>7</td>", "<td>removed</td><td>1</td>", "<td>quarantined</td><td>2</td>", "80.0 %", "60.0 %",
                  "<td>extract</td><td>3.00</td>"):
         assert text in page, text
+
+
+def test_figures_with_unchanged_inputs_are_copied_from_the_previous_run(tmp_path):
+    summary, predictions, sample = _self_made_run()
+    first = tmp_path / "runs" / "20260101T000000Z-aaaaaa"
+    assert write_report(first, summary, predictions, sample)["reused"] == []
+    assert previous_run_dir(tmp_path / "runs" / "20260102T000000Z-bbbbbb") == first
+
+    # the next night: same catalog and models, other timings and cache counts
+    again = dict(summary, durations={"ingest": 0.1, "extract": 0.4, "adapt_predict": 0.1, "graph": 0.2},
+                 features={"image": {**summary["features"]["image"], "cached": 10, "computed": 0}})
+    second = tmp_path / "runs" / "20260102T000000Z-bbbbbb"
+    result = write_report(second, again, predictions.copy(), {k: v.copy() for k, v in sample.items()}, reuse_from=first)
+    assert sorted(result["reused"]) == ["accuracy", "class_distribution", "confidence", "counts", "domains"]
+    assert sorted(result["figures"]) == sorted(FIGURES) and result["missing"] == {}
+    for name in result["reused"]:
+        assert (second / "figures" / f"{name}.png").read_bytes() == (first / "figures" / f"{name}.png").read_bytes()
+    # the redrawn ones show this run's numbers: the stage-seconds picture differs
+    assert (second / "figures" / "stage_seconds.png").read_bytes() != (first / "figures" / "stage_seconds.png").read_bytes()
+
+    # one changed prediction, one changed embedding: those figures are drawn again
+    changed = predictions.copy()
+    changed.loc[0, "confidence"] = 0.55
+    moved = dict(sample, after=sample["after"] + 1e-3)
+    third = tmp_path / "runs" / "20260103T000000Z-cccccc"
+    result = write_report(third, again, changed, moved, reuse_from=second)
+    # (same timings and cache counts as the second run this time: those are copied)
+    assert sorted(result["reused"]) == ["accuracy", "cache", "counts", "stage_seconds"]
+
+
+def test_an_unreadable_previous_report_means_drawing_everything(tmp_path):
+    summary, predictions, sample = _self_made_run()
+    first = tmp_path / "a"
+    write_report(first, summary, predictions, sample)
+    (first / "figures" / "keys.json").write_text("{not json")
+    (first / "figures" / "domains.png").unlink()
+    result = write_report(tmp_path / "b", summary, predictions, sample, reuse_from=first)
+    assert result["reused"] == [] and sorted(result["figures"]) == sorted(FIGURES)
 
 
 def test_a_figure_without_its_data_says_why(tmp_path):
