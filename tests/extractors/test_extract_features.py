@@ -113,8 +113,22 @@ def test_unknown_option_and_bad_precision_are_config_errors():
         get_encoder("efficientnet_lite0", precision="fp16")
 
 
-def test_auto_precision_is_fp32_where_bf16_is_not_measured_safe(lite0):
-    assert get_encoder("efficientnet_lite0").precision == "fp32"  # cosine min 0.9977 < 0.999
+def test_auto_precision_is_bf16_only_where_measured_safe_and_native(lite0, monkeypatch):
+    import torch
+
+    import extractors.base as base
+
+    cpu = torch.device("cpu")
+    for native in (False, True):
+        monkeypatch.setattr(base, "native_bf16", lambda device, native=native: native)
+        assert base.resolve_precision("auto", cpu, bf16_ok=False) == "fp32"
+        assert base.resolve_precision("auto", cpu, bf16_ok=True) == ("bf16" if native else "fp32")
+        assert base.resolve_precision("fp32", cpu, bf16_ok=True) == "fp32"
+        assert base.resolve_precision("bf16", cpu, bf16_ok=False) == "bf16"  # asked for explicitly
+    # ResNet has no offline ImageNet weights to measure bf16 on, so "auto" keeps it in fp32 everywhere
+    assert not ENCODERS.get("resnet50").bf16_ok
+    monkeypatch.undo()
+    assert get_encoder("efficientnet_lite0").precision == ("bf16" if base.native_bf16(cpu) else "fp32")
 
 
 def test_bad_arguments(lite0):
