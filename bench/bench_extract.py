@@ -54,6 +54,7 @@ from extractors.base import native_bf16  # noqa: E402
 from extractors.extract import torch_threads  # noqa: E402
 
 COSINE_GUARD = 0.999
+AUTO = "bf16 (auto)"  # marks the runs at the precision "auto" resolves to here, when that is not fp32
 
 
 # --- data --------------------------------------------------------------------------------------------------
@@ -118,6 +119,8 @@ class Bench:
     counts: dict[str, int] = field(default_factory=dict)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    encoder_key: str = ""  # the registry name get_encoder builds it by
+    auto_precision: str = "fp32"
 
     def rate(self, run: str) -> float:
         return self.counts[run] / self.seconds[run]
@@ -370,6 +373,12 @@ def fresh_pass_rates(name: str, options: dict, items: list[str], batch_size: int
 def bench_encoder(b: Bench, options: dict, args, tmp: Path, t: int, other: int, default_threads: int) -> None:
     enc, items, bs = b.encoder, b.items, args.batch_size
     sub = items[: args.bf16_items]
+    # what the pipeline runs: precision "auto", bf16 where the encoder's bf16 vectors passed the guard and the CPU
+    # runs bf16 natively; measured beside the fp32 runs when it is not fp32 here
+    auto = get_encoder(b.encoder_key, precision="auto", **options)
+    bf16_enc = auto if auto.precision == "bf16" else get_encoder(b.encoder_key, precision="bf16", **options)
+    auto_runs = auto.precision != "fp32"
+    b.auto_precision = auto.precision
     plain_threads = sorted({default_threads, 1}, reverse=True)
     runs: dict[str, tuple[Maker, list[str], int]]
     if b.modality == "image":
@@ -383,6 +392,11 @@ def bench_encoder(b: Bench, options: dict, args, tmp: Path, t: int, other: int, 
             runs[f"stage, {wrk(workers)}, {thr(t)}"] = (lambda c, w=workers: stage(enc, c, bs, w, t, tmp), items, t)
         runs[f"stage, {wrk(0)}, {thr(other)}"] = (lambda c: stage(enc, c, bs, 0, other, tmp), items, other)
         runs[f"stage, {wrk(1)}, {thr(other)}"] = (lambda c: stage(enc, c, bs, 1, other, tmp), items, other)
+        if auto_runs:
+            runs[f"raw, {AUTO}, {thr(t)}"] = (lambda c: image_raw(auto, c, bs, bf16=True), items, t)
+            for workers in (0, 1):
+                runs[f"stage, {AUTO}, {wrk(workers)}, {thr(t)}"] = (
+                    lambda c, w=workers: stage(auto, c, bs, w, t, tmp), items, t)
         if args.compile:
             compiled_enc = get_encoder(b.name, precision="fp32", compile=True, **options)
             runs[f"stage, compile=True, {wrk(0)}, {thr(t)}"] = (
@@ -392,7 +406,12 @@ def bench_encoder(b: Bench, options: dict, args, tmp: Path, t: int, other: int, 
         runs["mode: NCHW (no channels_last)"] = (lambda c: image_raw(enc, c, bs, contiguous=True), items, t)
         if sub:
             runs["mode: fp32 (bf16 subset)"] = (lambda c: image_raw(enc, c, bs), sub, t)
-            runs["mode: bf16 autocast (bf16 subset)"] = (lambda c: image_raw(enc, c, bs, bf16=True), sub, t)
+            runs["mode: bf16 autocast of the whole network (bf16 subset)"] = (
+                lambda c: image_raw(enc, c, bs, bf16=True), sub, t)
+            leading = getattr(bf16_enc, "fp32_leading_blocks", 0)
+            if leading:
+                runs[f"mode: bf16 autocast, stem and first {leading} blocks in fp32: the encoder's bf16 (bf16 subset)"] = (
+                    lambda c: image_raw(bf16_enc, c, bs, bf16=True), sub, t)
     else:
         runs = {
             f"raw, {thr(t)}": (lambda c: text_raw(enc, c, bs), items, t),
@@ -403,6 +422,9 @@ def bench_encoder(b: Bench, options: dict, args, tmp: Path, t: int, other: int, 
                                                    items, n)
         runs[f"stage, {wrk(0)}, {thr(t)}"] = (lambda c: stage(enc, c, bs, 0, t, tmp), items, t)
         runs[f"stage, {wrk(0)}, {thr(other)}"] = (lambda c: stage(enc, c, bs, 0, other, tmp), items, other)
+        if auto_runs:
+            runs[f"raw, {AUTO}, {thr(t)}"] = (lambda c: text_raw(auto, c, bs, bf16=True), items, t)
+            runs[f"stage, {AUTO}, {wrk(0)}, {thr(t)}"] = (lambda c: stage(auto, c, bs, 0, t, tmp), items, t)
         runs["mode: catalog order (no length sorting)"] = (lambda c: text_raw(enc, c, bs, sort=False), items, t)
         int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(enc.model), {torch.nn.Linear}, dtype=torch.qint8)
         runs["mode: int8 dynamic quantisation of the Linear layers"] = (
@@ -442,7 +464,8 @@ def throughput_rows(b: Bench, default_threads: int) -> list[str]:
         if run.startswith("mode"):
             continue
         th = run.rsplit(", ", 1)[-1]
-        raw = "mode: torch.compile" if "compile" in run else f"raw, {th}"  # a compiled stage against a compiled forward
+        # a compiled stage against a compiled forward, a bf16 (auto) stage against the bf16 (auto) forward
+        raw = "mode: torch.compile" if "compile" in run else f"raw, {AUTO}, {th}" if AUTO in run else f"raw, {th}"
         vs_raw = f"{b.rate(run) / b.rate(raw):.0%}" if run.startswith("stage") and raw in b.seconds else ""
         vs_plain = f"{b.rate(run) / b.rate(plain):.2f}x"
         load = b.notes.get("load", "") if not rows else ""
@@ -459,6 +482,10 @@ def mode_rows(b: Bench, threads: int, other: int) -> list[str]:
                (f"{thr(other)}", f"raw, {thr(other)}", base)]
     stage_run = f"stage, {wrk(0)}, {thr(threads)}"
     entries.append((f"the stage's vectors ({stage_run})", stage_run, None))
+    auto_stage = f"stage, {AUTO}, {wrk(0)}, {thr(threads)}"
+    if auto_stage in b.seconds:
+        entries.append((f"the pipeline's default here: precision auto = bf16 ({auto_stage}; speed vs the fp32 stage)",
+                        auto_stage, stage_run))
     for run in b.seconds:
         if run.startswith("stage, compile"):
             entries.append((f"torch.compile in the stage ({run}; speed vs the stage above)", run, stage_run))
@@ -469,7 +496,10 @@ def mode_rows(b: Bench, threads: int, other: int) -> list[str]:
     for run in b.seconds:
         if run.startswith("mode") and "fp32 (bf16 subset)" not in run:
             base_run = "mode: fp32 (bf16 subset)" if "bf16" in run else base
-            entries.append((run.removeprefix("mode: "), run, base_run))
+            label = run.removeprefix("mode: ")
+            if b.counts[run] == len(b.items):  # bf16 ran on every item (native bf16): no subset
+                label = label.replace(" (bf16 subset)", "")
+            entries.append((label, run, base_run))
     rows = []
     for label, run, speed_base in entries:
         vec = b.vectors[run]
@@ -498,7 +528,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader workers to try (images)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each setting, interleaved; best kept")
     parser.add_argument("--chunks", type=int, default=4, help="parts each item set is timed in, interleaved")
-    parser.add_argument("--bf16-items", type=int, default=32, help="items for bf16 (emulated bf16 is slow; 0 skips)")
+    parser.add_argument("--bf16-items", type=int, default=None,
+                        help="items for the bf16 modes (default: all where the CPU runs bf16 natively, else 32: emulated "
+                             "bf16 is slow; 0 skips)")
     parser.add_argument("--compile", action="store_true", help="also try torch.compile (slow to build on a CPU)")
     parser.add_argument("--encoders", nargs="+", default=["efficientnet_lite0", "resnet50", "minilm", "bert12"])
     parser.add_argument("--seed", type=int, default=0)
@@ -508,6 +540,8 @@ def main() -> None:
     if not home or not Path(home).is_dir():
         sys.exit("set PRODKG_DATA_HOME to the dataset mirror")
     started = time.perf_counter()
+    if args.bf16_items is None:
+        args.bf16_items = max(args.images, args.texts) if native_bf16(torch.device("cpu")) else 32
     default_threads = torch.get_num_threads()
     t = args.threads or default_threads
     other = 1 if t != 1 else 2
@@ -531,7 +565,7 @@ def main() -> None:
             name, options, items, labels, real = specs[key]
             enc = get_encoder(name, precision="fp32", **options)
             label = "bert-base (12 layers)" if key == "bert12" else key
-            b = Bench(label, enc.modality, enc, items, labels, real)
+            b = Bench(label, enc.modality, enc, items, labels, real, encoder_key=name)
             print(f"{label}: {len(items)} items, {enc.encoder_id}", flush=True)
             load0 = os.getloadavg()[0]
             bench_encoder(b, options, args, tmp, t, other, default_threads)
@@ -569,7 +603,8 @@ def main() -> None:
         f"after setting, best of {args.repeats} per chunk; *stage* is `extract_features` into an empty feature cache "
         f"(hash, decode + resize or tokenise, forward, cache write), *raw* the same model's forward alone on inputs "
         f"prepared beforehand, *plain* the tutorial loop described in the script's docstring (torch's default "
-        f"{default_threads} threads). Batch size {args.batch_size}; fp32.")
+        f"{default_threads} threads). Batch size {args.batch_size}; fp32, except the runs marked *{AUTO}*: the precision "
+        f"the pipeline's default `auto` resolves to on this CPU, where it is not fp32.")
     out()
     out("| encoder | items | run | items/s | stage / raw (same threads) | vs plain loop | load avg |")
     out("|---|---|---|---|---|---|---|")
