@@ -60,8 +60,11 @@ def list_datasets() -> list[str]:
 
 
 def data_home(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The dataset mirror, made absolute: the catalogs built from it carry file paths that must not depend on
+    the working directory (a relative ``PRODKG_DATA_HOME=../shared/datasets`` would otherwise give image paths
+    that ingest resolves a second time against the dataset folder)."""
     value = explicit or os.environ.get(DATA_HOME_ENV)
-    return Path(value).expanduser() if value else None
+    return Path(value).expanduser().resolve() if value else None
 
 
 def tree_checksum(root: Path) -> tuple[str, int]:

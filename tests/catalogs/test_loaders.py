@@ -39,6 +39,19 @@ def test_office_caltech_from_mirror(data_home):
     assert res.n_kept == 2533 and res.n_quarantined == 0
 
 
+def test_a_relative_data_home_gives_paths_that_ingest_finds(data_home, monkeypatch):
+    """PRODKG_DATA_HOME=../shared/datasets, as the README's bench commands set it, from another folder."""
+    import os
+
+    monkeypatch.chdir(data_home.parent)
+    relative = os.path.relpath(data_home)
+    monkeypatch.setenv("PRODKG_DATA_HOME", relative)
+    src = load_dataset("office-caltech-10")
+    assert src.root.is_absolute() and all(os.path.isabs(p) for p in src.frame["image"].head(5))
+    res = ingest(src.frame.head(40), base_dir=src.root)  # what the ingest stage passes
+    assert res.n_kept == 40 and res.n_quarantined == 0
+
+
 def test_grocery_from_mirror_has_three_level_taxonomy(data_home):
     src = load_dataset("grocery", data_home)
     counts = src.frame.groupby("domain").size().to_dict()
