@@ -61,6 +61,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=400)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="auto", help="the encoder's precision (default: auto, as the pipeline runs it)")
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
 
@@ -68,7 +69,7 @@ def main() -> None:
     rows = random.Random(a.seed).sample(range(len(frame)), min(a.images, len(frame)))
     paths = [frame["image"].iloc[i] for i in rows]
     labels = [frame["category"].iloc[i] for i in rows]
-    enc = get_encoder("efficientnet_lite0", precision="fp32")
+    enc = get_encoder("efficientnet_lite0", precision=a.precision)
     resize = 256  # the encoder's resize target (short side)
 
     def decode_full():
@@ -81,7 +82,7 @@ def main() -> None:
 
     def forward(xs):
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), enc.autocast():
             for i in range(0, len(xs), 32):
                 out.append(enc.forward_features(enc.stack_items(xs[i : i + 32])).float().numpy())
         return np.concatenate(out)
@@ -110,7 +111,8 @@ def main() -> None:
         "Command: `" + " ".join(["PRODKG_DATA_HOME=../shared/datasets .venv/bin/python bench/bench_decode.py",
                                  *sys.argv[1:]]) + "`  ",
         f"Machine: {machine()}. Date: {today()}. torch threads: {torch.get_num_threads()}.  ",
-        f"{len(paths)} office-caltech-10 photos drawn at random over the four domains; EfficientNet-Lite0, fp32, "
+        f"{len(paths)} office-caltech-10 photos drawn at random over the four domains; EfficientNet-Lite0, {enc.precision}"
+        + (" (`auto` on this CPU)" if a.precision == "auto" else "") + ", "
         "best of interleaved repeats.",
         "",
         "| step | images/s | decode-then-forward ceiling | ceiling / raw forward |",
