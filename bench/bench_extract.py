@@ -120,7 +120,6 @@ class Bench:
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     encoder_key: str = ""  # the registry name get_encoder builds it by
-    auto_precision: str = "fp32"
 
     def rate(self, run: str) -> float:
         return self.counts[run] / self.seconds[run]
@@ -378,7 +377,6 @@ def bench_encoder(b: Bench, options: dict, args, tmp: Path, t: int, other: int, 
     auto = get_encoder(b.encoder_key, precision="auto", **options)
     bf16_enc = auto if auto.precision == "bf16" else get_encoder(b.encoder_key, precision="bf16", **options)
     auto_runs = auto.precision != "fp32"
-    b.auto_precision = auto.precision
     plain_threads = sorted({default_threads, 1}, reverse=True)
     runs: dict[str, tuple[Maker, list[str], int]]
     if b.modality == "image":

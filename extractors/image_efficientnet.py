@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -138,18 +139,19 @@ class EfficientNetLite0Encoder(CNNImageEncoder):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         m = self.model
-        x = self._leading(x)
-        x = self._blocks(x, self.fp32_leading_blocks if self.precision == "bf16" else 0, len(m._blocks))
+        x = self._blocks(self._leading(x), self._fp32_prefix, len(m._blocks))
         return m._swish(m._bn1(m._conv_head(x))).float().mean(dim=(2, 3))
 
+    @property
+    def _fp32_prefix(self) -> int:
+        """How many leading blocks run in fp32 whatever the caller's autocast: under bf16 the first few, else none."""
+        return self.fp32_leading_blocks if self.precision == "bf16" else 0
+
     def _leading(self, x: torch.Tensor) -> torch.Tensor:
-        """The stem, and under bf16 the first :attr:`fp32_leading_blocks` blocks, with autocast off (fp32)."""
+        """The stem and the :attr:`_fp32_prefix` blocks; under bf16 with autocast off (fp32)."""
         m = self.model
-        if self.precision != "bf16":
-            return m._swish(m._bn0(m._conv_stem(x)))
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            x = m._swish(m._bn0(m._conv_stem(x.float())))
-            return self._blocks(x, 0, self.fp32_leading_blocks)
+        with torch.autocast(device_type=x.device.type, enabled=False) if self.precision == "bf16" else contextlib.nullcontext():
+            return self._blocks(m._swish(m._bn0(m._conv_stem(x))), 0, self._fp32_prefix)
 
     def _blocks(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
         m = self.model
@@ -174,8 +176,7 @@ class EfficientNetLite0Encoder(CNNImageEncoder):
         Shape:
             x: ``(N, 3, 224, 224)``; returns ``(N, 192, 7, 7)`` for Lite0.
         """
-        start = self.fp32_leading_blocks if self.precision == "bf16" else 0
-        return self._blocks(self._leading(x), start, self._last_stage_start())
+        return self._blocks(self._leading(x), self._fp32_prefix, self._last_stage_start())
 
     def last_block(self) -> nn.Module:
         m = self.model

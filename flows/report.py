@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import json
@@ -50,17 +51,13 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     k = min(2, n, d)
     coords = np.zeros((n, 2))
     explained = np.zeros(2)
-    if d <= n:
-        values, vectors = np.linalg.eigh(centred.T @ centred)  # ascending
-        values, vectors = values[::-1][:k], vectors[:, ::-1][:, :k]
-        coords[:, :k] = centred @ vectors
-    else:
-        values, vectors = np.linalg.eigh(centred @ centred.T)
-        values, vectors = values[::-1][:k], vectors[:, ::-1][:, :k]
-        coords[:, :k] = vectors * np.sqrt(np.clip(values, 0.0, None))
+    values, vectors = np.linalg.eigh(centred.T @ centred if d <= n else centred @ centred.T)  # ascending
+    values, vectors = np.clip(values[::-1][:k], 0.0, None), vectors[:, ::-1][:, :k]
+    # covariance: eigenvectors are the directions; Gram: they are the coordinates up to the singular values
+    coords[:, :k] = centred @ vectors if d <= n else vectors * np.sqrt(values)
     total = float(np.einsum("ij,ij->", centred, centred))  # the trace: the total variance times N
     if total > 0:
-        explained[:k] = np.clip(values, 0.0, None) / total
+        explained[:k] = values / total
     # the sign of an eigenvector is arbitrary: fix it so reruns draw the same picture
     for j in range(k):
         if coords[np.argmax(np.abs(coords[:, j])), j] < 0:
@@ -260,7 +257,7 @@ def _card(title: str, figure: str | None, error: str | None, extra: str = "", wi
 
 
 def figure_key(name: str, *inputs) -> str:
-    """Digest of what a figure is drawn from: arrays and frames by content, the rest as JSON."""
+    """Digest of what a figure is drawn from: arrays by content, the rest as JSON (frames: pass their digest)."""
     h = hashlib.sha256(f"{name}|style {FIGURE_STYLE}|matplotlib {_matplotlib_version()}".encode())
     for item in inputs:
         _digest_into(h, item)
@@ -268,10 +265,7 @@ def figure_key(name: str, *inputs) -> str:
 
 
 def _digest_into(h, item) -> None:
-    if isinstance(item, pd.DataFrame):
-        h.update(json.dumps([list(map(str, item.columns)), len(item)]).encode())
-        h.update(pd.util.hash_pandas_object(item, index=False).to_numpy().tobytes())
-    elif isinstance(item, np.ndarray):
+    if isinstance(item, np.ndarray):
         h.update(f"{item.dtype}{item.shape}".encode())
         h.update(np.ascontiguousarray(item).tobytes())
     elif isinstance(item, dict):
@@ -284,6 +278,7 @@ def _digest_into(h, item) -> None:
         h.update(json.dumps(item, sort_keys=True, default=str).encode())
 
 
+@functools.cache
 def _matplotlib_version() -> str:
     from importlib.metadata import version
 
@@ -332,16 +327,19 @@ def write_report(run_dir: Path, summary: dict, predictions: pd.DataFrame, embedd
     Returns:
         ``{"html": path, "figures": {name: path}, "missing": {name: reason}, "reused": [name, ...]}``.
     """
+    from kb.incremental import frame_digest
+
     run_dir = Path(run_dir)
     fig_dir = run_dir / FIGURES_DIR
+    predictions_digest = frame_digest(predictions)  # once: two figures are drawn from the predictions
     # name -> (title, what the figure is drawn from, how to draw it)
     makers: dict[str, tuple[str, tuple, Callable[[Path], Path]]] = {
         "stage_seconds": ("Seconds per stage", (summary.get("durations"),), lambda p: fig_stage_seconds(summary, p)),
         "counts": ("Products in / quarantined / new / changed / removed", (count_rows(summary),), lambda p: fig_counts(summary, p)),
         "cache": ("Feature cache hits", (summary.get("features"),), lambda p: fig_cache(summary, p)),
         "accuracy": ("Target accuracy", (accuracy_rows(summary), summary.get("baseline_metrics") is not None), lambda p: fig_accuracy(summary, p)),
-        "class_distribution": ("Class distribution of the predictions", (predictions,), lambda p: fig_class_distribution(predictions, p)),
-        "confidence": ("Confidence histogram", (predictions, summary.get("threshold")), lambda p: fig_confidence(predictions, summary, p)),
+        "class_distribution": ("Class distribution of the predictions", (predictions_digest,), lambda p: fig_class_distribution(predictions, p)),
+        "confidence": ("Confidence histogram", (predictions_digest, summary.get("threshold")), lambda p: fig_confidence(predictions, summary, p)),
         "domains": ("Source vs target features before and after adaptation", (embedding_sample,), lambda p: fig_domains(embedding_sample, p)),
     }
     previous = _previous_keys(reuse_from)
@@ -360,14 +358,11 @@ def write_report(run_dir: Path, summary: dict, predictions: pd.DataFrame, embedd
             figures[name] = str(make(target))
         except StageError as exc:  # the data for this figure is not there: say so on the page
             missing[name] = str(exc)
-            keys.pop(name, None)
         except Exception as exc:  # a plotting bug must not cost the other figures  # noqa: BLE001
             missing[name] = f"figure failed: {type(exc).__name__}: {exc}"
-            keys.pop(name, None)
             warn(f"run report: figure {name} failed: {type(exc).__name__}: {exc}")
-    if keys:
-        fig_dir.mkdir(parents=True, exist_ok=True)
-        (fig_dir / FIGURE_KEYS).write_text(json.dumps({k: v for k, v in keys.items() if k in figures}, sort_keys=True), encoding="utf-8")
+    if figures:  # the keys of the figures this run has, for the next run to compare with
+        (fig_dir / FIGURE_KEYS).write_text(json.dumps({k: keys[k] for k in figures}, sort_keys=True), encoding="utf-8")
 
     def rel(name: str) -> str | None:
         return f"{FIGURES_DIR}/{name}.png" if name in figures else None
