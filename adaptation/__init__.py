@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from adaptation.config import TrainConfig
-from adaptation.features import MultiModal
-from adaptation.fusion import FUSIONS, AttentionFusion, EarlyFusion, Fusion, LateFusion
-from adaptation.methods import CDAN, CORAL, DAN, DANN, METHODS, RTN, AdaptationMethod, SourceOnly, list_methods
-from adaptation.model import AdaptedModel
-from adaptation.selection import SELECTORS, auto_train
-from adaptation.trainer import train
+if __name__ != "prodkg.adaptation":  # the folder installs as prodkg.adaptation; a bare `import adaptation` would load a second copy
+    raise ImportError("import prodkg.adaptation, not adaptation")
+
+from prodkg.adaptation.config import TrainConfig
+from prodkg.adaptation.features import MultiModal
+from prodkg.adaptation.fusion import FUSIONS, AttentionFusion, EarlyFusion, Fusion, LateFusion
+from prodkg.adaptation.methods import CDAN, CORAL, DAN, DANN, METHODS, RTN, AdaptationMethod, SourceOnly, list_methods
+from prodkg.adaptation.model import AdaptedModel
+from prodkg.adaptation.selection import SELECTORS, auto_train
+from prodkg.adaptation.trainer import train
 
 
 def list_fusions() -> list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptation.features import MultiModal
+from prodkg.adaptation.features import MultiModal
 from prodkg.errors import DataLoadError
 
 LABEL, DOMAIN = "label", "domain"

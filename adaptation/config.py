@@ -64,8 +64,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # Imported here: the registries live in modules that import torch and this config.
-        from adaptation.fusion import FUSIONS
-        from adaptation.methods import METHODS
+        from prodkg.adaptation.fusion import FUSIONS
+        from prodkg.adaptation.methods import METHODS
 
         for name in ("method", "fusion", "norm", "sampling", "device"):
             value = getattr(self, name)

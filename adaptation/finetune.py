@@ -29,7 +29,7 @@ encoder's own deterministic preprocessing (resize + centre crop).
 
 Typical use::
 
-    from adaptation.finetune import FinetuneConfig, finetune_backbone
+    from prodkg.adaptation.finetune import FinetuneConfig, finetune_backbone
     result = finetune_backbone(encoder, image_paths, labels, is_source, is_target, n_classes, FinetuneConfig(epochs=5))
     result.features          # (N, dim) pooled features of every product from the fine-tuned block
     result.encoder.encoder_id  # base id + digest of the fine-tuned weights
@@ -53,11 +53,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from adaptation.dann import DomainAdversarialLoss, DomainDiscriminator, dann_lambda
-from adaptation.trainer import _batches
-from extractors.base import ItemError
-from extractors.extract import torch_threads
-from extractors.image_cnn import CNNImageEncoder, FineTunedImageEncoder
+from prodkg.adaptation.dann import DomainAdversarialLoss, DomainDiscriminator, dann_lambda
+from prodkg.adaptation.trainer import _batches
+from prodkg.extractors.base import ItemError
+from prodkg.extractors.extract import torch_threads
+from prodkg.extractors.image_cnn import CNNImageEncoder, FineTunedImageEncoder
 from prodkg.errors import ConfigError, StageError
 
 FINETUNE_METHODS = ("dann", "source_only")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaptation.gradient_reversal import GradientReversal
+from prodkg.adaptation.gradient_reversal import GradientReversal
 from prodkg.errors import StageError
 
 

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
-from adaptation.dann import DomainAdversarialLoss, DomainDiscriminator, dann_lambda
-from adaptation.losses import (
+from prodkg.adaptation.dann import DomainAdversarialLoss, DomainDiscriminator, dann_lambda
+from prodkg.adaptation.losses import (
     ConditionalDomainAdversarialLoss,
     CoralLoss,
     MultilinearMap,
@@ -19,7 +19,7 @@ from adaptation.losses import (
 from prodkg.registry import Registry
 
 if TYPE_CHECKING:
-    from adaptation.config import TrainConfig
+    from prodkg.adaptation.config import TrainConfig
 
 #: Adaptation methods by name; each entry is an :class:`AdaptationMethod` subclass.
 METHODS: Registry[type[AdaptationMethod]] = Registry("adaptation method")

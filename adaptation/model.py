@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from adaptation.config import TrainConfig
-from adaptation.features import MultiModal
-from adaptation.fusion import FUSIONS
+from prodkg.adaptation.config import TrainConfig
+from prodkg.adaptation.features import MultiModal
+from prodkg.adaptation.fusion import FUSIONS
 from prodkg.errors import ConfigError, ModelLoadError, StageError
 
 FORMAT = "prodkg.adaptation.AdaptedModel/1"
@@ -265,7 +265,7 @@ class AdaptedModel:
     @property
     def refined(self) -> bool:
         """True when the logits come from target class centroids (:class:`~adaptation.refine.CentroidHead`)."""
-        from adaptation.refine import CentroidHead
+        from prodkg.adaptation.refine import CentroidHead
 
         return isinstance(self.network, CentroidHead)
 
@@ -347,7 +347,7 @@ class AdaptedModel:
         else:
             network = AdaptationNetwork(dims, int(meta["n_classes"]), config)
         if meta.get("refined"):
-            from adaptation.refine import CentroidHead
+            from prodkg.adaptation.refine import CentroidHead
 
             network = CentroidHead(network, dims, int(meta["n_classes"]))
         try:

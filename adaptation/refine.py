@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adaptation.features import MultiModal
+from prodkg.adaptation.features import MultiModal
 from prodkg.errors import StageError
 
 #: softmax temperature of the cosine logits of a :class:`CentroidHead`

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from adaptation.config import AUTO, TrainConfig
-from adaptation.features import MultiModal
+from prodkg.adaptation.config import AUTO, TrainConfig
+from prodkg.adaptation.features import MultiModal
 from prodkg.errors import ConfigError, StageError
 from prodkg.registry import Registry
 
 if TYPE_CHECKING:
-    from adaptation.model import AdaptedModel
+    from prodkg.adaptation.model import AdaptedModel
 
 _MAX_ROWS = 1000  # rows of each domain a selector looks at; SND is quadratic in them
 
@@ -330,7 +330,7 @@ def auto_train(
             (:func:`adaptation.refine.centroid_refine`), unless that changes more than
             :data:`MAX_REFINE_CHANGE` of its target predictions. Default :data:`DEFAULT_REFINE`.
     """
-    from adaptation.trainer import train
+    from prodkg.adaptation.trainer import train
 
     SELECTORS.get(selector)
     if not candidates:
@@ -374,7 +374,7 @@ def auto_train(
         reason += f"; runner-up {labels[j]} scored {scores[j][selector]:.4f}"
     top = order[: min(k, len(order))]
     if len(top) > 1:
-        from adaptation.model import AdaptedModel, EnsembleNetwork
+        from prodkg.adaptation.model import AdaptedModel, EnsembleNetwork
 
         winner = AdaptedModel(
             EnsembleNetwork([models[i].network for i in top]), configs[best], models[best].n_classes,
@@ -419,8 +419,8 @@ def auto_train(
 def _refine(
     model: AdaptedModel, source_train: MultiModal, target: MultiModal, n_classes: int
 ) -> tuple[AdaptedModel, dict[str, Any]]:
-    from adaptation.model import AdaptedModel
-    from adaptation.refine import CentroidHead, centred_inputs, centroid_refine
+    from prodkg.adaptation.model import AdaptedModel
+    from prodkg.adaptation.refine import CentroidHead, centred_inputs, centroid_refine
 
     both = MultiModal.concat([source_train, target])
     means = {m: (both.blocks[m][both.present[m]].astype(np.float64).mean(0) if both.present[m].any()

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from adaptation.config import AUTO, TrainConfig
-from adaptation.features import MultiModal
-from adaptation.methods import METHODS
-from adaptation.model import AdaptationNetwork, AdaptedModel, resolve_device, to_tensors
+from prodkg.adaptation.config import AUTO, TrainConfig
+from prodkg.adaptation.features import MultiModal
+from prodkg.adaptation.methods import METHODS
+from prodkg.adaptation.model import AdaptationNetwork, AdaptedModel, resolve_device, to_tensors
 from prodkg.errors import ConfigError, StageError
 
 
@@ -114,7 +114,7 @@ def train(
     # re-validated copy: the dataclass is mutable, and the model keeps a snapshot of what it was trained with
     config = TrainConfig.from_dict(config.to_dict())
     if config.method == AUTO:
-        from adaptation.selection import auto_train
+        from prodkg.adaptation.selection import auto_train
 
         return auto_train(source, y_source, target, n_classes, config, progress=progress)
     method_cls = METHODS.get(config.method)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 
@@ -21,7 +19,7 @@ def data_home() -> Path:
 
 
 def _extract(items: list[str | None], encoder_name: str) -> tuple[np.ndarray, np.ndarray]:
-    from extractors import FeatureCache, extract_features, get_encoder
+    from prodkg.extractors import FeatureCache, extract_features, get_encoder
 
     encoder = get_encoder(encoder_name, precision="fp32")
     result = extract_features(items, encoder, cache=FeatureCache(CACHE / "features"), batch_size=32,
@@ -33,7 +31,7 @@ def office_caltech() -> dict[str, np.ndarray]:
     """``X`` (N, 1280) EfficientNet-Lite0 features, ``y`` class names, ``domain`` names, ``id`` product ids."""
     out = CACHE / "office_caltech_lite0.npz"
     if not out.is_file():
-        from catalogs import load_dataset
+        from prodkg.catalogs import load_dataset
 
         frame = load_dataset("office-caltech-10", data_home()).frame
         feats, ok = _extract(frame["image"].tolist(), "efficientnet_lite0")
@@ -50,7 +48,7 @@ def grocery() -> dict[str, np.ndarray]:
     fine and coarse labels, domain and split."""
     out = CACHE / "grocery_lite0_minilm.npz"
     if not out.is_file():
-        from catalogs import load_dataset
+        from prodkg.catalogs import load_dataset
 
         src = load_dataset("grocery-store-dataset", data_home())
         frame = src.frame

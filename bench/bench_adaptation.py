@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import resource
-import sys
 import time
 from itertools import permutations
 from multiprocessing import get_context
@@ -29,8 +28,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 RESULTS = ROOT / "bench" / "results" / "adaptation.json"
 PROBS = ROOT / "bench" / "results" / "probs"
@@ -52,8 +49,8 @@ def _office_job(args: tuple) -> list[dict]:
 
     torch.set_num_threads(1)
     from _features import office_caltech
-    from adaptation import MultiModal, TrainConfig, train
-    from adaptation.selection import (DEFAULT_CANDIDATES, candidate_configs, candidate_label, score_candidates,
+    from prodkg.adaptation import MultiModal, TrainConfig, train
+    from prodkg.adaptation.selection import (DEFAULT_CANDIDATES, candidate_configs, candidate_label, score_candidates,
                                       stratified_holdout)
 
     d = office_caltech()
@@ -92,7 +89,7 @@ def _grocery_auto_job(args: tuple) -> dict:
 
     torch.set_num_threads(1)
     from _features import grocery
-    from adaptation import MultiModal, TrainConfig, train
+    from prodkg.adaptation import MultiModal, TrainConfig, train
 
     g = grocery()
     names = g["y"] if label == "fine" else g["coarse"]
@@ -148,7 +145,7 @@ def _grocery_job(args: tuple) -> dict:
 
     torch.set_num_threads(1)
     from _features import grocery
-    from adaptation import MultiModal, TrainConfig, train
+    from prodkg.adaptation import MultiModal, TrainConfig, train
 
     g = grocery()
     names = g["y"] if label == "fine" else g["coarse"]
@@ -229,7 +226,7 @@ def _pick(recs: list[dict], selector: str) -> dict:
     if selector == "oracle_candidate":
         return max(recs, key=lambda r: r["target_acc"])
     if selector == "dev+snd":
-        from adaptation.selection import rank_scores
+        from prodkg.adaptation.selection import rank_scores
 
         rank = rank_scores([r["scores"]["dev"] for r in recs]) + rank_scores([r["scores"]["snd"] for r in recs])
         return recs[int(np.argmax(rank))]
@@ -249,9 +246,9 @@ def _by_method(recs: list[dict]) -> dict[str, list[dict]]:
 
 def _refined_accuracy(task: str, seed: int, probs: np.ndarray, y: np.ndarray, data: dict) -> tuple[float, float]:
     """Target accuracy after :func:`adaptation.refine.centroid_refine`, as ``auto`` applies it, and the changed share."""
-    from adaptation import MultiModal
-    from adaptation.refine import centred_inputs, centroid_refine
-    from adaptation.selection import MAX_REFINE_CHANGE, stratified_holdout
+    from prodkg.adaptation import MultiModal
+    from prodkg.adaptation.refine import centred_inputs, centroid_refine
+    from prodkg.adaptation.selection import MAX_REFINE_CHANGE, stratified_holdout
 
     rev = {v: k for k, v in SHORT.items()}
     src, tgt = (rev[p] for p in task.split("->"))
@@ -337,8 +334,8 @@ def _fmt(mean_std: tuple[float, float]) -> str:
 
 def _grid_text() -> str:
     """The default grid of ``auto`` in words: methods, and the values of every searched hyper-parameter."""
-    from adaptation import TrainConfig
-    from adaptation.selection import DEFAULT_CANDIDATES, searched_fields
+    from prodkg.adaptation import TrainConfig
+    from prodkg.adaptation.selection import DEFAULT_CANDIDATES, searched_fields
 
     base = TrainConfig()
     parts = []
@@ -555,7 +552,7 @@ def main() -> None:
                         help="(re)run method=auto on grocery (fine and coarse) into an existing results file, then report")
     parser.add_argument("--selector", default=None, help="selector reported as auto (default: adaptation's default)")
     args = parser.parse_args()
-    from adaptation.selection import DEFAULT_SELECTOR
+    from prodkg.adaptation.selection import DEFAULT_SELECTOR
 
     if args.grocery_auto:
         result = run_grocery_auto(args)

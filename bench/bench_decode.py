@@ -27,14 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import machine, today, write_section  # noqa: E402
 
 import catalogs  # noqa: E402
-from extractors import get_encoder  # noqa: E402
-from extractors.base import open_image, read_bytes  # noqa: E402
+from prodkg.extractors import get_encoder  # noqa: E402
+from prodkg.extractors.base import open_image, read_bytes  # noqa: E402
 
 
 def open_draft(path: str, size: int):

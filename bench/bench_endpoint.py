@@ -37,8 +37,8 @@ QUERIES = [
 def _small_graph(root: Path) -> None:
     import pandas as pd
 
-    from kb.store import KnowledgeGraph
-    from kb.triples import RunInfo, catalog_quads, prediction_quads, run_quads, taxonomy_quads
+    from prodkg.kb.store import KnowledgeGraph
+    from prodkg.kb.triples import RunInfo, catalog_quads, prediction_quads, run_quads, taxonomy_quads
 
     n = 2000
     labels = [f"c{i}" for i in range(20)]
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from kb.sparql_endpoint import EndpointSettings, create_app
+    from prodkg.kb.sparql_endpoint import EndpointSettings, create_app
 
     tmp = tempfile.TemporaryDirectory()
     root = Path(args.out) / "kg" if args.out else Path(tmp.name) / "kg"

@@ -45,13 +45,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import ROOT, machine, today, write_section  # noqa: E402
-from extractors import FeatureCache, extract_features, get_encoder  # noqa: E402
-from extractors.base import native_bf16  # noqa: E402
-from extractors.extract import torch_threads  # noqa: E402
+from prodkg.extractors import FeatureCache, extract_features, get_encoder  # noqa: E402
+from prodkg.extractors.base import native_bf16  # noqa: E402
+from prodkg.extractors.extract import torch_threads  # noqa: E402
 
 COSINE_GUARD = 0.999
 AUTO = "bf16 (auto)"  # marks the runs at the precision "auto" resolves to here, when that is not fp32
@@ -62,7 +60,7 @@ AUTO = "bf16 (auto)"  # marks the runs at the precision "auto" resolves to here,
 
 def office_images(n: int, seed: int) -> tuple[list[str], list[str]]:
     """``n`` office-caltech-10 photos drawn at random over its four domains (their sizes differ: 300 px to 1000 px)."""
-    import catalogs
+    import prodkg.catalogs as catalogs
 
     frame = catalogs.load_dataset("office-caltech-10", download=False).frame
     rows = random.Random(seed).sample(range(len(frame)), min(n, len(frame)))
@@ -93,7 +91,7 @@ def random_bert_base(folder: Path) -> str:
     """A 12-layer BERT-base (``BertConfig()`` defaults) with random weights, and MiniLM's uncased WordPiece tokenizer."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from extractors.text_hf import bundled_minilm_path
+    from prodkg.extractors.text_hf import bundled_minilm_path
 
     torch.manual_seed(0)
     path = folder / "bert-base-random-init"
@@ -327,7 +325,7 @@ def warm_rerun_seconds(image_items: list[str], text_items: list[str], cache_dir:
     script = textwrap.dedent(f"""
         import sys, time
         t0 = time.perf_counter()
-        from extractors import FeatureCache, extract_features, {make} as make
+        from prodkg.extractors import FeatureCache, extract_features, {make} as make
         cache = FeatureCache({str(cache_dir)!r})
         for name, items in (("efficientnet_lite0", {image_items!r}), ("minilm", {text_items!r})):
             r = extract_features(items, make(name, precision="fp32"), cache=cache, progress=False)
@@ -347,9 +345,9 @@ def fresh_pass_rates(name: str, options: dict, items: list[str], batch_size: int
     process: how fast large passes run depends on the C allocator's state, which a long benchmark changes."""
     script = textwrap.dedent(f"""
         import sys, time, torch
-        sys.path[:0] = [{str(ROOT / "bench")!r}, {str(ROOT)!r}]
+        sys.path.insert(0, {str(ROOT / "bench")!r})  # bench_extract is a script, not part of the package
         import bench_extract as be
-        from extractors import get_encoder
+        from prodkg.extractors import get_encoder
         torch.set_num_threads({threads})
         enc = get_encoder({name!r}, precision="fp32", **{options!r})
         runs = [be.image_raw(enc, {items!r}, {batch_size}), be.image_raw(enc, {items!r}, {batch_size}, whole_batch=True)]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
 from multiprocessing import get_context
 from pathlib import Path
@@ -29,8 +28,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 from _common import machine, today, write_section  # noqa: E402
 
@@ -45,7 +42,7 @@ def _rss_mib() -> float:
 
 
 def _encoder():
-    from extractors import get_encoder
+    from prodkg.extractors import get_encoder
 
     return get_encoder("efficientnet_lite0", precision="fp32")
 
@@ -54,7 +51,7 @@ def _trunk_part(items: list[str]) -> tuple[np.ndarray, np.ndarray, float, float]
     import torch
 
     torch.set_num_threads(1)
-    from adaptation.finetune import cache_activations
+    from prodkg.adaptation.finetune import cache_activations
 
     acts = cache_activations(_encoder(), items, batch_size=32, num_threads=1)
     return np.asarray(acts.values), acts.ok, acts.seconds, _rss_mib()
@@ -94,9 +91,9 @@ def _job(args: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from adaptation import MultiModal, TrainConfig, train
-    from adaptation.finetune import Activations, FinetuneConfig, finetune_on_activations
-    from extractors.image_cnn import FineTunedImageEncoder
+    from prodkg.adaptation import MultiModal, TrainConfig, train
+    from prodkg.adaptation.finetune import Activations, FinetuneConfig, finetune_on_activations
+    from prodkg.extractors.image_cnn import FineTunedImageEncoder
 
     encoder = _encoder()
     domains, labels = np.asarray(domains), np.asarray(labels)
@@ -226,7 +223,7 @@ def main() -> None:
 
     from _features import data_home
 
-    from catalogs import load_dataset
+    from prodkg.catalogs import load_dataset
 
     started = time.perf_counter()
     tasks = [tuple(DOMAIN[x] for x in t.strip().split("-")) for t in args.tasks.split(",")]

@@ -27,15 +27,13 @@ import rdflib
 from rdflib import Literal
 from rdflib.namespace import XSD
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import machine, today, write_section  # noqa: E402
 
-from catalogs import load_dataset  # noqa: E402
-from kb.nquads import encode_quads  # noqa: E402
-from kb.queries import load_query, run_query  # noqa: E402
-from kb.store import OxigraphStore  # noqa: E402
-from kb.triples import ModelInfo, RunInfo, catalog_quads, prediction_quads, run_quads, taxonomy_quads  # noqa: E402
+from prodkg.catalogs import load_dataset  # noqa: E402
+from prodkg.kb.nquads import encode_quads  # noqa: E402
+from prodkg.kb.queries import load_query, run_query  # noqa: E402
+from prodkg.kb.store import OxigraphStore  # noqa: E402
+from prodkg.kb.triples import ModelInfo, RunInfo, catalog_quads, prediction_quads, run_quads, taxonomy_quads  # noqa: E402
 
 QUERIES = {
     "products_per_category": {},

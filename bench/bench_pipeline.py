@@ -28,13 +28,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, today, write_section  # noqa: E402
 
 
 def run_once(args: list[str], extra_env: dict[str, str] | None = None) -> tuple[dict, float, float]:
     """Run `prodkg run ... --json --quiet`; return the summary, wall seconds and peak RSS in GiB."""
-    cmd = [sys.executable, "-m", "flows.cli", "run", *args, "--json", "--quiet"]
+    cmd = [sys.executable, "-m", "prodkg.flows.cli", "run", *args, "--json", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(extra_env or {})}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()

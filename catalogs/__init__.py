@@ -1,8 +1,11 @@
 """Catalog schema, validating ingest with quarantine, and loaders for real public datasets."""
 
-from catalogs.ingest import IngestResult, ingest, read_catalog
-from catalogs.loaders import DATASETS, CatalogSource, list_datasets, load_dataset
-from catalogs.schema import ATTRIBUTE_PREFIX, RESERVED_COLUMNS, REQUIRED_COLUMNS, product_text
+if __name__ != "prodkg.catalogs":  # the folder installs as prodkg.catalogs; a bare `import catalogs` would load a second copy
+    raise ImportError("import prodkg.catalogs, not catalogs")
+
+from prodkg.catalogs.ingest import IngestResult, ingest, read_catalog
+from prodkg.catalogs.loaders import DATASETS, CatalogSource, list_datasets, load_dataset
+from prodkg.catalogs.schema import ATTRIBUTE_PREFIX, RESERVED_COLUMNS, REQUIRED_COLUMNS, product_text
 
 __all__ = [
     "ATTRIBUTE_PREFIX",

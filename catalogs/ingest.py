@@ -16,7 +16,7 @@ from pathlib import Path
 import fsspec
 import pandas as pd
 
-from catalogs.schema import (
+from prodkg.catalogs.schema import (
     ATTRIBUTE_PREFIX,
     LABEL_COLUMN,
     MAX_ID_CHARS,

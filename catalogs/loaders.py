@@ -205,7 +205,7 @@ def _read_text(path: Path) -> str:
 
 def _grocery_sheet(description_path: Path):
     """The information sheet next to a product's description (one is named ``X-Information.txt``)."""
-    from catalogs.infosheets import SheetAttributes, read_infosheet
+    from prodkg.catalogs.infosheets import SheetAttributes, read_infosheet
 
     stem = description_path.name.removesuffix("_Description.txt")
     for name in (f"{stem}_Information.txt", f"{stem}-Information.txt"):

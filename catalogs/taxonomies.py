@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from catalogs.loaders import data_home
+from prodkg.catalogs.loaders import data_home
 from prodkg.errors import DataLoadError
 
 __all__ = ["BESTBUY_MERCHANDISE_ROOTS", "TaxonomyEntry", "bestbuy_taxonomy", "instacart_taxonomy", "read_taxonomy_csv"]

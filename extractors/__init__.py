@@ -2,7 +2,7 @@
 
 Importing the package registers every encoder in :data:`ENCODERS`::
 
-    from extractors import get_encoder, lazy_encoder, extract_features, FeatureCache
+    from prodkg.extractors import get_encoder, lazy_encoder, extract_features, FeatureCache
     enc = get_encoder("efficientnet_lite0")
     result = extract_features(image_paths, enc, cache=FeatureCache("runs/cache"))
     lazy = lazy_encoder("minilm")  # identity now, model only when a text is missing from the cache
@@ -10,7 +10,10 @@ Importing the package registers every encoder in :data:`ENCODERS`::
 
 from __future__ import annotations
 
-from extractors.base import (
+if __name__ != "prodkg.extractors":  # the folder installs as prodkg.extractors; a bare `import extractors` would load a second copy
+    raise ImportError("import prodkg.extractors, not extractors")
+
+from prodkg.extractors.base import (
     ENCODERS,
     Encoder,
     EncoderIdentity,
@@ -20,11 +23,11 @@ from extractors.base import (
     lazy_encoder,
     list_encoders,
 )
-from extractors.cache import FeatureCache
-from extractors.extract import ExtractResult, content_hash, extract_features
+from prodkg.extractors.cache import FeatureCache
+from prodkg.extractors.extract import ExtractResult, content_hash, extract_features
 
 # imported for their registrations
-from extractors import image_efficientnet, image_resnet, text_hf  # noqa: F401  isort: skip
+from prodkg.extractors import image_efficientnet, image_resnet, text_hf  # noqa: F401  isort: skip
 
 __all__ = [
     "ENCODERS",

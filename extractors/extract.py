@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from extractors.base import MODALITIES, Encoder, ItemError, LazyEncoder, read_bytes
-from extractors.cache import FeatureCache
+from prodkg.extractors.base import MODALITIES, Encoder, ItemError, LazyEncoder, read_bytes
+from prodkg.extractors.cache import FeatureCache
 
 # Hashing image files is I/O bound (and hashlib drops the GIL on large buffers), so a few threads help,
 # most of all for remote URLs.

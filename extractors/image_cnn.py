@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from extractors.base import Encoder, open_image, resolve_device, resolve_precision, sha256_state_dict
+from prodkg.extractors.base import Encoder, open_image, resolve_device, resolve_precision, sha256_state_dict
 from prodkg.errors import ConfigError, ModelLoadError
 
 

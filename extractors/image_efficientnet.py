@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from extractors.base import ENCODERS, EncoderIdentity, resolve_device, resolve_precision, sha256_file
-from extractors.image_cnn import CNNImageEncoder
+from prodkg.extractors.base import ENCODERS, EncoderIdentity, resolve_device, resolve_precision, sha256_file
+from prodkg.extractors.image_cnn import CNNImageEncoder
 from prodkg.errors import ModelLoadError
 
 # The weights are Google's TensorFlow Lite0 checkpoint converted op-for-op, so the input must be prepared as

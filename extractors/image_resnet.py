@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from extractors.base import ENCODERS, EncoderIdentity, resolve_device, resolve_precision, sha256_file
-from extractors.image_cnn import CNNImageEncoder
+from prodkg.extractors.base import ENCODERS, EncoderIdentity, resolve_device, resolve_precision, sha256_file
+from prodkg.extractors.image_cnn import CNNImageEncoder
 from prodkg.errors import ConfigError, ModelLoadError
 
 # torchvision's ImageNet preprocessing for these weights is resize 256 (bilinear), centre crop 224, ImageNet

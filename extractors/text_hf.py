@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from extractors.base import (
+from prodkg.extractors.base import (
     ENCODERS,
     PRECISIONS,
     Encoder,

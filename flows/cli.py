@@ -35,8 +35,8 @@ def _parse_bindings(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_run(args) -> int:
-    from flows.config import load_config
-    from flows.pipeline import run_pipeline
+    from prodkg.flows.config import load_config
+    from prodkg.flows.pipeline import run_pipeline
 
     cfg = load_config(
         args.config,
@@ -81,8 +81,8 @@ def cmd_run(args) -> int:
 
 def example_query(out: str) -> dict:
     """The answer to one named query on the graph just written, with the command that gives it."""
-    from kb.queries import run_query
-    from kb.store import KnowledgeGraph
+    from prodkg.kb.queries import run_query
+    from prodkg.kb.store import KnowledgeGraph
 
     with KnowledgeGraph(Path(out) / "kg").open(read_only=True) as store:
         result = run_query(store, "products_per_category")
@@ -133,8 +133,8 @@ def format_summary(s: dict, out: str) -> str:
 
 
 def cmd_query(args) -> int:
-    from kb.queries import list_queries, load_query, run_query
-    from kb.store import KnowledgeGraph
+    from prodkg.kb.queries import list_queries, load_query, run_query
+    from prodkg.kb.store import KnowledgeGraph
 
     if args.name:
         sparql = load_query(args.name)
@@ -146,7 +146,7 @@ def cmd_query(args) -> int:
         raise ProdkgError(f"give a SPARQL query, a .rq file, or --name one of: {', '.join(list_queries())}")
     bindings = _parse_bindings(args.bind)
     if args.store_url:  # the graph a run mirrored to a SPARQL server (credentials from the environment)
-        from kb.remote import open_server_store
+        from prodkg.kb.remote import open_server_store
 
         opened = open_server_store(args.store_url, read_only=True)
     else:
@@ -176,9 +176,9 @@ CONSUMER_EXPORTS = ["similar", "edges", "embeddings", "search-jsonl"]
 
 
 def cmd_export(args) -> int:
-    from kb.export import export_graph
-    from kb.export_reco import export_for_consumers
-    from kb.store import KnowledgeGraph
+    from prodkg.kb.export import export_graph
+    from prodkg.kb.export_reco import export_for_consumers
+    from prodkg.kb.store import KnowledgeGraph
 
     kg = KnowledgeGraph(_store_path(args))
     with kg.open(read_only=True) as store:
@@ -196,7 +196,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from kb.sparql_endpoint import EndpointSettings, serve
+    from prodkg.kb.sparql_endpoint import EndpointSettings, serve
 
     token = None
     if args.token_file:
@@ -220,10 +220,10 @@ def cmd_adapt(args) -> int:
 
     import numpy as np
 
-    from adaptation import TrainConfig
-    from adaptation.byo import load_feature_table
-    from extractors.extract import torch_threads
-    from prediction import fit_task
+    from prodkg.adaptation import TrainConfig
+    from prodkg.adaptation.byo import load_feature_table
+    from prodkg.extractors.extract import torch_threads
+    from prodkg.prediction import fit_task
 
     features, labels, domains, ids = load_feature_table(args.features)
     source = [d.strip() for d in args.source.split(",") if d.strip()]
@@ -265,7 +265,7 @@ def cmd_schedule(args) -> int:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     # INFO, so the progress lines of the served runs reach the server's run logs
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    from flows.schedule import serve_nightly
+    from prodkg.flows.schedule import serve_nightly
 
     config = {
         "catalog": args.catalog, "dataset": args.dataset, "data_home": args.data_home, "source": args.source, "target": args.target,
@@ -301,23 +301,23 @@ def _add_scale_out_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_list(args) -> int:
     if args.kind == "encoders":
-        from extractors import list_encoders
+        from prodkg.extractors import list_encoders
 
         names = list_encoders()
     elif args.kind == "methods":
-        from adaptation import list_methods
+        from prodkg.adaptation import list_methods
 
         names = [*list_methods(), "auto  (choose among the above without target labels)"]
     elif args.kind == "fusions":
-        from adaptation import FUSIONS
+        from prodkg.adaptation import FUSIONS
 
         names = FUSIONS.names()
     elif args.kind == "datasets":
-        from catalogs import list_datasets
+        from prodkg.catalogs import list_datasets
 
         names = list_datasets()
     else:
-        from kb.queries import list_queries
+        from prodkg.kb.queries import list_queries
 
         names = list_queries()
     print("\n".join(names))

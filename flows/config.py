@@ -100,7 +100,7 @@ class RunConfig:
             raise ConfigError("store_update_url and store_gsp_url need store_url (the SPARQL server's query endpoint)")
         urls = {k: getattr(self, k) for k in ("store_url", "store_update_url", "store_gsp_url") if getattr(self, k) is not None}
         if urls:
-            from kb.remote import check_url
+            from prodkg.kb.remote import check_url
             from prodkg.errors import StoreError
 
             for key, url in urls.items():

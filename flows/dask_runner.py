@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flows.config import RunConfig
+from prodkg.flows.config import RunConfig
 from prodkg.errors import ConfigError
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from flows import stages
-from flows.config import RunConfig
-from flows.dask_runner import describe as describe_task_runner
-from flows.dask_runner import extraction_shard_size, task_runner_for
-from flows.report import previous_run_dir, write_report_safely
-from flows.rundir import new_run_id, versions, write_json, write_table
+from prodkg.flows import stages
+from prodkg.flows.config import RunConfig
+from prodkg.flows.dask_runner import describe as describe_task_runner
+from prodkg.flows.dask_runner import extraction_shard_size, task_runner_for
+from prodkg.flows.report import previous_run_dir, write_report_safely
+from prodkg.flows.rundir import new_run_id, versions, write_json, write_table
 from prodkg.failpoints import failpoint
 
 
@@ -81,7 +81,7 @@ def _timed(durations: dict, name: str):
 
 def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     """Run every stage in order; write the run directory; return the summary."""
-    from kb.triples import ModelInfo, RunInfo
+    from prodkg.kb.triples import ModelInfo, RunInfo
 
     started_at = datetime.now(UTC)
     out = cfg.out_path

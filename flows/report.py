@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flows.progress import warn
+from prodkg.flows.progress import warn
 from prodkg.errors import StageError
 
 FIGURES_DIR = "figures"
@@ -327,7 +327,7 @@ def write_report(run_dir: Path, summary: dict, predictions: pd.DataFrame, embedd
     Returns:
         ``{"html": path, "figures": {name: path}, "missing": {name: reason}, "reused": [name, ...]}``.
     """
-    from kb.incremental import frame_digest
+    from prodkg.kb.incremental import frame_digest
 
     run_dir = Path(run_dir)
     fig_dir = run_dir / FIGURES_DIR

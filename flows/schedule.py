@@ -7,8 +7,8 @@ from typing import Any
 
 from prefect import flow
 
-from flows.config import load_config
-from flows.pipeline import run_pipeline
+from prodkg.flows.config import load_config
+from prodkg.flows.pipeline import run_pipeline
 from prodkg.errors import ConfigError
 
 FLOW_NAME = "prodkg"

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from catalogs import CatalogSource, ingest, load_dataset, product_text
-from catalogs.ingest import read_catalog
-from flows.config import RunConfig
-from flows.progress import Progress, on_terminal, run_logger
-from kb.incremental import frame_digest
+from prodkg.catalogs import CatalogSource, ingest, load_dataset, product_text
+from prodkg.catalogs.ingest import read_catalog
+from prodkg.flows.config import RunConfig
+from prodkg.flows.progress import Progress, on_terminal, run_logger
+from prodkg.kb.incremental import frame_digest
 from prodkg.errors import CatalogError, ConfigError, StageError
 
 
@@ -114,7 +114,7 @@ def modalities_present(products: pd.DataFrame) -> list[str]:
 
 @functools.lru_cache(maxsize=4)
 def _encoder(name: str, options_json: str):
-    from extractors import get_encoder
+    from prodkg.extractors import get_encoder
 
     return get_encoder(name, **json.loads(options_json))
 
@@ -122,7 +122,7 @@ def _encoder(name: str, options_json: str):
 def encoder_for(cfg: RunConfig, modality: str):
     """The run's encoder for ``modality`` as a LazyEncoder: its cache identity now, from weight-file digests;
     its model (the one :func:`_encoder` shares with fine-tuning) only when a shard has something to encode."""
-    from extractors import LazyEncoder
+    from prodkg.extractors import LazyEncoder
 
     name = cfg.image_encoder if modality == "image" else cfg.text_encoder
     options = cfg.image_options if modality == "image" else cfg.text_options
@@ -143,7 +143,7 @@ def extract_shard(items: list[str | None], cfg: RunConfig, modality: str) -> dic
 
 
 def _extract_shard(items: list[str | None], cfg: RunConfig, modality: str) -> dict:
-    from extractors import FeatureCache, extract_features
+    from prodkg.extractors import FeatureCache, extract_features
 
     encoder = encoder_for(cfg, modality)
     cache = FeatureCache(cfg.cache_path)
@@ -187,7 +187,7 @@ class ExtractOutput:
 
 def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) -> ExtractOutput:
     """Join per-shard results into one MultiModal; products whose given image failed are quarantined."""
-    from adaptation import MultiModal
+    from prodkg.adaptation import MultiModal
 
     blocks, present, stats, bad = {}, {}, {}, {}
     for modality, parts in results.items():
@@ -236,7 +236,7 @@ _FINETUNE_RESERVED = {"epochs": "finetune_epochs", "seed": "seed", "max_images_c
 
 def finetune_config(cfg: RunConfig):
     """The run's :class:`adaptation.finetune.FinetuneConfig`: ``finetune_options`` plus the run-level keys."""
-    from adaptation.finetune import FinetuneConfig
+    from prodkg.adaptation.finetune import FinetuneConfig
 
     clash = sorted(set(cfg.finetune_options) & set(_FINETUNE_RESERVED))
     if clash:
@@ -247,7 +247,7 @@ def finetune_config(cfg: RunConfig):
 
 def finetune_device(cfg: RunConfig) -> str:
     """The image encoder's ``device`` option when given, else CUDA when present, else CPU."""
-    from adaptation.finetune import default_device
+    from prodkg.adaptation.finetune import default_device
 
     return str(cfg.image_options.get("device") or default_device())
 
@@ -256,7 +256,7 @@ def check_finetune(cfg: RunConfig, products: pd.DataFrame) -> None:
     """Before anything is extracted: refuse fine-tuning on CPU above the image limit (ConfigError)."""
     if not cfg.finetune:
         return
-    from adaptation.finetune import check_image_budget
+    from prodkg.adaptation.finetune import check_image_budget
 
     n_images = sum(v is not None for v in modality_items(products, "image")) if len(products) else 0
     check_image_budget(n_images, finetune_device(cfg), finetune_config(cfg))
@@ -296,7 +296,7 @@ def finetune_stage(ext: ExtractOutput, cfg: RunConfig, source: list[str], models
     path = models_dir / FINETUNE_FILE
     info, features = _reuse_finetune(entry, base, path) if cfg.reuse_heads else (None, None)
     if info is None:
-        from adaptation.finetune import finetune_backbone
+        from prodkg.adaptation.finetune import finetune_backbone
 
         result = finetune_backbone(base, items, labels, is_source, is_target, len(classes), fcfg, num_workers=cfg.num_workers,
                                    progress=cfg.progress and on_terminal())
@@ -311,7 +311,7 @@ def finetune_stage(ext: ExtractOutput, cfg: RunConfig, source: list[str], models
     info["path"] = str(path)
     blocks = dict(ext.features.blocks)
     blocks["image"] = np.where(present[:, None], features, 0.0).astype(np.float32)
-    from adaptation import MultiModal
+    from prodkg.adaptation import MultiModal
 
     stats = dict(ext.stats)
     stats["image"] = {**stats["image"], "encoder": f"{base.name}+finetuned", "encoder_id": info["encoder_id"],
@@ -338,7 +338,7 @@ def _finetune_key(encoder_id: str, fcfg, device: str, frozen: np.ndarray, presen
 def _reuse_finetune(entry: Path, base, path: Path) -> tuple[dict | None, np.ndarray | None]:
     if not (entry / "meta.json").is_file():
         return None, None
-    from extractors.image_cnn import FineTunedImageEncoder
+    from prodkg.extractors.image_cnn import FineTunedImageEncoder
 
     encoder = FineTunedImageEncoder.load(entry / FINETUNE_FILE, base)  # refuses a block of other base weights
     info = {**json.loads((entry / "meta.json").read_text(encoding="utf-8")), "reused": True}
@@ -382,7 +382,7 @@ class PredictOutput:
 
 
 def train_config(cfg: RunConfig, method: str):
-    from adaptation import TrainConfig
+    from prodkg.adaptation import TrainConfig
 
     overrides = {k: getattr(cfg, k) for k in ("epochs", "hidden", "lr", "tradeoff") if getattr(cfg, k) is not None}
     return TrainConfig(method=method, fusion=cfg.fusion, seed=cfg.seed, **overrides)
@@ -398,7 +398,7 @@ def _model_id(task: str, method: str, path: Path) -> str:
 
 def predict_stage(products: pd.DataFrame, features, cfg: RunConfig, source: list[str], target: list[str], attributes: list[str], models_dir: Path) -> PredictOutput:
     """Fit the category head and one head per attribute with source labels; predict every target product."""
-    from extractors.extract import torch_threads
+    from prodkg.extractors.extract import torch_threads
 
     # The heads are small MLPs: on 2 cores one thread is 30x faster than two under any other
     # load, because OpenMP workers spin on tiny matmuls.
@@ -407,8 +407,8 @@ def predict_stage(products: pd.DataFrame, features, cfg: RunConfig, source: list
 
 
 def _predict(products, features, cfg: RunConfig, source, target, attributes, models_dir: Path) -> PredictOutput:
-    from prediction import fit_task
-    from prediction.reuse import features_digest, fit_or_reuse, task_key
+    from prodkg.prediction import fit_task
+    from prodkg.prediction.reuse import features_digest, fit_or_reuse, task_key
 
     is_source = products["domain"].isin(source).to_numpy(bool)
     is_target = products["domain"].isin(target).to_numpy(bool)
@@ -466,7 +466,7 @@ def _predict(products, features, cfg: RunConfig, source, target, attributes, mod
 def sample_embeddings(features, model, is_source: np.ndarray, is_target: np.ndarray, *, limit: int = 2000, seed: int = 0) -> dict:
     """Up to ``limit`` source and target products: fused input features ("before") and the model's
     bottleneck embedding ("after"), for the report's plot of the domains before and after adaptation."""
-    from flows.report import fused_input
+    from prodkg.flows.report import fused_input
 
     rows = np.flatnonzero(np.asarray(is_source, bool) | np.asarray(is_target, bool))
     if len(rows) > limit:
@@ -506,7 +506,7 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     ``shacl_report.txt`` in the run directory says why, and StageError is raised.
     With ``features`` (the extract stage's MultiModal) it also writes ``embeddings.parquet``.
     """
-    from kb.incremental import (
+    from prodkg.kb.incremental import (
         change_quads,
         diff_products,
         digest_quads,
@@ -515,11 +515,11 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
         product_hashes,
         stored_hashes,
     )
-    from kb.iri import DEFAULT_BASE
-    from kb.store import KnowledgeGraph
+    from prodkg.kb.iri import DEFAULT_BASE
+    from prodkg.kb.store import KnowledgeGraph
     from prodkg.errors import StoreError
-    from kb.triples import alt_label_quads, catalog_quads, prediction_quads, run_quads, taxonomy_quads
-    from prediction.reuse import features_digest
+    from prodkg.kb.triples import alt_label_quads, catalog_quads, prediction_quads, run_quads, taxonomy_quads
+    from prodkg.prediction.reuse import features_digest
 
     base = cfg.base_iri or DEFAULT_BASE
     scheme = catalog_name
@@ -594,7 +594,7 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
 
 def _validate_or_refuse(quads: list[tuple], run_dir: Path) -> None:
     """SHACL-validate what is about to be published; on a violation write ``shacl_report.txt`` and raise StageError."""
-    from kb.validation import validate_quads
+    from prodkg.kb.validation import validate_quads
 
     report = validate_quads(quads)
     if not report.conforms:
@@ -607,7 +607,7 @@ def _mirror_to_server(cfg: RunConfig, store_dir: Path, run_id: str) -> dict | No
     """Copy the graph just published locally (the record) to cfg.store_url; StageError when the server was not updated."""
     if not cfg.store_url:
         return None
-    from kb.remote import mirror_to_server
+    from prodkg.kb.remote import mirror_to_server
 
     return mirror_to_server(store_dir, run_id, cfg.store_url, update_url=cfg.store_update_url, gsp_url=cfg.store_gsp_url)
 

@@ -5,18 +5,21 @@ Takes plain pandas DataFrames and dataclasses; never imports torch or Prefect.
 
 from __future__ import annotations
 
-from kb.export import EXPORT_FORMATS, export_graph
-from kb.export_reco import CONSUMER_EXPORTS, export_for_consumers
-from kb.incremental import content_graph
-from kb.iri import DEFAULT_BASE, mint, unmint
-from kb.nx_view import to_networkx
-from kb.queries import list_queries, load_query, run_query
-from kb.remote import RemoteGraph, SparqlServerStore
-from kb.results import QueryResult
-from kb.store import STORES, GraphStore, KnowledgeGraph, OxigraphStore, open_store
-from kb.triples import ModelInfo, RunInfo, catalog_quads, prediction_quads, run_quads, taxonomy_quads
-from kb.validation import validate_quads
-from kb.vocab import PKG, PROV, SDO, SKOS
+if __name__ != "prodkg.kb":  # the folder installs as prodkg.kb; a bare `import kb` would load a second copy
+    raise ImportError("import prodkg.kb, not kb")
+
+from prodkg.kb.export import EXPORT_FORMATS, export_graph
+from prodkg.kb.export_reco import CONSUMER_EXPORTS, export_for_consumers
+from prodkg.kb.incremental import content_graph
+from prodkg.kb.iri import DEFAULT_BASE, mint, unmint
+from prodkg.kb.nx_view import to_networkx
+from prodkg.kb.queries import list_queries, load_query, run_query
+from prodkg.kb.remote import RemoteGraph, SparqlServerStore
+from prodkg.kb.results import QueryResult
+from prodkg.kb.store import STORES, GraphStore, KnowledgeGraph, OxigraphStore, open_store
+from prodkg.kb.triples import ModelInfo, RunInfo, catalog_quads, prediction_quads, run_quads, taxonomy_quads
+from prodkg.kb.validation import validate_quads
+from prodkg.kb.vocab import PKG, PROV, SDO, SKOS
 
 __all__ = [
     "CONSUMER_EXPORTS",

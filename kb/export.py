@@ -9,8 +9,8 @@ from pathlib import Path
 
 import networkx as nx
 
-from kb.nx_view import to_networkx
-from kb.store import GraphStore, rdf_format
+from prodkg.kb.nx_view import to_networkx
+from prodkg.kb.store import GraphStore, rdf_format
 from prodkg.errors import StoreError
 from prodkg.registry import Registry
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kb.store import GraphStore
+from prodkg.kb.store import GraphStore
 from prodkg.errors import StoreError
 from prodkg.registry import Registry
 

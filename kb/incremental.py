@@ -14,10 +14,10 @@ import pandas as pd
 from rdflib import Graph
 from rdflib.term import Literal, Node, URIRef
 
-from kb.iri import DEFAULT_BASE, mint, unmint
-from kb.store import GraphStore
-from kb.triples import Quad, run_graph
-from kb.vocab import PKG, PROV, RDF, SDO
+from prodkg.kb.iri import DEFAULT_BASE, mint, unmint
+from prodkg.kb.store import GraphStore
+from prodkg.kb.triples import Quad, run_graph
+from prodkg.kb.vocab import PKG, PROV, RDF, SDO
 from prodkg.errors import StageError
 
 __all__ = [

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from rdflib.graph import DATASET_DEFAULT_GRAPH_ID, Graph
 from rdflib.term import BNode, Literal, Node, URIRef
 
-from kb.vocab import XSD
+from prodkg.kb.vocab import XSD
 from prodkg.errors import StoreError
 
 __all__ = ["QuadStream", "encode_quads", "term_to_nt"]

@@ -11,9 +11,9 @@ import networkx as nx
 from rdflib import Dataset, Graph
 from rdflib.term import BNode, Literal, Node, URIRef
 
-from kb.results import to_python
-from kb.store import GraphStore
-from kb.vocab import PREFIXES, RDF, RDFS, SDO, SKOS
+from prodkg.kb.results import to_python
+from prodkg.kb.store import GraphStore
+from prodkg.kb.vocab import PREFIXES, RDF, RDFS, SDO, SKOS
 from prodkg.errors import StoreError
 
 __all__ = ["MULTI_VALUE_SEPARATOR", "compact", "node_id", "to_networkx"]

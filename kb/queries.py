@@ -17,8 +17,8 @@ from typing import Any
 
 from rdflib.term import URIRef
 
-from kb.results import QueryResult
-from kb.store import GraphStore
+from prodkg.kb.results import QueryResult
+from prodkg.kb.store import GraphStore
 from prodkg.errors import QueryError
 from prodkg.registry import Registry
 
@@ -76,7 +76,7 @@ def _parse(name: str, text: str) -> QuerySpec:
 @lru_cache(maxsize=1)
 def _registry() -> Registry[QuerySpec]:
     registry: Registry[QuerySpec] = Registry("query")
-    folder = resources.files("kb").joinpath("queries")
+    folder = resources.files("prodkg.kb").joinpath("queries")
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".rq"):
             name = entry.name[: -len(".rq")]

@@ -44,12 +44,12 @@ from rdflib import Graph
 from rdflib.plugins.sparql.parserutils import CompValue
 from rdflib.term import BNode, Literal, Node, URIRef
 
-from kb.nquads import term_to_nt
-from kb.results import QueryResult, from_oxigraph, to_python
-from kb.sparql_text import inject_values, is_update, normalise_bindings
-from kb.store import STORES, GraphStore, OxigraphStore
-from kb.triples import datetime_literal, double_literal
-from kb.vocab import PKG, PREFIXES, PROV, RDF, XSD
+from prodkg.kb.nquads import term_to_nt
+from prodkg.kb.results import QueryResult, from_oxigraph, to_python
+from prodkg.kb.sparql_text import inject_values, is_update, normalise_bindings
+from prodkg.kb.store import STORES, GraphStore, OxigraphStore
+from prodkg.kb.triples import datetime_literal, double_literal
+from prodkg.kb.vocab import PKG, PREFIXES, PROV, RDF, XSD
 from prodkg.errors import ProdkgError, QueryError, StageError, StoreError
 
 __all__ = [

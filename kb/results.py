@@ -15,7 +15,7 @@ import pyoxigraph as ox
 from rdflib import Graph
 from rdflib.term import BNode, Literal, Node, URIRef
 
-from kb.vocab import PREFIXES, XSD
+from prodkg.kb.vocab import PREFIXES, XSD
 from prodkg.errors import QueryError
 
 __all__ = ["QueryResult", "from_oxigraph", "oxigraph_to_python", "to_oxigraph", "to_python"]

@@ -15,10 +15,10 @@ from rdflib import Graph
 from rdflib.plugins.sparql.sparql import Query
 from rdflib.query import Processor
 
-from kb.iri import mint
-from kb.results import from_oxigraph
-from kb.store import KnowledgeGraph
-from kb.vocab import PREFIXES
+from prodkg.kb.iri import mint
+from prodkg.kb.results import from_oxigraph
+from prodkg.kb.store import KnowledgeGraph
+from prodkg.kb.vocab import PREFIXES
 from prodkg.errors import QueryError, StoreError
 
 __all__ = ["EndpointSettings", "create_app", "serve"]

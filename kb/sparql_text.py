@@ -11,10 +11,10 @@ from typing import Any
 import pyoxigraph as ox
 from rdflib.term import BNode, Literal, Node, URIRef
 
-from kb.nquads import term_to_nt
-from kb.results import from_oxigraph
-from kb.triples import datetime_literal, double_literal
-from kb.vocab import XSD
+from prodkg.kb.nquads import term_to_nt
+from prodkg.kb.results import from_oxigraph
+from prodkg.kb.triples import datetime_literal, double_literal
+from prodkg.kb.vocab import XSD
 from prodkg.errors import ProdkgError, QueryError
 
 __all__ = ["as_term", "inject_values", "is_update", "normalise_bindings"]

@@ -18,10 +18,10 @@ from urllib.parse import quote
 import pyoxigraph as ox
 from rdflib.term import BNode, Literal, Node, URIRef
 
-from kb.nquads import QuadStream, encode_quads
-from kb.results import QueryResult, from_oxigraph, oxigraph_to_python, to_oxigraph, to_python
-from kb.sparql_text import inject_values, is_update, normalise_bindings
-from kb.vocab import PREFIXES
+from prodkg.kb.nquads import QuadStream, encode_quads
+from prodkg.kb.results import QueryResult, from_oxigraph, oxigraph_to_python, to_oxigraph, to_python
+from prodkg.kb.sparql_text import inject_values, is_update, normalise_bindings
+from prodkg.kb.vocab import PREFIXES
 from prodkg.errors import QueryError, StoreError
 from prodkg.failpoints import failpoint
 from prodkg.registry import Registry

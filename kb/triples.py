@@ -17,9 +17,9 @@ from typing import Any, TypeAlias
 import pandas as pd
 from rdflib.term import Literal, Node, URIRef
 
-from kb.iri import DEFAULT_BASE, mint
-from kb.nquads import term_to_nt
-from kb.vocab import PKG, PROV, RDF, SDO, SKOS, XSD
+from prodkg.kb.iri import DEFAULT_BASE, mint
+from prodkg.kb.nquads import term_to_nt
+from prodkg.kb.vocab import PKG, PROV, RDF, SDO, SKOS, XSD
 from prodkg.errors import StageError
 
 __all__ = [

@@ -34,7 +34,7 @@ class ShaclReport:
 @lru_cache(maxsize=1)
 def load_shapes() -> Graph:
     """The shipped shapes graph (kb/shapes/prodkg.ttl)."""
-    text = resources.files("kb").joinpath("shapes", "prodkg.ttl").read_text(encoding="utf-8")
+    text = resources.files("prodkg.kb").joinpath("shapes", "prodkg.ttl").read_text(encoding="utf-8")
     return Graph().parse(data=text, format="turtle")
 
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from adaptation import AdaptedModel, MultiModal, TrainConfig, train
-from adaptation.selection import stratified_holdout
-from prediction.calibration import expected_calibration_error, fit_temperature
-from prediction.labels import LabelSpace
+from prodkg.adaptation import AdaptedModel, MultiModal, TrainConfig, train
+from prodkg.adaptation.selection import stratified_holdout
+from prodkg.prediction.calibration import expected_calibration_error, fit_temperature
+from prodkg.prediction.labels import LabelSpace
 from prodkg.errors import StageError
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prediction.labels import LabelSpace
+from prodkg.prediction.labels import LabelSpace
 
 FORMAT = 1
 
@@ -51,8 +51,8 @@ def fit_or_reuse(cache_root: str | os.PathLike | None, key: str, fit: Callable[[
     The entry is written to a temporary folder and renamed into place, so a killed run
     never leaves a half-written head that a later run would trust.
     """
-    from adaptation import AdaptedModel
-    from prediction.heads import TaskResult
+    from prodkg.adaptation import AdaptedModel
+    from prodkg.prediction.heads import TaskResult
 
     if cache_root is None:
         return fit(), False

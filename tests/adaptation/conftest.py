@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaptation import MultiModal
+from prodkg.adaptation import MultiModal
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adaptation.byo import load_feature_table
+from prodkg.adaptation.byo import load_feature_table
 from prodkg.errors import DataLoadError
 
 
@@ -78,8 +78,8 @@ def test_unknown_suffix_and_missing_file(tmp_path) -> None:
 
 
 def test_prodkg_adapt_auto_writes_predictions_and_a_manifest_with_the_choice(tmp_path, make_shifted) -> None:
-    from adaptation.selection import DEFAULT_CANDIDATES
-    from flows.cli import main
+    from prodkg.adaptation.selection import DEFAULT_CANDIDATES
+    from prodkg.flows.cli import main
 
     xs, ys, xt, yt = make_shifted(seed=5, n=120, dim=6)
     names = np.array(["red", "green", "blue"])

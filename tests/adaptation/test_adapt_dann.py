@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from adaptation.dann import DomainAdversarialLoss, DomainDiscriminator, dann_lambda
+from prodkg.adaptation.dann import DomainAdversarialLoss, DomainDiscriminator, dann_lambda
 from prodkg.errors import StageError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaptation import MultiModal
+from prodkg.adaptation import MultiModal
 from prodkg.errors import StageError
 
 

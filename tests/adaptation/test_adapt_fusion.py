@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adaptation import FUSIONS, EarlyFusion, list_fusions
+from prodkg.adaptation import FUSIONS, EarlyFusion, list_fusions
 from prodkg.errors import StageError, UnknownComponentError
 
 

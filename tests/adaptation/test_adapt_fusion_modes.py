@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from adaptation import FUSIONS, MultiModal, TrainConfig, train
-from adaptation.fusion import AttentionFusion, LateFusion, masked_mean
-from adaptation.model import AdaptationNetwork
+from prodkg.adaptation import FUSIONS, MultiModal, TrainConfig, train
+from prodkg.adaptation.fusion import AttentionFusion, LateFusion, masked_mean
+from prodkg.adaptation.model import AdaptationNetwork
 
 
 def test_masked_mean_averages_present_modalities_only() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from adaptation.gradient_reversal import GradientReversal, GradientReverseFunction
+from prodkg.adaptation.gradient_reversal import GradientReversal, GradientReverseFunction
 
 
 def test_forward_is_identity_and_backward_is_minus_lambda_times_grad() -> None:

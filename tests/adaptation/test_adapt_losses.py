@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaptation.losses import (
+from prodkg.adaptation.losses import (
     ConditionalDomainAdversarialLoss,
     CoralLoss,
     MultilinearMap,

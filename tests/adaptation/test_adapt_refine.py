@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from adaptation import AdaptedModel, MultiModal, TrainConfig, train
-from adaptation.model import EnsembleNetwork
-from adaptation.refine import TEMPERATURE, CentroidHead, centred_inputs, centroid_refine
+from prodkg.adaptation import AdaptedModel, MultiModal, TrainConfig, train
+from prodkg.adaptation.model import EnsembleNetwork
+from prodkg.adaptation.refine import TEMPERATURE, CentroidHead, centred_inputs, centroid_refine
 
 
 def test_centroid_refine_matches_a_manual_spherical_kmeans() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaptation import SELECTORS, AdaptedModel, TrainConfig, train
-from adaptation.selection import (
+from prodkg.adaptation import SELECTORS, AdaptedModel, TrainConfig, train
+from prodkg.adaptation.selection import (
     DEFAULT_CANDIDATES,
     Evidence,
     auto_train,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaptation import METHODS, AdaptedModel, MultiModal, TrainConfig, list_methods, train
+from prodkg.adaptation import METHODS, AdaptedModel, MultiModal, TrainConfig, list_methods, train
 from prodkg.errors import ConfigError, ModelLoadError, StageError, UnknownComponentError
 
 SMALL = dict(hidden=64, batch_size=32, epochs=30)

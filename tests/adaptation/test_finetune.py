@@ -14,15 +14,15 @@ import pytest
 import torch
 import torchvision
 
-from adaptation.finetune import (
+from prodkg.adaptation.finetune import (
     FinetuneConfig,
     cache_activations,
     finetune_backbone,
     finetune_on_activations,
 )
-from catalogs import load_dataset
-from extractors import FeatureCache, extract_features, get_encoder
-from extractors.image_cnn import FineTunedImageEncoder
+from prodkg.catalogs import load_dataset
+from prodkg.extractors import FeatureCache, extract_features, get_encoder
+from prodkg.extractors.image_cnn import FineTunedImageEncoder
 from prodkg.errors import ConfigError, ModelLoadError, StageError
 
 pytestmark = pytest.mark.dataset
@@ -85,7 +85,7 @@ def test_absent_and_unreadable_images(setup, office_items):
 
 
 def test_large_activations_spill_to_a_memory_map(setup, office_items, monkeypatch):
-    import adaptation.finetune as finetune
+    import prodkg.adaptation.finetune as finetune
 
     monkeypatch.setattr(finetune, "SPILL_BYTES", 0)
     items = office_items["items"][:3]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from catalogs.infosheets import SheetAttributes, parse_infosheet, read_infosheet
+from prodkg.catalogs.infosheets import SheetAttributes, parse_infosheet, read_infosheet
 
 SHEETS = "grocery-store-dataset/dataset/iconic-images-and-descriptions"
 
@@ -57,7 +57,7 @@ def test_real_sheets(data_home, relative, expected):
 
 @pytest.mark.dataset
 def test_grocery_catalog_carries_the_sheet_attributes(data_home):
-    from catalogs import load_dataset
+    from prodkg.catalogs import load_dataset
 
     frame = load_dataset("grocery-store-dataset", data_home, download=False).frame
     iconic = frame[frame["domain"] == "iconic"].set_index("product_id")

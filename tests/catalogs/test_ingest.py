@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from catalogs import ingest, read_catalog
-from catalogs.ingest import clean_text
+from prodkg.catalogs import ingest, read_catalog
+from prodkg.catalogs.ingest import clean_text
 from prodkg.errors import CatalogError
 
 COLUMNS = ["product_id", "title", "description", "image", "domain", "category"]

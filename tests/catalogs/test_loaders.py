@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from catalogs import ingest, list_datasets, load_dataset
-from catalogs.loaders import tree_checksum
+from prodkg.catalogs import ingest, list_datasets, load_dataset
+from prodkg.catalogs.loaders import tree_checksum
 from prodkg.errors import DataLoadError, UnknownComponentError
 
 

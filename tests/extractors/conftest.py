@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from extractors import get_encoder
+from prodkg.extractors import get_encoder
 
 
 def _pattern(kind: str, size: int = 96) -> Image.Image:

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from extractors import FeatureCache
+from prodkg.extractors import FeatureCache
 from prodkg.errors import ConfigError
 
 

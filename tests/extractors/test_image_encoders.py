@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision
 
-from extractors import extract_features, get_encoder
+from prodkg.extractors import extract_features, get_encoder
 from prodkg.errors import ConfigError, ModelLoadError
 
 IMAGENET_BACKPACK = {414}

@@ -14,10 +14,10 @@ import torch
 import torchvision
 from efficientnet_lite_pytorch import EfficientNet
 
-from extractors import FeatureCache, LazyEncoder, extract_features, get_encoder, lazy_encoder
-from extractors import base as extractors_base
-from extractors.image_resnet import ResNet50Encoder
-from extractors.text_hf import HFTextEncoder
+from prodkg.extractors import FeatureCache, LazyEncoder, extract_features, get_encoder, lazy_encoder
+from prodkg.extractors import base as extractors_base
+from prodkg.extractors.image_resnet import ResNet50Encoder
+from prodkg.extractors.text_hf import HFTextEncoder
 from prodkg.errors import ConfigError, ModelLoadError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,7 +163,7 @@ def test_a_warm_rerun_imports_neither_transformers_nor_torchvision(lite0, minilm
     extract_features(texts, minilm, cache=cache, progress=False)
     script = textwrap.dedent(f"""
         import sys
-        from extractors import FeatureCache, extract_features, lazy_encoder
+        from prodkg.extractors import FeatureCache, extract_features, lazy_encoder
         cache = FeatureCache({str(tmp_path / "cache")!r})
         for name, items in (("efficientnet_lite0", {[image]!r}), ("minilm", {texts!r})):
             r = extract_features(items, lazy_encoder(name, precision="fp32"), cache=cache, progress=False)

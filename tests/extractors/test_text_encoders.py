@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from extractors import ItemError, extract_features, get_encoder
-from extractors.text_hf import bundled_minilm_path, normalise_text
+from prodkg.extractors import ItemError, extract_features, get_encoder
+from prodkg.extractors.text_hf import bundled_minilm_path, normalise_text
 from prodkg.errors import ConfigError, ModelLoadError
 
 TEXTS = [
@@ -87,13 +87,13 @@ def test_missing_local_model_folder(tmp_path):
 
 
 def test_auto_precision_follows_measurement_and_hardware(monkeypatch):
-    import extractors.base
+    import prodkg.extractors.base as base_module
 
-    monkeypatch.setattr(extractors.base, "native_bf16", lambda device: True)
+    monkeypatch.setattr(base_module, "native_bf16", lambda device: True)
     assert get_encoder("minilm").precision == "bf16"  # measured cosine >= 0.999
     # measured with the stem and first two blocks in fp32: cosine min 0.9996 (whole-network autocast: 0.9968)
     assert get_encoder("efficientnet_lite0").precision == "bf16"
-    monkeypatch.setattr(extractors.base, "native_bf16", lambda device: False)
+    monkeypatch.setattr(base_module, "native_bf16", lambda device: False)
     assert get_encoder("minilm").precision == "fp32"  # emulated bf16 is slower than fp32
     assert get_encoder("efficientnet_lite0").precision == "fp32"
 

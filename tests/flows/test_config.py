@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.config import load_config
+from prodkg.flows.config import load_config
 from prodkg.errors import ConfigError
 
 

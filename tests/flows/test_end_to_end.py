@@ -9,11 +9,11 @@ import socket
 import pandas as pd
 import pytest
 
-from catalogs import load_dataset
-from flows.cli import main as cli_main
-from flows.config import load_config
-from flows.pipeline import run_pipeline
-from kb.store import KnowledgeGraph
+from prodkg.catalogs import load_dataset
+from prodkg.flows.cli import main as cli_main
+from prodkg.flows.config import load_config
+from prodkg.flows.pipeline import run_pipeline
+from prodkg.kb.store import KnowledgeGraph
 
 CLASSES = ["backpack", "bike", "mug"]
 

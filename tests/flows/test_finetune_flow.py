@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from catalogs import load_dataset
-from flows.cli import main as cli_main
-from flows.config import load_config
-from flows.pipeline import run_pipeline
+from prodkg.catalogs import load_dataset
+from prodkg.flows.cli import main as cli_main
+from prodkg.flows.config import load_config
+from prodkg.flows.pipeline import run_pipeline
 from prodkg.errors import ConfigError
 
 pytestmark = pytest.mark.dataset

@@ -10,7 +10,7 @@ from kb_golden import GOLDEN_TRIG, Golden, make_golden
 from rdflib import Dataset
 from virtuoso import VirtuosoServer, start_or_skip
 
-from kb.store import OxigraphStore
+from prodkg.kb.store import OxigraphStore
 
 
 @pytest.fixture

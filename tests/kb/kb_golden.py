@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kb.triples import ModelInfo, Quad, RunInfo, catalog_quads, prediction_quads, run_quads, taxonomy_quads
+from prodkg.kb.triples import ModelInfo, Quad, RunInfo, catalog_quads, prediction_quads, run_quads, taxonomy_quads
 
 GOLDEN_TRIG = Path(__file__).parent / "data" / "golden.trig"
 

@@ -8,9 +8,9 @@ from collections import defaultdict
 import pandas as pd
 import pytest
 
-from kb.queries import run_query
-from kb.store import OxigraphStore
-from kb.triples import RunInfo, catalog_quads, prediction_quads, run_quads, taxonomy_quads
+from prodkg.kb.queries import run_query
+from prodkg.kb.store import OxigraphStore
+from prodkg.kb.triples import RunInfo, catalog_quads, prediction_quads, run_quads, taxonomy_quads
 
 pytestmark = pytest.mark.dataset
 
@@ -61,7 +61,7 @@ def test_bestbuy_tree_rolls_up_through_broader(data_home):
 
 
 def test_grocery_catalog_products_in_category_matches_pandas(data_home):
-    from catalogs import load_dataset
+    from prodkg.catalogs import load_dataset
 
     source = load_dataset("grocery-store-dataset", data_home, download=False)
     products = source.frame[source.frame["domain"] == "iconic"].drop(columns=["_split"])

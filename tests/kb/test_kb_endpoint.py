@@ -13,8 +13,8 @@ from kb_golden import CUP, KETTLE, MUG
 from SPARQLWrapper import JSON, POST, SPARQLWrapper
 from SPARQLWrapper.SPARQLExceptions import QueryBadFormed
 
-from kb.sparql_endpoint import EndpointSettings, create_app
-from kb.store import KnowledgeGraph
+from prodkg.kb.sparql_endpoint import EndpointSettings, create_app
+from prodkg.kb.store import KnowledgeGraph
 from prodkg.errors import QueryError
 
 uvicorn = pytest.importorskip("uvicorn")

@@ -11,10 +11,10 @@ from kb_golden import KETTLE, MUG
 from rdflib import Dataset, Graph
 from rdflib.compare import isomorphic
 
-from kb.export import EXPORT_FORMATS, export_graph
-from kb.iri import mint
-from kb.nx_view import to_networkx
-from kb.vocab import SDO
+from prodkg.kb.export import EXPORT_FORMATS, export_graph
+from prodkg.kb.iri import mint
+from prodkg.kb.nx_view import to_networkx
+from prodkg.kb.vocab import SDO
 from prodkg.errors import UnknownComponentError
 
 # 19 subjects (3 products, 2 property values, 1 brand, 1 scheme, 5 concepts, 1 run, 1 model,

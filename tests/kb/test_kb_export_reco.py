@@ -11,8 +11,8 @@ import pytest
 from kb_golden import CUP, KETTLE, MUG
 from rdflib import Graph
 
-from kb.export import export_graph
-from kb.export_reco import export_for_consumers, similar_products
+from prodkg.kb.export import export_graph
+from prodkg.kb.export_reco import export_for_consumers, similar_products
 from prodkg.errors import StoreError
 
 

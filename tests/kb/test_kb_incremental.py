@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from rdflib.compare import isomorphic
 
-from flows.config import RunConfig
-from flows.stages import graph_stage
-from kb.incremental import content_graph
-from kb.queries import run_query
-from kb.store import KnowledgeGraph
-from kb.triples import ModelInfo, RunInfo
+from prodkg.flows.config import RunConfig
+from prodkg.flows.stages import graph_stage
+from prodkg.kb.incremental import content_graph
+from prodkg.kb.queries import run_query
+from prodkg.kb.store import KnowledgeGraph
+from prodkg.kb.triples import ModelInfo, RunInfo
 from prodkg.errors import StageError
 
 TAXONOMY = [("food", None), ("fruit", "food"), ("apple", "fruit"), ("pear", "fruit"), ("dairy", "food"), ("milk", "dairy")]
@@ -102,7 +102,7 @@ def test_content_differs_when_the_catalog_does(tmp_path):
 def test_a_graph_violating_the_shapes_does_not_replace_the_last_good_one(tmp_path, monkeypatch):
     from rdflib import Graph
 
-    import kb.validation
+    import prodkg.kb.validation as validation
 
     live = _run(_catalog(), tmp_path, "run-1", 0)["store"]
     strict = Graph().parse(
@@ -111,7 +111,7 @@ def test_a_graph_violating_the_shapes_does_not_replace_the_last_good_one(tmp_pat
             sh:property [ sh:path schema:gtin ; sh:minCount 1 ] .""",
         format="turtle",
     )
-    monkeypatch.setattr(kb.validation, "load_shapes", lambda: strict)
+    monkeypatch.setattr(validation, "load_shapes", lambda: strict)
     with pytest.raises(StageError, match=r"not published.*11 SHACL violation\(s\).*gtin"):
         _run(_changed_catalog(), tmp_path, "run-2", 10)
     assert str(KnowledgeGraph(tmp_path / "kg").current_path()) == live
@@ -121,7 +121,7 @@ def test_a_graph_violating_the_shapes_does_not_replace_the_last_good_one(tmp_pat
 def test_cli_exports_from_a_published_run(tmp_path):
     from types import SimpleNamespace
 
-    from flows.cli import main
+    from prodkg.flows.cli import main
 
     products = _catalog()
     rng = np.random.default_rng(0)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from rdflib import Literal
 
-from kb.iri import mint
-from kb.store import KnowledgeGraph, open_store
-from kb.vocab import SDO
+from prodkg.kb.iri import mint
+from prodkg.kb.store import KnowledgeGraph, open_store
+from prodkg.kb.vocab import SDO
 from prodkg.errors import StoreError
 
 G = mint("graph", "catalog", "t")

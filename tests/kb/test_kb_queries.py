@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kb_golden import CUP, KETTLE, MUG
 
-from kb.queries import list_queries, load_query, query_spec, run_query
+from prodkg.kb.queries import list_queries, load_query, query_spec, run_query
 from prodkg.errors import QueryError, UnknownComponentError
 
 
@@ -68,8 +68,8 @@ def check_brand_in_category(store):
 
 
 def check_what_changed(store):
-    from kb.incremental import change_quads, diff_products
-    from kb.iri import mint
+    from prodkg.kb.incremental import change_quads, diff_products
+    from prodkg.kb.iri import mint
 
     def p(pid):
         return mint("product", "shop", pid)

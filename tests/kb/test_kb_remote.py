@@ -14,10 +14,10 @@ from rdflib.term import Literal, URIRef
 from test_kb_queries import CHECKS
 from virtuoso import VirtuosoServer, start_or_skip
 
-from kb.incremental import change_quads, diff_products
-from kb.iri import mint
-from kb.queries import list_queries, run_query
-from kb.remote import (
+from prodkg.kb.incremental import change_quads, diff_products
+from prodkg.kb.iri import mint
+from prodkg.kb.queries import list_queries, run_query
+from prodkg.kb.remote import (
     PASSWORD_ENV,
     USER_ENV,
     RemoteGraph,
@@ -25,9 +25,9 @@ from kb.remote import (
     VirtuosoStore,
     open_server_store,
 )
-from kb.store import STORES, KnowledgeGraph, OxigraphStore, open_store
-from kb.triples import catalog_graph, double_literal
-from kb.vocab import SDO
+from prodkg.kb.store import STORES, KnowledgeGraph, OxigraphStore, open_store
+from prodkg.kb.triples import catalog_graph, double_literal
+from prodkg.kb.vocab import SDO
 from prodkg.errors import ConfigError, QueryError, StageError, StoreError
 
 
@@ -292,7 +292,7 @@ def test_results_cut_at_the_server_row_limit_are_refused_and_graphs_are_read_in_
 
 
 def test_run_config_keeps_the_server_out_of_the_fingerprint():
-    from flows.config import load_config
+    from prodkg.flows.config import load_config
 
     plain = load_config(catalog="c.csv", source=["a"], target=["b"])
     mirrored = load_config(catalog="c.csv", source=["a"], target=["b"], store_url="http://127.0.0.1:8890/sparql",
@@ -306,9 +306,9 @@ def test_run_config_keeps_the_server_out_of_the_fingerprint():
 
 @pytest.mark.slow
 def test_a_run_mirrors_its_graph_and_prodkg_query_reads_it(virtuoso, sample_catalog, tmp_path, monkeypatch, capsys):
-    from flows.cli import main as cli_main
-    from flows.config import load_config
-    from flows.pipeline import run_pipeline
+    from prodkg.flows.cli import main as cli_main
+    from prodkg.flows.config import load_config
+    from prodkg.flows.pipeline import run_pipeline
 
     monkeypatch.setenv(USER_ENV, virtuoso.user)
     monkeypatch.setenv(PASSWORD_ENV, virtuoso.password)

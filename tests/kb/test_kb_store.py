@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from rdflib import BNode, Literal, URIRef
 
-from kb.iri import mint
-from kb.store import STORES, OxigraphStore, open_store
-from kb.vocab import PKG, SDO
+from prodkg.kb.iri import mint
+from prodkg.kb.store import STORES, OxigraphStore, open_store
+from prodkg.kb.vocab import PKG, SDO
 from prodkg.errors import QueryError, StoreError, UnknownComponentError
 
 G = mint("graph", "catalog", "t")
@@ -175,7 +175,7 @@ def test_store_registry():
 def test_load_file_bulk_loads_a_dump_and_reports_bad_files(tmp_path):
     from rdflib import URIRef
 
-    from kb.store import OxigraphStore
+    from prodkg.kb.store import OxigraphStore
     from prodkg.errors import StoreError
 
     g = URIRef("http://example.org/g")

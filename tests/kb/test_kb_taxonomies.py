@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from catalogs.taxonomies import BESTBUY_MERCHANDISE_ROOTS, bestbuy_taxonomy, instacart_taxonomy, read_taxonomy_csv
-from kb.store import OxigraphStore
-from kb.triples import taxonomy_quads
+from prodkg.catalogs.taxonomies import BESTBUY_MERCHANDISE_ROOTS, bestbuy_taxonomy, instacart_taxonomy, read_taxonomy_csv
+from prodkg.kb.store import OxigraphStore
+from prodkg.kb.triples import taxonomy_quads
 from prodkg.errors import DataLoadError
 
 

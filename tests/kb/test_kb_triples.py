@@ -10,9 +10,9 @@ from kb_golden import CUP, KETTLE, MUG
 from rdflib import Dataset, Graph, Literal
 from rdflib.compare import graph_diff, isomorphic, to_isomorphic
 
-from kb.iri import mint
-from kb.store import OxigraphStore
-from kb.triples import (
+from prodkg.kb.iri import mint
+from prodkg.kb.store import OxigraphStore
+from prodkg.kb.triples import (
     ModelInfo,
     RunInfo,
     catalog_quads,
@@ -23,7 +23,7 @@ from kb.triples import (
     run_quads,
     taxonomy_quads,
 )
-from kb.vocab import PKG, SDO, SKOS, XSD
+from prodkg.kb.vocab import PKG, SDO, SKOS, XSD
 from prodkg.errors import StageError
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from rdflib import Literal, URIRef
 
-from kb.iri import mint
-from kb.triples import double_literal
-from kb.vocab import PKG, SDO, XSD
-from kb.validation import validate_quads
+from prodkg.kb.iri import mint
+from prodkg.kb.triples import double_literal
+from prodkg.kb.vocab import PKG, SDO, XSD
+from prodkg.kb.validation import validate_quads
 
 MUG = mint("product", "shop", "mug #1 / blue")
 PRED = mint("prediction", "run-1", "kettle>2", "category")

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rdflib import Graph, URIRef
 
-from kb.iri import DEFAULT_BASE, mint, unmint
-from kb.vocab import PKG, PREFIXES, SDO, SKOS, XSD
+from prodkg.kb.iri import DEFAULT_BASE, mint, unmint
+from prodkg.kb.vocab import PKG, PREFIXES, SDO, SKOS, XSD
 
 HOSTILE = [
     "plain",

@@ -7,11 +7,11 @@ import json
 import numpy as np
 from ops_support import PYTHON, base_env, start, stop
 
-from extractors import FeatureCache
-from extractors.extract import content_hash, torch_threads
-from flows import stages
-from flows.config import load_config
-from flows.dask_runner import describe, extraction_shard_size, task_runner_for
+from prodkg.extractors import FeatureCache
+from prodkg.extractors.extract import content_hash, torch_threads
+from prodkg.flows import stages
+from prodkg.flows.config import load_config
+from prodkg.flows.dask_runner import describe, extraction_shard_size, task_runner_for
 
 RUN_TIMEOUT_S = 400
 
@@ -33,7 +33,7 @@ def test_two_dask_workers_extract_what_one_process_extracts(prefect_server, smal
     api, home = prefect_server
     out = tmp_path / "dask-run"
     log = tmp_path / "dask-run.log"
-    proc = start([PYTHON, "-m", "flows.cli", "run", "--catalog", str(small_catalog), "--source", "webshop", "--target", "supplier",
+    proc = start([PYTHON, "-m", "prodkg.flows.cli", "run", "--catalog", str(small_catalog), "--source", "webshop", "--target", "supplier",
                   "--workers", "2", "--epochs", "3", "--out", str(out), "--quiet"], base_env(home, api), log)
     try:
         rc = proc.wait(timeout=RUN_TIMEOUT_S)

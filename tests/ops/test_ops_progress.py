@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-import flows.progress as progress
-from flows.config import load_config
-from flows.progress import Progress
+import prodkg.flows.progress as progress
+from prodkg.flows.config import load_config
+from prodkg.flows.progress import Progress
 from prodkg.errors import ConfigError
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from flows.report import find_chromium, pca_2d, previous_run_dir, screenshot, write_report, write_report_safely
+from prodkg.flows.report import find_chromium, pca_2d, previous_run_dir, screenshot, write_report, write_report_safely
 
 FIGURES = ["stage_seconds", "counts", "cache", "accuracy", "class_distribution", "confidence", "domains"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,7 +141,7 @@ def _pixels_near(image: Image.Image, hex_color: str, tol: int = 8) -> int:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, shared_cache):
     """The README's sample run (data/sample, webshop → supplier), without Prefect to keep it quick."""
-    from flows.cli import main
+    from prodkg.flows.cli import main
 
     out = tmp_path_factory.mktemp("demo")
     rc = main(["run", "--catalog", str(ROOT / "data" / "sample" / "catalog.csv"), "--source", "webshop", "--target", "supplier",

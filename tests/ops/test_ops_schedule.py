@@ -8,7 +8,7 @@ import urllib.error
 import pytest
 from ops_support import PYTHON, base_env, http_json, start, stop, wait_for
 
-from flows.cli import main
+from prodkg.flows.cli import main
 
 SERVE_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 400
@@ -30,7 +30,7 @@ def test_scheduled_deployment_completes_a_triggered_run(prefect_server, small_ca
     api, home = prefect_server
     out = tmp_path / "nightly"
     log = tmp_path / "serve.log"
-    serve = start([PYTHON, "-m", "flows.cli", "schedule", "--cron", "0 2 * * *", "--name", "nightly-test", "--catalog", str(small_catalog),
+    serve = start([PYTHON, "-m", "prodkg.flows.cli", "schedule", "--cron", "0 2 * * *", "--name", "nightly-test", "--catalog", str(small_catalog),
                    "--source", "webshop", "--target", "supplier", "--epochs", "3", "--out", str(out), "--cache-dir", str(shared_cache)],
                   base_env(home, api), log)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from prediction import LabelSpace, expected_calibration_error, fit_temperature
+from prodkg.prediction import LabelSpace, expected_calibration_error, fit_temperature
 
 
 def test_overconfident_logits_get_a_temperature_above_one():

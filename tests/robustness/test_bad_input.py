@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from flows.config import load_config
-from flows.pipeline import run_pipeline
-from kb.store import KnowledgeGraph
+from prodkg.flows.config import load_config
+from prodkg.flows.pipeline import run_pipeline
+from prodkg.kb.store import KnowledgeGraph
 from prodkg.errors import CatalogError
 from bad_corpus import COLUMNS, EXPECTED, HOSTILE_ID, N_ROWS, build_corpus
 

@@ -10,9 +10,9 @@ import pyoxigraph
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from catalogs import ingest
-from catalogs.schema import REQUIRED_COLUMNS
-from kb.iri import mint, unmint
+from prodkg.catalogs import ingest
+from prodkg.catalogs.schema import REQUIRED_COLUMNS
+from prodkg.kb.iri import mint, unmint
 
 COLUMNS = [*REQUIRED_COLUMNS, "category", "color"]
 # Any text, including control characters, quotes, separators, lone surrogates excluded (not

@@ -7,11 +7,11 @@ import hashlib
 import pandas as pd
 from rdflib.compare import isomorphic
 
-from flows.cli import main as cli_main
-from flows.config import load_config
-from flows.pipeline import run_pipeline
-from kb.incremental import content_graph
-from kb.store import KnowledgeGraph
+from prodkg.flows.cli import main as cli_main
+from prodkg.flows.config import load_config
+from prodkg.flows.pipeline import run_pipeline
+from prodkg.kb.incremental import content_graph
+from prodkg.kb.store import KnowledgeGraph
 
 EXPORTS = {"nt": "graph.nt", "search-jsonl": "search.jsonl", "edges": "edges.parquet", "similar": "similar.parquet", "embeddings": "emb.parquet"}
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import rdflib
 
-from flows.config import load_config
-from flows.pipeline import run_pipeline
-from kb.export import export_graph
-from kb.queries import run_query
-from kb.store import KnowledgeGraph
+from prodkg.flows.config import load_config
+from prodkg.flows.pipeline import run_pipeline
+from prodkg.kb.export import export_graph
+from prodkg.kb.queries import run_query
+from prodkg.kb.store import KnowledgeGraph
 
 HOSTILE = ['a"b', "x}y{z", "#frag?q=1&r", "line\nbreak", "<script>alert(1)</script>", "' OR 1=1 --", "} ; DROP ALL #", "tab\there\\"]
 

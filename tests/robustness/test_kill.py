@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kb.store import KnowledgeGraph
+from prodkg.kb.store import KnowledgeGraph
 from prodkg.failpoints import ENV
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ def _run(catalog: Path, out: Path, failpoint: str | None = None) -> subprocess.C
     env.pop(ENV, None)
     if failpoint:
         env[ENV] = failpoint
-    cmd = [sys.executable, "-m", "flows.cli", "run", "--catalog", str(catalog), "--source", "webshop", "--target", "supplier",
+    cmd = [sys.executable, "-m", "prodkg.flows.cli", "run", "--catalog", str(catalog), "--source", "webshop", "--target", "supplier",
            "--method", "source_only", "--baseline", "none", "--epochs", "3", "--no-prefect", "--quiet", "--out", str(out)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
 
