@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from rdflib.compare import isomorphic
 
-from prodkg.flows.config import RunConfig
-from prodkg.flows.stages import graph_stage
+from prodkg.kb.publish import GraphSettings, graph_stage
+from prodkg.layout import RunLayout
 from prodkg.kb.incremental import content_graph
 from prodkg.kb.queries import run_query
 from prodkg.kb.store import KnowledgeGraph
@@ -52,12 +52,12 @@ def _predictions(products: pd.DataFrame) -> pd.DataFrame:
 
 
 def _run(products, out, run_id, minute):
-    cfg = RunConfig(catalog="shop.csv", out=str(out), threshold=0.5)
     info = RunInfo(
         run_id, datetime(2024, 6, 1, 2, minute, tzinfo=UTC), datetime(2024, 6, 1, 2, minute + 1, tzinfo=UTC), "shop", "dann",
-        ["shop"], ["store"], [ModelInfo("category/dann/abc", "category head (dann)", "head")], cfg.fingerprint(),
+        ["shop"], ["store"], [ModelInfo("category/dann/abc", "category head (dann)", "head")], "config-0.5",
     )
-    return graph_stage(products, _predictions(products), TAXONOMY, ["manufacturer", "volume"], info, cfg, "shop")
+    return graph_stage(products, _predictions(products), TAXONOMY, ["manufacturer", "volume"], info, GraphSettings(threshold=0.5), "shop",
+                       layout=RunLayout(out))
 
 
 def _changed_catalog():
@@ -126,9 +126,9 @@ def test_cli_exports_from_a_published_run(tmp_path):
     products = _catalog()
     rng = np.random.default_rng(0)
     features = SimpleNamespace(blocks={"text": rng.normal(size=(len(products), 8))}, present={"text": np.ones(len(products), bool)})
-    cfg = RunConfig(catalog="shop.csv", out=str(tmp_path), threshold=0.5)
     info = RunInfo("run-1", datetime(2024, 6, 1, tzinfo=UTC), None, "shop", "dann", ["shop"], ["store"])
-    graph_stage(products, _predictions(products), TAXONOMY, ["manufacturer", "volume"], info, cfg, "shop", features=features)
+    graph_stage(products, _predictions(products), TAXONOMY, ["manufacturer", "volume"], info, GraphSettings(threshold=0.5), "shop",
+                layout=RunLayout(tmp_path), features=features)
     for fmt, name in [("similar", "similar.csv"), ("edges", "edges.parquet"), ("embeddings", "emb.parquet"), ("search-jsonl", "s.jsonl")]:
         assert main(["export", "--out", str(tmp_path), "--format", fmt, "--output", str(tmp_path / name), "--k", "3"]) == 0
     assert len(pd.read_csv(tmp_path / "similar.csv")) == 3 * len(products)
@@ -173,10 +173,10 @@ def test_unchanged_rerun_republishes_the_live_content_with_its_own_provenance(tm
 
 def test_a_changed_threshold_is_a_changed_graph(tmp_path):
     _run(_catalog(), tmp_path, "run-1", 0)
-    cfg = RunConfig(catalog="shop.csv", out=str(tmp_path), threshold=0.9)
     info = RunInfo("run-2", datetime(2024, 6, 1, 3, tzinfo=UTC), None, "shop", "dann", ["shop"], ["store"],
-                   [ModelInfo("category/dann/abc", "category head (dann)", "head")], cfg.fingerprint())
-    result = graph_stage(_catalog(), _predictions(_catalog()), TAXONOMY, ["manufacturer", "volume"], info, cfg, "shop")
+                   [ModelInfo("category/dann/abc", "category head (dann)", "head")], "config-0.9")
+    result = graph_stage(_catalog(), _predictions(_catalog()), TAXONOMY, ["manufacturer", "volume"], info, GraphSettings(threshold=0.9), "shop",
+                         layout=RunLayout(tmp_path))
     assert "reused_graph_of" not in result
 
 

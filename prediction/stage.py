@@ -1,0 +1,144 @@
+"""The adapt-and-predict stage: fit the category head and one head per attribute on source labels, predict the target."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from prodkg.progress import on_terminal, run_logger
+
+__all__ = ["NO_VALUE", "PredictOutput", "PredictSettings", "predict_stage"]
+
+NO_VALUE = "(none)"  # the class of an attribute head for "this product has no such attribute"
+PREDICTION_COLUMNS = ["product_id", "task", "value", "confidence", "model"]
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """The slice of the run configuration the heads need."""
+
+    method: str = "dann"
+    baseline: str | None = "source_only"  # also trained on the category task, for comparison
+    fusion: str = "early"
+    epochs: int | None = None
+    hidden: int | None = None
+    lr: float | None = None
+    tradeoff: float | None = None
+    seed: int = 0
+    progress: bool = True
+
+    def train_config(self, method: str | None = None):
+        """The :class:`adaptation.TrainConfig` of ``method`` (default: the run's method) under these settings."""
+        from prodkg.adaptation import TrainConfig
+
+        overrides = {k: getattr(self, k) for k in ("epochs", "hidden", "lr", "tradeoff") if getattr(self, k) is not None}
+        return TrainConfig(method=method or self.method, fusion=self.fusion, seed=self.seed, **overrides)
+
+
+@dataclass
+class PredictOutput:
+    predictions: pd.DataFrame  # product_id, task, value, confidence, model
+    metrics: dict[str, dict]  # task -> metrics
+    baseline: dict | None  # the baseline method's metrics on the category task
+    models: list[dict]  # one per fitted head: model_id, task, method, path, details
+    skipped: dict[str, str]  # task -> why it was not fitted
+    # for the run report: a subsample of source and target products before and after adaptation
+    embedding_sample: dict | None = None
+
+
+def model_id(task: str, method: str, path: Path) -> str:
+    """Model identity from its saved weights, so the same weights always get the same IRI."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*.pt") if p.is_file()) if path.is_dir() else [path]:
+        digest.update(file.read_bytes())
+    return f"{task}/{method}/{digest.hexdigest()[:12]}"
+
+
+def predict_stage(products: pd.DataFrame, features, settings: PredictSettings, source: list[str], target: list[str], attributes: list[str],
+                  models_dir: Path, heads_cache: Path | None) -> PredictOutput:
+    """Fit the category head and one head per attribute with source labels; predict every target product.
+
+    ``heads_cache`` is where fitted heads are kept by the content hash of their inputs (None: always fit).
+    """
+    from prodkg.extractors.extract import torch_threads
+
+    # The heads are small MLPs: on 2 cores one thread is 30x faster than two under any other
+    # load, because OpenMP workers spin on tiny matmuls.
+    with torch_threads(1):
+        return _predict(products, features, settings, source, target, attributes, models_dir, heads_cache)
+
+
+def _predict(products, features, settings: PredictSettings, source, target, attributes, models_dir: Path, heads_cache: Path | None) -> PredictOutput:
+    from prodkg.prediction import fit_task
+    from prodkg.prediction.reuse import features_digest, fit_or_reuse, task_key
+
+    is_source = products["domain"].isin(source).to_numpy(bool)
+    is_target = products["domain"].isin(target).to_numpy(bool)
+    ids = products["product_id"].tolist()
+    digest = features_digest(features)  # once per run, not once per head: it reads every feature
+    models_dir.mkdir(parents=True, exist_ok=True)
+    frames, metrics, models, skipped = [], {}, [], {}
+    baseline = embedding_sample = None
+    progress_log = run_logger() if settings.progress else None
+    n_heads = 1 + len(attributes)
+    for task in ["category", *attributes]:
+        labels = [v if isinstance(v, str) and v else None for v in products[task].astype(object).where(products[task].notna(), None).tolist()]
+        source_labels = [labels[i] for i in np.flatnonzero(is_source) if labels[i] is not None]
+        n_labels = len(set(source_labels))
+        if n_labels < 2:
+            skipped[task] = f"source domain has {n_labels} distinct label(s); a head needs at least 2"
+            continue
+        if task != "category" and n_labels > len(source_labels) / 2:
+            # an identifier or free-text column, not a label: a head would learn nothing but noise
+            skipped[task] = f"looks like free text or an identifier ({n_labels} distinct values over {len(source_labels)} labelled source rows)"
+            continue
+        if task != "category" and any(labels[i] is None for i in np.flatnonzero(is_source)):
+            # The attribute does not apply to every product (fruit has no manufacturer): the head
+            # learns that as a class of its own, and predicting it writes nothing to the graph.
+            labels = [NO_VALUE if labels[i] is None and is_source[i] else labels[i] for i in range(len(labels))]
+        tcfg = settings.train_config()
+        key = task_key(task, digest, labels, is_source, is_target, ids, tcfg.to_dict())
+        result, reused = fit_or_reuse(heads_cache, key,
+                                      lambda: fit_task(task, features, labels, is_source, is_target, ids, tcfg, progress=settings.progress and on_terminal()))
+        result.predictions = result.predictions[result.predictions["value"] != NO_VALUE].reset_index(drop=True)
+        if progress_log is not None:
+            progress_log.info(f"adapt-predict: fitted the {task} head ({len(models) + 1} of {n_heads} possible)")
+        if task == "category":
+            embedding_sample = sample_embeddings(features, result.model, is_source, is_target, seed=settings.seed)
+        path = models_dir / _safe(task)
+        result.model.save(path)
+        chosen = result.model.config.method  # differs from settings.method when it is "auto"
+        mid = model_id(task, chosen, path)
+        result.predictions["model"] = mid
+        frames.append(result.predictions)
+        metrics[task] = result.metrics
+        models.append({"model_id": mid, "task": task, "method": chosen, "requested_method": settings.method, "path": str(path),
+                       "classes": result.labels.classes, "temperature": result.temperature, "details": result.model.describe()})
+        if task == "category" and settings.baseline and settings.baseline != settings.method:
+            bcfg = settings.train_config(settings.baseline)
+            base, _ = fit_or_reuse(heads_cache, task_key(task, digest, labels, is_source, is_target, ids, bcfg.to_dict()),
+                                   lambda: fit_task(task, features, labels, is_source, is_target, ids, bcfg, progress=False))
+            baseline = base.metrics
+    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PREDICTION_COLUMNS)
+    return PredictOutput(predictions=predictions[PREDICTION_COLUMNS], metrics=metrics, baseline=baseline, models=models, skipped=skipped,
+                         embedding_sample=embedding_sample)
+
+
+def sample_embeddings(features, model, is_source: np.ndarray, is_target: np.ndarray, *, limit: int = 2000, seed: int = 0) -> dict:
+    """Up to ``limit`` source and target products: fused input features ("before") and the model's
+    bottleneck embedding ("after"), for the report's plot of the domains before and after adaptation."""
+    from prodkg.adaptation.features import fused_input
+
+    rows = np.flatnonzero(np.asarray(is_source, bool) | np.asarray(is_target, bool))
+    if len(rows) > limit:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
+    part = features.subset(rows)
+    return {"is_target": np.asarray(is_target, bool)[rows], "before": fused_input(part), "after": np.asarray(model.embed(part), np.float32)}
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "task"
