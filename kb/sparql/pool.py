@@ -162,6 +162,7 @@ class WorkerPool:
         self.path, self.generation = path, 0
         self._cond = threading.Condition()
         self._idle: list[Worker] = []
+        self._running: set[Worker] = set()
         self._busy = self._starting = self._waiting = 0
         self._exclusive = self._closed = False
         self.started_workers = 0
@@ -206,8 +207,8 @@ class WorkerPool:
             self._starting -= 1
             if worker is not None and generation == self.generation and not (self._closed or self._exclusive):
                 self._idle.append(worker)
-                self._cond.notify_all()
                 worker = None
+            self._cond.notify_all()
         if worker is not None:
             worker.kill()
         self._replenish()
@@ -239,7 +240,8 @@ class WorkerPool:
     def stats(self) -> dict[str, int]:
         with self._cond:
             return {"workers": self.size, "idle": len(self._idle), "busy": self._busy, "starting": self._starting,
-                    "waiting": self._waiting, "started_workers": self.started_workers}
+                    "waiting": self._waiting, "started_workers": self.started_workers,
+                    "pids": sorted(w.process.pid for w in [*self._idle, *self._running] if w.process.pid)}
 
     def _busy_error(self) -> QueryFailed:
         return QueryFailed(503, f"all {self.size} query slots are busy; retry later", {"Retry-After": "1"})
@@ -258,6 +260,7 @@ class WorkerPool:
                 if self._closed:
                     raise QueryFailed(503, "the endpoint is shutting down")
                 worker = self._idle.pop()
+                self._running.add(worker)
                 self._busy += 1
             finally:
                 self._waiting -= 1
@@ -269,6 +272,7 @@ class WorkerPool:
         finally:
             with self._cond:
                 self._busy -= 1
+                self._running.discard(worker)
                 keep = worker.reusable and worker.generation == self.generation and not (self._closed or self._exclusive)
                 if keep:
                     self._idle.append(worker)
