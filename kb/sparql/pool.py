@@ -2,8 +2,8 @@
 
 The server hands each query to an idle worker and waits on its pipe (in a thread, never in the
 request loop). A worker whose query passes its deadline is killed (SIGKILL: its CPU use stops at
-once) and replaced; one whose query runs past :data:`DEPRIORITISE_AFTER_S` is reniced so short
-queries keep the CPU, and replaced after it answers. At most ``size`` queries run at a time and
+once) and replaced; one whose query has used :data:`DEPRIORITISE_AFTER_S` of CPU is reniced so
+short queries keep the CPU, and replaced after it answers. At most ``size`` queries run at a time and
 at most ``max_waiting`` wait for a worker; past that a query is refused with 503 at once.
 
 Workers are forked from a small server process (multiprocessing's ``forkserver``) that imported
@@ -27,8 +27,15 @@ __all__ = ["DEPRIORITISE_AFTER_S", "QueryFailed", "WorkerPool"]
 
 log = logging.getLogger("prodkg.kb.sparql")
 
-#: a query still running after this many seconds is given the lowest CPU priority
-DEPRIORITISE_AFTER_S = 0.25
+#: a query that has used this many CPU seconds is given the lowest CPU priority (CPU time, not wall
+#: time: on a busy machine a normal query waits longer for the CPU but uses no more of it)
+DEPRIORITISE_AFTER_S = 0.5
+#: how often a running query's deadline and CPU use are looked at (its answer wakes the wait at once)
+_POLL_S = 0.1
+try:
+    _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
+    _CLOCK_TICKS = 100
 #: seconds a new worker may take to open the store
 START_TIMEOUT_S = 60.0
 
@@ -108,12 +115,13 @@ class Worker:
         started = time.monotonic()
         try:
             self.conn.send({**job, "timeout_s": timeout})
-            if not self.conn.poll(min(DEPRIORITISE_AFTER_S, timeout)):
-                self._deprioritise()
-                left = timeout - (time.monotonic() - started)
-                if left <= 0 or not self.conn.poll(left):
+            cpu_at_start = self._cpu_s()
+            while not self.conn.poll(min(_POLL_S, max(timeout - (time.monotonic() - started), 0))):
+                if time.monotonic() - started >= timeout:
                     self.kill()
                     raise QueryFailed(504, f"query timed out after {timeout:g} s and was stopped")
+                if self.reusable and self._cpu_s() - cpu_at_start > DEPRIORITISE_AFTER_S:
+                    self._deprioritise()
             return self.conn.recv()
         except (EOFError, OSError):
             self.kill()
@@ -128,6 +136,15 @@ class Worker:
                                         f"({self.memory_mb} MiB)")
             return QueryFailed(500, f"the query crashed its worker ({name}); the server is unaffected")
         return QueryFailed(500, f"the query worker ended unexpectedly (exit status {code})")
+
+    def _cpu_s(self) -> float:
+        """CPU seconds the worker has used (user + system), from /proc; 0 where there is none."""
+        try:
+            with open(f"/proc/{self.process.pid}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        except (OSError, ValueError, IndexError):
+            return 0.0
 
     def _deprioritise(self) -> None:
         self.reusable = False  # a process cannot lower its niceness again: this worker retires after the query

@@ -14,7 +14,12 @@ import signal
 from typing import Any
 
 import pyoxigraph as ox
+import rdflib.plugins.sparql.processor  # noqa: F401 - imported here, once, in the fork server: not per worker
+import rdflib.plugins.sparql.results.csvresults  # noqa: F401
+import rdflib.plugins.sparql.results.jsonresults  # noqa: F401
+import rdflib.plugins.sparql.results.xmlresults  # noqa: F401
 from rdflib import Graph
+from rdflib.plugins.sparql import prepareQuery
 
 from prodkg.kb.iri import mint
 from prodkg.kb.results import from_oxigraph
@@ -57,8 +62,6 @@ def _error(status: int, message: str) -> dict[str, Any]:
 
 
 def _parse_query(text: str) -> Any:
-    from rdflib.plugins.sparql import prepareQuery
-
     return prepareQuery(text, initNs=PREFIXES)
 
 
