@@ -537,9 +537,15 @@ def create_app(kg_root: str | os.PathLike[str], settings: EndpointSettings | Non
         finally:
             endpoint.close()
 
+    async def http_error(request: Any, exc: Any) -> Any:
+        headers = dict(getattr(exc, "headers", None) or {})  # 405 keeps its Allow header
+        return endpoint.error(exc.status_code, {404: "no such path: the endpoint is /sparql, its status /status",
+                                                405: "only GET and POST are accepted"}.get(exc.status_code, str(exc.detail)),
+                              headers)
+
     routes = [Route(path, sparql, methods=["GET", "POST"]) for path in ("/sparql", "/sparql/")]
     routes.append(Route("/status", status, methods=["GET"]))
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: http_error, 405: http_error})
     app.state.settings = settings
     app.state.endpoint = endpoint
     allowed = {*LOOPBACK_NAMES, *settings.allowed_hosts}
