@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from prodkg.errors import QueryError, StoreError
 from prodkg.kb.sparql.pool import QueryFailed, WorkerPool
@@ -363,7 +363,10 @@ class Endpoint:
     # -- responses ---------------------------------------------------------------------------------------------
     def headers(self, store: str | Path | None = None) -> dict[str, str]:
         path = Path(store) if store is not None else self.follower.current
-        return {**_COMMON_HEADERS, "Prodkg-Run": _run_of(path), "Prodkg-Store": f"stores/{path.name}"}
+        run = _run_of(path)
+        if not all(32 <= ord(c) < 127 for c in run):  # a header carries printable ASCII only
+            run = quote(run, safe="")
+        return {**_COMMON_HEADERS, "Prodkg-Run": run, "Prodkg-Store": f"stores/{path.name}"}
 
     def error(self, status: int, message: str, extra: dict[str, str] | None = None) -> Any:
         from starlette.responses import JSONResponse
@@ -582,4 +585,5 @@ def serve(
     server = uvicorn.Server(uvicorn_config(app, host, port))
     if ready is not None:
         ready.set()
-    server.run()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down cleanly, then re-raises it
+        server.run()
