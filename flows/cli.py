@@ -186,7 +186,9 @@ def cmd_serve(args) -> int:
             raise ProdkgError(f"cannot read --token-file {args.token_file}: {exc}") from exc
     if args.allow_updates and not token:
         raise ProdkgError("--allow-updates needs --token-file with a non-empty token")
-    settings = EndpointSettings(timeout_s=args.timeout, max_rows=args.max_rows, allow_updates=args.allow_updates, token=token)
+    settings = EndpointSettings(timeout_s=args.timeout, max_rows=args.max_rows, allow_updates=args.allow_updates, token=token,
+                                workers=args.max_queries, max_query_kb=args.max_query_kb, max_memory_mb=args.max_memory_mb,
+                                allowed_hosts=tuple(args.allow_host), outbound_hosts=tuple(args.allow_outbound))
     print(f"SPARQL endpoint on http://{args.host}:{args.port}/sparql ({'updates with token' if args.allow_updates else 'read-only'}; Ctrl-C stops it)")
     serve(_store_path(args), host=args.host, port=args.port, settings=settings)
     return 0
@@ -369,6 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-rows", type=int, default=10_000, help="most result rows or triples per query (default 10000)")
     sv.add_argument("--allow-updates", action="store_true", help="accept SPARQL UPDATE (needs --token-file; Bearer token)")
     sv.add_argument("--token-file", help="file holding the token updates must send as 'Authorization: Bearer <token>'")
+    sv.add_argument("--max-queries", type=int, default=4, help="queries run at once, one worker process each (default 4)")
+    sv.add_argument("--max-query-kb", type=int, default=64, help="largest query text in KiB (default 64; larger: 413)")
+    sv.add_argument("--max-memory-mb", type=int, default=1024, help="memory one query may use in MiB (default 1024; past it: 507)")
+    sv.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                    help="another name the Host header may carry (repeatable; default: loopback names and --host)")
+    sv.add_argument("--allow-outbound", action="append", default=[], metavar="HOST",
+                    help="a host SERVICE and LOAD may reach (repeatable; default: none, no outbound requests)")
     sv.set_defaults(func=cmd_serve)
 
     a = sub.add_parser("adapt", help="adapt and predict from your own precomputed feature vectors (no extractors)")
