@@ -115,7 +115,7 @@ class ExtractOutput:
 def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) -> ExtractOutput:
     """Join per-shard results into one MultiModal; products whose given image failed are quarantined."""
     from prodkg.adaptation import MultiModal
-    from prodkg.catalogs.schema import QUARANTINE_SCHEMA
+    from prodkg.contracts import QUARANTINE
 
     blocks, present, stats, bad = {}, {}, {}, {}
     for modality, parts in results.items():
@@ -148,7 +148,7 @@ def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) ->
         rec = products.iloc[i]
         rows.append({"stage": "extract", "source_row": int(rec["source_row"]), "product_id": rec["product_id"], "reason": "; ".join(bad[i]),
                      "raw": json.dumps({"image": rec["image"], "title": rec["title"]}, default=str)[:4000]})
-    quarantine = pd.DataFrame(rows, columns=QUARANTINE_SCHEMA.names)
+    quarantine = pd.DataFrame(rows, columns=QUARANTINE.columns)
     idx = np.flatnonzero(keep)
     features = MultiModal(blocks={m: b[idx] for m, b in blocks.items()}, present={m: p[idx] for m, p in present.items()})
     if not features.modalities or not any(p.any() for p in features.present.values()):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prodkg.contracts import EMBEDDINGS, check_table
 from prodkg.errors import GraphRefusedError, StageError
 from prodkg.kb.store import KnowledgeGraph
 from prodkg.layout import RunLayout
@@ -175,5 +176,6 @@ def write_embeddings(products: pd.DataFrame, features, path: Path) -> int:
         raise StageError(f"write_embeddings: {len(products)} products but features for {len(blocks[0]) if blocks else 0}")
     matrix = np.concatenate(blocks, axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"product_id": products["product_id"].astype(str).tolist(), "vector": list(matrix)}).to_parquet(path, index=False)
+    table = pd.DataFrame({"product_id": products["product_id"].astype(str).tolist(), "vector": list(matrix)})
+    check_table(table, EMBEDDINGS).to_parquet(path, index=False)
     return len(matrix)

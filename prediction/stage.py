@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prodkg.contracts import PREDICTIONS
 from prodkg.progress import on_terminal, run_logger
 
 __all__ = ["NO_VALUE", "PredictOutput", "PredictSettings", "predict_stage"]
 
 NO_VALUE = "(none)"  # the class of an attribute head for "this product has no such attribute"
-PREDICTION_COLUMNS = ["product_id", "task", "value", "confidence", "model"]
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,8 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
             base, _ = fit_or_reuse(heads_cache, task_key(task, digest, labels, is_source, is_target, ids, bcfg.to_dict()),
                                    lambda: fit_task(task, features, labels, is_source, is_target, ids, bcfg, progress=False))
             baseline = base.metrics
-    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PREDICTION_COLUMNS)
-    return PredictOutput(predictions=predictions[PREDICTION_COLUMNS], metrics=metrics, baseline=baseline, models=models, skipped=skipped,
+    predictions = pd.concat(frames, ignore_index=True) if frames else PREDICTIONS.empty()
+    return PredictOutput(predictions=predictions[PREDICTIONS.columns], metrics=metrics, baseline=baseline, models=models, skipped=skipped,
                          embedding_sample=embedding_sample)
 
 
