@@ -51,6 +51,7 @@ def test_lite0_encoder_id_names_weights_preprocessing_and_precision(lite0):
     assert get_encoder("efficientnet_lite0", precision="bf16").encoder_id.endswith("/bf16-fp32first2")
 
 
+@pytest.mark.slow
 @pytest.mark.dataset
 def test_lite0_bf16_stays_within_the_cosine_guard_of_fp32_on_real_photos(lite0, data_home):
     """The guard that lets precision "auto" pick bf16: every vector within cosine 0.999 of fp32. Autocast of the
