@@ -34,6 +34,7 @@ def _manifest(out: Path) -> dict:
     return json.loads((run / "manifest.json").read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow
 def test_finetuned_run_records_itself_and_is_reused(small_slice, tmp_path):
     out = tmp_path / "out"
     argv = ["run", "--catalog", str(small_slice), "--source", "amazon", "--target", "webcam", "--epochs", "5", "--out", str(out),

@@ -68,6 +68,28 @@ def _changed_catalog():
     return pd.concat([products, extra], ignore_index=True)
 
 
+_RUN_GRAPH_PREFIX = "https://example.org/prodkg/graph/run/"
+
+
+def _non_run_quads(store) -> set:
+    """Every quad outside the run graphs (catalog and taxonomy graphs), as stored."""
+    return {(s, p, o, g) for s, p, o, g in store.quads() if not str(g).startswith(_RUN_GRAPH_PREFIX)}
+
+
+def _predictions_without_run(store) -> set:
+    rows = store.query(f"""SELECT ?product ?task ?predicate ?object ?confidence ?model WHERE {{
+        GRAPH ?g {{ ?x a pkg:Prediction ; pkg:subject ?product ; pkg:task ?task ; pkg:predicate ?predicate ;
+                    pkg:object ?object ; pkg:confidence ?confidence ; pkg:model ?model }}
+        FILTER(STRSTARTS(STR(?g), "{_RUN_GRAPH_PREFIX}")) }}""").rows
+    return {tuple(str(v) for v in row) for row in rows}
+
+
+def _accepted_facts(store) -> set:
+    rows = store.query(f"""SELECT ?product ?concept WHERE {{ GRAPH ?g {{ ?product schema:category ?concept }}
+        FILTER(STRSTARTS(STR(?g), "{_RUN_GRAPH_PREFIX}")) }}""").rows
+    return {(str(a), str(b)) for a, b in rows}
+
+
 def test_incremental_run_equals_a_full_rebuild_and_lists_what_changed(tmp_path):
     first = _run(_catalog(), tmp_path / "inc", "run-1", 0)
     assert first["changes"] == {"added": 12, "changed": 0, "removed": 0, "unchanged": 0}
@@ -84,7 +106,18 @@ def test_incremental_run_equals_a_full_rebuild_and_lists_what_changed(tmp_path):
         inc_content, full_content = content_graph(inc), content_graph(full)
         assert len(inc_content) > 100
         assert isomorphic(inc_content, full_content)
-        # and the comparison is not vacuous: the first graph's content differs
+        # The same, without content_graph (the code under test): the catalog and taxonomy graphs carry no run
+        # id, so their quads must be equal as they are; predictions and accepted facts, read by a query that
+        # leaves out the run that made them, must be equal too.
+        assert _non_run_quads(inc) == _non_run_quads(full) and len(_non_run_quads(inc)) > 100
+        assert _predictions_without_run(inc) == _predictions_without_run(full)
+        assert len(_predictions_without_run(inc)) == 6  # store products p06, p08-p11 (p07 removed) and p13 (added)
+        assert _accepted_facts(inc) == _accepted_facts(full) and _accepted_facts(inc)
+    # and the comparison is not vacuous: the first run's content differs from the rebuild's
+    _run(_catalog(), tmp_path / "first", "run-1", 0)
+    with KnowledgeGraph(tmp_path / "first" / "kg").open() as first_kg, KnowledgeGraph(tmp_path / "full" / "kg").open() as full:
+        assert _non_run_quads(first_kg) != _non_run_quads(full)
+        assert not isomorphic(content_graph(first_kg), content_graph(full))
     with KnowledgeGraph(tmp_path / "inc" / "kg").open() as inc:
         volumes = inc.query(
             "SELECT ?value ?code WHERE { ?p schema:productID 'p02' ; pkg:volume ?q . ?q schema:value ?value ; schema:unitCode ?code }"

@@ -277,6 +277,7 @@ def test_urls_with_credentials_are_refused(monkeypatch):
         SparqlServerStore("http://127.0.0.1:8890/sparql")
 
 
+@pytest.mark.slow
 def test_results_cut_at_the_server_row_limit_are_refused_and_graphs_are_read_in_pages(tmp_path_factory, golden_quads):
     server = start_or_skip(tmp_path_factory.mktemp("virtuoso-small"), max_rows=10)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from ops_support import PYTHON, base_env, start, stop
 
 from prodkg.extractors import FeatureCache
@@ -30,6 +31,7 @@ def test_shard_size_gives_every_local_worker_a_shard(sample_catalog):
     assert describe(load_config(**base, workers=2)) == "dask (local cluster, 2 workers)"
 
 
+@pytest.mark.slow
 def test_two_dask_workers_extract_what_one_process_extracts(prefect_server, small_catalog, tmp_path):
     api, home = prefect_server
     out = tmp_path / "dask-run"

@@ -24,6 +24,7 @@ def corpus_run(tmp_path_factory):
     return summary, run_dir, folder
 
 
+@pytest.mark.slow
 def test_every_bad_row_has_its_expected_outcome(corpus_run):
     summary, run_dir, _ = corpus_run
     kept = set(pd.read_parquet(run_dir / "predictions.parquet")["product_id"]) | {"good-s1", "good-s2", "good-s3", "good-s4", "good-s5", "good-s6"}
@@ -44,6 +45,7 @@ def test_every_bad_row_has_its_expected_outcome(corpus_run):
     assert len(quarantine) == c["quarantined"]
 
 
+@pytest.mark.slow
 def test_cleaned_text_unseen_labels_and_hostile_ids_reach_the_graph(corpus_run):
     summary, run_dir, folder = corpus_run
     products = pd.read_parquet(run_dir / "products.parquet").set_index("product_id")
