@@ -148,9 +148,15 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
             ext, finetune = runner(finetune_stage, ext, cfg.finetune_settings(), ing.source, layout.models(run_id),
                                    layout.finetune_cache if cfg.reuse_heads else None, name="finetune")
 
+    # Reviewers' decisions (kb/curation.py): reviewed target products are labelled data for the category head
+    from prodkg.kb.curation import DecisionStore, reviewed_labels
+
+    decisions = DecisionStore(layout.decisions).latest()
+    target_ids = ext.products.loc[ext.products["domain"].isin(ing.target), "product_id"].astype(str)
+    reviewed = reviewed_labels(decisions, target_ids)
     with _timed(durations, "adapt_predict"):
         pred = runner(predict_stage, ext.products, ext.features, cfg.predict_settings(), ing.source, ing.target, ing.attributes,
-                      layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, name="adapt-predict")
+                      layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, reviewed, name="adapt-predict")
     tables["predictions"] = write_table(pred.predictions, layout.table(run_id, "predictions"))
     failpoint("after-predict")
 
@@ -164,7 +170,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         # Target-domain labels are for evaluation only: they never enter the graph as asserted facts.
         graph_products = hide_target_labels(ext.products, ing.target, ["category", *ing.attributes])
         graph = runner(graph_stage, graph_products, pred.predictions, taxonomy, ing.attributes, info, cfg.graph_settings(), ing.catalog_name,
-                       layout=layout, mirror=_mirror(cfg), features=ext.features, name="graph", retries=2)
+                       layout=layout, mirror=_mirror(cfg), features=ext.features, curation=decisions, name="graph", retries=2)
 
     failpoint("after-graph")
     n_quarantined = len(quarantine)
@@ -204,6 +210,8 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "graph_reused_from": graph.get("reused_graph_of"),
         "server": graph.get("server"),
         "warnings": ing.warnings,
+        # decisions in force, and the reviewed target products the category head learned from (not evaluated)
+        "curation": {"decisions": len(decisions), "reviewed_target_rows_used": int(pred.metrics.get("category", {}).get("n_target_reviewed", 0))},
     }
     manifest = {
         **summary,

@@ -29,6 +29,9 @@ KINDS: dict[str, tuple[tuple[str, ...], int]] = {
     # the trailing run_id is present for a value predicted by a run, absent for one asserted
     # by the catalog, so that a run's prediction never merges into the catalog's node
     "property-value": (("catalog", "product_id", "attribute", "run_id"), 1),
+    # a reviewer's decision about one product (curation graph), and the person who made it
+    "decision": (("decision_id",), 0),
+    "person": (("name",), 0),
     # graph names take one or more parts, e.g. ("catalog", <catalog>) or ("run", <run_id>)
     "graph": (("name",), 0),
 }

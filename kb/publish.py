@@ -36,13 +36,16 @@ def flat_taxonomy(products: pd.DataFrame, predictions: pd.DataFrame) -> list[tup
 
 
 def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: list[tuple[str, str | None]], attributes: list[str],
-                run_info, settings: GraphSettings, catalog_name: str, *, layout: RunLayout, mirror: Mirror | None = None, features=None) -> dict:
+                run_info, settings: GraphSettings, catalog_name: str, *, layout: RunLayout, mirror: Mirror | None = None, features=None,
+                curation: dict | None = None) -> dict:
     """Build the run's quads, record what changed since the live graph, validate, publish atomically.
 
     A graph that violates the SHACL shapes is not published: the last good graph stays live,
     ``shacl_report.txt`` in the run directory says why, and StageError is raised.
     With ``features`` (the extract stage's MultiModal) it also writes ``embeddings.parquet``; with
     ``mirror`` it copies the published graph to a SPARQL server (see :func:`kb.remote.mirror_to_server`).
+    ``curation`` (product id -> :class:`kb.curation.Decision` in force) becomes the curation graph; a decided
+    product gets no category fact from this run's predictions (a prediction never overrides a reviewer).
     """
     from prodkg.kb.incremental import (
         change_quads,
@@ -67,8 +70,11 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     started = time.perf_counter()
     # the features decide the embeddings file the run publishes beside the graph
     features_hash = features_digest(features) if features is not None else None
+    from prodkg.kb.curation import curation_digest
+
+    extra = {"curation": curation_digest(curation)} if curation else {}  # no decisions: the digest of earlier runs stays valid
     digest = graph_input_digest(products=products, predictions=predictions, taxonomy=taxonomy, catalog=catalog_name,
-                                attributes=list(attributes), base=base, threshold=settings.threshold, features=features_hash)
+                                attributes=list(attributes), base=base, threshold=settings.threshold, features=features_hash, **extra)
     kg = KnowledgeGraph(layout.kg)
     live_digest = content_run = None
     try:
@@ -110,6 +116,12 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     quads += run_quads(run_info, base=base)
     quads += digest_quads(run_info.run_id, digest, base=base)
     quads += prediction_quads(predictions, run_info, catalog=catalog_name, scheme=scheme, threshold=settings.threshold, base=base)
+    if curation:
+        from prodkg.kb.curation import curation_quads, without_predicted_categories
+
+        quads = without_predicted_categories(quads, curation, catalog=catalog_name, base=base)
+        quads += curation_quads(curation, catalog=catalog_name, scheme=scheme, product_ids=products["product_id"].astype(str),
+                                concepts=[t[0] for t in taxonomy], base=base)
     previous = None
     try:
         if kg.current_path() is not None:

@@ -95,6 +95,11 @@ class PKG(DefinedNamespace):
     changedProduct: URIRef  # the product IRI (a removed one is no longer described)
     productId: URIRef  # the product id, kept on the change so removed products stay nameable
 
+    # curation: a reviewer's decision about a product, in the curation graph (prov:wasAttributedTo the person)
+    Decision: URIRef
+    verdict: URIRef  # "accept" (the prediction), "relabel" (another category) or "outside" (not in the taxonomy)
+    outsideTaxonomy: URIRef  # xsd:boolean on a product a reviewer marked as belonging to no concept of the taxonomy
+
     # run properties
     catalog: URIRef
     configHash: URIRef

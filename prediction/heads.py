@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +40,7 @@ def fit_task(
     *,
     val_fraction: float = 0.1,
     progress: bool = False,
+    reviewed: Mapping[int, str] | None = None,
 ) -> TaskResult:
     """Train ``config.method`` on labelled source rows and unlabelled target rows, then predict the target.
 
@@ -47,12 +48,17 @@ def fit_task(
     ``val_fraction`` of the source is held out to fit the temperature that makes
     confidences calibrated (and to report source validation accuracy); target labels,
     when present, are used for the reported target accuracy only.
+
+    ``reviewed`` (row index -> label) are target rows a person labelled: they join the labelled
+    training rows (semi-supervised adaptation), repeated so that together they weigh about as much
+    as half the source, and they are left out of the target evaluation.
     """
     labels = list(labels)
     is_source = np.asarray(is_source, dtype=bool)
     is_target = np.asarray(is_target, dtype=bool)
     src_labelled = is_source & np.array([lab is not None for lab in labels])
-    space = LabelSpace.from_labels([labels[i] for i in np.flatnonzero(src_labelled)])
+    reviewed = {int(i): lab for i, lab in (reviewed or {}).items() if is_target[int(i)] and lab}
+    space = LabelSpace.from_labels([labels[i] for i in np.flatnonzero(src_labelled)] + list(reviewed.values()))
     if len(space) < 2:
         raise StageError(f"task {task!r}: the source domain has {len(space)} distinct label(s); at least 2 are needed")
     if not is_target.any():
@@ -62,9 +68,16 @@ def fit_task(
     val_mask = stratified_holdout(y_all[src_idx], val_fraction, config.seed)
     train_idx, val_idx = src_idx[~val_mask], src_idx[val_mask]
     tgt_idx = np.flatnonzero(is_target)
+    rev_idx = np.array(sorted(reviewed), dtype=np.int64)
+    fit_idx, y_fit = train_idx, y_all[train_idx]
+    repeat = 0
+    if len(rev_idx):
+        repeat = reviewed_repeat(len(train_idx), len(rev_idx))
+        fit_idx = np.concatenate([train_idx, np.tile(rev_idx, repeat)])
+        y_fit = np.concatenate([y_fit, np.tile(space.encode([reviewed[i] for i in rev_idx]), repeat)])
 
     started = time.perf_counter()
-    model = train(features.subset(train_idx), y_all[train_idx], features.subset(tgt_idx), len(space), config, progress=progress)
+    model = train(features.subset(fit_idx), y_fit, features.subset(tgt_idx), len(space), config, progress=progress)
     seconds = time.perf_counter() - started
 
     metrics: dict = {"task": task, "method": model.config.method, "n_classes": len(space), "n_source_train": int(len(train_idx)),
@@ -78,6 +91,9 @@ def fit_task(
         metrics["source_val_ece_raw"] = expected_calibration_error(model.predict_proba(features.subset(val_idx)), y_val)
         metrics["source_val_ece"] = expected_calibration_error(model.predict_proba(features.subset(val_idx), temperature), y_val)
     metrics["temperature"] = temperature
+    if len(rev_idx):
+        metrics["n_target_reviewed"] = int(len(rev_idx))
+        metrics["reviewed_repeat"] = int(repeat)
     if model.selection is not None:  # method "auto": which candidate won and why, for the run manifest
         metrics["requested_method"] = config.method
         metrics["selection"] = {"selector": model.selection["selector"], "chosen": model.selection["chosen"],
@@ -94,7 +110,7 @@ def fit_task(
         }
     )
     y_tgt = y_all[tgt_idx]
-    known = y_tgt >= 0
+    known = (y_tgt >= 0) & ~np.isin(tgt_idx, rev_idx)  # reviewed rows were trained on: not evaluated
     if known.any():
         # target labels: evaluation only, never seen by training or calibration
         metrics["target_accuracy"] = float((pred[known] == y_tgt[known]).mean())
@@ -105,6 +121,12 @@ def fit_task(
             metrics["n_target_unseen_label"] = unseen
     metrics["mean_confidence"] = float(probs.max(1).mean())
     return TaskResult(task=task, labels=space, model=model, temperature=temperature, predictions=predictions, metrics=metrics)
+
+
+def reviewed_repeat(n_source: int, n_reviewed: int, *, cap: int = 10) -> int:
+    """How many times the reviewed target rows are repeated in the training set: so that they weigh
+    about half as much as the labelled source rows, at least once and at most ``cap`` times."""
+    return int(max(1, min(cap, round(0.5 * n_source / max(1, n_reviewed)))))
 
 
 def with_method(config: TrainConfig, method: str) -> TrainConfig:

@@ -59,20 +59,23 @@ def model_id(task: str, method: str, path: Path) -> str:
 
 
 def predict_stage(products: pd.DataFrame, features, settings: PredictSettings, source: list[str], target: list[str], attributes: list[str],
-                  models_dir: Path, heads_cache: Path | None) -> PredictOutput:
+                  models_dir: Path, heads_cache: Path | None, reviewed: dict[str, str] | None = None) -> PredictOutput:
     """Fit the category head and one head per attribute with source labels; predict every target product.
 
     ``heads_cache`` is where fitted heads are kept by the content hash of their inputs (None: always fit).
+    ``reviewed`` (product id -> category) are target products a reviewer labelled: the category head
+    also learns from them, and they are not counted in its target evaluation.
     """
     from prodkg.extractors.extract import torch_threads
 
     # The heads are small MLPs: on 2 cores one thread is 30x faster than two under any other
     # load, because OpenMP workers spin on tiny matmuls.
     with torch_threads(1):
-        return _predict(products, features, settings, source, target, attributes, models_dir, heads_cache)
+        return _predict(products, features, settings, source, target, attributes, models_dir, heads_cache, reviewed or {})
 
 
-def _predict(products, features, settings: PredictSettings, source, target, attributes, models_dir: Path, heads_cache: Path | None) -> PredictOutput:
+def _predict(products, features, settings: PredictSettings, source, target, attributes, models_dir: Path, heads_cache: Path | None,
+             reviewed: dict[str, str]) -> PredictOutput:
     from prodkg.prediction import fit_task
     from prodkg.prediction.reuse import features_digest, fit_or_reuse, task_key
 
@@ -101,9 +104,11 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
             # learns that as a class of its own, and predicting it writes nothing to the graph.
             labels = [NO_VALUE if labels[i] is None and is_source[i] else labels[i] for i in range(len(labels))]
         tcfg = settings.train_config()
-        key = task_key(task, digest, labels, is_source, is_target, ids, tcfg.to_dict())
+        rows = {i: reviewed[pid] for i, pid in enumerate(ids) if is_target[i] and pid in reviewed} if task == "category" else {}
+        key = task_key(task, digest, labels, is_source, is_target, ids, tcfg.to_dict(), extra={"reviewed": sorted(rows.items())} if rows else None)
         result, reused = fit_or_reuse(heads_cache, key,
-                                      lambda: fit_task(task, features, labels, is_source, is_target, ids, tcfg, progress=settings.progress and on_terminal()))
+                                      lambda: fit_task(task, features, labels, is_source, is_target, ids, tcfg, progress=settings.progress and on_terminal(),
+                                                       reviewed=rows))
         result.predictions = result.predictions[result.predictions["value"] != NO_VALUE].reset_index(drop=True)
         if progress_log is not None:
             progress_log.info(f"adapt-predict: fitted the {task} head ({len(models) + 1} of {n_heads} possible)")

@@ -17,6 +17,7 @@ class RunLayout:
     <out>/runs/<run_id>/           products, quarantine, predictions, embeddings (.parquet), models/, manifest.json,
                                    report.html + figures/, shacl_report.txt when a graph is refused
     <out>/cache/                   feature cache (features.sqlite), fitted heads (heads/), fine-tuned blocks (finetune/)
+    <out>/curation/decisions.jsonl reviewers' decisions, append-only (survives re-runs and graph rebuilds)
     <out>/.prefect/                Prefect's home for runs started by prodkg itself
     ```
 
@@ -52,6 +53,15 @@ class RunLayout:
     @property
     def finetune_cache(self) -> Path:
         return self.cache / "finetune"
+
+    @property
+    def curation(self) -> Path:
+        return self.out / "curation"
+
+    @property
+    def decisions(self) -> Path:
+        """The append-only decisions store of the reviewers (one JSON object a line)."""
+        return self.curation / "decisions.jsonl"
 
     @property
     def prefect_home(self) -> Path:
