@@ -194,6 +194,31 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_app(args) -> int:
+    from prodkg.app.security import Auth, load_tokens
+    from prodkg.app.server import serve
+
+    tokens = {} if args.read_only else load_tokens(args.token_file, args.users_file)
+    auth = Auth(tokens=tokens, read_only=args.read_only or not tokens)
+    mode = "read-only" if auth.read_only else "reviewers sign in with a token"
+    print(f"prodkg app on http://{args.host}:{args.port}/ ({mode}; Ctrl-C stops it)")
+    serve(args.out, host=args.host, port=args.port, auth=auth, allowed_hosts=tuple(args.allow_host))
+    return 0
+
+
+def cmd_decisions(args) -> int:
+    from prodkg.kb.curation import DecisionStore
+
+    store = DecisionStore(RunLayout(Path(args.out)).decisions)
+    if args.action == "export":
+        n = store.export(args.file)
+        print(f"wrote {n} decisions to {args.file}")
+    else:
+        new, known = store.import_file(args.file)
+        print(f"imported {new} decisions ({known} already present) into {store.path}; the next run uses them")
+    return 0
+
+
 def cmd_adapt(args) -> int:
     """Adapt and predict from a table of precomputed vectors; writes predictions.parquet and manifest.json."""
     import hashlib
@@ -379,6 +404,23 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--allow-outbound", action="append", default=[], metavar="HOST",
                     help="a host SERVICE and LOAD may reach (repeatable; default: none, no outbound requests)")
     sv.set_defaults(func=cmd_serve)
+
+    ap = sub.add_parser("app", help="the catalog managers' web app: browse the graph, review the queue, record decisions")
+    ap.add_argument("--out", default=DEFAULT_OUT, help=f"output folder of the runs (default {DEFAULT_OUT})")
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--token-file", help="file holding the token reviewers sign in with (they give their name)")
+    ap.add_argument("--users-file", help="file of 'name token' lines: one token per reviewer")
+    ap.add_argument("--read-only", action="store_true", help="browse only: no sign-in, no decisions (the default without a token)")
+    ap.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                    help="another name the Host header may carry (repeatable; default: loopback names and --host)")
+    ap.set_defaults(func=cmd_app)
+
+    dc = sub.add_parser("decisions", help="export or import reviewers' decisions (JSON Lines)")
+    dc.add_argument("action", choices=["export", "import"])
+    dc.add_argument("file", help="the JSON Lines file to write (export) or read (import)")
+    dc.add_argument("--out", default=DEFAULT_OUT, help=f"output folder of the runs (default {DEFAULT_OUT})")
+    dc.set_defaults(func=cmd_decisions)
 
     a = sub.add_parser("adapt", help="adapt and predict from your own precomputed feature vectors (no extractors)")
     a.add_argument("--features", required=True, help="Parquet or .npz table: vectors, 'label' and 'domain' columns")

@@ -9,7 +9,7 @@ import os
 import re
 import shutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -542,7 +542,16 @@ class KnowledgeGraph:
         """
         return self._publish(quads, run_id, extend_live=True)
 
-    def _publish(self, quads: Iterable[tuple], run_id: str, *, extend_live: bool) -> Path:
+    def publish_edit(self, edit: Callable[[OxigraphStore], None], run_id: str) -> Path:
+        """Publish the live graph as changed by ``edit`` (called with the new store, writable) as a new store.
+
+        Like :meth:`publish_extension` (a checkpoint of the live store, checked and swapped in; the live
+        store is never written to), for small edits that also remove statements, e.g. the curation graph
+        rewritten after a reviewer's decision.
+        """
+        return self._publish((), run_id, extend_live=True, edit=edit)
+
+    def _publish(self, quads: Iterable[tuple], run_id: str, *, extend_live: bool, edit: Callable[[OxigraphStore], None] | None = None) -> Path:
         name = _store_dir_name(run_id)
         with self._lock():
             try:
@@ -578,6 +587,8 @@ class KnowledgeGraph:
                             raise StoreError(f"cannot checkpoint the live store {base} into {partial}: {exc}") from exc
                     failpoint("graph-midload")
                     with OxigraphStore(partial) as store:
+                        if edit is not None:
+                            edit(store)
                         store.add_quads(quads, atomic=True)
                 else:
                     with OxigraphStore(partial) as store:
