@@ -103,6 +103,7 @@ class Decision:
         if not isinstance(data, Mapping):
             raise ConfigError(f"decision: expected a JSON object, got {type(data).__name__}")
         known = {k: data.get(k) for k in cls.__dataclass_fields__ if k in data}
+        known.setdefault("category", None)
         missing = [k for k in ("product_id", "verdict", "reviewer", "at") if k not in known]
         if missing:
             raise ConfigError(f"decision: missing {', '.join(missing)}")
