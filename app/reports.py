@@ -68,8 +68,8 @@ def _build(data, run_id: str) -> dict:
         both = sorted(set(cur.index) & set(prev.index))
         cols = [c for c in _COMPARED if c in cur.columns and c in prev.columns]
         if both and cols:
-            a = cur.loc[both, cols].astype(str)
-            b = prev.loc[both, cols].astype(str)
+            a = cur.loc[both, cols].astype(object).fillna("").astype(str)  # NaN != NaN: a missing image is no change
+            b = prev.loc[both, cols].astype(object).fillna("").astype(str)
             changes["changed"] = list(a.index[(a != b).any(axis=1)])
         pc, pp = tables.categories, prev_tables.categories
         common = pc.index.intersection(pp.index)

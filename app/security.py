@@ -39,7 +39,7 @@ HEADERS = {
                                "base-uri 'none'; frame-ancestors 'none'",
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",  # not no-referrer: Chromium would then send "Origin: null" with our own forms
     "cache-control": "no-store",
 }
 

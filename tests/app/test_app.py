@@ -66,6 +66,7 @@ def test_run_page_shows_changes_quality_low_confidence_and_quarantine(demo):
     page = client(demo).get("/run").text
     assert "20260102T000000Z-bbbbbb" in page and "20260101T000000Z-aaaaaa" in page
     assert 'id="changes"' in page and "supplier t-shirt, new name" in page  # the changed product
+    assert "<b>1</b> changed" in page  # and only it (a missing image in both runs is no change)
     assert 'id="quality"' in page and 'id="confusion"' in page and 'id="accuracy"' in page
     assert 'id="low"' in page and "/thumb?id=" in page
     assert "cannot decode &lt;svg onload=alert(1)&gt;" in page
