@@ -5,13 +5,15 @@ unreviewed (the head learns the whole neighbourhood from it), and a queue should
 answers on ten near-copies of one product. So:
 
 1. the target products' vectors (``embeddings.parquet``) are projected to a few dimensions and
-   clustered (k-means, about one cluster per 20 products, at most 256);
+   clustered (k-means, about one cluster per 50 products, at most 256);
 2. a product's value is ``uncertainty × typicality``: uncertainty is ``1 - confidence`` of its
    category prediction, typicality its cosine similarity to its cluster's centre (an outlier
    teaches little about its neighbours);
 3. the queue takes clusters in turn, each time the cluster whose best unreviewed product has the
-   highest ``value × log(1 + unreviewed products in the cluster) / (1 + answers already in it)``:
-   uncertainty weighted by density, with diminishing returns per cluster (a cheap core-set).
+   highest ``value × unreviewed products in the cluster / (1 + answers already in it)²``:
+   uncertainty weighted by density, with fast diminishing returns per cluster, so the first answers
+   go to the most typical products of the largest uncertain clusters (as TypiClust does for a cold
+   start) and none is spent on a second near-copy while a large cluster has none.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ class QueueModel:
     n_clusters: int
 
 
-def fit_queue_model(product_ids: list[str], vectors: np.ndarray, *, seed: int = 0, max_clusters: int = 256, dims: int = 64) -> QueueModel:
-    """Cluster the products' vectors (L2-normalised, randomly projected to ``dims`` dimensions)."""
+def fit_queue_model(product_ids: list[str], vectors: np.ndarray, *, seed: int = 0, max_clusters: int = 256, dims: int = 512) -> QueueModel:
+    """Cluster the products' vectors (L2-normalised; randomly projected to ``dims`` dimensions when wider)."""
     from sklearn.cluster import MiniBatchKMeans
 
     x = np.asarray(vectors, dtype=np.float32)
@@ -49,12 +51,12 @@ def fit_queue_model(product_ids: list[str], vectors: np.ndarray, *, seed: int = 
         x = x @ (rng.standard_normal((x.shape[1], dims)).astype(np.float32) / np.sqrt(dims))
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-    k = int(min(max_clusters, max(1, n // 20)))
+    k = int(min(max_clusters, max(1, n // 50)))  # about 50 products a cluster: a first pass of the queue covers the catalog coarsely
     if k <= 1:
         labels = np.zeros(n, dtype=int)
         centres = x.mean(0, keepdims=True)
     else:
-        km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=min(n, 2048)).fit(x)
+        km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=1, batch_size=min(n, 4096)).fit(x)
         labels, centres = km.labels_.astype(int), km.cluster_centers_
     cn = np.linalg.norm(centres, axis=1, keepdims=True)
     centres = np.divide(centres, cn, out=np.zeros_like(centres), where=cn > 0)
@@ -98,4 +100,4 @@ def review_order(model: QueueModel, confidence: np.ndarray, reviewed: np.ndarray
 
 
 def _priority(value: float, unreviewed: int, answered: int) -> float:
-    return float(value * np.log1p(unreviewed) / (1.0 + answered))
+    return float(value * unreviewed / (1.0 + answered) ** 2)

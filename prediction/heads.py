@@ -50,8 +50,8 @@ def fit_task(
     when present, are used for the reported target accuracy only.
 
     ``reviewed`` (row index -> label) are target rows a person labelled: they join the labelled
-    training rows (semi-supervised adaptation), repeated so that together they weigh about as much
-    as half the source, and they are left out of the target evaluation.
+    training rows (semi-supervised adaptation), repeated (see :func:`reviewed_repeat`), their labels are spread to similar target products
+    (:mod:`prediction.propagation`), and they are left out of the target evaluation.
     """
     labels = list(labels)
     is_source = np.asarray(is_source, dtype=bool)
@@ -72,7 +72,7 @@ def fit_task(
     fit_idx, y_fit = train_idx, y_all[train_idx]
     repeat = 0
     if len(rev_idx):
-        repeat = reviewed_repeat(len(train_idx), len(rev_idx))
+        repeat = reviewed_repeat(len(train_idx), len(space))
         fit_idx = np.concatenate([train_idx, np.tile(rev_idx, repeat)])
         y_fit = np.concatenate([y_fit, np.tile(space.encode([reviewed[i] for i in rev_idx]), repeat)])
 
@@ -100,6 +100,10 @@ def fit_task(
                                 "reason": model.selection["reason"]}
 
     probs = model.predict_proba(features.subset(tgt_idx), temperature)
+    if len(rev_idx):  # each reviewed label also spreads to the target products most like it
+        from prodkg.prediction.propagation import blend_with_reviews
+
+        probs = blend_with_reviews(features, tgt_idx, rev_idx, space.encode([reviewed[i] for i in rev_idx]), probs)
     pred = probs.argmax(1)
     predictions = pd.DataFrame(
         {
@@ -123,10 +127,12 @@ def fit_task(
     return TaskResult(task=task, labels=space, model=model, temperature=temperature, predictions=predictions, metrics=metrics)
 
 
-def reviewed_repeat(n_source: int, n_reviewed: int, *, cap: int = 10) -> int:
-    """How many times the reviewed target rows are repeated in the training set: so that they weigh
-    about half as much as the labelled source rows, at least once and at most ``cap`` times."""
-    return int(max(1, min(cap, round(0.5 * n_source / max(1, n_reviewed)))))
+def reviewed_repeat(n_source: int, n_classes: int, *, cap: int = 10) -> int:
+    """How many times each reviewed target row is repeated in the training set: a tenth of the source
+    rows of an average class, at least once and at most ``cap`` times. With few source rows per class
+    (one iconic photo per product) a reviewed row counts once: repeated, a handful of reviews of a few
+    classes would pull every prediction towards those classes."""
+    return int(max(1, min(cap, round(0.1 * n_source / max(1, n_classes)))))
 
 
 def with_method(config: TrainConfig, method: str) -> TrainConfig:
