@@ -67,6 +67,7 @@ def cmd_run(args) -> int:
         finetune=True if args.finetune_backbone else None,
         finetune_epochs=args.finetune_epochs,
         finetune_force=True if args.finetune_force else None,
+        image_roots=args.image_root,
     )
     if cfg.baseline == "":
         cfg.baseline = None
@@ -299,6 +300,29 @@ def _add_scale_out_options(p: argparse.ArgumentParser) -> None:
     scale.add_argument("--dask-address", help="run extraction on an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
 
 
+def cmd_gc(args) -> int:
+    """Remove what failed and killed runs left in an output folder (flows/gc.py); never the live graph."""
+    from prodkg.flows import gc
+    from prodkg.flows.runlock import try_lock
+
+    out = Path(args.out)
+    if not out.is_dir():
+        raise ProdkgError(f"output folder {out} does not exist")
+    lock, holder = (None, None) if args.dry_run else try_lock(out, f"gc-{os.getpid()}")
+    try:
+        keep = {holder.run_id} if holder else set()
+        found = gc.collect(out, args.cache_dir, dry_run=args.dry_run, keep_runs=keep)
+    finally:
+        if lock is not None:
+            lock.release()
+    verb = "would remove" if args.dry_run else "removed"
+    for item in found:
+        print(f"{verb} {item.path}  ({item.reason}, {item.bytes} bytes)")
+    note = f"; {holder.describe()} is in progress, its files were kept" if holder else ""
+    print(f"{verb} {len(found)} leftover(s), {sum(i.bytes for i in found)} bytes{note}")
+    return 0
+
+
 def cmd_list(args) -> int:
     if args.kind == "encoders":
         from prodkg.extractors import list_encoders
@@ -347,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--num-workers", type=int, help="DataLoader workers for image decoding (default 0)")
     _add_scale_out_options(r)
     _add_output_options(r)
+    r.add_argument("--image-root", action="append", metavar="DIR",
+                   help="a folder local images may also be read from, besides the catalog's (repeatable; config key image_roots)")
     r.add_argument("--no-prefect", action="store_true", help="call the stages directly instead of as a Prefect flow")
     r.add_argument("--store-url", help="also publish the graph to this SPARQL 1.1 server (its query endpoint, e.g. "
                                        "http://127.0.0.1:8890/sparql); credentials from $PRODKG_STORE_USER / $PRODKG_STORE_PASSWORD")
@@ -408,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scale_out_options(sc)
     sc.add_argument("--quiet", action="store_true", help="no progress lines in the run logs")
     sc.set_defaults(func=cmd_schedule)
+
+    g = sub.add_parser("gc", help="remove what failed or killed runs left behind (unfinished run folders, temporary files)")
+    g.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    g.add_argument("--cache-dir", help="feature cache folder, when not <out>/cache")
+    g.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    g.set_defaults(func=cmd_gc)
 
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", choices=["encoders", "methods", "fusions", "datasets", "queries"])

@@ -60,6 +60,17 @@ class RunConfig:
     finetune_max_images_cpu: int = 5000  # on CPU, refuse catalogs with more images than this...
     finetune_force: bool = False  # ...unless forced
     finetune_options: dict[str, Any] = field(default_factory=dict)  # other FinetuneConfig keys: method, lr, block_lr, ...
+    # Image sources (extractors/sources.py, checked by flows/guard.py at run start): local images only under the catalog's
+    # folder (a dataset's: the mirror) or image_roots, and only regular files; http(s) URLs with these timeouts (a URL in
+    # all: connect + 4 x read). A refused image quarantines its product with the reason.
+    image_roots: list[str] = field(default_factory=list)  # more folders local images may lie in
+    image_max_bytes: int = 32 * 2**20  # per image
+    image_max_pixels: int = 50_000_000  # per decoded image (width x height)
+    image_connect_timeout: float = 5.0  # seconds, per URL
+    image_read_timeout: float = 15.0  # seconds a read from an image server may wait
+    image_budget_bytes: int | None = None  # image bytes one run may read (None: no budget)
+    image_budget_seconds: float | None = None  # seconds one run may spend reading images (None: no budget)
+    image_fsspec_schemes: list[str] = field(default_factory=list)  # opt-in: other URL schemes read through fsspec (s3, gs, ...)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -124,7 +135,8 @@ class RunConfig:
         """Hash of what changes results (not where they are written or how progress is shown)."""
         d = {k: v for k, v in self.to_dict().items() if k not in {"out", "cache_dir", "use_prefect", "progress", "num_workers", "data_home", "workers", "dask_address", "reuse_heads",
                                                                  "store_url", "store_update_url", "store_gsp_url",  # where the graph is also published
-                                                                 "finetune_max_images_cpu", "finetune_force"}}  # these two only refuse or allow a run
+                                                                 "finetune_max_images_cpu", "finetune_force"}  # these two only refuse or allow a run
+             and not k.startswith("image_") or k in {"image_encoder", "image_options"}}  # image limits only refuse or allow an image
         if not self.finetune:  # fine-tuning settings change nothing while it is off (and keep earlier hashes valid)
             d = {k: v for k, v in d.items() if not k.startswith("finetune")}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

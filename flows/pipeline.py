@@ -15,6 +15,7 @@ from prodkg.flows import stages
 from prodkg.flows.config import RunConfig
 from prodkg.flows.dask_runner import describe as describe_task_runner
 from prodkg.flows.dask_runner import extraction_shard_size, task_runner_for
+from prodkg.flows.guard import run_guard
 from prodkg.flows.report import previous_run_dir, write_report_safely
 from prodkg.flows.rundir import new_run_id, versions, write_json, write_table
 from prodkg.failpoints import failpoint
@@ -197,9 +198,16 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
 
 
 def run_pipeline(cfg: RunConfig, run_id: str | None = None) -> dict:
-    """Run the whole pipeline once; as a Prefect flow unless ``cfg.use_prefect`` is false."""
+    """Run the whole pipeline once; as a Prefect flow unless ``cfg.use_prefect`` is false.
+
+    One run at a time per output folder (OutputBusyError names the holder); I/O faults raise ResourceError.
+    """
     run_id = run_id or new_run_id()
-    cfg.out_path.mkdir(parents=True, exist_ok=True)
+    with run_guard(cfg, run_id):  # the output folder's lock, before any work; flows/guard.py
+        return _run_pipeline(cfg, run_id)
+
+
+def _run_pipeline(cfg: RunConfig, run_id: str) -> dict:
     total_started = time.perf_counter()
     if not cfg.use_prefect:
         summary = run_stages(cfg, run_id, _Runner(False))

@@ -18,6 +18,7 @@ import pandas as pd
 from prodkg.catalogs import CatalogSource, ingest, load_dataset, product_text
 from prodkg.catalogs.ingest import read_catalog
 from prodkg.flows.config import RunConfig
+from prodkg.flows.guard import image_limits_for
 from prodkg.flows.progress import Progress, on_terminal, run_logger
 from prodkg.kb.incremental import frame_digest
 from prodkg.errors import CatalogError, ConfigError, StageError
@@ -77,7 +78,8 @@ def ingest_stage(cfg: RunConfig) -> IngestOutput:
     in_scope = np.array([d == "" or d in chosen for d in domains_by_row], dtype=bool)
     if not in_scope.any() and not unparsed:
         raise CatalogError("no rows in the chosen domains")
-    result = ingest(frame[in_scope], base_dir=base_dir, attributes=cfg.attributes, unparsed=unparsed)
+    result = ingest(frame[in_scope], base_dir=base_dir, attributes=cfg.attributes, unparsed=unparsed,
+                    image_limits=image_limits_for(cfg))  # image folders and caps: flows/guard.py
     for role, chosen in (("source", source), ("target", target)):
         if not result.products["domain"].isin(chosen).any():
             raise CatalogError(f"the {role} domain ({', '.join(chosen)}) has no valid product after validation; see the quarantine reasons")
@@ -147,12 +149,14 @@ def _extract_shard(items: list[str | None], cfg: RunConfig, modality: str) -> di
 
     encoder = encoder_for(cfg, modality)
     cache = FeatureCache(cfg.cache_path)
+    limits = image_limits_for(cfg) if modality == "image" else None  # flows/guard.py
     # ~10 steps of whole batches: progress is reported between steps and a batch is never split
     step = cfg.batch_size * max(1, -(-len(items) // (10 * cfg.batch_size)))
     parts = []
     with Progress(len(items), f"extract {modality} ({encoder.name})", enabled=cfg.progress) as bar:
         for a, b in shards(len(items), step) or [(0, 0)]:
-            parts.append(extract_features(items[a:b], encoder, cache=cache, batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=False))
+            parts.append(extract_features(items[a:b], encoder, cache=cache, batch_size=cfg.batch_size, num_workers=cfg.num_workers, progress=False,
+                                          limits=limits))
             bar.update(b - a)
     features = np.concatenate([r.features for r in parts])
     errors, offset = {}, 0

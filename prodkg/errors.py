@@ -41,3 +41,15 @@ class StoreError(ProdkgError):
 
 class QueryError(ProdkgError):
     """A SPARQL query is malformed, refused (for example an update on a read-only store) or timed out."""
+
+
+class ResourceError(ProdkgError):
+    """The machine failed the run: disk full (ENOSPC), another I/O error, or a folder it may not write.
+
+    The last good graph stays live; the failed run's partial files are removed (by the run itself when it
+    can, else by the next run or ``prodkg gc``).
+    """
+
+
+class OutputBusyError(ProdkgError):
+    """Another run holds the output folder's run lock; the message names it (run id, pid, host, since when)."""
