@@ -303,12 +303,16 @@ def _add_scale_out_options(p: argparse.ArgumentParser) -> None:
 def cmd_gc(args) -> int:
     """Remove what failed and killed runs left in an output folder (flows/gc.py); never the live graph."""
     from prodkg.flows import gc
-    from prodkg.flows.runlock import try_lock
+    from prodkg.flows.runlock import read_holder, try_lock
 
     out = Path(args.out)
     if not out.is_dir():
         raise ProdkgError(f"output folder {out} does not exist")
-    lock, holder = (None, None) if args.dry_run else try_lock(out, f"gc-{os.getpid()}")
+    if args.dry_run:  # takes no lock: a record whose process lives is a run in progress
+        lock, holder = None, read_holder(out)
+        holder = holder if holder is not None and holder.alive() is not False else None
+    else:
+        lock, holder = try_lock(out, f"gc-{os.getpid()}")
     try:
         keep = {holder.run_id} if holder else set()
         found = gc.collect(out, args.cache_dir, dry_run=args.dry_run, keep_runs=keep)

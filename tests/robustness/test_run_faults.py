@@ -296,3 +296,22 @@ def test_gc_spares_the_run_of_the_live_graph(tmp_path):
     (tmp_path / "runs" / "r2").mkdir()
     (tmp_path / "kg" / "stores" / "r1").mkdir(parents=True)
     assert [item.path.name for item in gc.find_leftovers(tmp_path)] == ["r2"]
+
+
+@pytest.mark.slow
+def test_gc_keeps_the_files_of_a_run_in_progress(good_out, capsys):
+    out, _ = good_out
+    leftovers = _killed_run_leftovers(out)
+    live = RunLock(out, "20260103T000000Z-l1ve00").acquire()
+    (out / "runs" / live.run_id).mkdir()  # the live run's folder, no manifest yet
+    try:
+        assert main(["gc", "--out", str(out), "--dry-run"]) == 0
+        listed = capsys.readouterr().out
+        assert f"would remove {out / 'runs' / live.run_id}" not in listed
+        assert f"run {live.run_id} (pid {os.getpid()}" in listed and "is in progress, its files were kept" in listed
+        assert main(["gc", "--out", str(out)]) == 0
+        assert f"run {live.run_id} (pid {os.getpid()}" in capsys.readouterr().out
+    finally:
+        live.release()
+    assert (out / "runs" / live.run_id).is_dir()
+    assert not any(p.exists() for p in leftovers)
