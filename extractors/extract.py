@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -239,7 +239,8 @@ def extract_features(
         if isinstance(encoder, LazyEncoder):
             encoder = encoder.load()
         loader = DataLoader(
-            _ItemDataset(encoder, todo_items, limits),
+            # the bytes were counted against the run's budget when hashed: decoding reads them again, uncounted
+            _ItemDataset(encoder, todo_items, None if limits is None else replace(limits, budget_bytes=None, budget_seconds=None)),
             batch_size=batch_size,
             shuffle=False,
             num_workers=num_workers,

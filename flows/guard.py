@@ -54,11 +54,24 @@ def image_limits_for(cfg):
                       fsspec_schemes=tuple(cfg.image_fsspec_schemes or ()))
 
 
-def resource_fault(exc: BaseException) -> bool:
-    """Whether ``exc`` is the machine failing the run (I/O), rather than a bug or bad input."""
-    if isinstance(exc, OSError):
-        return True
-    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in _WRITE_FAILED)
+# errors that are the machine's, not the input's, when a prodkg error reports them as its cause
+_MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
+
+
+def resource_fault(exc: BaseException) -> BaseException | None:
+    """The I/O fault behind ``exc`` (the machine failing the run, not a bug or bad input), or None.
+
+    Any OSError counts, and torch's failed write; so does a prodkg error (a StoreError, say) whose
+    cause is a full disk, a quota, a read-only file system or an I/O error.
+    """
+    if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and any(s in str(exc) for s in _WRITE_FAILED)):
+        return exc
+    seen, cause = 0, exc.__cause__ or exc.__context__
+    while cause is not None and seen < 8:
+        if isinstance(cause, OSError) and cause.errno in _MACHINE_ERRNOS:
+            return cause
+        seen, cause = seen + 1, cause.__cause__ or cause.__context__
+    return None
 
 
 def describe_fault(exc: BaseException) -> str:
@@ -96,11 +109,12 @@ def run_guard(cfg, run_id: str) -> Iterator[RunLock]:
         try:
             yield lock
         except BaseException as exc:
-            if not resource_fault(exc):
+            fault = resource_fault(exc)
+            if fault is None:
                 raise
             # free what this run wrote (a full disk needs the space); the live graph is not among it
             gc.remove(gc.find_leftovers(out, cfg.cache_path, reclaim_pids={os.getpid()}))
-            raise ResourceError(f"run {run_id} stopped: {describe_fault(exc)}; the last good graph in {out / 'kg'} is unchanged "
+            raise ResourceError(f"run {run_id} stopped: {describe_fault(fault)}; the last good graph stays live in {out / 'kg'} "
                                 f"and this run's partial files were removed") from exc
     finally:
         lock.release()

@@ -243,3 +243,41 @@ def test_check_local_reads_nothing(root, limits):
     real, st = check_local(root / "ok.png", limits)
     assert real == str((root / "ok.png").resolve()) and st.st_size > 0
     assert read_image_bytes(str(root / "ok.png"), limits)[:4] == b"\x89PNG"
+
+
+class _SizeEncoder:
+    """A model-free image encoder: the vector is the decoded image's size (enough to see what was read)."""
+
+    @staticmethod
+    def make():
+        import numpy as np
+        import torch
+
+        from prodkg.extractors.base import Encoder
+
+        class SizeEncoder(Encoder):
+            name, modality = "size-test", "image"
+
+            def __init__(self):
+                self.dim, self.encoder_id, self.precision, self.device = 2, "size-test/v1", "fp32", torch.device("cpu")
+
+            def load_item(self, item):
+                return open_image(item).size
+
+            def encode_batch(self, items):
+                return np.asarray(items, dtype=np.float32).reshape(len(items), 2)
+
+        return SizeEncoder()
+
+
+def test_extraction_counts_each_image_once_against_the_budget(root):
+    from prodkg.extractors import extract_features
+
+    paths = [str(_png(root / f"{i}.png", size=(8 + i, 8))) for i in range(4)]
+    sizes = [os.path.getsize(p) for p in paths]
+    limits = ImageLimits(roots=(str(root),), budget_bytes=sum(sizes[:3]), budget_key="budget-test-extract")
+    result = extract_features(paths, _SizeEncoder.make(), progress=False, limits=limits)
+    # hashing reads every image once; decoding the three that fit reads them again without spending the budget twice
+    assert result.ok.tolist() == [True, True, True, False]
+    assert "image budget" in result.errors[3]
+    assert result.features[:3, 0].tolist() == [8, 9, 10]

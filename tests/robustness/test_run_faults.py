@@ -212,6 +212,28 @@ def test_disk_full_at_any_stage_fails_cleanly(point, good_out, text_catalog, mon
 
 
 @pytest.mark.slow
+def test_disk_full_reported_by_the_store_is_a_resource_error(good_out, text_catalog, monkeypatch):
+    """The store wraps a failed pointer swap in StoreError; a full disk behind it is still the machine's fault."""
+    from prodkg.errors import StoreError
+
+    out, good_run = good_out
+    good_path, n = _graph(out)
+
+    def full_disk_swap(self, store_dir):
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.root / "CURRENT"))
+        except OSError as exc:
+            raise StoreError(f"cannot update {self.root / 'CURRENT'}: {exc}") from exc
+
+    monkeypatch.setattr(KnowledgeGraph, "_point_current_at", full_disk_swap)
+    with pytest.raises(ResourceError, match=r"No space left on device \(.*CURRENT\) \[ENOSPC\]; the last good graph stays live"):
+        run_pipeline(_cfg(text_catalog, out, seed=4))
+    assert _leftovers(out) == []
+    assert _graph(out) == (good_path, n)
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [good_run]
+
+
+@pytest.mark.slow
 def test_disk_full_while_storing_a_head_leaves_no_tmp_folder(good_out, text_catalog, monkeypatch):
     """torch.save reports a full disk as RuntimeError; the heads cache's .tmpPID folder must not stay behind."""
     from prodkg.adaptation import AdaptedModel
