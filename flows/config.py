@@ -135,8 +135,9 @@ class RunConfig:
         """Hash of what changes results (not where they are written or how progress is shown)."""
         d = {k: v for k, v in self.to_dict().items() if k not in {"out", "cache_dir", "use_prefect", "progress", "num_workers", "data_home", "workers", "dask_address", "reuse_heads",
                                                                  "store_url", "store_update_url", "store_gsp_url",  # where the graph is also published
-                                                                 "finetune_max_images_cpu", "finetune_force"}  # these two only refuse or allow a run
-             and not k.startswith("image_") or k in {"image_encoder", "image_options"}}  # image limits only refuse or allow an image
+                                                                 "finetune_max_images_cpu", "finetune_force"}}  # these two only refuse or allow a run
+        # the image limits only refuse or allow an image (whose products the input digests then reflect): not in the hash
+        d = {k: v for k, v in d.items() if not (k.startswith("image_") and k not in {"image_encoder", "image_options"})}
         if not self.finetune:  # fine-tuning settings change nothing while it is off (and keep earlier hashes valid)
             d = {k: v for k, v in d.items() if not k.startswith("finetune")}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -91,11 +91,11 @@ def _note(message: str) -> None:
 def run_guard(cfg, run_id: str) -> Iterator[RunLock]:
     """Hold ``<out>/.lock`` for the run; clean earlier leftovers; turn I/O faults into ResourceError."""
     out = cfg.out_path
+    image_limits_for(cfg)  # a bad image setting is a ConfigError now, before anything is locked or written
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ResourceError(f"cannot create output folder {out}: {describe_fault(exc)}") from None
-    image_limits_for(cfg)  # a bad image setting is a ConfigError now, before anything is locked or written
     lock = RunLock(out, run_id).acquire()
     try:
         if lock.stale is not None:

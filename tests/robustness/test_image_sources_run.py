@@ -147,3 +147,20 @@ def test_the_extractor_refuses_on_its_own_without_ingest(tmp_path):
     # with no roots at all (a library call), devices and FIFOs are still refused
     result = extract_features(items[:2], encoder, progress=False)
     assert "character device" in result.errors[0] and "FIFO" in result.errors[1]
+
+
+def test_image_settings_are_run_config_keys_outside_the_fingerprint(tmp_path, sample_catalog):
+    from prodkg.errors import ConfigError
+
+    config = tmp_path / "run.toml"
+    config.write_text('[run]\nimage_roots = ["/srv/photos"]\nimage_max_bytes = 1000000\nimage_max_pixels = 4000000\n'
+                      'image_connect_timeout = 2.0\nimage_read_timeout = 3.0\nimage_budget_bytes = 5000000000\n'
+                      'image_budget_seconds = 600.0\nimage_fsspec_schemes = ["s3"]\n')
+    base = {"catalog": str(sample_catalog), "source": ["webshop"], "target": ["supplier"]}
+    cfg = load_config(config, **base)
+    assert (cfg.image_roots, cfg.image_max_bytes, cfg.image_read_timeout) == (["/srv/photos"], 1_000_000, 3.0)
+    assert cfg.fingerprint() == load_config(**base).fingerprint()  # earlier runs' hashes stay valid
+    bad = load_config(**base, image_read_timeout=0, out=str(tmp_path / "out"), use_prefect=False, progress=False)
+    with pytest.raises(ConfigError, match="image read_timeout must be a number of seconds > 0"):
+        run_pipeline(bad)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
