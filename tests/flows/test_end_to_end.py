@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
 import socket
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -63,7 +65,14 @@ def office_slice(data_home, tmp_path_factory):
         for cls in CLASSES:
             parts.append(src[(src.domain == domain) & (src.category == cls)].head(n))
     frame = pd.concat(parts)
-    path = tmp_path_factory.mktemp("catalog") / "office-slice.csv"
+    folder = tmp_path_factory.mktemp("catalog")
+    (folder / "images").mkdir()
+    images = []
+    for i, image in enumerate(frame["image"]):  # images are read only under the catalog's folder (or image_roots)
+        images.append(str(folder / "images" / f"{i:03d}-{Path(image).name}"))
+        shutil.copyfile(image, images[-1])
+    frame["image"] = images
+    path = folder / "office-slice.csv"
     frame.to_csv(path, index=False)
     return path
 

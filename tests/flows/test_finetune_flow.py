@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -24,8 +25,16 @@ def small_slice(data_home, tmp_path_factory):
     """3 classes: 4 amazon images each (labelled source), 2 webcam images each (target)."""
     frame = load_dataset("office-caltech-10", data_home).frame
     parts = [frame[(frame.domain == d) & (frame.category == c)].head(n) for d, n in (("amazon", 4), ("webcam", 2)) for c in CLASSES]
-    path = tmp_path_factory.mktemp("catalog") / "slice.csv"
-    pd.concat(parts).to_csv(path, index=False)
+    frame = pd.concat(parts)
+    folder = tmp_path_factory.mktemp("catalog")
+    (folder / "images").mkdir()
+    images = []
+    for i, image in enumerate(frame["image"]):  # images are read only under the catalog's folder (or image_roots)
+        images.append(str(folder / "images" / f"{i:03d}-{Path(image).name}"))
+        shutil.copyfile(image, images[-1])
+    frame["image"] = images
+    path = folder / "slice.csv"
+    frame.to_csv(path, index=False)
     return path
 
 
