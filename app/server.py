@@ -313,7 +313,7 @@ def create_app(out: str | Path, *, auth: Auth | None = None, allowed_hosts: tupl
         Route("/login", login, methods=["GET", "POST"]), Route("/logout", logout, methods=["POST"]), Route("/thumb", thumb),
         Route("/healthz", healthz), Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    allowed = {*LOOPBACK_NAMES, "testserver", *(h.lower() for h in allowed_hosts)}
+    allowed = {*LOOPBACK_NAMES, *(h.lower() for h in allowed_hosts)}
     app = Starlette(routes=routes, middleware=[Middleware(_Guard, allowed_hosts=allowed)])
     app.state.data = data
     if warm:

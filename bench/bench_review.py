@@ -190,7 +190,7 @@ def cmd_pages(args) -> None:
     out = Path(args.out)
     with KnowledgeGraph(RunLayout(out).kg).open() as store:
         n_quads = len(store)
-    app = create_app(out, auth=Auth(tokens={"x" * 32: None}), warm=False)
+    app = create_app(out, auth=Auth(tokens={"x" * 32: None}), warm=False, allowed_hosts=("testserver",))
     t0 = time.perf_counter()
     app.state.data.warm()
     warm_s = time.perf_counter() - t0

@@ -23,7 +23,7 @@ PAGES = ["/", "/browse", "/search?q=mug", "/search?q=%3Cscript%3E", f"/product?i
 
 def client(out, *, read_only=False, tokens=None) -> TestClient:
     auth = Auth(tokens={} if read_only else (tokens or {TOKEN: None}), read_only=read_only)
-    return TestClient(create_app(out, auth=auth, warm=False))
+    return TestClient(create_app(out, auth=auth, warm=False, allowed_hosts=("testserver",)))
 
 
 def login(c: TestClient, name: str = "Ada") -> None:
@@ -108,6 +108,8 @@ def test_host_header_must_name_this_server(demo):
     c = client(demo)
     assert c.get("/", headers={"host": "evil.example"}).status_code == 421
     assert c.get("/", headers={"host": "127.0.0.1:8765"}).status_code == 200
+    strict = TestClient(create_app(demo, auth=Auth(tokens={TOKEN: None}), warm=False))  # the test client's own name is not allowed by default
+    assert strict.get("/").status_code == 421
 
 
 def test_a_forged_session_cookie_is_not_a_login(demo):
@@ -161,7 +163,7 @@ def test_decisions_survive_a_rebuilt_graph(demo):
 def test_the_app_publishes_decisions_the_graph_does_not_hold_yet_at_start(demo):
     store = DecisionStore(RunLayout(demo).decisions)
     store.append(Decision.make("SUP-5", "relabel", "mug", "Grace"))
-    app = create_app(demo, auth=Auth(tokens={TOKEN: None}), warm=False)
+    app = create_app(demo, auth=Auth(tokens={TOKEN: None}), warm=False, allowed_hosts=("testserver",))
     app.state.data.warm()
     with KnowledgeGraph(RunLayout(demo).kg).open() as s:
         assert s.query("ASK { ?d a pkg:Decision ; prov:wasAttributedTo ?w . ?w schema:name 'Grace' }").boolean
