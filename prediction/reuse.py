@@ -14,7 +14,7 @@ import pandas as pd
 
 from prodkg.prediction.labels import LabelSpace
 
-FORMAT = 1
+FORMAT = 2  # 2: heads store their evidence (source hold-out and target probabilities)
 
 
 def features_digest(features) -> str:
@@ -62,7 +62,7 @@ def fit_or_reuse(cache_root: str | os.PathLike | None, key: str, fit: Callable[[
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         result = TaskResult(task=meta["task"], labels=LabelSpace(meta["classes"]), model=AdaptedModel.load(entry / "model"),
                             temperature=float(meta["temperature"]), predictions=pd.read_parquet(entry / "predictions.parquet"),
-                            metrics={**meta["metrics"], "reused": True})
+                            metrics={**meta["metrics"], "reused": True}, evidence=_load_evidence(entry))
         return result, True
     result = fit()
     tmp = entry.with_name(entry.name + f".tmp{os.getpid()}")
@@ -70,6 +70,7 @@ def fit_or_reuse(cache_root: str | os.PathLike | None, key: str, fit: Callable[[
     tmp.mkdir(parents=True)
     result.model.save(tmp / "model")
     result.predictions.to_parquet(tmp / "predictions.parquet", index=False)
+    np.savez(tmp / "evidence.npz", **result.evidence)
     (tmp / "meta.json").write_text(json.dumps({"task": result.task, "classes": result.labels.classes, "temperature": result.temperature,
                                                 "metrics": result.metrics}, default=float), encoding="utf-8")
     try:
@@ -77,3 +78,11 @@ def fit_or_reuse(cache_root: str | os.PathLike | None, key: str, fit: Callable[[
     except OSError:  # another process stored the same key first: theirs is equally good
         shutil.rmtree(tmp, ignore_errors=True)
     return result, False
+
+
+def _load_evidence(entry: Path) -> dict:
+    path = entry / "evidence.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}

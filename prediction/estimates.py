@@ -1,0 +1,107 @@
+"""Label-free estimates of a head's accuracy on the target catalog.
+
+None of these reads a target label. Each takes what the pipeline has: class probabilities on
+held-out *source* rows with their labels, and class probabilities on the (unlabelled) target.
+
+* :func:`atc_estimate` -- Average Thresholded Confidence (Garg et al., ICLR 2022): the confidence
+  threshold below which the source validation rows hold exactly as many items as they hold errors;
+  the estimate is the share of target items above it. ``score="ne"`` (negative entropy) is the
+  variant the paper recommends; ``"mc"`` is the maximum probability.
+* :func:`doc_estimate` -- Difference of Confidences (Guillory et al., ICCV 2021): source accuracy
+  minus the drop in mean confidence from source to target.
+* :func:`agreement_estimate` -- the share of target items on which two independently trained
+  heads agree (Jiang et al., ICLR 2022; Baek et al., NeurIPS 2022).
+* :func:`match_accuracy` -- per-item correctness estimates: the target probabilities re-tempered so
+  their mean confidence equals an accuracy estimate. :mod:`prediction.thresholds` averages these
+  over the items above a threshold to estimate the precision of what would be published.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["SCORES", "agreement_estimate", "atc_estimate", "atc_threshold", "doc_estimate", "match_accuracy", "score"]
+
+
+def _negative_entropy(probs: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
+    return (p * np.log(p)).sum(axis=1)
+
+
+SCORES = {"mc": lambda p: np.asarray(p, dtype=np.float64).max(axis=1), "ne": _negative_entropy}
+
+
+def score(probs: np.ndarray, kind: str = "ne") -> np.ndarray:
+    """Per-item confidence score of an (N, C) probability matrix: ``mc`` max probability, ``ne`` negative entropy."""
+    if kind not in SCORES:
+        raise ValueError(f"unknown score {kind!r}; expected one of {', '.join(SCORES)}")
+    return SCORES[kind](probs)
+
+
+def atc_threshold(source_scores: np.ndarray, source_correct: np.ndarray) -> float:
+    """The threshold t with (share of source items scoring below t) = (source error rate).
+
+    With distinct scores and k errors among n items, t is the (k+1)-th smallest score: exactly
+    n - k items, the source accuracy's worth, score at or above it.
+    """
+    s = np.sort(np.asarray(source_scores, dtype=np.float64))
+    correct = np.asarray(source_correct, dtype=bool)
+    if len(s) == 0 or len(s) != len(correct):
+        raise ValueError(f"need as many source scores as correctness flags, got {len(s)} and {len(correct)}")
+    k = int((~correct).sum())
+    if k >= len(s):
+        return float("inf")
+    return float(s[k])
+
+
+def atc_estimate(source_probs: np.ndarray, source_labels: np.ndarray, target_probs: np.ndarray, *, kind: str = "ne") -> float:
+    """ATC's estimate of target accuracy: the share of target items scoring at or above :func:`atc_threshold`."""
+    source_probs = np.asarray(source_probs)
+    correct = source_probs.argmax(axis=1) == np.asarray(source_labels)
+    t = atc_threshold(score(source_probs, kind), correct)
+    return float((score(target_probs, kind) >= t).mean()) if len(target_probs) else float("nan")
+
+
+def doc_estimate(source_probs: np.ndarray, source_labels: np.ndarray, target_probs: np.ndarray) -> float:
+    """DoC: source accuracy - (mean source confidence - mean target confidence), clipped to [0, 1]."""
+    source_probs, target_probs = np.asarray(source_probs), np.asarray(target_probs)
+    acc = float((source_probs.argmax(1) == np.asarray(source_labels)).mean())
+    return float(np.clip(acc - (source_probs.max(1).mean() - target_probs.max(1).mean()), 0.0, 1.0))
+
+
+def agreement_estimate(predicted_a, predicted_b) -> float:
+    """Share of items on which two heads predict the same class."""
+    a, b = np.asarray(predicted_a), np.asarray(predicted_b)
+    if a.shape != b.shape:
+        raise ValueError(f"the two prediction vectors differ in shape: {a.shape} and {b.shape}")
+    return float((a == b).mean()) if len(a) else float("nan")
+
+
+def match_accuracy(probs: np.ndarray, accuracy: float, *, iters: int = 60) -> np.ndarray:
+    """``probs`` re-tempered (``softmax(log p / tau)``, one tau for all items) so the mean of the row
+    maxima equals ``accuracy``; the argmax of every row is unchanged.
+
+    The re-tempered maximum is each item's estimated probability of being right: the ranking comes
+    from the head, the level from the accuracy estimate. ``accuracy`` is clipped to [1/C, 1).
+    """
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
+    n, c = p.shape
+    if n == 0 or c < 2 or not np.isfinite(accuracy):
+        return p / p.sum(1, keepdims=True)
+    target = float(np.clip(accuracy, 1.0 / c + 1e-6, 1.0 - 1e-6))
+    logp = np.log(p)
+
+    def tempered(log_tau: float) -> np.ndarray:
+        z = logp / np.exp(log_tau)
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    lo, hi = -8.0, 8.0  # mean max confidence falls as tau grows
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if tempered(mid).max(axis=1).mean() > target:
+            lo = mid
+        else:
+            hi = mid
+    return tempered((lo + hi) / 2)
