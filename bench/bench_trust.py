@@ -50,7 +50,7 @@ def run_task(name: str, features, labels: list[str | None], is_source: np.ndarra
     from prodkg.adaptation import TrainConfig
     from prodkg.prediction import fit_task
     from prodkg.prediction.publication import decide, evaluate
-    from prodkg.prediction.unknown import fused_unit_features, score_unknown
+    from prodkg.prediction.unknown import fused_unit_features, score_unknown, subset
 
     ids = [str(i) for i in range(len(labels))]
     hidden = [lab if s else None for lab, s in zip(labels, is_source)]  # the heads never see a target label
@@ -61,7 +61,7 @@ def run_task(name: str, features, labels: list[str | None], is_source: np.ndarra
     unit = fused_unit_features(features.blocks, features.present)
     src = np.flatnonzero(is_source & np.array([lab is not None for lab in hidden]))
     tgt = np.flatnonzero(is_target)
-    unknown = score_unknown(unit[src], np.array([hidden[i] for i in src]), unit[tgt]) if not args.no_unknown else None
+    unknown = score_unknown(subset(unit, src), np.array([hidden[i] for i in src]), subset(unit, tgt)) if not args.no_unknown else None
     ev = main.evidence
     decision = decide(ev["target_probs"], classes, source_probs=ev["source_probs"], source_labels=ev["source_labels"], taxonomy=taxonomy,
                       min_precision=args.min_precision, unknown=None if unknown is None else unknown.unknown,

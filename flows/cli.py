@@ -53,6 +53,7 @@ def cmd_run(args) -> int:
         epochs=args.epochs,
         seed=args.seed,
         threshold=args.threshold,
+        min_precision=args.min_precision,
         out=args.out,
         cache_dir=args.cache_dir,
         batch_size=args.batch_size,
@@ -337,7 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--text-encoder", help="text encoder (default minilm)")
     r.add_argument("--epochs", type=int)
     r.add_argument("--seed", type=int)
-    r.add_argument("--threshold", type=float, help="confidence at which a prediction becomes a plain fact (default 0.5)")
+    r.add_argument("--min-precision", type=float,
+                   help="share of published facts that should be right, by the pipeline's label-free estimate; picks each task's "
+                        "threshold and taxonomy back-off level (default 0.95)")
+    r.add_argument("--threshold", type=float, help="a fixed confidence at which a prediction becomes a plain fact, instead of --min-precision")
     r.add_argument("--finetune-backbone", action="store_true",
                    help="fine-tune the image encoder's last block (source labels + DANN towards the target) instead of using frozen "
                         "features; on CPU only up to finetune_max_images_cpu images (default 5000)")

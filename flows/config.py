@@ -39,7 +39,8 @@ class RunConfig:
     lr: float | None = None
     tradeoff: float | None = None
     seed: int = 0
-    threshold: float = 0.5  # confidence at which a prediction becomes a plain schema:category fact
+    min_precision: float = 0.95  # published facts should be right this often: per-task thresholds from the label-free estimate
+    threshold: float | None = None  # a fixed confidence bar instead of min_precision (the pre-0.95 rule was 0.5)
     base_iri: str | None = None
     out: str = "prodkg-output"
     cache_dir: str | None = None  # default <out>/cache
@@ -72,8 +73,11 @@ class RunConfig:
         overlap = set(self.source) & set(self.target)
         if overlap:
             raise ConfigError(f"domain(s) {sorted(overlap)} are both source and target")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.threshold is not None and (isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float)
+                                           or not 0.0 <= self.threshold <= 1.0):
+            raise ConfigError(f"threshold must be in [0, 1] (or unset, to use min_precision), got {self.threshold!r}")
+        if isinstance(self.min_precision, bool) or not isinstance(self.min_precision, int | float) or not 0.0 < self.min_precision <= 1.0:
+            raise ConfigError(f"min_precision must be in (0, 1], got {self.min_precision!r}")
         for name in ("batch_size", "shard_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

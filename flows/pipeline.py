@@ -117,7 +117,8 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
             ext, finetune = runner(stages.finetune_stage, ext, cfg, ing.source, run_dir / "models", name="finetune")
 
     with _timed(durations, "adapt_predict"):
-        pred = runner(stages.predict_stage, ext.products, ext.features, cfg, ing.source, ing.target, ing.attributes, run_dir / "models", name="adapt-predict")
+        pred = runner(stages.predict_stage, ext.products, ext.features, cfg, ing.source, ing.target, ing.attributes, run_dir / "models",
+                      ing.taxonomy, name="adapt-predict")
     tables["predictions"] = write_table(pred.predictions, run_dir / "predictions.parquet")
     failpoint("after-predict")
 
@@ -159,6 +160,10 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "method": cfg.method,
         "baseline": cfg.baseline,
         "threshold": cfg.threshold,
+        "min_precision": cfg.min_precision if cfg.threshold is None else None,
+        # per task: what was published (by level), the label-free accuracy estimates and, with target labels,
+        # the measured precision, coverage, ECE and risk-coverage curve (metrics[task]["publication" / "evaluation"])
+        "published": stages.publication_summary(pred.metrics),
         "counts": counts,
         "features": ext.stats,
         "finetune": finetune,

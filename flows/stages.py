@@ -396,17 +396,20 @@ def _model_id(task: str, method: str, path: Path) -> str:
     return f"{task}/{method}/{digest.hexdigest()[:12]}"
 
 
-def predict_stage(products: pd.DataFrame, features, cfg: RunConfig, source: list[str], target: list[str], attributes: list[str], models_dir: Path) -> PredictOutput:
-    """Fit the category head and one head per attribute with source labels; predict every target product."""
+def predict_stage(products: pd.DataFrame, features, cfg: RunConfig, source: list[str], target: list[str], attributes: list[str], models_dir: Path,
+                  taxonomy: list[tuple] | None = None) -> PredictOutput:
+    """Fit the category head and one head per attribute with source labels; predict every target product;
+    pick what is published (:func:`publish_task`: precision target or fixed threshold, back-off along ``taxonomy``,
+    unknown products)."""
     from prodkg.extractors.extract import torch_threads
 
     # The heads are small MLPs: on 2 cores one thread is 30x faster than two under any other
     # load, because OpenMP workers spin on tiny matmuls.
     with torch_threads(1):
-        return _predict(products, features, cfg, source, target, attributes, models_dir)
+        return _predict(products, features, cfg, source, target, attributes, models_dir, taxonomy or [])
 
 
-def _predict(products, features, cfg: RunConfig, source, target, attributes, models_dir: Path) -> PredictOutput:
+def _predict(products, features, cfg: RunConfig, source, target, attributes, models_dir: Path, taxonomy: list[tuple]) -> PredictOutput:
     from prodkg.prediction import fit_task
     from prodkg.prediction.reuse import features_digest, fit_or_reuse, task_key
 
@@ -438,7 +441,6 @@ def _predict(products, features, cfg: RunConfig, source, target, attributes, mod
         key = task_key(task, digest, labels, is_source, is_target, ids, tcfg.to_dict())
         result, reused = fit_or_reuse(cfg.cache_path if cfg.reuse_heads else None, key,
                                       lambda: fit_task(task, features, labels, is_source, is_target, ids, tcfg, progress=cfg.progress and on_terminal()))
-        result.predictions = result.predictions[result.predictions["value"] != NO_VALUE].reset_index(drop=True)
         if progress_log is not None:
             progress_log.info(f"adapt-predict: fitted the {task} head ({len(models) + 1} of {n_heads} possible)")
         if task == "category":
@@ -447,20 +449,84 @@ def _predict(products, features, cfg: RunConfig, source, target, attributes, mod
         result.model.save(path)
         chosen = result.model.config.method  # differs from cfg.method when cfg.method is "auto"
         model_id = _model_id(task, chosen, path)
-        result.predictions["model"] = model_id
-        frames.append(result.predictions)
-        metrics[task] = result.metrics
-        models.append({"model_id": model_id, "task": task, "method": chosen, "requested_method": cfg.method, "path": str(path),
-                       "classes": result.labels.classes, "temperature": result.temperature, "details": result.model.describe()})
+        other = None
         if task == "category" and cfg.baseline and cfg.baseline != cfg.method:
             bcfg = train_config(cfg, cfg.baseline)
-            base, _ = fit_or_reuse(cfg.cache_path if cfg.reuse_heads else None, task_key(task, digest, labels, is_source, is_target, ids, bcfg.to_dict()),
-                                   lambda: fit_task(task, features, labels, is_source, is_target, ids, bcfg, progress=False))
-            baseline = base.metrics
-    columns = ["product_id", "task", "value", "confidence", "model"]
+            other, _ = fit_or_reuse(cfg.cache_path if cfg.reuse_heads else None, task_key(task, digest, labels, is_source, is_target, ids, bcfg.to_dict()),
+                                    lambda: fit_task(task, features, labels, is_source, is_target, ids, bcfg, progress=False))
+            baseline = other.metrics
+        frame, publication = publish_task(result, other, cfg, task, model_id, labels, is_source, is_target, features,
+                                          taxonomy if task == "category" else [])
+        frames.append(frame[frame["value"] != NO_VALUE].reset_index(drop=True))
+        metrics[task] = {**result.metrics, **publication}
+        models.append({"model_id": model_id, "task": task, "method": chosen, "requested_method": cfg.method, "path": str(path),
+                       "classes": result.labels.classes, "temperature": result.temperature, "details": result.model.describe()})
+    columns = ["product_id", "task", "value", "confidence", "model", "level", "kind", "published"]
     predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     return PredictOutput(predictions=predictions[columns], metrics=metrics, baseline=baseline, models=models, skipped=skipped,
                          embedding_sample=embedding_sample)
+
+
+def publish_task(result, other, cfg: RunConfig, task: str, model_id: str, labels: list[str | None], is_source: np.ndarray,
+                 is_target: np.ndarray, features, taxonomy: list[tuple]) -> tuple[pd.DataFrame, dict]:
+    """One task's prediction rows (every back-off level, unknown products) and its publication record.
+
+    The rule is :func:`prediction.publication.decide`: ``cfg.min_precision`` by the label-free estimate, or the
+    fixed ``cfg.threshold``. Unknown products are scored for the category task only. Target labels, where the
+    catalog has them, are read afterwards by :func:`prediction.publication.evaluate`, for the manifest and
+    report only.
+    """
+    from prodkg.prediction.publication import decide, evaluate, publication_frame
+    from prodkg.prediction.unknown import fused_unit_features, score_unknown, subset
+
+    ev = result.evidence
+    classes = result.labels.classes
+    target_idx = np.flatnonzero(is_target)
+    unknown = None
+    if task == "category":
+        unit = fused_unit_features(features.blocks, features.present)
+        src = np.flatnonzero(is_source & np.array([lab is not None for lab in labels]))
+        unknown = score_unknown(subset(unit, src), np.array([labels[i] for i in src], dtype=object).astype(str), subset(unit, target_idx))
+    other_probs = other.evidence.get("target_probs") if other is not None and other.labels.classes == classes else None
+    decision = decide(ev["target_probs"], classes, source_probs=ev["source_probs"], source_labels=ev["source_labels"], taxonomy=taxonomy,
+                      min_precision=cfg.min_precision, threshold=cfg.threshold, unknown=None if unknown is None else unknown.unknown,
+                      other_probs=other_probs)
+    frame = publication_frame(decision, result.predictions["product_id"].tolist(), task, model_id,
+                              unknown_similarity=None if unknown is None else unknown.similarity)
+    record: dict = {"publication": decision.summary()}
+    if unknown is not None:
+        record["unknown"] = unknown.manifest()
+    truth = [labels[i] for i in target_idx]
+    if any(t is not None for t in truth):  # evaluation only: nothing above read these
+        evaluation = evaluate(decision, classes, taxonomy, truth, target_probs=ev["target_probs"])
+        curve = evaluation.pop("risk_coverage", None)
+        if curve:  # at most ~200 points in the manifest
+            step = max(1, len(curve["coverage"]) // 200)
+            curve = {k: (v[::step] + v[-1:] if isinstance(v, list) else v) for k, v in curve.items()}
+        record["evaluation"] = {**evaluation, "risk_coverage": curve}
+    return frame, record
+
+
+def publication_summary(metrics: dict[str, dict]) -> dict[str, dict]:
+    """Per task, the headline numbers of the run summary: published share, estimated and (with target labels)
+    measured accuracy and precision, unknown products."""
+    out = {}
+    for task, m in metrics.items():
+        pub = m.get("publication")
+        if not pub:
+            continue
+        levels = pub.get("levels") or [{}]
+        row = {"rule": pub.get("rule"), "n_published": pub.get("n_published"), "coverage": pub.get("coverage"),
+               "estimated_accuracy": levels[0].get("estimated_accuracy"), "estimator": levels[0].get("estimator"),
+               "estimated_precision": pub.get("estimated_precision"), "n_unknown": pub.get("n_unknown")}
+        ev = m.get("evaluation")
+        if ev:
+            row.update({"accuracy": ev.get("accuracy"), "precision": ev.get("precision"), "measured_coverage": ev.get("coverage"),
+                        "target_ece": ev.get("target_ece")})
+            if "open_set" in ev:
+                row["h_score"] = ev["open_set"].get("h_score")
+        out[task] = row
+    return out
 
 
 def sample_embeddings(features, model, is_source: np.ndarray, is_target: np.ndarray, *, limit: int = 2000, seed: int = 0) -> dict:
@@ -494,7 +560,10 @@ def _safe(name: str) -> str:
 
 def flat_taxonomy(products: pd.DataFrame, predictions: pd.DataFrame) -> list[tuple[str, str | None]]:
     labels = set(products["category"].dropna().astype(str))
-    labels |= set(predictions.loc[predictions["task"] == "category", "value"].astype(str))
+    rows = predictions["task"] == "category"
+    if "kind" in predictions.columns:  # an unknown prediction names no concept
+        rows &= predictions["kind"].fillna("class") != "unknown"
+    labels |= set(predictions.loc[rows, "value"].astype(str))
     return [(c, None) for c in sorted(labels)]
 
 
@@ -531,7 +600,7 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     # the features decide the embeddings file the run publishes beside the graph
     features_hash = features_digest(features) if features is not None else None
     digest = graph_input_digest(products=products, predictions=predictions, taxonomy=taxonomy, catalog=catalog_name,
-                                attributes=list(attributes), base=base, threshold=cfg.threshold, features=features_hash)
+                                attributes=list(attributes), base=base, threshold=[cfg.threshold, cfg.min_precision], features=features_hash)
     kg = KnowledgeGraph(cfg.out_path / "kg")
     live_digest = content_run = None
     try:
@@ -572,7 +641,8 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     quads += catalog
     quads += run_quads(run_info, base=base)
     quads += digest_quads(run_info.run_id, digest, base=base)
-    quads += prediction_quads(predictions, run_info, catalog=catalog_name, scheme=scheme, threshold=cfg.threshold, base=base)
+    quads += prediction_quads(predictions, run_info, catalog=catalog_name, scheme=scheme, threshold=cfg.threshold, base=base,
+                              min_precision=cfg.min_precision if cfg.threshold is None else None)
     previous = None
     try:
         if kg.current_path() is not None:

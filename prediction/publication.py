@@ -233,3 +233,37 @@ def evaluate(decision: Decision, classes: Sequence[str], taxonomy: Iterable[tupl
         out["open_set"]["unknown_published"] = float(pub[unk].mean())
     return out
 
+
+
+def publication_frame(decision: Decision, product_ids: Sequence[str], task: str, model_id: str, *,
+                      unknown_similarity: np.ndarray | None = None, with_levels: bool | None = None) -> pd.DataFrame:
+    """The prediction rows a run writes to the graph for one task.
+
+    Columns ``product_id, task, value, confidence, model, level, kind, published``: one ``class`` row per item and
+    distinct concept along its levels (``level`` only when the taxonomy has more than one, so a flat task keeps
+    one prediction per product), and one ``unknown`` row per item flagged unknown whose confidence is its unknown
+    score, 1 - the cosine similarity to the nearest source prototype, clipped to [0, 1].
+    """
+    with_levels = decision.n_levels > 1 if with_levels is None else with_levels
+    p = decision.predictions
+    ids = np.asarray(list(product_ids), dtype=object)
+    frame = pd.DataFrame({
+        "product_id": ids[p["item"].to_numpy(int)] if len(p) else [],
+        "task": task,
+        "value": p["value"].to_numpy(object),
+        "confidence": np.clip(p["confidence"].to_numpy(float), 0.0, 1.0),
+        "model": model_id,
+        "level": pd.array(p["level"].to_numpy(int) if with_levels else [pd.NA] * len(p), dtype="Int64"),
+        "kind": "class",
+        "published": p["published"].to_numpy(bool),
+    })
+    if unknown_similarity is not None and decision.unknown.any():
+        idx = np.flatnonzero(decision.unknown)
+        score = np.clip(1.0 - np.asarray(unknown_similarity, float)[idx], 0.0, 1.0)
+        frame = pd.concat([frame, pd.DataFrame({"product_id": ids[idx], "task": task, "value": None, "confidence": score, "model": model_id,
+                                                "level": pd.array([pd.NA] * len(idx), dtype="Int64"), "kind": "unknown",
+                                                "published": False})], ignore_index=True)
+    return frame
+
+
+__all__.append("publication_frame")

@@ -1,7 +1,7 @@
 """Unknown products: target items unlike every source class get an explicit "unknown" outcome.
 
 The score is the cosine similarity of an item's frozen features to the nearest source class prototype
-(the class mean of the L2-normalised source features): the nearest-class-mean feature distance of
+(the class mean of the L2-normalised source features, per modality): the nearest-class-mean feature distance of
 Mensink et al. (TPAMI 2013), the identity-covariance case of the Mahalanobis out-of-distribution score
 (Lee et al., NeurIPS 2018). It reads the frozen encoder features, not the adapted head, because domain
 adaptation pulls unknown target items towards the source classes (the negative transfer of open-set
@@ -29,44 +29,73 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["UnknownScores", "fused_unit_features", "otsu_threshold", "prototype_similarity", "unknown_threshold"]
+__all__ = ["UnknownScores", "fused_unit_features", "otsu_threshold", "prototype_similarity", "score_unknown", "unknown_threshold", "subset"]
 
 
-def fused_unit_features(blocks: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> np.ndarray:
-    """Each modality L2-normalised (absent: zeros), concatenated, the whole row L2-normalised again."""
-    parts = []
+def fused_unit_features(blocks: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per modality: (L2-normalised features, presence mask), the input of :func:`prototype_similarity`."""
+    out = {}
     for modality in sorted(blocks):
         b = np.asarray(blocks[modality], dtype=np.float64)
         n = np.linalg.norm(b, axis=1, keepdims=True)
-        b = np.divide(b, n, out=np.zeros_like(b), where=n > 0)
-        parts.append(b * np.asarray(present[modality], dtype=bool)[:, None])
-    x = np.concatenate(parts, axis=1)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
+        ok = np.asarray(present[modality], dtype=bool) & (n[:, 0] > 0)
+        out[modality] = (np.divide(b, n, out=np.zeros_like(b), where=n > 0), ok)
+    return out
 
 
-def prototype_similarity(source: np.ndarray, source_labels: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return np.divide(v, n, out=np.zeros_like(v), where=n > 0)
+
+
+def _as_modalities(x) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    if isinstance(x, dict):
+        return x
+    x = np.asarray(x, np.float64)
+    return {"features": (x, np.ones(len(x), bool))}
+
+
+def _subset(m: dict, rows: np.ndarray) -> dict:
+    return {k: (f[rows], p[rows]) for k, (f, p) in m.items()}
+
+
+def prototype_similarity(source, source_labels: np.ndarray, target) -> tuple[np.ndarray, np.ndarray]:
     """(target similarity to its nearest source prototype, each source item's leave-one-out similarity to its own).
 
-    Rows must be L2-normalised. A class with a single source item has no leave-one-out prototype; its
-    item is left out of the second array.
+    ``source`` / ``target``: an (N, D) array of L2-normalised rows, or :func:`fused_unit_features` of several
+    modalities. With several, an item's similarity to a class is the mean of its cosine similarities to the
+    class's per-modality prototypes over the modalities it has (a product without a photo is judged on its
+    text alone, not penalised for the missing photo). A class with a single source item has no
+    leave-one-out prototype; its item's similarity to the nearest other class stands in.
     """
-    source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
+    src, tgt = _as_modalities(source), _as_modalities(target)
     labels = np.asarray(source_labels)
-    classes = np.unique(labels)
-    sums = np.stack([source[labels == c].sum(0) for c in classes])
-    counts = np.array([(labels == c).sum() for c in classes])
-
-    def unit(v):
-        n = np.linalg.norm(v, axis=-1, keepdims=True)
-        return np.divide(v, n, out=np.zeros_like(v), where=n > 0)
-
-    target_sim = (target @ unit(sums).T).max(axis=1) if len(target) else np.zeros(0)
-    own = np.searchsorted(classes, labels)
-    keep = counts[own] > 1
-    loo = unit(sums[own] - source)
-    source_sim = (source * loo).sum(axis=1)[keep]
-    return target_sim, source_sim
+    classes, own = np.unique(labels, return_inverse=True)
+    n_t = len(next(iter(tgt.values()))[0]) if tgt else 0
+    n_s = len(labels)
+    t_sum, t_cnt = np.zeros((n_t, len(classes))), np.zeros((n_t, 1))
+    s_sum, s_cnt = np.zeros(n_s), np.zeros(n_s)
+    for modality, (xs, ps) in src.items():
+        xt, pt = tgt[modality]
+        onehot = np.zeros((n_s, len(classes)))
+        onehot[np.flatnonzero(ps), own[ps]] = 1.0
+        sums = onehot.T @ xs  # (K, D): per class, the sum of its items that have this modality
+        counts = onehot.sum(0)
+        has = counts > 0
+        sim = xt @ _unit(sums).T  # (N_t, K)
+        t_sum += np.where(pt[:, None] & has[None, :], sim, 0.0)
+        t_cnt += pt[:, None]
+        loo_ok = ps & (counts[own] > 1)
+        loo = _unit(sums[own] - xs)
+        # an item alone in its class: its similarity to the nearest other class stands in (how close the
+        # source's own categories sit; grocery's catalog has one photo per class)
+        single = ps & (counts[own] == 1) & (has.sum() > 1)
+        nearest_other = np.where(np.arange(len(classes))[None, :] == own[:, None], -np.inf, xs @ _unit(sums).T).max(1)
+        s_sum += np.where(loo_ok, (xs * loo).sum(1), np.where(single, nearest_other, 0.0))
+        s_cnt += loo_ok | single
+    target_sim = (t_sum / np.maximum(t_cnt, 1)).max(axis=1) if n_t else np.zeros(0)
+    keep = s_cnt > 0
+    return target_sim, (s_sum / np.maximum(s_cnt, 1))[keep]
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 64) -> float:
@@ -108,7 +137,7 @@ def unknown_threshold(target_sim: np.ndarray, source_sim: np.ndarray, *, quantil
     """The label-free bar below which a target item is unknown, and how it was reached (see the module docstring)."""
     target_sim, source_sim = np.asarray(target_sim, np.float64), np.asarray(source_sim, np.float64)
     if len(source_sim) == 0:
-        return float("-inf"), {"reason": "no source class has two items"}
+        return float("-inf"), {"reason": "the source has a single class with a single item"}
     base = float(np.quantile(source_sim, quantile))
     details: dict = {"source_quantile": quantile, "source_bar": base}
     bar = base
@@ -120,11 +149,14 @@ def unknown_threshold(target_sim: np.ndarray, source_sim: np.ndarray, *, quantil
     return bar, details
 
 
-def score_unknown(source: np.ndarray, source_labels: np.ndarray, target: np.ndarray, **kwargs) -> UnknownScores:
-    """Similarities, the bar and the unknown flags for L2-normalised source and target features."""
+def score_unknown(source, source_labels: np.ndarray, target, **kwargs) -> UnknownScores:
+    """Similarities, the bar and the unknown flags (``source`` / ``target`` as :func:`prototype_similarity` takes them)."""
     target_sim, source_sim = prototype_similarity(source, source_labels, target)
     bar, details = unknown_threshold(target_sim, source_sim, **kwargs)
     return UnknownScores(similarity=target_sim, threshold=bar, unknown=target_sim < bar, details=details)
 
 
-__all__.append("score_unknown")
+
+def subset(modalities: dict, rows: np.ndarray) -> dict:
+    """The rows ``rows`` of :func:`fused_unit_features` output."""
+    return _subset(modalities, np.asarray(rows))
