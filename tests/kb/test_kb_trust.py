@@ -85,3 +85,16 @@ def test_repeated_level_and_bad_cells_are_refused(golden):
         trust_quads(golden, frame)
     with pytest.raises(StageError, match="give a threshold or a 'published' column"):
         prediction_quads(trust_predictions().drop(columns="published"), "run-1", catalog="shop", scheme="kitchen", threshold=None)
+
+
+def test_shapes_refuse_a_published_unknown_prediction(golden):
+    from rdflib import Literal
+
+    from prodkg.kb.iri import mint
+    from prodkg.kb.triples import run_graph
+    from prodkg.kb.vocab import PKG
+
+    quads = [q for q in trust_quads(golden) if not (q[1] == PKG.published and q[0] == mint("prediction", "run-1", KETTLE, "category", "unknown"))]
+    quads.append((mint("prediction", "run-1", KETTLE, "category", "unknown"), PKG.published, Literal(True), run_graph("run-1")))
+    report = validate_quads(quads)
+    assert not report.conforms
