@@ -97,6 +97,7 @@ def decide(
     other_probs: np.ndarray | None = None,
     estimator: str = "auto",
     min_items: int = 5,
+    require_agreement: bool = True,
 ) -> Decision:
     """Predictions at every level and the published ones (see the module docstring).
 
@@ -112,6 +113,11 @@ def decide(
         estimator: which estimate sets the per-item correctness: ``auto`` (default, :func:`pick_estimator`),
             ``atc``, ``atc_mc``, ``doc`` or ``agreement`` (needs ``other_probs``).
         min_items: a threshold must publish at least this many items of its level (``min_precision`` rule).
+        require_agreement: with ``other_probs``, publish an item at a level only where both heads predict the same
+            concept there (it may still be published at a broader level where they agree); ``min_precision`` rule
+            only. Two heads that
+            disagree cannot both be right; on office-caltech-10 the items they disagree on were right 38-41 % of
+            the time against 92-99 % for the rest.
     """
     target_probs = np.asarray(target_probs, dtype=np.float64)
     source_probs = np.asarray(source_probs, dtype=np.float64)
@@ -139,6 +145,7 @@ def decide(
                      "atc_mc": atc_estimate(sp, s_lab, p, kind="mc") if len(sp) else float("nan"),
                      "doc": doc_estimate(sp, s_lab, p) if len(sp) else float("nan"),
                      "mean_confidence": float(p.max(1).mean()) if n else float("nan")}
+        op = None
         if other_probs is not None:
             op, _ = tax.aggregate(other_probs, level)
             estimates["agreement"] = agreement_estimate(p.argmax(1), op.argmax(1))
@@ -148,6 +155,8 @@ def decide(
         pred = p.argmax(1)
         correctness = match_accuracy(p, driver).max(1) if np.isfinite(driver) else conf
         remaining = (published_level < 0) & ~unknown
+        if op is not None and require_agreement and threshold is None:
+            remaining &= pred == op.argmax(1)
         if threshold is not None:
             t = float(threshold)
         else:
@@ -172,6 +181,7 @@ def decide(
                        "estimated_precision": round(float(correctness[new].mean()), 6) if new.any() else None})
     level_values.reverse()  # index by level, root first
     rule = {"rule": "threshold", "threshold": float(threshold)} if threshold is not None else {"rule": "min_precision", "min_precision": float(min_precision)}
+    rule["require_agreement"] = bool(other_probs is not None and require_agreement and threshold is None)
     frame = pd.DataFrame(rows, columns=["item", "level", "value", "confidence", "correctness", "published"])
     return Decision(predictions=frame, published=published, published_level=published_level, unknown=unknown, levels=levels,
                     rule=rule, n_levels=tax.n_levels, level_values=level_values)

@@ -182,3 +182,16 @@ def test_prototype_similarity_and_unknown_flags():
 def test_otsu_splits_two_modes():
     v = np.r_[np.full(50, 0.2), np.full(50, 0.8)]
     assert 0.2 < otsu_threshold(v) <= 0.8
+
+
+def test_items_the_two_heads_disagree_on_back_off_or_abstain():
+    probs = np.array([[0.97, 0.01, 0.01, 0.01],   # both say apple
+                      [0.97, 0.01, 0.01, 0.01],   # the other head says pear: fruit is still agreed on
+                      [0.97, 0.01, 0.01, 0.01]])  # the other head says leek: no level agrees below food
+    other = np.array([[0.9, 0.0, 0.05, 0.05], [0.1, 0.0, 0.0, 0.9], [0.1, 0.9, 0.0, 0.0]])
+    kw = dict(source_probs=np.zeros((0, 4)), source_labels=np.zeros(0, int), taxonomy=TAXONOMY, other_probs=other,
+              estimator="none", min_items=1)
+    d = decide(probs, CLASSES, min_precision=0.9, **kw)
+    assert d.published == ["apple", "fruit", "food"]
+    # a fixed threshold is the old rule: no agreement asked
+    assert decide(probs, CLASSES, threshold=0.9, **kw).published == ["apple", "apple", "apple"]
