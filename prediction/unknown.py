@@ -15,7 +15,9 @@ The bar is label-free (:func:`unknown_threshold`):
   above 1: a target more compact than the source does not raise the bar);
 * and, when the target has at least ``min_target`` items, no higher than Otsu's split of the target's
   similarities (Otsu, IEEE SMC 1979), which falls between the two modes when the target holds a group
-  of unknown products.
+  of unknown products;
+* with fewer target items than that the shift cannot be measured: the bar is then the quantile minus the
+  source's own spread (its median minus the quantile).
 
 Items below the bar are unknown. On the office-caltech-10 open-set protocol (6 source classes, 10 in
 the target) this flags 81-99 % of the unknown items from dslr and webcam sources and 11-20 % from
@@ -140,8 +142,12 @@ def unknown_threshold(target_sim: np.ndarray, source_sim: np.ndarray, *, quantil
         return float("-inf"), {"reason": "the source has a single class with a single item"}
     base = float(np.quantile(source_sim, quantile))
     details: dict = {"source_quantile": quantile, "source_bar": base}
-    bar = base
+    # too few target items to measure the shift: leave a margin as wide as the source's own spread
+    # (median to the quantile) below the quantile, so a shifted but known product is not called unknown
+    bar = base - (float(np.median(source_sim)) - base)
+    details["small_target_margin"] = True
     if len(target_sim) >= min_target:
+        details.pop("small_target_margin")
         scale = float(min(1.0, np.quantile(target_sim, 0.9) / max(np.quantile(source_sim, 0.9), 1e-12)))
         split = otsu_threshold(target_sim)
         bar = min(base * scale, split)
