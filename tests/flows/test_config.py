@@ -31,3 +31,13 @@ def test_fingerprint_ignores_where_output_goes():
     b = load_config(dataset="x", out="b")
     assert a.fingerprint() == b.fingerprint()
     assert a.fingerprint() != load_config(dataset="x", seed=1).fingerprint()
+
+
+def test_min_precision_is_the_default_rule_and_threshold_a_fixed_override():
+    cfg = load_config(dataset="x")
+    assert cfg.min_precision == 0.95 and cfg.threshold is None
+    assert load_config(dataset="x", threshold=0.5).threshold == 0.5
+    assert load_config(dataset="x", min_precision=0.9).fingerprint() != cfg.fingerprint()
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="min_precision"):
+            load_config(dataset="x", min_precision=bad)
