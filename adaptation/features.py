@@ -144,3 +144,11 @@ class MultiModal:
             blocks={m: np.concatenate([p.blocks[m] for p in parts]) for m in first.modalities},
             present={m: np.concatenate([p.present[m] for p in parts]) for m in first.modalities},
         )
+
+
+def fused_input(features) -> np.ndarray:
+    """The early-fusion input of a MultiModal: its blocks side by side, an absent modality as zeros. Shape ``(N, sum d_m)``."""
+    blocks = [np.asarray(features.blocks[m], np.float32) * np.asarray(features.present[m], bool)[:, None] for m in features.modalities]
+    if not blocks:
+        raise StageError("fused_input: the features have no modality")
+    return np.concatenate(blocks, axis=1)

@@ -42,7 +42,6 @@ import dataclasses
 import math
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +53,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from prodkg.adaptation.dann import DomainAdversarialLoss, DomainDiscriminator, dann_lambda
-from prodkg.adaptation.trainer import _batches
+from prodkg.adaptation.loop import Step, run_loop
 from prodkg.extractors.base import ItemError
 from prodkg.extractors.extract import torch_threads
 from prodkg.extractors.image_cnn import CNNImageEncoder, FineTunedImageEncoder
@@ -480,60 +479,49 @@ def finetune_on_activations(
              {"params": heads, "lr": config.lr, "base_lr": config.lr}],
             weight_decay=config.weight_decay,
         )
-        order = torch.Generator().manual_seed(config.seed)
-        src_stream = _batches(len(src_pos), config.batch_size, order)
-        tgt_stream = _batches(len(tgt_pos), config.batch_size, order) if use_target else None
-        n_rows = max(len(src_pos), len(tgt_pos)) if use_target else len(src_pos)
-        steps_per_epoch = math.ceil(n_rows / config.batch_size)
-        total = steps_per_epoch * config.epochs
-        history: list[dict] = []
-        epochs: Any = range(config.epochs)
-        if progress:
-            from tqdm.auto import tqdm
 
-            epochs = tqdm(epochs, desc=f"finetune[{config.method}]", unit="epoch")
-        domain_loss.train()
-        classifier.train()
-        step = 0
-        for epoch in epochs:
-            sums: dict[str, float] = defaultdict(float)
-            for _ in range(steps_per_epoch):
-                p = step / total
-                for group in optimizer.param_groups:
-                    group["lr"] = group["base_lr"] / (1.0 + 10.0 * p) ** 0.75
-                idx_s = next(src_stream)
-                rows = src_pos[idx_s.numpy()]
-                if use_target:
-                    rows = np.concatenate([rows, tgt_pos[next(tgt_stream).numpy()]])
-                x = _to_device(acts.values, rows, device)
-                features = block(x)
-                n_s = len(idx_s)
-                y = y_src[idx_s.to(device)]
-                logits = classifier(features[:n_s])
-                cls_loss = F.cross_entropy(logits, y)
-                if use_target:
-                    domain_loss.grl.coeff = dann_lambda(p)
-                    adapt = domain_loss(features[:n_s], features[n_s:])
-                else:
-                    adapt = cls_loss.new_zeros(())
-                loss = cls_loss + config.tradeoff * adapt
-                if not torch.isfinite(loss):
-                    raise StageError(f"backbone fine-tuning diverged at epoch {epoch + 1}, step {step + 1} "
-                                     f"(loss {loss.item()}); try a lower block_lr")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                sums["cls_loss"] += cls_loss.item()
-                sums["domain_loss"] += adapt.item()
-                sums["source_accuracy"] += (logits.argmax(1) == y).float().mean().item()
+        def step(idx_s: torch.Tensor, idx_t: torch.Tensor | None, p: float) -> Step:
+            rows = src_pos[idx_s.numpy()]
+            if idx_t is not None:
+                rows = np.concatenate([rows, tgt_pos[idx_t.numpy()]])
+            x = _to_device(acts.values, rows, device)
+            features = block(x)
+            n_s = len(idx_s)
+            y = y_src[idx_s.to(device)]
+            logits = classifier(features[:n_s])
+            cls_loss = F.cross_entropy(logits, y)
+            if use_target:
+                domain_loss.grl.coeff = dann_lambda(p)
+                adapt = domain_loss(features[:n_s], features[n_s:])
+            else:
+                adapt = cls_loss.new_zeros(())
+            loss = cls_loss + config.tradeoff * adapt
+
+            def metrics() -> dict[str, float]:
+                out = {"cls_loss": cls_loss.item(), "domain_loss": adapt.item(),
+                       "source_accuracy": (logits.argmax(1) == y).float().mean().item()}
                 if use_target and domain_loss.domain_accuracy is not None:
-                    sums["domain_accuracy"] += float(domain_loss.domain_accuracy)
+                    out["domain_accuracy"] = float(domain_loss.domain_accuracy)
+                return out
+
+            def diverged(epoch: int, n_step: int) -> str:
+                return (f"backbone fine-tuning diverged at epoch {epoch}, step {n_step} "
+                        f"(loss {loss.item()}); try a lower block_lr")
+
+            return Step(loss, metrics, diverged)
+
+        def end_epoch(epoch: int, means: dict[str, float]) -> dict[str, float]:
             record: dict[str, float] = {"epoch": epoch + 1}
-            record.update({k: round(v / steps_per_epoch, 5) for k, v in sums.items()})
+            record.update({k: round(v, 5) for k, v in means.items()})
             if use_target:
                 record["grl_coeff"] = round(domain_loss.grl.coeff, 5)
-            history.append(record)
+            return record
+
+        history = run_loop(
+            step, optimizer, n_source=len(src_pos), n_target=len(tgt_pos) if use_target else None,
+            batch_size=config.batch_size, epochs=config.epochs, seed=config.seed, modules=(domain_loss, classifier),
+            end_epoch=end_epoch, progress=f"finetune[{config.method}]" if progress else None,
+        )
         train_seconds = time.perf_counter() - started
 
         t0 = time.perf_counter()

@@ -330,7 +330,7 @@ def auto_train(
             (:func:`adaptation.refine.centroid_refine`), unless that changes more than
             :data:`MAX_REFINE_CHANGE` of its target predictions. Default :data:`DEFAULT_REFINE`.
     """
-    from prodkg.adaptation.trainer import train
+    from prodkg.adaptation.loop import train_method
 
     SELECTORS.get(selector)
     if not candidates:
@@ -356,7 +356,7 @@ def auto_train(
     models, seconds = [], []
     for cfg in configs:
         started = time.perf_counter()
-        models.append(train(source_train, y_source[tr], target, n_classes, cfg, progress=progress))
+        models.append(train_method(source_train, y_source[tr], target, n_classes, cfg, progress=progress))
         seconds.append(time.perf_counter() - started)
     names = sorted({selector, "source_val"}) if len(va) >= 2 else [selector]
     scores = score_candidates(models, source_train, source_val, y_source[va], target, names, seed=config.seed)

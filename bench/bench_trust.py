@@ -67,8 +67,8 @@ def run_task(name: str, features, labels: list[str | None], is_source: np.ndarra
     tgt = np.flatnonzero(is_target)
     unknown = score_unknown(subset(unit, src), np.array([hidden[i] for i in src]), subset(unit, tgt))
     ev = main.evidence
-    evidence = {"target_probs": ev["target_probs"], "source_probs": ev["source_probs"], "source_labels": ev["source_labels"],
-                "other_probs": other.evidence["target_probs"], "classes": np.array(main.labels.classes, dtype=str),
+    evidence = {"target_logp": ev["target_logp"], "source_logp": ev["source_logp"], "source_labels": ev["source_labels"],
+                "other_logp": other.evidence["target_logp"], "classes": np.array(main.labels.classes, dtype=str),
                 "truth": np.array(["" if labels[i] is None else labels[i] for i in tgt], dtype=str),
                 "similarity": unknown.similarity, "unknown": unknown.unknown,
                 "meta": np.array(json.dumps({"task": name, "taxonomy": [list(t) for t in taxonomy], "unknown": unknown.manifest(),
@@ -88,10 +88,10 @@ def rescore(path: Path, args: argparse.Namespace, *, flat: bool = False) -> dict
     meta = json.loads(str(ev["meta"]))
     taxonomy = [] if flat else [tuple(t) for t in meta["taxonomy"]]
     classes = ev["classes"].tolist()
-    decision = decide(ev["target_probs"], classes, source_probs=ev["source_probs"], source_labels=ev["source_labels"], taxonomy=taxonomy,
-                      min_precision=args.min_precision, unknown=None if args.no_unknown else ev["unknown"], other_probs=ev["other_probs"])
+    decision = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
+                      min_precision=args.min_precision, unknown=None if args.no_unknown else ev["unknown"], other_probs=ev["other_logp"])
     truth = [t or None for t in ev["truth"].tolist()]
-    result = evaluate(decision, classes, taxonomy, truth, target_probs=ev["target_probs"])
+    result = evaluate(decision, classes, taxonomy, truth, target_probs=ev["target_logp"])
     result.pop("risk_coverage", None)
     result.update({"task": meta["task"] + (" flat" if flat else " back-off" if meta["taxonomy"] else ""), "flat": flat, "n_classes": len(classes), "n_source": meta["n_source"], "n_target": len(truth),
                    "n_source_holdout": int(len(ev["source_labels"])), "decision": decision.summary(),

@@ -25,6 +25,7 @@ from prodkg.catalogs.schema import (
     REQUIRED_COLUMNS,
     RESERVED_COLUMNS,
 )
+from prodkg.contracts import QUARANTINE
 from prodkg.errors import CatalogError
 
 FORMATS = ("csv", "jsonl", "parquet")
@@ -289,7 +290,7 @@ def ingest(
     products["source_row"] = products["source_row"].astype("int64")
     for col in columns[:-1]:
         products[col] = products[col].astype("string")
-    quarantine = pd.DataFrame.from_records(quarantined, columns=["stage", "source_row", "product_id", "reason", "raw"])
+    quarantine = pd.DataFrame.from_records(quarantined, columns=QUARANTINE.columns)
     quarantine["source_row"] = quarantine["source_row"].astype("Int64")
     n_in = len(frame) + len(unparsed)
     assert n_in == len(products) + len(quarantine), "ingest counts must reconcile"

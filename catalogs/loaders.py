@@ -50,6 +50,11 @@ class DatasetSpec:
     build: Callable[[Path], CatalogSource]
     # Datasets assembled from single files instead of one archive: name -> (url, sha256).
     files: tuple[tuple[str, str, str], ...] = ()
+    # Its domains and the default source/target, known without reading the data (configs are checked against them).
+    domains: tuple[str, ...] = ()
+    default_source: tuple[str, ...] = ()
+    default_target: tuple[str, ...] = ()
+    description: str = ""
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -192,6 +197,10 @@ DATASETS.register("office-caltech-10", aliases=("office_caltech", "office-caltec
         tree_sha256="33f067cbc9a1966cb3822b3d71ec9b6acd3e0836af2db92fff7f48998406c141",
         n_files=2533,
         build=build_office_caltech,
+        domains=("amazon", "caltech10", "dslr", "webcam"),
+        default_source=("amazon",),
+        default_target=("webcam",),
+        description="10 object classes photographed in four domains (catalog photos, webcam, DSLR, Caltech-256)",
     )
 )
 
@@ -290,6 +299,10 @@ DATASETS.register("grocery-store-dataset", aliases=("grocery", "grocery-store"))
         tree_sha256="fcece199722a7edc2a16443cf12908eb297609a93784c98d5a87455affac936f",
         n_files=5695,
         build=build_grocery,
+        domains=("iconic", "instore"),
+        default_source=("iconic",),
+        default_target=("instore",),
+        description="81 grocery products: one catalog photo and description each, 5,421 in-store photos; top → coarse → fine taxonomy",
     )
 )
 
@@ -353,6 +366,10 @@ DATASETS.register("instacart-products", aliases=("instacart",))(
         tree_sha256="",
         n_files=3,
         build=build_instacart,
+        domains=("catalog", "new"),
+        default_source=("catalog",),
+        default_target=("new",),
+        description="49,688 grocery product titles under 134 aisles and 21 departments (text only)",
         files=(
             ("products.csv", "https://raw.githubusercontent.com/kelly828/Purchase-Analytics/108e14192965c3205ef76b8d94471a6553bfc70e/input/products.csv",
              "abc61fdd748003d280ae49cc5d71b65380805ab1ca55dba96fd9a49295ea78b9"),

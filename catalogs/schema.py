@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
+from prodkg.contracts import PRODUCTS, QUARANTINE
 
 # Columns every catalog must have (values may be empty where the rules below allow it).
 REQUIRED_COLUMNS: tuple[str, ...] = ("product_id", "title", "description", "image", "domain")
@@ -17,28 +17,10 @@ MAX_ID_CHARS = 1_000
 MAX_TEXT_CHARS = 100_000  # a 1 MB title is a broken feed, not a product
 MAX_LABEL_CHARS = 500
 
-# The table ingest writes (products.parquet); attribute columns follow as nullable strings.
-PRODUCTS_SCHEMA = pa.schema(
-    [
-        ("product_id", pa.string()),
-        ("title", pa.string()),
-        ("description", pa.string()),
-        ("image", pa.string()),
-        ("domain", pa.string()),
-        ("category", pa.string()),
-        ("source_row", pa.int64()),
-    ]
-)
-
-QUARANTINE_SCHEMA = pa.schema(
-    [
-        ("stage", pa.string()),
-        ("source_row", pa.int64()),
-        ("product_id", pa.string()),
-        ("reason", pa.string()),
-        ("raw", pa.string()),
-    ]
-)
+# The tables ingest writes (products.parquet, quarantine.parquet): their contracts live with every other
+# stage table's in prodkg.contracts.
+PRODUCTS_SCHEMA = PRODUCTS.schema
+QUARANTINE_SCHEMA = QUARANTINE.schema
 
 
 def product_text(title: str | None, description: str | None) -> str:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
+import types
+import typing
 from pathlib import Path
+from typing import Any
 
-from prodkg.errors import ProdkgError
-
-DEFAULT_OUT = "prodkg-output"
+import prodkg
+from prodkg.errors import ConfigError, ProdkgError
+from prodkg.flows.config import DEFAULT_OUT, RunConfig, build_config, read_config_file
+from prodkg.layout import RunLayout
 
 
 def _offline_defaults() -> None:
@@ -21,7 +26,7 @@ def _offline_defaults() -> None:
 
 
 def _store_path(args) -> Path:
-    return Path(args.out) / "kg"
+    return RunLayout(Path(args.out)).kg
 
 
 def _parse_bindings(pairs: list[str]) -> dict[str, str]:
@@ -34,49 +39,23 @@ def _parse_bindings(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def config_from_args(args: argparse.Namespace, *, check_inputs: bool = True) -> RunConfig:
+    """The run configuration: the ``--config`` file's ``[run]`` table, overridden by the options given."""
+    values = read_config_file(args.config) if args.config else {}
+    values.update(_given_options(args))
+    return build_config(values, check_inputs=check_inputs)
+
+
 def cmd_run(args) -> int:
-    from prodkg.flows.config import load_config
     from prodkg.flows.pipeline import run_pipeline
 
-    cfg = load_config(
-        args.config,
-        catalog=args.catalog,
-        dataset=args.dataset,
-        data_home=args.data_home,
-        source=args.source,
-        target=args.target,
-        method=args.method,
-        baseline=("" if args.baseline in {"none", ""} else args.baseline) if args.baseline is not None else None,
-        fusion=args.fusion,
-        image_encoder=args.image_encoder,
-        text_encoder=args.text_encoder,
-        epochs=args.epochs,
-        seed=args.seed,
-        threshold=args.threshold,
-        min_precision=args.min_precision,
-        out=args.out,
-        cache_dir=args.cache_dir,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        workers=args.workers,
-        dask_address=args.dask_address,
-        use_prefect=False if args.no_prefect else None,
-        progress=False if args.quiet else None,
-        store_url=args.store_url,
-        store_update_url=args.store_update_url,
-        store_gsp_url=args.store_gsp_url,
-        finetune=True if args.finetune_backbone else None,
-        finetune_epochs=args.finetune_epochs,
-        finetune_force=True if args.finetune_force else None,
-    )
-    if cfg.baseline == "":
-        cfg.baseline = None
+    cfg = config_from_args(args)
     summary = run_pipeline(cfg)
     summary["example_query"] = example_query(cfg.out)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
-    elif not args.quiet:
-        print(format_summary(summary, out=args.out or cfg.out))
+    elif cfg.progress:
+        print(format_summary(summary, out=cfg.out))
     return 0
 
 
@@ -85,7 +64,7 @@ def example_query(out: str) -> dict:
     from prodkg.kb.queries import run_query
     from prodkg.kb.store import KnowledgeGraph
 
-    with KnowledgeGraph(Path(out) / "kg").open(read_only=True) as store:
+    with KnowledgeGraph(RunLayout(Path(out)).kg).open(read_only=True) as store:
         result = run_query(store, "products_per_category")
     out_flag = "" if out == DEFAULT_OUT else f" --out {out}"
     return {"command": f"prodkg query --name products_per_category{out_flag}", "answer": render_result(result, "table")}
@@ -137,8 +116,7 @@ def format_summary(s: dict, out: str) -> str:
     for task, m in s["metrics"].items():
         if task != "category" and "target_accuracy" in m:
             lines.append(f"    attribute {task:<8} {100 * m['target_accuracy']:.1f} %")
-    for line in publication_lines(s):
-        lines.append(line)
+    lines += publication_lines(s)
     for task, why in s.get("skipped_tasks", {}).items():
         lines.append(f"  not predicted        {task}: {why}")
     ft = s.get("finetune")
@@ -214,7 +192,7 @@ def cmd_export(args) -> int:
         else:
             run_ids = store.query("SELECT ?run_id WHERE { ?run a pkg:Run ; pkg:runId ?run_id }").column("run_id")
             # the live graph holds one run; its directory has the embeddings the similar/embeddings exports read
-            embeddings = Path(args.out) / "runs" / str(run_ids[0]) / "embeddings.parquet" if run_ids else None
+            embeddings = RunLayout(Path(args.out)).table(str(run_ids[0]), "embeddings") if run_ids else None
             n = export_for_consumers(store, args.format, args.output, embeddings=embeddings, k=args.k)
             what = "rows"
     print(f"wrote {n} {what} to {args.output} ({args.format})")
@@ -232,7 +210,9 @@ def cmd_serve(args) -> int:
             raise ProdkgError(f"cannot read --token-file {args.token_file}: {exc}") from exc
     if args.allow_updates and not token:
         raise ProdkgError("--allow-updates needs --token-file with a non-empty token")
-    settings = EndpointSettings(timeout_s=args.timeout, max_rows=args.max_rows, allow_updates=args.allow_updates, token=token)
+    settings = EndpointSettings(timeout_s=args.timeout, max_rows=args.max_rows, allow_updates=args.allow_updates, token=token,
+                                workers=args.max_queries, max_query_kb=args.max_query_kb, max_memory_mb=args.max_memory_mb,
+                                allowed_hosts=tuple(args.allow_host), outbound_hosts=tuple(args.allow_outbound))
     print(f"SPARQL endpoint on http://{args.host}:{args.port}/sparql ({'updates with token' if args.allow_updates else 'read-only'}; Ctrl-C stops it)")
     serve(_store_path(args), host=args.host, port=args.port, settings=settings)
     return 0
@@ -251,13 +231,21 @@ def cmd_adapt(args) -> int:
     from prodkg.extractors.extract import torch_threads
     from prodkg.prediction import fit_task
 
+    from prodkg.adaptation import METHODS
+
+    if args.method != "auto" and args.method not in METHODS:
+        raise ConfigError(f"unknown method {args.method!r}; valid: {', '.join([*METHODS.names(), 'auto'])}")
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
+    if not Path(args.features).is_file():
+        raise ConfigError(f"--features {args.features!r} not found")
     features, labels, domains, ids = load_feature_table(args.features)
     source = [d.strip() for d in args.source.split(",") if d.strip()]
     target = [d.strip() for d in args.target.split(",") if d.strip()]
     known = sorted(set(domains.tolist()))
     for d in [*source, *target]:
         if d not in known:
-            raise ProdkgError(f"domain {d!r} is not in {args.features}; its domains are {known}")
+            raise ConfigError(f"domain {d!r} is not in {args.features}; its domains are {known}")
     is_source, is_target = np.isin(domains, source), np.isin(domains, target)
     overrides = {k: getattr(args, k) for k in ("epochs", "seed") if getattr(args, k) is not None}
     config = TrainConfig(method=args.method, fusion=args.fusion, **overrides)
@@ -291,38 +279,11 @@ def cmd_schedule(args) -> int:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     # INFO, so the progress lines of the served runs reach the server's run logs
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    config_from_args(args)  # the whole configuration is checked before anything is registered
     from prodkg.flows.schedule import serve_nightly
 
-    config = {
-        "catalog": args.catalog, "dataset": args.dataset, "data_home": args.data_home, "source": args.source, "target": args.target,
-        "method": args.method, "epochs": args.epochs, "seed": args.seed, "out": args.out, "cache_dir": args.cache_dir,
-        "workers": args.workers, "dask_address": args.dask_address, "progress": False if args.quiet else None,
-    }
-    serve_nightly(args.cron, config={k: v for k, v in config.items() if v is not None}, config_file=args.config, name=args.name,
-                  timezone=args.timezone)
+    serve_nightly(args.cron, config=_given_options(args), config_file=args.config, name=args.name, timezone=args.timezone)
     return 0
-
-
-def _add_catalog_options(p: argparse.ArgumentParser, *, config_help: str) -> None:
-    """What to read: a config file, a catalog or dataset, and its source and target domains."""
-    p.add_argument("--config", help=config_help)
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--catalog", help="catalog file (CSV, JSONL, Parquet; path or fsspec URL)")
-    src.add_argument("--dataset", help="a registered dataset (see `prodkg list datasets`)")
-    p.add_argument("--data-home", help="dataset mirror folder (default $PRODKG_DATA_HOME)")
-    p.add_argument("--source", help="labelled source domain(s), comma-separated")
-    p.add_argument("--target", help="unlabelled target domain(s), comma-separated")
-
-
-def _add_output_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", help=f"output folder: runs/, kg/, cache/ (default {DEFAULT_OUT})")
-    p.add_argument("--cache-dir", help="feature cache folder (default <out>/cache)")
-
-
-def _add_scale_out_options(p: argparse.ArgumentParser) -> None:
-    scale = p.add_mutually_exclusive_group()
-    scale.add_argument("--workers", type=int, help="run extraction sharded on a local Dask cluster of N worker processes (prefect-dask)")
-    scale.add_argument("--dask-address", help="run extraction on an existing Dask cluster, e.g. tcp://10.0.0.5:8786")
 
 
 def cmd_list(args) -> int:
@@ -350,38 +311,61 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _field_type(annotation: Any) -> type:
+    """The scalar type of a config field (``int | None`` → int, ``list[str]`` → str: a comma-separated list)."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return _field_type(next(a for a in typing.get_args(annotation) if a is not type(None)))
+    if typing.get_origin(annotation) is list:
+        return str
+    return annotation
+
+
+def add_config_options(p: argparse.ArgumentParser, *, command: str) -> None:
+    """One command-line option per :class:`RunConfig` field that has a ``cli`` entry, with its help and default.
+
+    Options left out stay ``None``, so a value from ``--config`` is overridden only by what is given.
+    """
+    groups: dict[str, Any] = {}
+    exclusive = p.add_mutually_exclusive_group()  # a catalog file or a registered dataset
+    for name, info in RunConfig.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        cli = extra.get("cli")
+        if cli is None or (cli["run_only"] and command != "run"):
+            continue
+        if cli["group"] not in groups:
+            groups[cli["group"]] = p.add_argument_group(f"{cli['group']} options")
+        target = exclusive if name in {"catalog", "dataset"} else groups[cli["group"]]
+        flag = cli.get("flag") or "--" + name.replace("_", "-")
+        default = info.get_default(call_default_factory=True)
+        kind = _field_type(info.annotation)
+        help_text = info.description or ""
+        if kind is bool:
+            # a flag sets the field to the opposite of its default (--quiet: progress off; --finetune-backbone: finetune on)
+            target.add_argument(flag, dest=name, action="store_const", const=not default, default=None, help=help_text)
+            continue
+        shown = ", ".join(default) if isinstance(default, list) else default
+        if shown not in (None, ""):
+            help_text += f" (default: {shown})"
+        target.add_argument(flag, dest=name, type=kind, default=None, metavar=cli.get("metavar") or name.upper(), help=help_text)
+
+
+def _given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields given on the command line (not None)."""
+    return {k: v for k, v in vars(args).items() if k in RunConfig.model_fields and v is not None}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prodkg", description="Build a product knowledge graph from catalogs by transfer learning.")
+    p = argparse.ArgumentParser(prog="prodkg", description="Build a product knowledge graph from catalogs by transfer learning.",
+                                epilog="exit status: 0 ok, 1 unexpected error, 2 configuration or usage, 3 data or I/O, "
+                                       "4 graph refused (SHACL), 5 store, 6 output folder held by another run, 130 interrupted")
+    p.add_argument("--version", action="version", version=f"prodkg {prodkg.__version__}")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+                   help="level of prodkg's and Prefect's log lines on stderr (default WARNING; INFO for the runs `schedule` serves)")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run the pipeline: ingest → extract → adapt → predict → graph")
-    _add_catalog_options(r, config_help="TOML file with a [run] table (command-line options override it)")
-    r.add_argument("--method", help="adaptation method (see `prodkg list methods`), or 'auto' to choose one without target labels; default dann")
-    r.add_argument("--baseline", help="method also trained for comparison (default source_only; 'none' to skip)")
-    r.add_argument("--fusion", help="fusion of modalities (see `prodkg list fusions`; default early)")
-    r.add_argument("--image-encoder", help="image encoder (default efficientnet_lite0)")
-    r.add_argument("--text-encoder", help="text encoder (default minilm)")
-    r.add_argument("--epochs", type=int)
-    r.add_argument("--seed", type=int)
-    r.add_argument("--min-precision", type=float,
-                   help="share of published facts that should be right, by the pipeline's label-free estimate; picks each task's "
-                        "threshold and taxonomy back-off level (default 0.95)")
-    r.add_argument("--threshold", type=float, help="a fixed confidence at which a prediction becomes a plain fact, instead of --min-precision")
-    r.add_argument("--finetune-backbone", action="store_true",
-                   help="fine-tune the image encoder's last block (source labels + DANN towards the target) instead of using frozen "
-                        "features; on CPU only up to finetune_max_images_cpu images (default 5000)")
-    r.add_argument("--finetune-epochs", type=int, help="epochs of backbone fine-tuning (default 5)")
-    r.add_argument("--finetune-force", action="store_true", help="fine-tune on CPU even above finetune_max_images_cpu")
-    r.add_argument("--batch-size", type=int)
-    r.add_argument("--num-workers", type=int, help="DataLoader workers for image decoding (default 0)")
-    _add_scale_out_options(r)
-    _add_output_options(r)
-    r.add_argument("--no-prefect", action="store_true", help="call the stages directly instead of as a Prefect flow")
-    r.add_argument("--store-url", help="also publish the graph to this SPARQL 1.1 server (its query endpoint, e.g. "
-                                       "http://127.0.0.1:8890/sparql); credentials from $PRODKG_STORE_USER / $PRODKG_STORE_PASSWORD")
-    r.add_argument("--store-update-url", help="the server's SPARQL update endpoint (default: derived from --store-url)")
-    r.add_argument("--store-gsp-url", help="the server's Graph Store protocol endpoint (default: derived from --store-url)")
-    r.add_argument("--quiet", action="store_true", help="no progress bars, no summary")
+    r.add_argument("--config", help="TOML file with a [run] table (command-line options override it)")
+    add_config_options(r, command="run")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.set_defaults(func=cmd_run)
 
@@ -411,6 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-rows", type=int, default=10_000, help="most result rows or triples per query (default 10000)")
     sv.add_argument("--allow-updates", action="store_true", help="accept SPARQL UPDATE (needs --token-file; Bearer token)")
     sv.add_argument("--token-file", help="file holding the token updates must send as 'Authorization: Bearer <token>'")
+    sv.add_argument("--max-queries", type=int, default=4, help="queries run at once, one worker process each (default 4)")
+    sv.add_argument("--max-query-kb", type=int, default=64, help="largest query text in KiB (default 64; larger: 413)")
+    sv.add_argument("--max-memory-mb", type=int, default=1024, help="memory one query may use in MiB (default 1024; past it: 507)")
+    sv.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                    help="another name the Host header may carry (repeatable; default: loopback names and --host)")
+    sv.add_argument("--allow-outbound", action="append", default=[], metavar="HOST",
+                    help="a host SERVICE and LOAD may reach (repeatable; default: none, no outbound requests)")
     sv.set_defaults(func=cmd_serve)
 
     a = sub.add_parser("adapt", help="adapt and predict from your own precomputed feature vectors (no extractors)")
@@ -429,13 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--cron", default="0 2 * * *", help="when to run, a cron expression (default '0 2 * * *': 02:00 every night)")
     sc.add_argument("--timezone", help="time zone the cron is read in, e.g. Europe/Berlin (default UTC)")
     sc.add_argument("--name", default="nightly", help="deployment name; runs are triggered as prodkg/<name> (default nightly)")
-    _add_catalog_options(sc, config_help="TOML file with a [run] table, read again at every run (options below override it)")
-    sc.add_argument("--method", help="adaptation method (default dann)")
-    sc.add_argument("--epochs", type=int)
-    sc.add_argument("--seed", type=int)
-    _add_output_options(sc)
-    _add_scale_out_options(sc)
-    sc.add_argument("--quiet", action="store_true", help="no progress lines in the run logs")
+    sc.add_argument("--config", help="TOML file with a [run] table, read again at every run (options below override it)")
+    add_config_options(sc, command="schedule")
     sc.set_defaults(func=cmd_schedule)
 
     ls = sub.add_parser("list", help="list registered components")
@@ -445,13 +431,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``prodkg`` command. Returns the exit status documented in :mod:`prodkg.errors`."""
     _offline_defaults()
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level or "WARNING"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level:  # before Prefect is imported: it reads its settings once
+        os.environ["PREFECT_LOGGING_LEVEL"] = args.log_level
     try:
         return args.func(args)
     except ProdkgError as exc:
         print(f"prodkg: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("prodkg: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader went away (`prodkg query ... | head`): not our error; keep Python from reporting it at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

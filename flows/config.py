@@ -1,128 +1,282 @@
-"""Typed run configuration: defaults, a TOML file, then command-line overrides; validated where it enters."""
+"""The one typed run configuration: defaults ← a TOML file ← command-line options, validated before any work.
+
+Every option is written once, here, as a field with its help text; the command line
+(:mod:`flows.cli`) is generated from these fields. Validators consult the registries (methods,
+fusions, encoders, datasets), check ranges, that catalog and taxonomy files exist, and that the
+source and target domains exist in the catalog (reading its ``domain`` column only), so a bad
+setting is refused in a second, before anything is extracted, written or registered.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from prodkg.errors import ConfigError
+from prodkg.layout import RunLayout
+
+__all__ = ["DEFAULT_OUT", "RunConfig", "load_config"]
+
+DEFAULT_OUT = "prodkg-output"
 
 
-@dataclass
-class RunConfig:
-    """Everything one run depends on. Its hash goes into the manifest and the graph's provenance."""
+def _cli(group: str, *, flag: str | None = None, invert: bool = False, run_only: bool = False, metavar: str | None = None) -> dict:
+    """How a field appears on the command line: its group in ``--help``, an own flag name, whether the flag
+    turns the value off (``--quiet`` sets ``progress`` false), and whether only ``run`` has it (not ``schedule``)."""
+    return {"cli": {"group": group, "flag": flag, "invert": invert, "run_only": run_only, "metavar": metavar}}
 
-    catalog: str | None = None  # path or fsspec URL of a CSV / JSONL / Parquet catalog
-    dataset: str | None = None  # or a registered dataset name (see `prodkg list datasets`)
-    data_home: str | None = None  # dataset mirror; default $PRODKG_DATA_HOME
-    source: list[str] = field(default_factory=list)  # labelled domain(s)
-    target: list[str] = field(default_factory=list)  # unlabelled domain(s)
-    attributes: list[str] | None = None  # attribute columns (default: every non-reserved column)
-    taxonomy: str | None = None  # CSV with columns concept,parent (default: flat, from the labels)
-    method: str = "dann"
-    baseline: str | None = "source_only"  # also trained on the category task, for comparison; None to skip
-    fusion: str = "early"
-    image_encoder: str = "efficientnet_lite0"
-    text_encoder: str = "minilm"
-    image_options: dict[str, Any] = field(default_factory=dict)
-    text_options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 64
-    num_workers: int = 0
-    shard_size: int = 4096  # products per extraction task
-    epochs: int | None = None  # None: the method's default
-    hidden: int | None = None
-    lr: float | None = None
-    tradeoff: float | None = None
-    seed: int = 0
-    min_precision: float = 0.95  # published facts should be right this often: per-task thresholds from the label-free estimate
-    threshold: float | None = None  # a fixed confidence bar instead of min_precision (the pre-0.95 rule was 0.5)
-    base_iri: str | None = None
-    out: str = "prodkg-output"
-    cache_dir: str | None = None  # default <out>/cache
-    use_prefect: bool = True
-    reuse_heads: bool = True  # load a head whose features, labels and config are unchanged instead of retraining it
-    progress: bool = True
-    workers: int = 0  # >0: extraction shards run on a local Dask cluster of this many worker processes
-    dask_address: str | None = None  # or on an existing Dask cluster (tcp://host:8786)
+
+def _domains(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [d.strip() for d in value.split(",") if d.strip()]
+    return [str(d).strip() for d in value if str(d).strip()]
+
+
+class RunConfig(BaseModel):
+    """Everything one run depends on. Its fingerprint goes into the manifest and the graph's provenance."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(exc)) from None
+
+    # --- input -----------------------------------------------------------------------------------
+    catalog: str | None = Field(None, description="catalog file (CSV, JSONL, Parquet; path or fsspec URL)", json_schema_extra=_cli("input"))
+    dataset: str | None = Field(None, description="a registered dataset (see `prodkg list datasets`)", json_schema_extra=_cli("input"))
+    data_home: str | None = Field(None, description="dataset mirror folder (default $PRODKG_DATA_HOME)", json_schema_extra=_cli("input"))
+    source: list[str] = Field(default_factory=list, description="labelled source domain(s), comma-separated (a dataset has defaults)",
+                              json_schema_extra=_cli("input", metavar="DOMAINS"))
+    target: list[str] = Field(default_factory=list, description="unlabelled target domain(s), comma-separated (a dataset has defaults)",
+                              json_schema_extra=_cli("input", metavar="DOMAINS"))
+    attributes: list[str] | None = Field(None, description="attribute columns to predict, comma-separated (default: every non-reserved column)",
+                                         json_schema_extra=_cli("input", metavar="COLUMNS"))
+    taxonomy: str | None = Field(None, description="CSV with columns concept,parent (default: flat, from the labels)", json_schema_extra=_cli("input"))
+    # --- models ----------------------------------------------------------------------------------
+    method: str = Field("dann", description="adaptation method (see `prodkg list methods`), or auto to choose one without target labels",
+                        json_schema_extra=_cli("model"))
+    baseline: str | None = Field("source_only", description="method also trained on the category task for comparison; none to skip",
+                                 json_schema_extra=_cli("model"))
+    fusion: str = Field("early", description="fusion of modalities (see `prodkg list fusions`)", json_schema_extra=_cli("model"))
+    image_encoder: str = Field("efficientnet_lite0", description="image encoder (see `prodkg list encoders`)", json_schema_extra=_cli("model"))
+    text_encoder: str = Field("minilm", description="text encoder (see `prodkg list encoders`)", json_schema_extra=_cli("model"))
+    image_options: dict[str, Any] = Field(default_factory=dict, description="image encoder options (config file only), e.g. {precision = \"fp32\"}")
+    text_options: dict[str, Any] = Field(default_factory=dict, description="text encoder options (config file only), e.g. {model = \"bert-base-uncased\"}")
+    epochs: int | None = Field(None, ge=1, description="training epochs of the heads (default: the method's)", json_schema_extra=_cli("model"))
+    hidden: int | None = Field(None, ge=1, description="hidden units of the heads (default: the method's)", json_schema_extra=_cli("model"))
+    lr: float | None = Field(None, gt=0, description="learning rate of the heads (default: the method's)", json_schema_extra=_cli("model"))
+    tradeoff: float | None = Field(None, ge=0, description="weight of the adaptation loss (default: the method's)", json_schema_extra=_cli("model"))
+    seed: int = Field(0, ge=0, description="random seed of every model", json_schema_extra=_cli("model"))
+    # published facts should be right this often: per-task thresholds and back-off levels from the label-free estimate
+    min_precision: float = Field(0.95, gt=0, le=1, description="share of published facts that should be right, by the pipeline's label-free "
+                                                                "estimate; picks each task's threshold and taxonomy back-off level",
+                                 json_schema_extra=_cli("model"))
+    # a fixed confidence bar instead of min_precision (the rule before min_precision was a fixed 0.5)
+    threshold: float | None = Field(None, ge=0, le=1, description="a fixed confidence at which a prediction becomes a plain fact, "
+                                                                  "instead of --min-precision", json_schema_extra=_cli("model"))
+    reuse_heads: bool = Field(True, description="reuse a head whose features, labels and config are unchanged (--retrain: always train anew)",
+                              json_schema_extra=_cli("model", flag="--retrain", invert=True))
+    # --- backbone fine-tuning (adaptation/finetune.py) ----------------------------------------------
+    finetune: bool = Field(False, description="fine-tune the image encoder's last block (source labels + DANN towards the target) instead of "
+                                              "using frozen features; on CPU only up to --finetune-max-images-cpu images",
+                           json_schema_extra=_cli("fine-tuning", flag="--finetune-backbone"))
+    finetune_epochs: int = Field(5, ge=1, description="epochs of backbone fine-tuning", json_schema_extra=_cli("fine-tuning"))
+    finetune_max_images_cpu: int = Field(5000, ge=1, description="on CPU, refuse fine-tuning above this many images...",
+                                         json_schema_extra=_cli("fine-tuning"))
+    finetune_force: bool = Field(False, description="...unless forced", json_schema_extra=_cli("fine-tuning"))
+    finetune_options: dict[str, Any] = Field(default_factory=dict, description="other FinetuneConfig keys (config file only): method, lr, block_lr, ...")
+    # --- execution -------------------------------------------------------------------------------
+    batch_size: int = Field(64, ge=1, description="images or texts per encoder batch", json_schema_extra=_cli("execution"))
+    num_workers: int = Field(0, ge=0, description="DataLoader workers for image decoding", json_schema_extra=_cli("execution"))
+    shard_size: int = Field(4096, ge=1, description="products per extraction task", json_schema_extra=_cli("execution"))
+    workers: int = Field(0, ge=0, description="run extraction sharded on a local Dask cluster of N worker processes (prefect-dask)",
+                         json_schema_extra=_cli("execution"))
+    dask_address: str | None = Field(None, description="run extraction on an existing Dask cluster, e.g. tcp://10.0.0.5:8786",
+                                     json_schema_extra=_cli("execution"))
+    use_prefect: bool = Field(True, description="run the stages as a Prefect flow (--no-prefect: call them directly)",
+                              json_schema_extra=_cli("execution", flag="--no-prefect", invert=True, run_only=True))
+    progress: bool = Field(True, description="show progress and the summary (--quiet: neither)", json_schema_extra=_cli("execution", flag="--quiet", invert=True))
+    # --- output ----------------------------------------------------------------------------------
+    out: str = Field(DEFAULT_OUT, description="output folder: runs/, kg/, cache/", json_schema_extra=_cli("output"))
+    cache_dir: str | None = Field(None, description="feature cache folder (default <out>/cache)", json_schema_extra=_cli("output"))
+    base_iri: str | None = Field(None, description="base IRI of minted resources (default https://prodkg.org/)", json_schema_extra=_cli("output"))
     # A SPARQL 1.1 server that gets a copy of every published graph (kb/remote.py); the local graph stays the
     # record. Credentials come only from $PRODKG_STORE_USER / $PRODKG_STORE_PASSWORD, never from here.
-    store_url: str | None = None  # its query endpoint, e.g. http://127.0.0.1:8890/sparql
-    store_update_url: str | None = None  # its update endpoint (default: derived from store_url)
-    store_gsp_url: str | None = None  # its Graph Store protocol endpoint (default: derived from store_url)
-    # Backbone fine-tuning (adaptation/finetune.py): train the image encoder's last block on source labels with
-    # DANN towards the target, and use its features instead of the frozen ones. Off by default.
-    finetune: bool = False
-    finetune_epochs: int = 5
-    finetune_max_images_cpu: int = 5000  # on CPU, refuse catalogs with more images than this...
-    finetune_force: bool = False  # ...unless forced
-    finetune_options: dict[str, Any] = field(default_factory=dict)  # other FinetuneConfig keys: method, lr, block_lr, ...
+    store_url: str | None = Field(None, description="also publish the graph to this SPARQL 1.1 server (its query endpoint, e.g. "
+                                                    "http://127.0.0.1:8890/sparql); credentials from $PRODKG_STORE_USER / $PRODKG_STORE_PASSWORD",
+                                  json_schema_extra=_cli("output"))
+    store_update_url: str | None = Field(None, description="the server's SPARQL update endpoint (default: derived from --store-url)",
+                                         json_schema_extra=_cli("output"))
+    store_gsp_url: str | None = Field(None, description="the server's Graph Store protocol endpoint (default: derived from --store-url)",
+                                      json_schema_extra=_cli("output"))
 
-    def __post_init__(self) -> None:
-        self.validate()
+    # --- field checks ------------------------------------------------------------------------------
+    @field_validator("source", "target", mode="before")
+    @classmethod
+    def _split_domains(cls, value: Any) -> list[str]:
+        return _domains(value)
 
-    def validate(self) -> None:
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _split_attributes(cls, value: Any) -> list[str] | None:
+        return None if value is None else _domains(value)
+
+    @field_validator("baseline", mode="before")
+    @classmethod
+    def _no_baseline(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in {"", "none"} else value
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from prodkg.adaptation import METHODS
+
+        if value.strip().lower() != "auto" and value not in METHODS:
+            raise ValueError(f"unknown method {value!r}; valid: {', '.join([*METHODS.names(), 'auto'])}")
+        return value
+
+    @field_validator("baseline")
+    @classmethod
+    def _known_baseline(cls, value: str | None) -> str | None:
+        from prodkg.adaptation import METHODS
+
+        if value is not None and value not in METHODS:
+            raise ValueError(f"unknown baseline method {value!r}; valid: {', '.join([*METHODS.names(), 'none'])}")
+        return value
+
+    @field_validator("fusion")
+    @classmethod
+    def _known_fusion(cls, value: str) -> str:
+        from prodkg.adaptation import FUSIONS
+
+        if value not in FUSIONS:
+            raise ValueError(f"unknown fusion {value!r}; valid: {', '.join(FUSIONS.names())}")
+        return value
+
+    @field_validator("image_encoder", "text_encoder")
+    @classmethod
+    def _known_encoder(cls, value: str) -> str:
+        from prodkg.extractors import list_encoders
+
+        names = list_encoders()
+        if value.strip().lower().replace("-", "_") not in {n.lower().replace("-", "_") for n in names}:
+            raise ValueError(f"unknown encoder {value!r}; valid: {', '.join(names)}")
+        return value
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str | None) -> str | None:
+        from prodkg.catalogs import DATASETS
+
+        if value is not None and value not in DATASETS:
+            raise ValueError(f"unknown dataset {value!r}; valid: {', '.join(DATASETS.names())}")
+        return value
+
+    @field_validator("data_home", "taxonomy")
+    @classmethod
+    def _existing_path(cls, value: str | None, info) -> str | None:
+        if value is not None and "://" not in value and not Path(value).exists():
+            raise ValueError(f"{info.field_name} {value!r} does not exist")
+        return value
+
+    @field_validator("catalog")
+    @classmethod
+    def _existing_catalog(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            path = Path(value)
+            if path.is_dir():
+                raise ValueError(f"catalog {value!r} is a directory, not a file")
+            if not path.is_file():
+                raise ValueError(f"catalog {value!r} not found")
+        return value
+
+    @field_validator("image_options", "text_options", "finetune_options", mode="before")
+    @classmethod
+    def _table(cls, value: Any, info) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError(f"{info.field_name} must be a table of options, got {value!r}")
+        return value
+
+    # --- checks across fields ------------------------------------------------------------------------
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
         if bool(self.catalog) == bool(self.dataset):
-            raise ConfigError("give exactly one of catalog (a file) or dataset (a registered name)")
-        if not self.catalog and not self.dataset:
-            raise ConfigError("no catalog or dataset given")
+            raise ValueError("give exactly one of catalog (a file) or dataset (a registered name)")
         overlap = set(self.source) & set(self.target)
         if overlap:
-            raise ConfigError(f"domain(s) {sorted(overlap)} are both source and target")
-        if self.threshold is not None and (isinstance(self.threshold, bool) or not isinstance(self.threshold, int | float)
-                                           or not 0.0 <= self.threshold <= 1.0):
-            raise ConfigError(f"threshold must be in [0, 1] (or unset, to use min_precision), got {self.threshold!r}")
-        if isinstance(self.min_precision, bool) or not isinstance(self.min_precision, int | float) or not 0.0 < self.min_precision <= 1.0:
-            raise ConfigError(f"min_precision must be in (0, 1], got {self.min_precision!r}")
-        for name in ("batch_size", "shard_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0:
-            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
-        if not isinstance(self.workers, int) or self.workers < 0:
-            raise ConfigError(f"workers must be an integer >= 0, got {self.workers!r}")
+            raise ValueError(f"domain(s) {sorted(overlap)} are both source and target")
         if self.workers and self.dask_address:
-            raise ConfigError(f"give workers (a local Dask cluster) or dask_address (an existing one), not both; got {self.workers} and {self.dask_address!r}")
-        if not isinstance(self.finetune, bool) or not isinstance(self.finetune_force, bool):
-            raise ConfigError(f"finetune and finetune_force must be true or false, got {self.finetune!r} and {self.finetune_force!r}")
-        for name in ("finetune_epochs", "finetune_max_images_cpu"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.finetune_options, dict):
-            raise ConfigError(f"finetune_options must be a table of FinetuneConfig keys, got {self.finetune_options!r}")
-        self._validate_store_urls()
+            raise ValueError(f"give workers (a local Dask cluster) or dask_address (an existing one), not both; got {self.workers} and {self.dask_address!r}")
         if (self.workers or self.dask_address) and not self.use_prefect:
-            raise ConfigError("workers / dask_address run extraction through Prefect's Dask task runner; they need use_prefect (drop --no-prefect)")
-
-    def _validate_store_urls(self) -> None:
+            raise ValueError("workers / dask_address run extraction through Prefect's Dask task runner; they need use_prefect (drop --no-prefect)")
         if (self.store_update_url or self.store_gsp_url) and not self.store_url:
-            raise ConfigError("store_update_url and store_gsp_url need store_url (the SPARQL server's query endpoint)")
-        urls = {k: getattr(self, k) for k in ("store_url", "store_update_url", "store_gsp_url") if getattr(self, k) is not None}
-        if urls:
-            from prodkg.kb.remote import check_url
-            from prodkg.errors import StoreError
+            raise ValueError("store_update_url and store_gsp_url need store_url (the SPARQL server's query endpoint)")
+        for key in ("store_url", "store_update_url", "store_gsp_url"):
+            url = getattr(self, key)
+            if url is not None:
+                from prodkg.errors import StoreError
+                from prodkg.kb.remote import check_url
 
-            for key, url in urls.items():
                 try:
                     check_url(url, key)
                 except StoreError as exc:
-                    raise ConfigError(str(exc)) from None
+                    raise ValueError(str(exc)) from None
+        if self.finetune:
+            try:
+                self.finetune_settings().config()  # unknown or reserved finetune_options keys
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+    def check_inputs(self) -> None:
+        """Check the domains against the catalog's ``domain`` column (or the dataset's domains), reading nothing else.
+
+        A source or target that is absent raises ConfigError naming the domains there are.
+        """
+        if self.dataset:
+            from prodkg.catalogs import DATASETS
+
+            spec = DATASETS.get(self.dataset)
+            domains = list(spec.domains)
+            source, target = self.source or list(spec.default_source), self.target or list(spec.default_target)
+        else:
+            from prodkg.catalogs.stage import read_domains
+
+            domains = read_domains(self.catalog)
+            source, target = self.source, self.target
+        if not source or not target:
+            raise ConfigError(f"name the source and target domains (--source, --target); this catalog has: {', '.join(domains) or 'none'}")
+        if domains is None:  # a format whose domains cannot be read on their own: ingest checks them
+            return
+        for role, chosen in (("source", source), ("target", target)):
+            missing = [d for d in chosen if d not in domains]
+            if missing:
+                raise ConfigError(f"{role} domain(s) {', '.join(missing)} not in the catalog; it has: {', '.join(domains) or 'none'}")
+
+    # --- derived ---------------------------------------------------------------------------------
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(Path(self.out), Path(self.cache_dir) if self.cache_dir else None)
 
     @property
     def out_path(self) -> Path:
-        return Path(self.out)
+        return self.layout.out
 
     @property
     def cache_path(self) -> Path:
-        return Path(self.cache_dir) if self.cache_dir else self.out_path / "cache"
+        return self.layout.cache
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     def fingerprint(self) -> str:
         """Hash of what changes results (not where they are written or how progress is shown)."""
@@ -133,28 +287,74 @@ class RunConfig:
             d = {k: v for k, v in d.items() if not k.startswith("finetune")}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
+    # --- each stage's slice ------------------------------------------------------------------------
+    def ingest_settings(self):
+        from prodkg.catalogs.stage import IngestSettings
 
-def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
-    """Defaults ← ``[run]`` table of a TOML file ← non-None keyword overrides."""
-    values: dict[str, Any] = {}
-    if path:
-        try:
-            with open(path, "rb") as fh:
-                doc = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-        values.update(doc.get("run", doc))
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
-    for key in ("source", "target"):
-        if isinstance(values.get(key), str):
-            values[key] = [d.strip() for d in values[key].split(",") if d.strip()]
+        return IngestSettings(catalog=self.catalog, dataset=self.dataset, data_home=self.data_home, source=tuple(self.source),
+                              target=tuple(self.target), attributes=tuple(self.attributes) if self.attributes is not None else None,
+                              taxonomy=self.taxonomy)
+
+    def extract_settings(self):
+        from prodkg.extractors.stage import ExtractSettings
+
+        return ExtractSettings(image_encoder=self.image_encoder, text_encoder=self.text_encoder, image_options=dict(self.image_options),
+                               text_options=dict(self.text_options), batch_size=self.batch_size, num_workers=self.num_workers, progress=self.progress)
+
+    def finetune_settings(self):
+        from prodkg.adaptation.stage import FinetuneSettings
+
+        return FinetuneSettings(image_encoder=self.image_encoder, image_options=dict(self.image_options), epochs=self.finetune_epochs,
+                                max_images_cpu=self.finetune_max_images_cpu, force=self.finetune_force, options=dict(self.finetune_options),
+                                seed=self.seed, num_workers=self.num_workers, progress=self.progress, reuse=self.reuse_heads)
+
+    def predict_settings(self):
+        from prodkg.prediction.stage import PredictSettings
+
+        return PredictSettings(method=self.method, baseline=self.baseline, fusion=self.fusion, epochs=self.epochs, hidden=self.hidden, lr=self.lr,
+                               tradeoff=self.tradeoff, seed=self.seed, progress=self.progress, min_precision=self.min_precision,
+                               threshold=self.threshold)
+
+    def graph_settings(self):
+        from prodkg.kb.publish import GraphSettings
+
+        return GraphSettings(base_iri=self.base_iri, threshold=self.threshold, min_precision=self.min_precision)
+
+
+def _one_line(exc: ValidationError) -> str:
+    """A validation error as one line per problem: ``field: message``."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            msg = f"unknown config key; valid keys: {', '.join(RunConfig.model_fields)}"
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts)
+
+
+def build_config(values: dict[str, Any], *, check_inputs: bool = True) -> RunConfig:
+    """A validated RunConfig from plain values; any problem raises ConfigError with one line naming it."""
+    cfg = RunConfig(**values)
+    if check_inputs:
+        cfg.check_inputs()
+    return cfg
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The ``[run]`` table of a TOML file (or its top level when it has none)."""
     try:
-        return RunConfig(**values)
-    except TypeError as exc:
-        raise ConfigError(str(exc)) from exc
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return dict(doc.get("run", doc))
+
+
+def load_config(path: str | Path | None = None, *, check_inputs: bool = True, **overrides: Any) -> RunConfig:
+    """Defaults ← ``[run]`` table of a TOML file ← non-None keyword overrides, validated (see :class:`RunConfig`)."""
+    values: dict[str, Any] = read_config_file(path) if path else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return build_config(values, check_inputs=check_inputs)

@@ -7,22 +7,23 @@ import sys
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pandas as pd
 
-from prodkg.flows import stages
+from prodkg.catalogs.stage import hide_target_labels, ingest_stage, modalities_present, modality_items
+from prodkg.errors import CatalogError, ConfigError
+from prodkg.failpoints import failpoint
 from prodkg.flows.config import RunConfig
 from prodkg.flows.dask_runner import describe as describe_task_runner
 from prodkg.flows.dask_runner import extraction_shard_size, task_runner_for
 from prodkg.flows.report import previous_run_dir, write_report_safely
 from prodkg.flows.rundir import new_run_id, versions, write_json, write_table
-from prodkg.failpoints import failpoint
+from prodkg.layout import RunLayout
 
 
-def configure_prefect(out: Path) -> None:
+def configure_prefect(layout: RunLayout) -> None:
     """Prefect settings for an offline machine; values already set by the user win."""
-    os.environ.setdefault("PREFECT_HOME", str((out / ".prefect").resolve()))
+    os.environ.setdefault("PREFECT_HOME", str(layout.prefect_home.resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
@@ -36,6 +37,17 @@ def _in_flow_run() -> bool:
     from prefect.context import FlowRunContext
 
     return FlowRunContext.get() is not None
+
+
+def _retry_transient(task, task_run, state) -> bool:
+    """Prefect retries a failed stage only when the failure may pass: never a bad setting or a bad catalog."""
+    try:
+        state.result(raise_on_failure=True)
+    except (ConfigError, CatalogError):
+        return False
+    except BaseException:  # noqa: BLE001 - anything else (a network read, a busy store) may be transient
+        return True
+    return True
 
 
 class _Runner:
@@ -54,7 +66,8 @@ class _Runner:
         key = (fn, name, retries)
         if key not in self._tasks:
             # NO_CACHE: inputs are large frames and arrays, and a stage must really run each night
-            self._tasks[key] = task(fn, name=name or fn.__name__, retries=retries, retry_delay_seconds=[1, 5, 20][:retries] or 0, cache_policy=NO_CACHE)
+            self._tasks[key] = task(fn, name=name or fn.__name__, retries=retries, retry_delay_seconds=[1, 5, 20][:retries] or 0, cache_policy=NO_CACHE,
+                                    retry_condition_fn=_retry_transient)
         return self._tasks[key](*args, **kwargs)
 
     def map(self, fn, arg_list: list[tuple], name: str | None = None) -> list:
@@ -79,47 +92,66 @@ def _timed(durations: dict, name: str):
         durations[name] = round(time.perf_counter() - started, 3)
 
 
+def _mirror(cfg: RunConfig):
+    """The graph stage's server mirror for ``cfg.store_url`` (None: the local graph only)."""
+    if not cfg.store_url:
+        return None
+    from prodkg.kb.remote import mirror_to_server
+
+    return lambda path, run_id: mirror_to_server(path, run_id, cfg.store_url, update_url=cfg.store_update_url, gsp_url=cfg.store_gsp_url)
+
+
 def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     """Run every stage in order; write the run directory; return the summary."""
+    from prodkg.extractors.cache import FeatureCache
+    from prodkg.extractors.stage import assemble_features, extract_shard, shards
+    from prodkg.kb.publish import flat_taxonomy, graph_stage
     from prodkg.kb.triples import ModelInfo, RunInfo
+    from prodkg.prediction.stage import predict_stage, publication_summary
 
     started_at = datetime.now(UTC)
-    out = cfg.out_path
-    run_dir = out / "runs" / run_id
+    layout = cfg.layout
+    run_dir = layout.run_dir(run_id)
     durations: dict[str, float] = {}
     tables: dict[str, dict] = {}
 
     with _timed(durations, "ingest"):
-        ing = runner(stages.ingest_stage, cfg, name="ingest", retries=2)
-    stages.check_finetune(cfg, ing.products)  # a refused fine-tuning stops the run before anything is extracted
+        ing = runner(ingest_stage, cfg.ingest_settings(), name="ingest", retries=2)
+    if cfg.finetune:  # a refused fine-tuning stops the run before anything is extracted
+        from prodkg.adaptation.stage import check_finetune
+
+        check_finetune(cfg.finetune_settings(), ing.products)
     # Whole-catalog errors have been raised by now: only from here on is anything written.
     run_dir.mkdir(parents=True, exist_ok=True)
-    tables["products_ingested"] = write_table(ing.products, run_dir / "products.parquet")
+    tables["products_ingested"] = write_table(ing.products, layout.table(run_id, "products"))
     failpoint("after-ingest")
 
     with _timed(durations, "extract"):
-        modalities = stages.modalities_present(ing.products)
-        spans = stages.shards(len(ing.products), extraction_shard_size(cfg, len(ing.products)))
+        settings, cache = cfg.extract_settings(), FeatureCache(layout.cache)
+        spans = shards(len(ing.products), extraction_shard_size(cfg, len(ing.products)))
         results = {}
-        for modality in modalities:
-            items = stages.modality_items(ing.products, modality)
-            results[modality] = runner.map(stages.extract_shard, [(items[a:b], cfg, modality) for a, b in spans], name=f"extract-{modality}")
-        ext = stages.assemble_features(ing.products, results)
+        for modality in modalities_present(ing.products):
+            items = modality_items(ing.products, modality)
+            results[modality] = runner.map(extract_shard, [(items[a:b], settings, modality, cache) for a, b in spans], name=f"extract-{modality}")
+        ext = assemble_features(ing.products, results)
     # concat of empty frames would reset column dtypes; skip them
     parts = [q for q in (ing.quarantine, ext.quarantine) if len(q)]
     quarantine = pd.concat(parts, ignore_index=True) if parts else ing.quarantine
-    tables["quarantine"] = write_table(quarantine.astype({"source_row": "Int64"}), run_dir / "quarantine.parquet")
+    tables["quarantine"] = write_table(quarantine.astype({"source_row": "Int64"}), layout.table(run_id, "quarantine"))
     failpoint("after-extract")
 
     finetune = None
     if cfg.finetune:  # the image features become those of the fine-tuned last block; text features stay
+        from prodkg.adaptation.stage import finetune_stage
+
         with _timed(durations, "finetune"):
-            ext, finetune = runner(stages.finetune_stage, ext, cfg, ing.source, run_dir / "models", name="finetune")
+            ext, finetune = runner(finetune_stage, ext, cfg.finetune_settings(), ing.source, layout.models(run_id),
+                                   layout.finetune_cache if cfg.reuse_heads else None, name="finetune")
 
     with _timed(durations, "adapt_predict"):
-        pred = runner(stages.predict_stage, ext.products, ext.features, cfg, ing.source, ing.target, ing.attributes, run_dir / "models",
-                      ing.taxonomy, name="adapt-predict")
-    tables["predictions"] = write_table(pred.predictions, run_dir / "predictions.parquet")
+        pred = runner(predict_stage, ext.products, ext.features, cfg.predict_settings(), ing.source, ing.target, ing.attributes,
+                      layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, ing.taxonomy, name="adapt-predict")
+    tables["predictions"] = write_table(pred.predictions, layout.table(run_id, "predictions"))
     failpoint("after-predict")
 
     with _timed(durations, "graph"):
@@ -128,11 +160,11 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
                              details={"method": m["method"], "temperature": m["temperature"], "classes": len(m["classes"])}) for m in pred.models]
         info = RunInfo(run_id=run_id, started=started_at, ended=datetime.now(UTC), catalog=ing.catalog_name, method=cfg.method,
                        source_domains=ing.source, target_domains=ing.target, models=models, config_hash=cfg.fingerprint())
-        taxonomy = ing.taxonomy or stages.flat_taxonomy(ext.products, pred.predictions)
+        taxonomy = ing.taxonomy or flat_taxonomy(ext.products, pred.predictions)
         # Target-domain labels are for evaluation only: they never enter the graph as asserted facts.
-        graph_products = stages.hide_target_labels(ext.products, ing.target, ["category", *ing.attributes])
-        graph = runner(stages.graph_stage, graph_products, pred.predictions, taxonomy, ing.attributes, info, cfg, ing.catalog_name,
-                       features=ext.features, name="graph", retries=2)
+        graph_products = hide_target_labels(ext.products, ing.target, ["category", *ing.attributes])
+        graph = runner(graph_stage, graph_products, pred.predictions, taxonomy, ing.attributes, info, cfg.graph_settings(), ing.catalog_name,
+                       layout=layout, mirror=_mirror(cfg), features=ext.features, name="graph", retries=2)
 
     failpoint("after-graph")
     n_quarantined = len(quarantine)
@@ -163,7 +195,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "min_precision": cfg.min_precision if cfg.threshold is None else None,
         # per task: what was published (by level), the label-free accuracy estimates and, with target labels,
         # the measured precision, coverage, ECE and risk-coverage curve (metrics[task]["publication" / "evaluation"])
-        "published": stages.publication_summary(pred.metrics),
+        "published": publication_summary(pred.metrics),
         "counts": counts,
         "features": ext.stats,
         "finetune": finetune,
@@ -202,7 +234,12 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
 
 
 def run_pipeline(cfg: RunConfig, run_id: str | None = None) -> dict:
-    """Run the whole pipeline once; as a Prefect flow unless ``cfg.use_prefect`` is false."""
+    """Run the whole pipeline once; as a Prefect flow unless ``cfg.use_prefect`` is false.
+
+    The configuration's inputs (catalog file, domains) are checked first, so a bad setting is
+    refused before Prefect starts and before anything is read in full, extracted or written.
+    """
+    cfg.check_inputs()
     run_id = run_id or new_run_id()
     cfg.out_path.mkdir(parents=True, exist_ok=True)
     total_started = time.perf_counter()
@@ -211,7 +248,7 @@ def run_pipeline(cfg: RunConfig, run_id: str | None = None) -> dict:
     else:
         if not _in_flow_run():
             # inside a served deployment's run the server's settings are already in force: keep them
-            configure_prefect(cfg.out_path)
+            configure_prefect(cfg.layout)
         from prefect import flow
 
         # the Dask task runner, when asked for, only gets the extraction shards (the one stage submitted, not called)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prodkg.flows.progress import warn
+from prodkg.progress import warn
 from prodkg.errors import StageError
 
 FIGURES_DIR = "figures"
@@ -26,13 +26,6 @@ FIGURE_KEYS = "keys.json"  # figure name -> digest of what it was drawn from, fo
 FIGURE_STYLE = 2  # 2: one prediction per product and task (the finest level) in the histograms; risk-coverage
 SOURCE_COLOR, TARGET_COLOR = "#1f77b4", "#ff7f0e"
 
-
-def fused_input(features) -> np.ndarray:
-    """The early-fusion input of a MultiModal: its blocks side by side, an absent modality as zeros. Shape ``(N, sum d_m)``."""
-    blocks = [np.asarray(features.blocks[m], np.float32) * np.asarray(features.present[m], bool)[:, None] for m in features.modalities]
-    if not blocks:
-        raise StageError("fused_input: the features have no modality")
-    return np.concatenate(blocks, axis=1)
 
 
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from prodkg.contracts import CONTRACTS, check_table
+
 PACKAGES = ("prodkg", "torch", "torchvision", "transformers", "pandas", "prefect", "rdflib", "pyoxigraph", "networkx", "pyarrow", "numpy")
 
 
@@ -32,7 +34,12 @@ def versions() -> dict[str, str]:
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> dict:
-    """Write a stage table as Parquet and say what was written (row count and path)."""
+    """Write a stage table as Parquet and say what was written (row count and path).
+
+    A table with a contract in :data:`prodkg.contracts.CONTRACTS` (named by the file: ``products.parquet``, ...)
+    is checked against it first (:class:`~prodkg.errors.StageError` when it does not match).
+    """
+    frame = check_table(frame, CONTRACTS[path.stem]) if path.stem in CONTRACTS else frame
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
     return {"path": str(path), "rows": int(len(frame))}

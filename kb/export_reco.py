@@ -44,11 +44,15 @@ SELECT ?product ?concept WHERE {
   FILTER NOT EXISTS { GRAPH ?g { ?run a pkg:Run } }
 }"""
 _PREDICTIONS = """
-SELECT ?product ?task ?object ?confidence ?threshold WHERE {
+SELECT ?product ?task ?object ?confidence ?threshold ?published WHERE {
   GRAPH ?g {
     ?prediction a pkg:Prediction ; pkg:subject ?product ; pkg:task ?task ; pkg:object ?object ;
         pkg:confidence ?confidence ; prov:wasGeneratedBy ?run .
-    ?run pkg:threshold ?threshold .
+    # a run with a precision target marks each prediction pkg:published; a fixed-threshold run records its threshold
+    OPTIONAL { ?run pkg:threshold ?threshold }
+    OPTIONAL { ?prediction pkg:published ?published }
+    FILTER NOT EXISTS { ?prediction pkg:kind "unknown" }
+    FILTER(BOUND(?threshold) || BOUND(?published))
   }
 }"""
 # asserted attributes: named things (brand, manufacturer, country), quantities, literals, PropertyValues
@@ -106,9 +110,10 @@ def _path(concept: str, labels: dict[str, str], broader: dict[str, list[str]]) -
 
 def _predictions(store: GraphStore) -> list[tuple[str, str, Any, float, bool]]:
     out = []
-    for product, task, obj, confidence, threshold in store.query(_PREDICTIONS).rows:
+    for product, task, obj, confidence, threshold, published in store.query(_PREDICTIONS).rows:
         conf = float(confidence.toPython())
-        out.append((str(product), str(task), obj, conf, conf >= float(threshold.toPython())))
+        accepted = bool(published.toPython()) if published is not None else conf >= float(threshold.toPython())
+        out.append((str(product), str(task), obj, conf, accepted))
     return out
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from rdflib.term import Literal, Node, URIRef
 
+from prodkg.contracts import PREDICTIONS, PRODUCTS
 from prodkg.kb.iri import DEFAULT_BASE, mint
 from prodkg.kb.nquads import term_to_nt
 from prodkg.kb.vocab import PKG, PROV, RDF, SDO, SKOS, XSD
@@ -86,8 +87,9 @@ _NODE_KINDS: dict[URIRef | None, tuple[str, URIRef]] = {
     SDO.manufacturer: ("organization", SDO.Organization),
     SDO.countryOfOrigin: ("country", SDO.Country),
 }
-_PRODUCT_COLUMNS = ("product_id", "title", "description", "image", "domain", "category")
-_PREDICTION_COLUMNS = ("product_id", "task", "value", "confidence", "model")
+_PRODUCT_COLUMNS = tuple(c for c in PRODUCTS.columns if c != "source_row")
+# the contract's level, kind and published columns are optional here: prediction_quads reads them when present
+_PREDICTION_COLUMNS = tuple(c for c in PREDICTIONS.columns if c not in ("level", "kind", "published"))
 
 
 # ----------------------------------------------------------------------------- literals

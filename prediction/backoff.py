@@ -63,6 +63,27 @@ class TaxonomyLevels:
         m, names = self.membership(level)
         return np.asarray(probs, dtype=np.float64) @ m, names
 
+    def aggregate_log(self, logp: np.ndarray, level: int) -> tuple[np.ndarray, list[str]]:
+        """:meth:`aggregate` in log space: (N, K) log-probabilities of the concepts at ``level`` (a log-sum-exp over
+        each concept's classes), exact where the probabilities themselves would round to 1.0."""
+        m, names = self.membership(level)
+        logp = np.asarray(logp, dtype=np.float64)
+        if m.shape[0] == m.shape[1] and (m == np.eye(len(m))).all():
+            return logp.copy(), names  # every class its own concept: nothing to sum
+        if len(logp) == 0:
+            return np.zeros((0, len(names))), names
+        rows = np.arange(len(logp))
+        top = logp.argmax(axis=1)
+        shifted = logp - logp[rows, top][:, None]
+        e = np.exp(shifted)
+        e[rows, top] = 0.0
+        rest = e @ m  # per concept, the sum of exp(logp - top) over its classes other than the top class
+        top_concept = m[top].argmax(axis=1)
+        with np.errstate(divide="ignore"):
+            out = np.log(rest)
+        out[rows, top_concept] = np.log1p(rest[rows, top_concept])  # the top class's concept: log(1 + rest), exactly
+        return out + logp[rows, top][:, None], names
+
     def labels_at(self, labels: Sequence[str | None], level: int) -> list[str | None]:
         """Class labels mapped to their concept at ``level`` (None and unknown labels stay None)."""
         index = {c: i for i, c in enumerate(self.classes)}

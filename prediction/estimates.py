@@ -20,22 +20,47 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SCORES", "agreement_estimate", "atc_estimate", "atc_threshold", "doc_estimate", "match_accuracy", "score"]
+__all__ = ["SCORES", "agreement_estimate", "atc_estimate", "atc_threshold", "doc_estimate", "log_softmax", "match_accuracy", "score"]
 
 
-def _negative_entropy(probs: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
-    return (p * np.log(p)).sum(axis=1)
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise ``log(softmax(z))`` in float64, exact where ``softmax`` itself would round to 0 or 1.
+
+    The top class's log-probability is ``-log1p(sum of the others' exp(z - max))``: a margin of 40 nats gives
+    -4e-18, not the 0.0 that ``z - logsumexp(z)`` rounds to, so very confident predictions keep their order.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    if z.size == 0:
+        return z.copy()
+    top = z.argmax(axis=1)
+    z = z - z[np.arange(len(z)), top][:, None]
+    e = np.exp(z)
+    e[np.arange(len(z)), top] = 0.0
+    return z - np.log1p(e.sum(axis=1, keepdims=True))
 
 
-SCORES = {"mc": lambda p: np.asarray(p, dtype=np.float64).max(axis=1), "ne": _negative_entropy}
+def _as_logp(probs_or_logp: np.ndarray) -> np.ndarray:
+    """Log-probabilities from either probabilities (all entries in [0, 1]) or log-probabilities (all <= 0, some < 0)."""
+    a = np.asarray(probs_or_logp, dtype=np.float64)
+    if a.size and (a < 0).any():
+        return a
+    return np.log(np.clip(a, 1e-300, 1.0))
+
+
+def _negative_entropy(logp: np.ndarray) -> np.ndarray:
+    return (np.exp(logp) * logp).sum(axis=1)
+
+
+SCORES = {"mc": lambda logp: logp.max(axis=1), "ne": _negative_entropy}
 
 
 def score(probs: np.ndarray, kind: str = "ne") -> np.ndarray:
-    """Per-item confidence score of an (N, C) probability matrix: ``mc`` max probability, ``ne`` negative entropy."""
+    """Per-item confidence score of an (N, C) probability (or log-probability) matrix: ``mc`` the log of the
+    max probability, ``ne`` negative entropy. Both are computed from log-probabilities, so items whose
+    probabilities round to 1.0 keep their order."""
     if kind not in SCORES:
         raise ValueError(f"unknown score {kind!r}; expected one of {', '.join(SCORES)}")
-    return SCORES[kind](probs)
+    return SCORES[kind](_as_logp(probs))
 
 
 def atc_threshold(source_scores: np.ndarray, source_correct: np.ndarray) -> float:
@@ -57,16 +82,16 @@ def atc_threshold(source_scores: np.ndarray, source_correct: np.ndarray) -> floa
 def atc_estimate(source_probs: np.ndarray, source_labels: np.ndarray, target_probs: np.ndarray, *, kind: str = "ne") -> float:
     """ATC's estimate of target accuracy: the share of target items scoring at or above :func:`atc_threshold`."""
     source_probs = np.asarray(source_probs)
-    correct = source_probs.argmax(axis=1) == np.asarray(source_labels)
+    correct = source_probs.argmax(axis=1) == np.asarray(source_labels)  # argmax is the same on log-probabilities
     t = atc_threshold(score(source_probs, kind), correct)
     return float((score(target_probs, kind) >= t).mean()) if len(target_probs) else float("nan")
 
 
 def doc_estimate(source_probs: np.ndarray, source_labels: np.ndarray, target_probs: np.ndarray) -> float:
     """DoC: source accuracy - (mean source confidence - mean target confidence), clipped to [0, 1]."""
-    source_probs, target_probs = np.asarray(source_probs), np.asarray(target_probs)
-    acc = float((source_probs.argmax(1) == np.asarray(source_labels)).mean())
-    return float(np.clip(acc - (source_probs.max(1).mean() - target_probs.max(1).mean()), 0.0, 1.0))
+    source_p, target_p = np.exp(_as_logp(source_probs)), np.exp(_as_logp(target_probs))
+    acc = float((source_p.argmax(1) == np.asarray(source_labels)).mean())
+    return float(np.clip(acc - (source_p.max(1).mean() - target_p.max(1).mean()), 0.0, 1.0))
 
 
 def agreement_estimate(predicted_a, predicted_b) -> float:
@@ -78,21 +103,20 @@ def agreement_estimate(predicted_a, predicted_b) -> float:
 
 
 def match_accuracy(probs: np.ndarray, accuracy: float, *, iters: int = 60) -> np.ndarray:
-    """``probs`` re-tempered (``softmax(log p / tau)``, one tau for all items) so the mean of the row
-    maxima equals ``accuracy``; the argmax of every row is unchanged.
+    """``probs`` (or log-probabilities) re-tempered (``softmax(log p / tau)``, one tau for all items) so the
+    mean of the row maxima equals ``accuracy``; the argmax of every row is unchanged.
 
     The re-tempered maximum is each item's estimated probability of being right: the ranking comes
     from the head, the level from the accuracy estimate. ``accuracy`` is clipped to [1/C, 1).
     """
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
-    n, c = p.shape
+    logp = _as_logp(probs)
+    n, c = logp.shape
     if n == 0 or c < 2 or not np.isfinite(accuracy):
-        return p / p.sum(1, keepdims=True)
+        return np.exp(logp)
     target = float(np.clip(accuracy, 1.0 / c + 1e-6, 1.0 - 1e-6))
-    logp = np.log(p)
 
     def tempered(log_tau: float) -> np.ndarray:
-        z = logp / np.exp(log_tau)
+        z = np.maximum(logp, -700.0) / np.exp(log_tau)
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from prodkg.prediction.backoff import TaxonomyLevels
-from prodkg.prediction.estimates import agreement_estimate, atc_estimate, doc_estimate, match_accuracy
+from prodkg.prediction.estimates import _as_logp, agreement_estimate, atc_estimate, doc_estimate, match_accuracy
 from prodkg.prediction.metrics import confidence_ece, open_set_scores, risk_coverage
 from prodkg.prediction.thresholds import NEVER, threshold_for_precision
 
@@ -102,9 +102,10 @@ def decide(
     """Predictions at every level and the published ones (see the module docstring).
 
     Args:
-        target_probs: (N, C) source-calibrated class probabilities of the target items.
+        target_probs: (N, C) source-calibrated class probabilities of the target items, or their log-probabilities
+            (better: they keep the order of predictions whose probabilities round to 1.0).
         classes: the C class names (the head's label space).
-        source_probs, source_labels: held-out source rows' probabilities (M, C) and class indices (M,).
+        source_probs, source_labels: held-out source rows' probabilities or log-probabilities (M, C) and class indices (M,).
         taxonomy: ``(concept, parent[, label])`` entries; classes absent from it are roots (flat).
         min_precision: the precision the published facts should reach, by the label-free estimate.
         threshold: a fixed confidence bar instead (applied at every level); None uses ``min_precision``.
@@ -119,16 +120,17 @@ def decide(
             disagree cannot both be right; on office-caltech-10 the items they disagree on were right 38-41 % of
             the time against 92-99 % for the rest.
     """
-    target_probs = np.asarray(target_probs, dtype=np.float64)
-    source_probs = np.asarray(source_probs, dtype=np.float64)
+    target_lp = _as_logp(target_probs)
+    source_lp = _as_logp(source_probs)
+    other_lp = None if other_probs is None else _as_logp(other_probs)
     source_labels = np.asarray(source_labels)
-    n = len(target_probs)
+    n = len(target_lp)
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
     if "agreement" in estimator and other_probs is None:
         raise ValueError("the agreement estimator needs a second head's probabilities (other_probs)")
     if estimator == "auto":
-        n_errors = int((source_probs.argmax(1) != source_labels).sum()) if len(source_labels) else 0
+        n_errors = int((source_lp.argmax(1) != source_labels).sum()) if len(source_labels) else 0
         estimator = pick_estimator(len(source_labels), other_probs is not None, n_errors)
     tax = TaxonomyLevels(classes, taxonomy)
     unknown = np.zeros(n, bool) if unknown is None else np.asarray(unknown, bool)
@@ -137,31 +139,32 @@ def decide(
     rows, levels, level_values = [], [], []
     seen: list[dict[str, int]] = [{} for _ in range(n)]  # per item: concept -> its row, so a class repeated at a broader level is one row
     for level in range(tax.depth, -1, -1):
-        p, names = tax.aggregate(target_probs, level)
-        sp, _ = tax.aggregate(source_probs, level)
+        p, names = tax.aggregate_log(target_lp, level)  # log-probabilities of the level's concepts
+        sp, _ = tax.aggregate_log(source_lp, level)
         m, _ = tax.membership(level)
         s_lab = m.argmax(1)[source_labels] if len(source_labels) else source_labels
         estimates = {"atc": atc_estimate(sp, s_lab, p, kind="ne") if len(sp) else float("nan"),
                      "atc_mc": atc_estimate(sp, s_lab, p, kind="mc") if len(sp) else float("nan"),
                      "doc": doc_estimate(sp, s_lab, p) if len(sp) else float("nan"),
-                     "mean_confidence": float(p.max(1).mean()) if n else float("nan")}
+                     "mean_confidence": float(np.exp(p.max(1)).mean()) if n else float("nan")}
         op = None
         if other_probs is not None:
-            op, _ = tax.aggregate(other_probs, level)
+            op, _ = tax.aggregate_log(other_lp, level)
             estimates["agreement"] = agreement_estimate(p.argmax(1), op.argmax(1))
             estimates["atc+agreement"] = (estimates["atc"] + estimates["agreement"]) / 2
         driver = estimates.get(estimator, float("nan"))  # "none": NaN, the confidence itself is the correctness
-        conf = p.max(1)
+        conf_log = p.max(1)  # thresholds compare log-confidences: no ties among predictions rounded to 1.0
+        conf = np.exp(conf_log)
         pred = p.argmax(1)
         correctness = match_accuracy(p, driver).max(1) if np.isfinite(driver) else conf
         remaining = (published_level < 0) & ~unknown
         if op is not None and require_agreement and threshold is None:
             remaining &= pred == op.argmax(1)
         if threshold is not None:
-            t = float(threshold)
+            t = float(np.log(threshold)) if threshold > 0 else -np.inf
         else:
-            t = threshold_for_precision(conf[remaining], correctness[remaining], min_precision, min_items=min_items)
-        new = remaining & (conf >= t)
+            t = threshold_for_precision(conf_log[remaining], correctness[remaining], min_precision, min_items=min_items)
+        new = remaining & (conf_log >= t)
         values = [names[k] for k in pred]
         level_values.append(values)
         for i in np.flatnonzero(new):
@@ -174,7 +177,8 @@ def decide(
                              "correctness": float(correctness[i]), "published": bool(new[i])})
             elif new[i]:
                 rows[j]["published"] = True
-        levels.append({"level": level, "n_concepts": len(names), "threshold": None if t == NEVER else round(t, 6),
+        levels.append({"level": level, "n_concepts": len(names), "threshold": None if t == NEVER else float(np.exp(t)),
+                       "threshold_log": None if t == NEVER else float(t),
                        "estimates": {k: round(v, 6) for k, v in estimates.items()}, "estimator": estimator,
                        "estimated_accuracy": round(float(driver), 6) if np.isfinite(driver) else None,
                        "n_published": int(new.sum()),
@@ -225,10 +229,12 @@ def evaluate(decision: Decision, classes: Sequence[str], taxonomy: Iterable[tupl
                "coverage": float(at.sum() / scope.sum()) if scope.any() else float("nan"),
                "precision": float(correct[at].mean()) if at.any() else float("nan"), "n_published": int(at.sum())}
         if target_probs is not None:
-            p, _ = tax.aggregate(target_probs, level)
-            rec["ece"] = confidence_ece(p.max(1)[scope], correct[scope])
+            lp, _ = tax.aggregate_log(_as_logp(target_probs), level)
+            conf_log = lp.max(1)
+            rec["ece"] = confidence_ece(np.exp(conf_log)[scope], correct[scope])
             if level == deep:
-                curve = risk_coverage(p.max(1)[scope], correct[scope])
+                curve = risk_coverage(conf_log[scope], correct[scope])  # ranked by log-confidence: no ties at 1.0
+                curve["threshold"] = np.exp(curve["threshold"])
                 out["risk_coverage"] = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in curve.items()}
         by_level.append(rec)
     out["levels"] = by_level

@@ -12,19 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prodkg.digests import features_digest  # noqa: F401  (re-exported)
 from prodkg.prediction.labels import LabelSpace
 
-FORMAT = 2  # 2: heads store their evidence (source hold-out and target probabilities)
+FORMAT = 3  # 2: heads store their evidence (source hold-out and target probabilities); 3: as log-probabilities
 
 
-def features_digest(features) -> str:
-    """Content hash of a MultiModal (or any object with ``blocks`` and ``present`` dicts): every block and presence mask, in row order."""
-    h = hashlib.sha256()
-    for modality in sorted(features.blocks):
-        h.update(modality.encode())
-        h.update(np.ascontiguousarray(features.blocks[modality]).tobytes())
-        h.update(np.ascontiguousarray(features.present[modality]).tobytes())
-    return h.hexdigest()
 
 
 def task_key(task: str, features_hash: str, labels: Sequence[str | None], is_source: np.ndarray, is_target: np.ndarray,
@@ -45,7 +38,7 @@ def task_key(task: str, features_hash: str, labels: Sequence[str | None], is_sou
     return h.hexdigest()[:32]
 
 
-def fit_or_reuse(cache_root: str | os.PathLike | None, key: str, fit: Callable[[], object]):
+def fit_or_reuse(heads_dir: str | os.PathLike | None, key: str, fit: Callable[[], object]):
     """Load the TaskResult stored under ``key``, or call ``fit()`` and store what it returns.
 
     The entry is written to a temporary folder and renamed into place, so a killed run
@@ -54,9 +47,9 @@ def fit_or_reuse(cache_root: str | os.PathLike | None, key: str, fit: Callable[[
     from prodkg.adaptation import AdaptedModel
     from prodkg.prediction.heads import TaskResult
 
-    if cache_root is None:
+    if heads_dir is None:
         return fit(), False
-    entry = Path(cache_root) / "heads" / key
+    entry = Path(heads_dir) / key
     meta_path = entry / "meta.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))

@@ -1,4 +1,8 @@
-"""Shared fixtures: the dataset mirror (skipped cleanly when absent) and offline settings."""
+"""Shared fixtures: the dataset mirror (skipped cleanly when absent) and offline settings.
+
+``data_home`` is defined here only. A test that uses it is marked ``dataset`` even when its module forgot to,
+so ``-m "not dataset"`` leaves out exactly the tests that need the mirror.
+"""
 
 from __future__ import annotations
 
@@ -25,3 +29,9 @@ def data_home() -> Path:
 @pytest.fixture(scope="session")
 def sample_catalog() -> Path:
     return ROOT / "data" / "sample" / "catalog.csv"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "data_home" in getattr(item, "fixturenames", ()) and item.get_closest_marker("dataset") is None:
+            item.add_marker(pytest.mark.dataset)

@@ -77,6 +77,7 @@ def test_unknown_suffix_and_missing_file(tmp_path) -> None:
         load_feature_table(tmp_path / "nope.parquet")
 
 
+@pytest.mark.slow
 def test_prodkg_adapt_auto_writes_predictions_and_a_manifest_with_the_choice(tmp_path, make_shifted) -> None:
     from prodkg.adaptation.selection import DEFAULT_CANDIDATES
     from prodkg.flows.cli import main

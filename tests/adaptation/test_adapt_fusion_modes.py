@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -18,21 +20,26 @@ def test_masked_mean_averages_present_modalities_only() -> None:
     assert torch.equal(masked_mean(stacked, mask), expected)
 
 
-def test_attention_fusion_matches_manual_softmax_and_zeroes_missing_modalities() -> None:
-    torch.manual_seed(0)
-    fusion = AttentionFusion({"image": 3, "text": 2}, hidden=4)
-    image, text = torch.randn(3, 3), torch.randn(3, 2)
+def test_attention_fusion_matches_hand_computed_weights_and_zeroes_missing_modalities() -> None:
+    # Weights set by hand: identity projections (so z = tanh(x)) and a score vector v = (1, 0) (so s = z[0]).
+    fusion = AttentionFusion({"image": 2, "text": 2}, hidden=2)
+    with torch.no_grad():
+        for proj in fusion.projections:
+            proj.weight.copy_(torch.eye(2))
+            proj.bias.zero_()
+        fusion.score.weight.copy_(torch.tensor([[1.0, 0.0]]))
+    half, quarter = math.atanh(0.5), math.atanh(-0.25)
+    image = torch.tensor([[half, 0.0], [half, quarter], [1.0, 1.0]])
+    text = torch.tensor([[0.0, half], [float("nan"), 5.0], [2.0, 2.0]])
     present = {"image": torch.tensor([True, True, False]), "text": torch.tensor([True, False, False])}
     out = fusion({"image": image, "text": text}, present)
-    z_img = torch.tanh(fusion.projections[0](image))
-    z_txt = torch.tanh(fusion.projections[1](text))
-    s = torch.stack([fusion.score(z_img).squeeze(1), fusion.score(z_txt).squeeze(1)], dim=1)
-    a = torch.softmax(s[0], dim=0)
-    assert torch.allclose(out[0], a[0] * z_img[0] + a[1] * z_txt[0], atol=1e-6)
-    assert torch.allclose(out[1], z_img[1], atol=1e-6)  # text missing: the image gets all the weight
-    assert torch.equal(out[2], torch.zeros(4))  # nothing present
-    assert torch.allclose(fusion.last_weights[1], torch.tensor([1.0, 0.0]))
-    assert torch.allclose(fusion.last_weights.sum(1), torch.tensor([1.0, 1.0, 0.0]))
+    # row 0: z_image = (0.5, 0), z_text = (0, 0.5); scores 0.5 and 0; weights sigmoid(0.5) and 1 - sigmoid(0.5)
+    a = 1.0 / (1.0 + math.exp(-0.5))  # 0.6225
+    assert torch.allclose(out[0], torch.tensor([0.5 * a, 0.5 * (1.0 - a)]), atol=1e-6)
+    # row 1: text missing (its NaN content ignored): the image gets all the weight, out = tanh(x) = (0.5, -0.25)
+    assert torch.allclose(out[1], torch.tensor([0.5, -0.25]), atol=1e-6)
+    assert torch.equal(out[2], torch.zeros(2))  # nothing present
+    assert torch.allclose(fusion.last_weights, torch.tensor([[a, 1.0 - a], [1.0, 0.0], [0.0, 0.0]]), atol=1e-6)
 
 
 def _two_modalities(n: int, seed: int, text_present: np.ndarray) -> tuple[MultiModal, np.ndarray]:

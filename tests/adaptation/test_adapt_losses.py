@@ -84,8 +84,16 @@ def test_randomized_multilinear_map_is_the_product_of_fixed_projections_and_keep
     mm = MultilinearMap(16, 8, max_dim=64).double()
     assert mm.randomized and mm.out_dim == 64
     ft, gt = torch.tensor(f), torch.tensor(g)
-    expected = ((ft @ mm.r_f) * (gt @ mm.r_g) / 8.0).numpy()
-    np.testing.assert_allclose(mm(ft, gt).numpy(), expected, rtol=1e-12)
+    # Independent of the product form: the randomized map is a fixed linear projection of the exact map f ⊗ g.
+    # Column k of the projection holds R_g[j, k] * R_f[i, k] / sqrt(64) at the exact map's (j, i) position.
+    r_f, r_g = mm.r_f.numpy(), mm.r_g.numpy()
+    projection = np.zeros((8 * 16, 64))
+    for k in range(64):
+        for j in range(8):
+            for i in range(16):
+                projection[j * 16 + i, k] = r_g[j, k] * r_f[i, k] / 8.0
+    exact = np.stack([np.outer(g[n], f[n]).ravel() for n in range(2)])
+    np.testing.assert_allclose(mm(ft, gt).numpy(), exact @ projection, rtol=1e-10, atol=1e-12)
     # inner products estimate the exact map's: close for a wide map
     wide = MultilinearMap(16, 8, max_dim=100).double()
     wide_h = wide(ft, gt).numpy()
@@ -130,6 +138,11 @@ def test_residual_block_starts_as_identity_and_learns_an_additive_residual() -> 
     assert torch.equal(block(x), x)
     with torch.no_grad():
         block.delta[2].bias.fill_(1.0)
-    expected = x + block.delta(x)
-    assert torch.allclose(block(x), expected)
-    assert torch.allclose(block(x) - x, torch.ones(3, 5) + block.delta[2].weight @ torch.zeros(8))
+    # last layer's weight still zero: the residual is its bias alone, whatever the input
+    assert torch.allclose(block(x), x + 1.0)
+    with torch.no_grad():
+        block.delta[0].weight.copy_(torch.eye(8, 5))  # hidden h = relu(x[:5], then zeros) + b0
+        block.delta[0].bias.zero_()
+        block.delta[2].weight.copy_(2.0 * torch.eye(5, 8))  # residual = 2 h[:5] + 1
+    by_hand = torch.tensor([[1.0, -2.0, 0.5, 0.0, 3.0]])
+    assert torch.allclose(block(by_hand), torch.tensor([[1.0 + 3.0, -2.0 + 1.0, 0.5 + 2.0, 0.0 + 1.0, 3.0 + 7.0]]))

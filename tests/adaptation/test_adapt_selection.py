@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.special import softmax
+from scipy.stats import entropy as scipy_entropy
 
 from prodkg.adaptation import SELECTORS, AdaptedModel, TrainConfig, train
 from prodkg.adaptation.selection import (
@@ -31,14 +33,23 @@ def _evidence(target_logits: np.ndarray, **kw: np.ndarray) -> Evidence:
     return Evidence(**base)
 
 
-def test_entropy_and_im_match_numpy() -> None:
-    logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
-    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    h = -(p * np.log(p)).sum(1)
-    pm = p.mean(0)
+def test_entropy_and_im_match_hand_values_and_scipy() -> None:
+    # hand values: equal logits are the uniform distribution, entropy log 3; one dominant logit is nearly certain
+    uniform = np.zeros((4, 3))
+    certain = np.array([[60.0, 0.0, 0.0], [0.0, 60.0, 0.0], [0.0, 0.0, 60.0]])
+    assert neg_entropy(_evidence(uniform)) == pytest.approx(-np.log(3), rel=1e-9)
+    assert neg_entropy(_evidence(certain)) == pytest.approx(0.0, abs=1e-9)
+    # IM = H(mean p) - mean H(p): uniform rows carry no information (log 3 - log 3); confident rows spread over
+    # the three classes carry all of it (log 3 - 0); confident rows all on one class carry none (0 - 0)
+    assert information_maximization(_evidence(uniform)) == pytest.approx(0.0, abs=1e-9)
+    assert information_maximization(_evidence(certain)) == pytest.approx(np.log(3), rel=1e-9)
+    assert information_maximization(_evidence(certain[[0, 0, 0]])) == pytest.approx(0.0, abs=1e-9)
+    # any logits, against scipy's entropy of the softmax probabilities
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, -1.0, 3.0]])
+    p = softmax(logits, axis=1)
     ev = _evidence(logits)
-    assert neg_entropy(ev) == pytest.approx(-h.mean(), rel=1e-9)
-    assert information_maximization(ev) == pytest.approx(-(pm * np.log(pm)).sum() - h.mean(), rel=1e-9)
+    assert neg_entropy(ev) == pytest.approx(-scipy_entropy(p, axis=1).mean(), rel=1e-9)
+    assert information_maximization(ev) == pytest.approx(scipy_entropy(p.mean(0)) - scipy_entropy(p, axis=1).mean(), rel=1e-9)
 
 
 def test_im_prefers_confident_balanced_predictions_to_a_collapse() -> None:
@@ -60,6 +71,11 @@ def test_snd_matches_a_loop_and_prefers_clustered_predictions() -> None:
         q /= q.sum()
         total += -(q * np.log(q)).sum()
     assert soft_neighborhood_density(p) == pytest.approx(total / 6, rel=1e-9)
+    # hand values: with two rows each has a single neighbour (softmax 1, entropy 0); with three identical rows
+    # each has two equally close neighbours (entropy log 2); with k identical rows, log(k - 1)
+    assert soft_neighborhood_density(np.array([[0.9, 0.1], [0.2, 0.8]])) == pytest.approx(0.0, abs=1e-9)
+    assert soft_neighborhood_density(np.tile([0.3, 0.7], (3, 1))) == pytest.approx(np.log(2), rel=1e-9)
+    assert soft_neighborhood_density(np.tile([0.3, 0.7], (5, 1))) == pytest.approx(np.log(4), rel=1e-9)
     # products fall in 3 tight clusters vs predictions scattered at random: clusters give denser neighbourhoods
     clustered = np.eye(3)[np.arange(60) % 3] * 6 + rng.normal(scale=0.05, size=(60, 3))
     scattered = rng.normal(scale=3.0, size=(60, 3))
@@ -69,11 +85,14 @@ def test_snd_matches_a_loop_and_prefers_clustered_predictions() -> None:
 def test_dev_equals_plain_mean_loss_under_uniform_weights_and_follows_weights() -> None:
     losses = np.array([0.1, 0.2, 0.9, 1.5])
     assert deep_embedded_validation(losses, np.ones(4)) == pytest.approx(losses.mean())
-    # control variate: with weights w and losses l, risk = mean(w l) + eta (mean(w) - 1)
+    # You et al. 2019, Algorithm 1, by hand: losses l = (0, 1, 0, 1), weights w = (1, 1, 3, 3).
+    # L = w * l = (0, 1, 0, 3), mean(L) = 1, mean(w) = 2.
+    # Cov(L, w) = [(-1)(-1) + (0)(-1) + (-1)(1) + (2)(1)] / 3 = 2/3; Var(w) = 4/3; eta = -Cov/Var = -1/2.
+    # risk = mean(L) + eta * mean(w) - eta = 1 - 1 + 1/2 = 1/2 (the plain weighted mean would say 1).
+    assert deep_embedded_validation(np.array([0.0, 1.0, 0.0, 1.0]), np.array([1.0, 1.0, 3.0, 3.0])) == pytest.approx(0.5)
+    # weights that average 1 leave only mean(w l): the control variate's term eta (mean(w) - 1) vanishes
     w = np.array([0.5, 0.5, 1.5, 1.5])
-    wl = w * losses
-    eta = -np.cov(wl, w)[0, 1] / w.var(ddof=1)
-    assert deep_embedded_validation(losses, w) == pytest.approx(wl.mean() + eta * w.mean() - eta)
+    assert deep_embedded_validation(losses, w) == pytest.approx((0.05 + 0.1 + 1.35 + 2.25) / 4)
     # a model whose errors sit where the target density is high gets the higher risk
     errors_on_target_like = deep_embedded_validation(np.array([0.0, 0.0, 2.0, 2.0]), np.array([0.2, 0.2, 3.0, 3.0]))
     errors_off_target = deep_embedded_validation(np.array([2.0, 2.0, 0.0, 0.0]), np.array([0.2, 0.2, 3.0, 3.0]))
@@ -112,7 +131,13 @@ def test_auto_picks_a_candidate_and_records_why(make_shifted, tmp_path) -> None:
     labels = [c["candidate"] for c in sel["candidates"]]
     assert "source_only" in labels and len(labels) == len(DEFAULT_CANDIDATES)
     best = max(sel["candidates"], key=lambda c: c["scores"]["dev"])
-    assert sel["chosen"] == best["candidate"] and best["candidate"] in sel["reason"] or sel["chosen"] == best["candidate"]
+    assert sel["chosen"] == best["candidate"]
+    # the reason states the winning score, the winner's searched hyper-parameters and the runner-up
+    assert f"highest dev score ({best['scores']['dev']:.4f}) of {len(labels)} candidates" in sel["reason"]
+    searched = ", ".join(f"{k}={v}" for k, v in best["hyperparameters"].items())
+    assert f"with {searched};" in sel["reason"]
+    runner_up = sorted(sel["candidates"], key=lambda c: -c["scores"]["dev"])[1]
+    assert f"runner-up {runner_up['candidate']} scored {runner_up['scores']['dev']:.4f}" in sel["reason"]
     assert info["method"] == best["method"] != "auto"
     assert sel["chosen_method"] == info["method"]
     assert sel["chosen_hyperparameters"] == {f: info["config"][f] for f in ("lr", "tradeoff")} == best["hyperparameters"]

@@ -25,7 +25,8 @@ from prodkg.extractors import FeatureCache, extract_features, get_encoder
 from prodkg.extractors.image_cnn import FineTunedImageEncoder
 from prodkg.errors import ConfigError, ModelLoadError, StageError
 
-pytestmark = pytest.mark.dataset
+# fine-tunes two real encoders' last block on real photos: ~20 s together, mostly in the module fixtures
+pytestmark = [pytest.mark.dataset, pytest.mark.slow]
 
 CLASSES = ["backpack", "bike", "mug"]
 CONFIG = FinetuneConfig(epochs=2, batch_size=8, seed=0)

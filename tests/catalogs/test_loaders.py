@@ -30,6 +30,7 @@ def test_tree_checksum_is_order_independent_and_content_sensitive(tmp_path):
     assert tree_checksum(tmp_path)[0] != h1
 
 
+@pytest.mark.dataset
 def test_office_caltech_from_mirror(data_home):
     src = load_dataset("office-caltech-10", data_home)
     counts = src.frame.groupby("domain").size().to_dict()
@@ -39,6 +40,7 @@ def test_office_caltech_from_mirror(data_home):
     assert res.n_kept == 2533 and res.n_quarantined == 0
 
 
+@pytest.mark.dataset
 def test_a_relative_data_home_gives_paths_that_ingest_finds(data_home, monkeypatch):
     """PRODKG_DATA_HOME=../shared/datasets, as the README's bench commands set it, from another folder."""
     import os
@@ -52,6 +54,7 @@ def test_a_relative_data_home_gives_paths_that_ingest_finds(data_home, monkeypat
     assert res.n_kept == 40 and res.n_quarantined == 0
 
 
+@pytest.mark.dataset
 def test_grocery_from_mirror_has_three_level_taxonomy(data_home):
     src = load_dataset("grocery", data_home)
     counts = src.frame.groupby("domain").size().to_dict()

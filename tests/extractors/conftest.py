@@ -1,8 +1,8 @@
-"""Shared fixtures for the extractor tests: small self-made images, the real dataset mirror, loaded encoders."""
+"""Shared fixtures for the extractor tests: small self-made images and loaded encoders (the dataset mirror's
+``data_home`` is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -48,17 +48,6 @@ def make_image(tmp_path: Path):
 def image_set(make_image) -> list[str]:
     return [make_image("red.png", "red"), make_image("gradient.jpg", "gradient"),
             make_image("checker.png", "checker", 120), make_image("rings.jpg", "rings", 80)]
-
-
-@pytest.fixture(scope="session")
-def data_home() -> Path:
-    home = os.environ.get("PRODKG_DATA_HOME")
-    if not home:
-        pytest.skip("PRODKG_DATA_HOME is not set; the real-data test needs the dataset mirror")
-    root = Path(home) / "office-caltech-10" / "images" / "amazon"
-    if not root.is_dir():
-        pytest.skip(f"office-caltech-10 not found under PRODKG_DATA_HOME ({root})")
-    return Path(home)
 
 
 @pytest.fixture(scope="session")

@@ -153,6 +153,8 @@ def test_weight_digests_are_hashed_once_per_file_version(tmp_path, monkeypatch):
     assert extractors_base.sha256_file(path) != first and opened == [path]
 
 
+@pytest.mark.slow
+@pytest.mark.dataset
 def test_a_warm_rerun_imports_neither_transformers_nor_torchvision(lite0, minilm, tmp_path, data_home):
     # The re-run of an unchanged catalog: a fresh process, every vector in the cache. Building MiniLM costs the
     # transformers import and a 90 MB load, importing torchvision ~2 s of torch._dynamo; neither is needed.

@@ -15,6 +15,9 @@ from prodkg.flows.config import load_config
 from prodkg.flows.pipeline import run_pipeline
 from prodkg.kb.store import KnowledgeGraph
 
+# the Prefect flow end to end on real photos: ~35 s
+pytestmark = [pytest.mark.slow, pytest.mark.dataset]
+
 CLASSES = ["backpack", "bike", "mug"]
 
 

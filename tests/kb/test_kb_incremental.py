@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from rdflib.compare import isomorphic
 
-from prodkg.flows.config import RunConfig
-from prodkg.flows.stages import graph_stage
+from prodkg.kb.publish import GraphSettings, graph_stage
+from prodkg.layout import RunLayout
 from prodkg.kb.incremental import content_graph
 from prodkg.kb.queries import run_query
 from prodkg.kb.store import KnowledgeGraph
@@ -52,12 +52,12 @@ def _predictions(products: pd.DataFrame) -> pd.DataFrame:
 
 
 def _run(products, out, run_id, minute):
-    cfg = RunConfig(catalog="shop.csv", out=str(out), threshold=0.5)
     info = RunInfo(
         run_id, datetime(2024, 6, 1, 2, minute, tzinfo=UTC), datetime(2024, 6, 1, 2, minute + 1, tzinfo=UTC), "shop", "dann",
-        ["shop"], ["store"], [ModelInfo("category/dann/abc", "category head (dann)", "head")], cfg.fingerprint(),
+        ["shop"], ["store"], [ModelInfo("category/dann/abc", "category head (dann)", "head")], "config-0.5",
     )
-    return graph_stage(products, _predictions(products), TAXONOMY, ["manufacturer", "volume"], info, cfg, "shop")
+    return graph_stage(products, _predictions(products), TAXONOMY, ["manufacturer", "volume"], info, GraphSettings(threshold=0.5), "shop",
+                       layout=RunLayout(out))
 
 
 def _changed_catalog():
@@ -66,6 +66,28 @@ def _changed_catalog():
     products.loc[products["product_id"].isin(["p01", "p08"]), "title"] = "Renamed"  # changed
     extra = _catalog(14).iloc[[13]]  # added (a target product)
     return pd.concat([products, extra], ignore_index=True)
+
+
+_RUN_GRAPH_PREFIX = "https://example.org/prodkg/graph/run/"
+
+
+def _non_run_quads(store) -> set:
+    """Every quad outside the run graphs (catalog and taxonomy graphs), as stored."""
+    return {(s, p, o, g) for s, p, o, g in store.quads() if not str(g).startswith(_RUN_GRAPH_PREFIX)}
+
+
+def _predictions_without_run(store) -> set:
+    rows = store.query(f"""SELECT ?product ?task ?predicate ?object ?confidence ?model WHERE {{
+        GRAPH ?g {{ ?x a pkg:Prediction ; pkg:subject ?product ; pkg:task ?task ; pkg:predicate ?predicate ;
+                    pkg:object ?object ; pkg:confidence ?confidence ; pkg:model ?model }}
+        FILTER(STRSTARTS(STR(?g), "{_RUN_GRAPH_PREFIX}")) }}""").rows
+    return {tuple(str(v) for v in row) for row in rows}
+
+
+def _accepted_facts(store) -> set:
+    rows = store.query(f"""SELECT ?product ?concept WHERE {{ GRAPH ?g {{ ?product schema:category ?concept }}
+        FILTER(STRSTARTS(STR(?g), "{_RUN_GRAPH_PREFIX}")) }}""").rows
+    return {(str(a), str(b)) for a, b in rows}
 
 
 def test_incremental_run_equals_a_full_rebuild_and_lists_what_changed(tmp_path):
@@ -84,7 +106,18 @@ def test_incremental_run_equals_a_full_rebuild_and_lists_what_changed(tmp_path):
         inc_content, full_content = content_graph(inc), content_graph(full)
         assert len(inc_content) > 100
         assert isomorphic(inc_content, full_content)
-        # and the comparison is not vacuous: the first graph's content differs
+        # The same, without content_graph (the code under test): the catalog and taxonomy graphs carry no run
+        # id, so their quads must be equal as they are; predictions and accepted facts, read by a query that
+        # leaves out the run that made them, must be equal too.
+        assert _non_run_quads(inc) == _non_run_quads(full) and len(_non_run_quads(inc)) > 100
+        assert _predictions_without_run(inc) == _predictions_without_run(full)
+        assert len(_predictions_without_run(inc)) == 6  # store products p06, p08-p11 (p07 removed) and p13 (added)
+        assert _accepted_facts(inc) == _accepted_facts(full) and _accepted_facts(inc)
+    # and the comparison is not vacuous: the first run's content differs from the rebuild's
+    _run(_catalog(), tmp_path / "first", "run-1", 0)
+    with KnowledgeGraph(tmp_path / "first" / "kg").open() as first_kg, KnowledgeGraph(tmp_path / "full" / "kg").open() as full:
+        assert _non_run_quads(first_kg) != _non_run_quads(full)
+        assert not isomorphic(content_graph(first_kg), content_graph(full))
     with KnowledgeGraph(tmp_path / "inc" / "kg").open() as inc:
         volumes = inc.query(
             "SELECT ?value ?code WHERE { ?p schema:productID 'p02' ; pkg:volume ?q . ?q schema:value ?value ; schema:unitCode ?code }"
@@ -126,9 +159,9 @@ def test_cli_exports_from_a_published_run(tmp_path):
     products = _catalog()
     rng = np.random.default_rng(0)
     features = SimpleNamespace(blocks={"text": rng.normal(size=(len(products), 8))}, present={"text": np.ones(len(products), bool)})
-    cfg = RunConfig(catalog="shop.csv", out=str(tmp_path), threshold=0.5)
     info = RunInfo("run-1", datetime(2024, 6, 1, tzinfo=UTC), None, "shop", "dann", ["shop"], ["store"])
-    graph_stage(products, _predictions(products), TAXONOMY, ["manufacturer", "volume"], info, cfg, "shop", features=features)
+    graph_stage(products, _predictions(products), TAXONOMY, ["manufacturer", "volume"], info, GraphSettings(threshold=0.5), "shop",
+                layout=RunLayout(tmp_path), features=features)
     for fmt, name in [("similar", "similar.csv"), ("edges", "edges.parquet"), ("embeddings", "emb.parquet"), ("search-jsonl", "s.jsonl")]:
         assert main(["export", "--out", str(tmp_path), "--format", fmt, "--output", str(tmp_path / name), "--k", "3"]) == 0
     assert len(pd.read_csv(tmp_path / "similar.csv")) == 3 * len(products)
@@ -173,10 +206,10 @@ def test_unchanged_rerun_republishes_the_live_content_with_its_own_provenance(tm
 
 def test_a_changed_threshold_is_a_changed_graph(tmp_path):
     _run(_catalog(), tmp_path, "run-1", 0)
-    cfg = RunConfig(catalog="shop.csv", out=str(tmp_path), threshold=0.9)
     info = RunInfo("run-2", datetime(2024, 6, 1, 3, tzinfo=UTC), None, "shop", "dann", ["shop"], ["store"],
-                   [ModelInfo("category/dann/abc", "category head (dann)", "head")], cfg.fingerprint())
-    result = graph_stage(_catalog(), _predictions(_catalog()), TAXONOMY, ["manufacturer", "volume"], info, cfg, "shop")
+                   [ModelInfo("category/dann/abc", "category head (dann)", "head")], "config-0.9")
+    result = graph_stage(_catalog(), _predictions(_catalog()), TAXONOMY, ["manufacturer", "volume"], info, GraphSettings(threshold=0.9), "shop",
+                         layout=RunLayout(tmp_path))
     assert "reused_graph_of" not in result
 
 

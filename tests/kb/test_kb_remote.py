@@ -277,6 +277,7 @@ def test_urls_with_credentials_are_refused(monkeypatch):
         SparqlServerStore("http://127.0.0.1:8890/sparql")
 
 
+@pytest.mark.slow
 def test_results_cut_at_the_server_row_limit_are_refused_and_graphs_are_read_in_pages(tmp_path_factory, golden_quads):
     server = start_or_skip(tmp_path_factory.mktemp("virtuoso-small"), max_rows=10)
     try:
@@ -294,14 +295,14 @@ def test_results_cut_at_the_server_row_limit_are_refused_and_graphs_are_read_in_
 def test_run_config_keeps_the_server_out_of_the_fingerprint():
     from prodkg.flows.config import load_config
 
-    plain = load_config(catalog="c.csv", source=["a"], target=["b"])
-    mirrored = load_config(catalog="c.csv", source=["a"], target=["b"], store_url="http://127.0.0.1:8890/sparql",
+    plain = load_config(dataset="office-caltech-10")
+    mirrored = load_config(dataset="office-caltech-10", store_url="http://127.0.0.1:8890/sparql",
                            store_gsp_url="http://127.0.0.1:8890/sparql-graph-crud-auth")
     assert plain.fingerprint() == mirrored.fingerprint()
     with pytest.raises(ConfigError, match="credentials"):
-        load_config(catalog="c.csv", source=["a"], target=["b"], store_url="http://dba:dba@127.0.0.1:8890/sparql")
+        load_config(dataset="office-caltech-10", store_url="http://dba:dba@127.0.0.1:8890/sparql")
     with pytest.raises(ConfigError, match="need store_url"):
-        load_config(catalog="c.csv", source=["a"], target=["b"], store_update_url="http://127.0.0.1:8890/sparql-auth")
+        load_config(dataset="office-caltech-10", store_update_url="http://127.0.0.1:8890/sparql-auth")
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from ops_support import PYTHON, ROOT, SERVER_START_TIMEOUT_S, base_env, free_port, http_json, start, stop, wait_for
+from ops_support import PYTHON, ROOT, SERVER_START_TIMEOUT_S, base_env, free_port, server_healthy, start, stop, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -35,13 +35,7 @@ def prefect_server(tmp_path_factory):
     log = home / "server.log"
     proc = start([PYTHON, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], base_env(home), log)
     try:
-        def healthy():
-            try:
-                return http_json(f"{api}/health", timeout=2) is True
-            except (OSError, ValueError):
-                return False
-
-        wait_for(healthy, SERVER_START_TIMEOUT_S, "prefect server health", proc, log)
+        wait_for(lambda: server_healthy(api), SERVER_START_TIMEOUT_S, "prefect server health", proc, log)
         yield api, home
     finally:
         stop(proc)

@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -71,11 +73,51 @@ def stop(proc: subprocess.Popen, grace_s: float = 15.0) -> None:
     proc._log_handle.close()  # type: ignore[attr-defined]
 
 
-def http_json(url: str, body: dict | None = None, timeout: float = 10.0):
+#: Answers of a loaded or still-starting server that a retry may outlive (Prefect's own client retries the same).
+TRANSIENT_HTTP_CODES = frozenset({429, 502, 503, 504})
+
+
+def http_json(url: str, body: dict | None = None, timeout: float = 10.0, *, attempts: int = 6, backoff_s: float = 0.5):
+    """GET (or POST ``body``) JSON; retries transient failures with bounded exponential back-off.
+
+    Transient: HTTP 429/502/503/504, a refused or reset connection, a timeout. A loaded machine makes the local
+    server answer 503 now and then; ``attempts`` tries, waiting ``backoff_s`` doubled after each (0.5 + 1 + 2 + 4
+    + 8 s = 15.5 s at most by default), then the last error is raised. Other HTTP errors (404, 422) raise at once.
+    Only send a non-idempotent POST through here with an idempotency key in its body.
+    """
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST" if data else "GET")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read().decode())
+    for attempt in range(attempts):
+        req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"},
+                                     method="POST" if data else "GET")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return json.loads(resp.read().decode())
+        except urllib.error.HTTPError as exc:
+            if exc.code not in TRANSIENT_HTTP_CODES or attempt == attempts - 1:
+                raise
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if attempt == attempts - 1:
+                raise
+        time.sleep(backoff_s * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def server_healthy(api: str) -> bool:
+    """One look at the Prefect server's health endpoint (no retries): True once it answers ``true``."""
+    try:
+        return http_json(f"{api}/health", timeout=2, attempts=1) is True
+    except (OSError, ValueError):
+        return False
+
+
+def trigger_deployment_run(api: str, deployment_id: str, ready_timeout_s: float = 60.0, *, poll_s: float = 0.5,
+                           backoff_s: float = 0.5) -> dict:
+    """What `prefect deployment run` does, robust to a loaded server: wait until its health endpoint answers
+    (bounded), then create the flow run, retrying transient errors. The idempotency key makes a retried POST
+    whose first attempt did reach the server return that run instead of creating a second one."""
+    wait_for(lambda: server_healthy(api), ready_timeout_s, "prefect server ready before triggering a run", every_s=poll_s)
+    key = f"test-trigger-{deployment_id}-{uuid.uuid4()}"
+    return http_json(f"{api}/deployments/{deployment_id}/create_flow_run", {"idempotency_key": key}, backoff_s=backoff_s)
 
 
 def wait_for(predicate, timeout_s: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None, every_s: float = 1.0):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from ops_support import PYTHON, base_env, start, stop
 
 from prodkg.extractors import FeatureCache
 from prodkg.extractors.extract import content_hash, torch_threads
-from prodkg.flows import stages
+from prodkg.catalogs.stage import ingest_stage, modality_items
+from prodkg.extractors.stage import extract_shard, shards
 from prodkg.flows.config import load_config
 from prodkg.flows.dask_runner import describe, extraction_shard_size, task_runner_for
 
@@ -29,6 +31,7 @@ def test_shard_size_gives_every_local_worker_a_shard(sample_catalog):
     assert describe(load_config(**base, workers=2)) == "dask (local cluster, 2 workers)"
 
 
+@pytest.mark.slow
 def test_two_dask_workers_extract_what_one_process_extracts(prefect_server, small_catalog, tmp_path):
     api, home = prefect_server
     out = tmp_path / "dask-run"
@@ -58,15 +61,15 @@ def test_two_dask_workers_extract_what_one_process_extracts(prefect_server, smal
     # a convolution over a batch of 9 may round its last bit differently from one over 18: that is the encoder, not Dask)
     cfg = load_config(catalog=str(small_catalog), source=["webshop"], target=["supplier"], use_prefect=False, progress=False,
                       out=str(tmp_path / "single"))
-    products = stages.ingest_stage(cfg).products
+    products = ingest_stage(cfg.ingest_settings()).products
     dask_cache = FeatureCache(out / "cache")
     for modality in ("image", "text"):
-        items = stages.modality_items(products, modality)
-        spans = stages.shards(len(items), extraction_shard_size(load_config(**dict(cfg.to_dict(), use_prefect=True, workers=2)), len(items)))
+        items = modality_items(products, modality)
+        spans = shards(len(items), extraction_shard_size(load_config(**dict(cfg.to_dict(), use_prefect=True, workers=2)), len(items)))
         assert spans == [(0, 9), (9, 18)]
         # one torch thread, as in each Dask worker
         with torch_threads(1):
-            parts = [stages.extract_shard(items[a:b], cfg, modality) for a, b in spans]
+            parts = [extract_shard(items[a:b], cfg.extract_settings(), modality, FeatureCache(cfg.cache_path)) for a, b in spans]
         single = {"features": np.concatenate([p["features"] for p in parts]), "encoder_id": parts[0]["encoder_id"],
                   "n_computed": sum(p["n_computed"] for p in parts), "n_cached": sum(p["n_cached"] for p in parts)}
         assert single["n_computed"] > 0 and single["n_cached"] == 0

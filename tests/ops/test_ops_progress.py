@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-import prodkg.flows.progress as progress
+import prodkg.progress as progress
 from prodkg.flows.config import load_config
-from prodkg.flows.progress import Progress
+from prodkg.progress import Progress
 from prodkg.errors import ConfigError
 
 

@@ -70,6 +70,7 @@ def _self_made_run(with_target_labels: bool = True):
     return summary, predictions, sample
 
 
+@pytest.mark.slow
 def test_report_has_every_figure_and_the_numbers(tmp_path):
     summary, predictions, sample = _self_made_run()
     result = write_report(tmp_path, summary, predictions, sample)
@@ -88,6 +89,7 @@ def test_report_has_every_figure_and_the_numbers(tmp_path):
         assert text in page, text
 
 
+@pytest.mark.slow
 def test_figures_with_unchanged_inputs_are_copied_from_the_previous_run(tmp_path):
     summary, predictions, sample = _self_made_run()
     first = tmp_path / "runs" / "20260101T000000Z-aaaaaa"
@@ -116,6 +118,7 @@ def test_figures_with_unchanged_inputs_are_copied_from_the_previous_run(tmp_path
     assert sorted(result["reused"]) == ["accuracy", "cache", "counts", "risk_coverage", "stage_seconds"]
 
 
+@pytest.mark.slow
 def test_an_unreadable_previous_report_means_drawing_everything(tmp_path):
     summary, predictions, sample = _self_made_run()
     first = tmp_path / "a"
@@ -163,6 +166,7 @@ def demo_run(tmp_path_factory, shared_cache):
     return run_dir
 
 
+@pytest.mark.slow
 def test_demo_run_writes_the_report_and_records_it(demo_run):
     manifest = json.loads((demo_run / "manifest.json").read_text())
     assert manifest["report"]["html"] == str(demo_run / "report.html")
@@ -173,6 +177,7 @@ def test_demo_run_writes_the_report_and_records_it(demo_run):
     assert "<td>new</td><td>54</td>" in page and "<td>products in</td><td>54</td>" in page
 
 
+@pytest.mark.slow
 def test_demo_report_renders_in_headless_chromium(demo_run):
     if find_chromium() is None:
         pytest.skip("no chromium binary on PATH (Debian: apt-get install chromium; .ci/run installs it)")

@@ -6,7 +6,16 @@ import json
 import urllib.error
 
 import pytest
-from ops_support import PYTHON, base_env, http_json, start, stop, wait_for
+from ops_support import (
+    PYTHON,
+    TRANSIENT_HTTP_CODES,
+    base_env,
+    http_json,
+    start,
+    stop,
+    trigger_deployment_run,
+    wait_for,
+)
 
 from prodkg.flows.cli import main
 
@@ -19,13 +28,14 @@ def _deployment(api: str, flow: str, name: str) -> dict | None:
     try:
         return http_json(f"{api}/deployments/name/{flow}/{name}")
     except urllib.error.HTTPError as exc:
-        if exc.code == 404:  # not registered yet
+        if exc.code == 404 or exc.code in TRANSIENT_HTTP_CODES:  # not registered yet, or a server still busy after retries
             return None
         raise
     except OSError:
         return None
 
 
+@pytest.mark.slow
 def test_scheduled_deployment_completes_a_triggered_run(prefect_server, small_catalog, shared_cache, tmp_path):
     api, home = prefect_server
     out = tmp_path / "nightly"
@@ -40,11 +50,16 @@ def test_scheduled_deployment_completes_a_triggered_run(prefect_server, small_ca
         assert deployment["parameters"]["config"]["out"] == str(out)
         assert deployment["parameters"]["config"]["catalog"] == str(small_catalog)
 
-        # what `prefect deployment run prodkg/nightly-test` does
-        run = http_json(f"{api}/deployments/{deployment['id']}/create_flow_run", {})
+        # what `prefect deployment run prodkg/nightly-test` does; on a loaded machine the server may answer 503
+        run = trigger_deployment_run(api, deployment["id"])
 
         def final_state():
-            state = http_json(f"{api}/flow_runs/{run['id']}")["state"]["type"]
+            try:
+                state = http_json(f"{api}/flow_runs/{run['id']}")["state"]["type"]
+            except urllib.error.HTTPError as exc:
+                if exc.code in TRANSIENT_HTTP_CODES:  # busy even after retries: ask again at the next poll
+                    return None
+                raise
             return state if state in FINAL else None
 
         assert wait_for(final_state, RUN_TIMEOUT_S, "flow run finished", serve, log, every_s=2) == "COMPLETED", log.read_text(errors="replace")[-4000:]
@@ -84,3 +99,80 @@ def test_a_bad_schedule_fails_before_anything_is_registered(argv, message, sampl
     rc = main(["schedule", *defaults, *argv])
     assert rc == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.fixture
+def flaky_server():
+    """A loopback HTTP server answering each path's scripted status codes in turn (then 200 with a JSON body)."""
+    import http.server
+    import threading
+
+    script: dict[str, list[int]] = {}
+    seen: list[tuple[str, str]] = []
+    bodies: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            seen.append((self.command, self.path))
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            codes = script.get(self.path, [])
+            code = codes.pop(0) if codes else 200
+            if code != 200:
+                answer = {"detail": "busy"}
+            elif self.path.endswith("/health"):
+                answer = True
+            else:
+                answer = {"path": self.path, "body": body.decode()}
+            bodies.append(body.decode())
+            payload = json.dumps(answer).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", script, seen, bodies
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_json_retries_transient_errors_a_bounded_number_of_times(flaky_server):
+    base, script, seen, _ = flaky_server
+    script["/busy"] = [503, 503, 502]
+    assert http_json(f"{base}/busy", {"x": 1}, backoff_s=0.01) == {"path": "/busy", "body": '{"x": 1}'}
+    assert seen == [("POST", "/busy")] * 4
+    script["/down"] = [503] * 10
+    with pytest.raises(urllib.error.HTTPError) as info:
+        http_json(f"{base}/down", attempts=3, backoff_s=0.01)
+    assert info.value.code == 503 and seen.count(("GET", "/down")) == 3
+    script["/missing"] = [404]
+    with pytest.raises(urllib.error.HTTPError) as info:
+        http_json(f"{base}/missing", backoff_s=0.01)
+    assert info.value.code == 404 and seen.count(("GET", "/missing")) == 1  # not transient: no retry
+
+
+def test_triggering_a_run_waits_for_health_and_retries_with_one_idempotency_key(flaky_server):
+    base, script, seen, bodies = flaky_server
+    script["/api/health"] = [503, 503]  # still starting: two busy answers, then healthy
+    script["/api/deployments/dep-1/create_flow_run"] = [503, 503]
+    run = trigger_deployment_run(f"{base}/api", "dep-1", ready_timeout_s=30, poll_s=0.01, backoff_s=0.01)
+    posts = [i for i, call in enumerate(seen) if call == ("POST", "/api/deployments/dep-1/create_flow_run")]
+    assert len(posts) == 3 and max(i for i, call in enumerate(seen) if call[1] == "/api/health") < posts[0]
+    keys = {json.loads(bodies[i])["idempotency_key"] for i in posts}
+    assert len(keys) == 1 and json.loads(run["body"])["idempotency_key"] in keys
+    # a server that never becomes healthy fails the wait, bounded, and nothing is posted
+    script["/api/health"] = [503] * 1000
+    with pytest.raises(pytest.fail.Exception, match="ready before triggering"):
+        trigger_deployment_run(f"{base}/api", "dep-2", ready_timeout_s=0.5, poll_s=0.01)
+    assert ("POST", "/api/deployments/dep-2/create_flow_run") not in seen

@@ -195,3 +195,25 @@ def test_items_the_two_heads_disagree_on_back_off_or_abstain():
     assert d.published == ["apple", "fruit", "food"]
     # a fixed threshold is the old rule: no agreement asked
     assert decide(probs, CLASSES, threshold=0.9, **kw).published == ["apple", "apple", "apple"]
+
+
+def test_log_probabilities_keep_the_order_of_predictions_that_round_to_one():
+    # margins of 40-80 nats: every probability is 1.0 in float64, the log-probabilities still differ
+    margins = np.linspace(40.0, 80.0, 20)
+    from prodkg.prediction.estimates import log_softmax
+
+    logp = log_softmax(np.column_stack([margins, np.zeros(20), np.zeros(20)]))
+    assert (np.exp(logp).max(1) == 1.0).all()
+    np.testing.assert_allclose(logp[:, 0], -2 * np.exp(-margins), rtol=1e-12)  # log(1 - 2e^-m) to first order
+    # summed over a concept of the top class and another one, the order survives too
+    tax = TaxonomyLevels(["a", "b", "c"], [("ab", None), ("a", "ab"), ("b", "ab"), ("c", None)])
+    agg, names = tax.aggregate_log(logp, 0)
+    np.testing.assert_allclose(agg[:, names.index("ab")], -np.exp(-margins), rtol=1e-12)
+    # with a correctness estimate of 0.5 for the 10 least and 1.0 for the 10 most confident, only the top half
+    # reaches 0.99: the rule can tell them apart only by their log-probabilities
+    from prodkg.prediction.estimates import score
+
+    s = score(logp, "mc")
+    assert (np.diff(s) > 0).all()
+    t = threshold_for_precision(s, np.r_[np.full(10, 0.5), np.ones(10)], 0.99)
+    assert t == s[10]

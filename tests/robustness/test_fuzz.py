@@ -7,12 +7,16 @@ import io
 import json
 
 import pyoxigraph
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from prodkg.catalogs import ingest
 from prodkg.catalogs.schema import REQUIRED_COLUMNS
 from prodkg.kb.iri import mint, unmint
+
+# tens of thousands of generated rows; the last test counts what the others generated, so they run together
+pytestmark = pytest.mark.slow
 
 COLUMNS = [*REQUIRED_COLUMNS, "category", "color"]
 # Any text, including control characters, quotes, separators, lone surrogates excluded (not

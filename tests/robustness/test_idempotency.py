@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pandas as pd
+import pytest
 from rdflib.compare import isomorphic
 
 from prodkg.flows.cli import main as cli_main
@@ -12,6 +13,9 @@ from prodkg.flows.config import load_config
 from prodkg.flows.pipeline import run_pipeline
 from prodkg.kb.incremental import content_graph
 from prodkg.kb.store import KnowledgeGraph
+
+# three full runs of the pipeline
+pytestmark = pytest.mark.slow
 
 EXPORTS = {"nt": "graph.nt", "search-jsonl": "search.jsonl", "edges": "edges.parquet", "similar": "similar.parquet", "embeddings": "emb.parquet"}
 

@@ -15,6 +15,9 @@ import pytest
 from prodkg.kb.store import KnowledgeGraph
 from prodkg.failpoints import ENV
 
+# every case runs the pipeline in a child process and kills it: ~95 s together
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 POINTS = ["after-ingest", "after-extract", "after-predict", "graph-midload", "graph-before-swap", "after-graph"]
 COUNT = "SELECT (COUNT(*) AS ?n) WHERE { GRAPH ?g { ?s ?p ?o } }"

@@ -1,0 +1,289 @@
+"""The training loop every network prodkg trains runs on, and one adaptation method trained with it.
+
+:func:`run_loop` is the loop shared by the adaptation heads (:func:`train_method`, behind
+:func:`adaptation.train`) and backbone fine-tuning (:func:`adaptation.finetune.finetune_on_activations`):
+seeded endless batches of source rows and, when a method uses them, target rows; AdamW under the
+DANN learning-rate annealing ``lr / (1 + 10 p) ** 0.75`` over training progress ``p``; a refusal
+when the loss stops being finite; per-epoch means of the step metrics. What a step computes is
+the caller's closure.
+
+:func:`train_method` trains one named method; :func:`adaptation.train` adds the ``auto``
+choice among methods (:mod:`adaptation.selection`), which trains its candidates with it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prodkg.adaptation.config import AUTO, TrainConfig
+from prodkg.adaptation.features import MultiModal
+from prodkg.adaptation.methods import METHODS
+from prodkg.adaptation.model import AdaptationNetwork, AdaptedModel, resolve_device, to_tensors
+from prodkg.errors import ConfigError, StageError
+
+__all__ = ["Step", "run_loop", "train_method"]
+
+
+def _validate(
+    source: MultiModal, y_source: np.ndarray, target: MultiModal, n_classes: int, needs_target: bool
+) -> np.ndarray:
+    if not isinstance(source, MultiModal) or not isinstance(target, MultiModal):
+        raise StageError(
+            f"source and target must be MultiModal; got {type(source).__name__} and {type(target).__name__}"
+        )
+    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
+        raise StageError(f"n_classes must be an integer >= 2; got {n_classes!r}")
+    if source.dims != target.dims:
+        raise StageError(
+            f"source and target must have the same modalities and widths; got {source.dims} and {target.dims}"
+        )
+    if len(source) == 0:
+        raise StageError("the source domain has no rows; at least one labelled product is needed")
+    if needs_target and len(target) == 0:
+        raise StageError("the target domain has no rows; this method needs unlabelled target products")
+    y = np.asarray(y_source)
+    if y.shape != (len(source),):
+        raise StageError(f"y_source must have shape ({len(source)},) to match the source; got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise StageError(f"y_source must hold integer class indices; got dtype {y.dtype}")
+    if y.min() < 0 or y.max() >= n_classes:
+        raise StageError(f"y_source must lie in [0, {n_classes}); got values from {y.min()} to {y.max()}")
+    return y.astype(np.int64)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless full-size batches from back-to-back random permutations of ``range(n)``.
+
+    A batch may straddle two permutations, so every row is seen equally often and
+    no short last batch makes a step noisier than the others.
+    """
+    size = min(batch_size, n)
+    pool = torch.empty(0, dtype=torch.long)
+    while True:
+        while pool.numel() < size:
+            pool = torch.cat([pool, torch.randperm(n, generator=generator)])
+        yield pool[:size]
+        pool = pool[size:]
+
+
+def _balanced_batches(y: np.ndarray, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless batches drawn with replacement so that every source class is equally likely."""
+    counts = np.bincount(y)
+    weights = torch.from_numpy(1.0 / counts[y])
+    size = min(batch_size, len(y))
+    while True:
+        yield torch.multinomial(weights, size, replacement=True, generator=generator)
+
+
+def _take(
+    blocks: dict[str, torch.Tensor], present: dict[str, torch.Tensor], idx: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    idx = idx.to(next(iter(blocks.values())).device)
+    return {m: b[idx] for m, b in blocks.items()}, {m: p[idx] for m, p in present.items()}
+
+
+@dataclass
+class Step:
+    """What one training step computed, for :func:`run_loop`.
+
+    Attributes:
+        loss: the scalar to minimise.
+        metrics: read after the optimiser step; each value is averaged over the epoch.
+        diverged: the message of the error raised when ``loss`` is not finite, given the
+            1-based epoch and step.
+    """
+
+    loss: torch.Tensor
+    metrics: Callable[[], Mapping[str, float]]
+    diverged: Callable[[int, int], str]
+
+
+def run_loop(
+    step: Callable[[torch.Tensor, torch.Tensor | None, float], Step],
+    optimizer: torch.optim.Optimizer,
+    *,
+    n_source: int,
+    n_target: int | None,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    balanced_labels: np.ndarray | None = None,
+    modules: Iterable[nn.Module] = (),
+    end_epoch: Callable[[int, dict[str, float]], dict],
+    progress: str | None = None,
+    postfix: Callable[[dict], Mapping[str, str]] | None = None,
+) -> list[dict]:
+    """Train with ``step`` for ``epochs`` epochs; return one record per epoch.
+
+    Each step sets every parameter group's learning rate to its base (``base_lr`` when the
+    group has one, else its initial ``lr``) annealed as ``base / (1 + 10 p) ** 0.75`` with
+    ``p = step / total_steps``, draws the source batch and then (when ``n_target`` is not
+    None) the target batch, calls ``step(source_idx, target_idx, p)``, refuses a loss that is
+    not finite (:class:`~prodkg.errors.StageError`), then backpropagates and steps
+    ``optimizer``. An epoch is ``ceil(max(N_s, N_t) / batch_size)`` steps (``N_s`` alone
+    without a target), so the larger domain is seen once per epoch.
+
+    Args:
+        step: the forward pass and loss of one step, given row indices into the source and the
+            target (None without one) and the training progress ``p`` in ``[0, 1)``.
+        optimizer: steps every parameter being trained.
+        n_source, n_target: rows to draw batches from; ``n_target`` None: no target batches.
+        batch_size: rows per batch and per domain (fewer when a domain has fewer rows).
+        epochs: passes.
+        seed: seeds the batch order (a generator of its own; the global torch random state,
+            which dropout draws from, is the caller's to seed).
+        balanced_labels: source class indices: draw source batches with replacement so that
+            every class is equally likely, instead of shuffled passes.
+        modules: put in training mode before the first step.
+        end_epoch: ``(epoch index, metric means) -> record`` appended to the returned history.
+        progress: show a progress bar over epochs with this description.
+        postfix: ``record -> {name: text}`` shown on the progress bar after each epoch.
+    """
+    base_lrs = [group.get("base_lr", group["lr"]) for group in optimizer.param_groups]
+    order = torch.Generator().manual_seed(seed)
+    if balanced_labels is not None:
+        src_stream = _balanced_batches(balanced_labels, batch_size, order)
+    else:
+        src_stream = _batches(n_source, batch_size, order)
+    tgt_stream = _batches(n_target, batch_size, order) if n_target is not None else None
+
+    n_rows = max(n_source, n_target) if n_target is not None else n_source
+    steps_per_epoch = math.ceil(n_rows / batch_size)
+    total_steps = steps_per_epoch * epochs
+    history: list[dict] = []
+    epoch_range: Iterable[int] = range(epochs)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(epoch_range, desc=progress, unit="epoch")
+        epoch_range = bar
+
+    for module in modules:
+        module.train()
+    n_step = 0
+    for epoch in epoch_range:
+        sums: dict[str, float] = defaultdict(float)
+        for _ in range(steps_per_epoch):
+            p = n_step / total_steps
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base / (1.0 + 10.0 * p) ** 0.75
+            idx_s = next(src_stream)
+            idx_t = next(tgt_stream) if tgt_stream is not None else None
+            out = step(idx_s, idx_t, p)
+            if not torch.isfinite(out.loss):
+                raise StageError(out.diverged(epoch + 1, n_step + 1))
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            n_step += 1
+            for key, value in out.metrics().items():
+                sums[key] += value
+        record = end_epoch(epoch, {k: v / steps_per_epoch for k, v in sums.items()})
+        history.append(record)
+        if bar is not None and postfix is not None:
+            bar.set_postfix(**postfix(record))
+    return history
+
+
+def train_method(
+    source: MultiModal,
+    y_source: np.ndarray,
+    target: MultiModal,
+    n_classes: int,
+    config: TrainConfig,
+    *,
+    progress: bool = False,
+) -> AdaptedModel:
+    """Train ``config.method`` (one named method, not ``auto``); see :func:`adaptation.train`."""
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig; got {type(config).__name__}")
+    # re-validated copy: the dataclass is mutable, and the model keeps a snapshot of what it was trained with
+    config = TrainConfig.from_dict(config.to_dict())
+    if config.method == AUTO:
+        raise ConfigError("train_method trains one named method; adaptation.train chooses among them for 'auto'")
+    method_cls = METHODS.get(config.method)
+    y = _validate(source, y_source, target, n_classes, method_cls.needs_target)
+    n_classes = int(n_classes)
+    joint_batch = min(config.batch_size, len(source))
+    if method_cls.needs_target:
+        joint_batch += min(config.batch_size, len(target))
+    if config.norm == "batch" and joint_batch < 2:
+        raise StageError("norm='batch' needs at least 2 rows per step; use norm='layer' for so few products")
+    device = resolve_device(config.device)
+    use_target = method_cls.needs_target
+
+    fork_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(config.seed)
+        network = AdaptationNetwork(source.dims, n_classes, config)
+        network.scaler.fit([source, target])
+        method = method_cls(feature_dim=config.hidden, n_classes=n_classes, config=config)
+        network.to(device)
+        method.to(device)
+
+        params = [p for p in [*network.parameters(), *method.parameters()] if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+        src_blocks, src_present = to_tensors(source, device)
+        y_tensor = torch.from_numpy(y).to(device)
+        tgt_blocks, tgt_present = to_tensors(target, device) if use_target else ({}, {})
+
+        def step(idx_s: torch.Tensor, idx_t: torch.Tensor | None, p: float) -> Step:
+            s_blocks, s_present = _take(src_blocks, src_present, idx_s)
+            y_batch = y_tensor[idx_s.to(device)]
+            n_s = y_batch.shape[0]
+            if idx_t is not None:
+                t_blocks, t_present = _take(tgt_blocks, tgt_present, idx_t)
+                # one joint pass, so a batch-norm bottleneck normalises with statistics of both domains
+                blocks = {m: torch.cat([s_blocks[m], t_blocks[m]]) for m in s_blocks}
+                present = {m: torch.cat([s_present[m], t_present[m]]) for m in s_present}
+            else:
+                blocks, present = s_blocks, s_present
+            features, logits = network(blocks, present)
+            cls_loss = F.cross_entropy(method.source_logits(logits[:n_s]), y_batch)
+            adapt_loss = method.adaptation_loss(features[:n_s], features[n_s:], logits[:n_s], logits[n_s:], p)
+            loss = cls_loss + config.tradeoff * adapt_loss
+
+            def metrics() -> dict[str, float]:
+                return {
+                    "cls_loss": cls_loss.item(),
+                    "adaptation_loss": adapt_loss.item(),
+                    "total_loss": loss.item(),
+                    "source_accuracy": (logits[:n_s].argmax(1) == y_batch).float().mean().item(),
+                    **method.step_metrics(),
+                }
+
+            def diverged(epoch: int, n_step: int) -> str:
+                return (f"training diverged at epoch {epoch}, step {n_step}: loss is {loss.item()} "
+                        f"(classification {cls_loss.item()}, adaptation {adapt_loss.item()}); try a lower lr")
+
+            return Step(loss, metrics, diverged)
+
+        def end_epoch(epoch: int, means: dict[str, float]) -> dict[str, Any]:
+            record: dict[str, Any] = {"epoch": epoch + 1}
+            record.update(means)
+            record["lr"] = optimizer.param_groups[0]["lr"]
+            return record
+
+        history = run_loop(
+            step, optimizer, n_source=len(source), n_target=len(target) if use_target else None,
+            batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
+            balanced_labels=y if config.sampling == "balanced" else None, modules=(network, method),
+            end_epoch=end_epoch, progress=f"adapt[{config.method}]" if progress else None,
+            postfix=lambda r: {"cls": f"{r['cls_loss']:.3f}", "adapt": f"{r['adaptation_loss']:.3f}"},
+        )
+        network.eval()
+        n_adaptation_params = sum(p.numel() for p in method.parameters())
+    return AdaptedModel(
+        network, config, n_classes, source.dims, history=history, n_adaptation_params=n_adaptation_params
+    )

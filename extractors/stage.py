@@ -1,0 +1,156 @@
+"""The extract stage: products → one feature vector per product and modality, cached by content hash + encoder id."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from prodkg.errors import StageError
+from prodkg.extractors.cache import FeatureCache
+from prodkg.progress import Progress
+
+__all__ = ["ExtractOutput", "ExtractSettings", "assemble_features", "encoder_for", "extract_shard", "shards"]
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """Which encoders run and how: the slice of the run configuration the extract stage needs."""
+
+    image_encoder: str = "efficientnet_lite0"
+    text_encoder: str = "minilm"
+    image_options: dict[str, Any] = field(default_factory=dict)
+    text_options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 64
+    num_workers: int = 0
+    progress: bool = True
+
+    def encoder(self, modality: str) -> tuple[str, dict[str, Any]]:
+        """The encoder name and options of ``modality``."""
+        if modality == "image":
+            return self.image_encoder, dict(self.image_options)
+        return self.text_encoder, dict(self.text_options)
+
+
+@functools.lru_cache(maxsize=4)
+def shared_encoder(name: str, options_json: str):
+    """One model per (name, options) and process, shared by extraction and fine-tuning."""
+    from prodkg.extractors import get_encoder
+
+    return get_encoder(name, **json.loads(options_json))
+
+
+def encoder_for(settings: ExtractSettings, modality: str):
+    """The encoder for ``modality`` as a LazyEncoder: its cache identity now, from weight-file digests;
+    its model (the one :func:`shared_encoder` shares with fine-tuning) only when a shard has something to encode."""
+    from prodkg.extractors import LazyEncoder
+
+    name, options = settings.encoder(modality)
+    options_json = json.dumps(options, sort_keys=True)
+    return LazyEncoder(name, json.loads(options_json), build=lambda: shared_encoder(name, options_json))
+
+
+# One shard at a time per process: Prefect's default runner starts shards on threads, and both the
+# first import of transformers and the model itself are not safe to share between concurrent threads
+# (a torch forward already uses every core). Dask workers are separate processes, each with its own lock.
+_EXTRACT_LOCK = threading.Lock()
+
+
+def extract_shard(items: list[str | None], settings: ExtractSettings, modality: str, cache: FeatureCache) -> dict:
+    """Features of one shard of products for one modality (cached by content hash + encoder id)."""
+    with _EXTRACT_LOCK:
+        return _extract_shard(items, settings, modality, cache)
+
+
+def _extract_shard(items: list[str | None], settings: ExtractSettings, modality: str, cache: FeatureCache) -> dict:
+    from prodkg.extractors import extract_features
+
+    encoder = encoder_for(settings, modality)
+    # ~10 steps of whole batches: progress is reported between steps and a batch is never split
+    step = settings.batch_size * max(1, -(-len(items) // (10 * settings.batch_size)))
+    parts = []
+    with Progress(len(items), f"extract {modality} ({encoder.name})", enabled=settings.progress) as bar:
+        for a, b in shards(len(items), step) or [(0, 0)]:
+            parts.append(extract_features(items[a:b], encoder, cache=cache, batch_size=settings.batch_size, num_workers=settings.num_workers,
+                                          progress=False))
+            bar.update(b - a)
+    features = np.concatenate([r.features for r in parts])
+    errors, offset = {}, 0
+    for r in parts:
+        errors.update({offset + int(i): reason for i, reason in r.errors.items()})
+        offset += len(r.ok)
+    return {
+        "features": features,
+        "ok": np.concatenate([r.ok for r in parts]),
+        "errors": errors,
+        "n_computed": sum(r.n_computed for r in parts),
+        "n_cached": sum(r.n_cached for r in parts),
+        "encoder_id": parts[0].encoder_id,
+        "seconds": sum(r.seconds for r in parts),
+        "dim": int(features.shape[1]),
+        "encoder": encoder.name,
+        "worker": f"{socket.gethostname()}:{os.getpid()}",  # which process did the work (several under Dask)
+    }
+
+
+def shards(n: int, size: int) -> list[tuple[int, int]]:
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+@dataclass
+class ExtractOutput:
+    products: pd.DataFrame  # products that survived extraction
+    features: object  # adaptation.MultiModal aligned with products
+    quarantine: pd.DataFrame
+    stats: dict
+
+
+def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) -> ExtractOutput:
+    """Join per-shard results into one MultiModal; products whose given image failed are quarantined."""
+    from prodkg.adaptation import MultiModal
+    from prodkg.contracts import QUARANTINE
+
+    blocks, present, stats, bad = {}, {}, {}, {}
+    for modality, parts in results.items():
+        if not parts:
+            continue
+        feats = np.concatenate([p["features"] for p in parts]) if parts else np.zeros((0, 0), np.float32)
+        ok = np.concatenate([p["ok"] for p in parts]) if parts else np.zeros(0, bool)
+        offset = 0
+        for p in parts:
+            for i, reason in p["errors"].items():
+                bad.setdefault(offset + int(i), []).append(f"{modality}: {reason}")
+            offset += len(p["ok"])
+        blocks[modality], present[modality] = feats.astype(np.float32, copy=False), ok
+        stats[modality] = {
+            "encoder": parts[0]["encoder"] if parts else None,
+            "encoder_id": parts[0]["encoder_id"] if parts else None,
+            "dim": int(feats.shape[1]) if feats.ndim == 2 else 0,
+            "computed": int(sum(p["n_computed"] for p in parts)),
+            "cached": int(sum(p["n_cached"] for p in parts)),
+            "failed": int(sum(len(p["errors"]) for p in parts)),
+            "present": int(ok.sum()),
+            "seconds": round(sum(p["seconds"] for p in parts), 3),
+            "shards": len(parts),
+            "workers": sorted({str(p.get("worker")) for p in parts}),  # host:pid of each process that extracted a shard
+        }
+    keep = np.ones(len(products), dtype=bool)
+    keep[list(bad)] = False
+    rows = []
+    for i in sorted(bad):
+        rec = products.iloc[i]
+        rows.append({"stage": "extract", "source_row": int(rec["source_row"]), "product_id": rec["product_id"], "reason": "; ".join(bad[i]),
+                     "raw": json.dumps({"image": rec["image"], "title": rec["title"]}, default=str)[:4000]})
+    quarantine = pd.DataFrame(rows, columns=QUARANTINE.columns)
+    idx = np.flatnonzero(keep)
+    features = MultiModal(blocks={m: b[idx] for m, b in blocks.items()}, present={m: p[idx] for m, p in present.items()})
+    if not features.modalities or not any(p.any() for p in features.present.values()):
+        raise StageError("no product has any usable modality after extraction")
+    return ExtractOutput(products=products.iloc[idx].reset_index(drop=True), features=features, quarantine=quarantine, stats=stats)
