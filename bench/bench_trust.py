@@ -88,6 +88,13 @@ def rescore(path: Path, args: argparse.Namespace, *, flat: bool = False) -> dict
     meta = json.loads(str(ev["meta"]))
     taxonomy = [] if flat else [tuple(t) for t in meta["taxonomy"]]
     classes = ev["classes"].tolist()
+    unknown_meta = meta["unknown"]
+    if not args.no_unknown and "shift_scale" in unknown_meta:  # the bar again from the saved similarities (it may have changed)
+        from prodkg.prediction.unknown import target_bar
+
+        bar, more = target_bar(ev["similarity"], unknown_meta["source_bar"] * unknown_meta["shift_scale"])
+        ev["unknown"] = ev["similarity"] < bar
+        unknown_meta = {**unknown_meta, **more, "threshold": bar, "n_unknown": int(ev["unknown"].sum())}
     decision = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
                       min_precision=args.min_precision, unknown=None if args.no_unknown else ev["unknown"], other_probs=ev["other_logp"])
     truth = [t or None for t in ev["truth"].tolist()]
@@ -95,7 +102,7 @@ def rescore(path: Path, args: argparse.Namespace, *, flat: bool = False) -> dict
     result.pop("risk_coverage", None)
     result.update({"task": meta["task"] + (" flat" if flat else " back-off" if meta["taxonomy"] else ""), "flat": flat, "n_classes": len(classes), "n_source": meta["n_source"], "n_target": len(truth),
                    "n_source_holdout": int(len(ev["source_labels"])), "decision": decision.summary(),
-                   "unknown": None if args.no_unknown else meta["unknown"], "seconds": meta["seconds"], "evidence": path.name})
+                   "unknown": None if args.no_unknown else unknown_meta, "seconds": meta["seconds"], "evidence": path.name})
     return result
 
 

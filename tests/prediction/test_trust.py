@@ -217,3 +217,17 @@ def test_log_probabilities_keep_the_order_of_predictions_that_round_to_one():
     assert (np.diff(s) > 0).all()
     t = threshold_for_precision(s, np.r_[np.full(10, 0.5), np.ones(10)], 0.99)
     assert t == s[10]
+
+
+def test_a_target_with_two_groups_splits_them_and_a_unimodal_one_keeps_the_source_bar():
+    from prodkg.prediction.unknown import separability, target_bar
+
+    rng = np.random.default_rng(0)
+    one = rng.normal(0.7, 0.05, 4000)
+    # a normal distribution split at its mean: between-group variance over total is 2/pi
+    assert separability(one, 0.7) == pytest.approx(2 / np.pi, abs=0.02)
+    bar, details = target_bar(one, 0.5)
+    assert bar == 0.5 and details["separability"] < 0.72
+    two = np.r_[rng.normal(0.8, 0.03, 300), rng.normal(0.3, 0.03, 100)]
+    bar, details = target_bar(two, 0.1)
+    assert 0.4 < bar < 0.7 and (two < bar).sum() == 100
