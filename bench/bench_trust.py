@@ -230,7 +230,8 @@ def report(result: dict) -> str:
              "*accuracy* that of every fine prediction; *ECE* the target expected calibration error of the source-calibrated "
              "confidence; *est.* the label-free accuracy estimate that drove the threshold (ATC where the source hold-out has at "
              "least 20 rows and 3 errors, averaged with the agreement between the head and the baseline head; the agreement alone "
-             "otherwise), *|err|* its distance from the true accuracy, in points.", "",
+             "otherwise), of the products not flagged unknown, and *|err|* its distance from their true accuracy, in points "
+             "(closed set: nearly all products).", "",
              "**Protocol.** Closed set: office-caltech-10, every ordered pair of amazon (A), caltech10 (C), dslr (D), webcam (W), "
              "all 10 classes in source and target; grocery-store-dataset, the 81 iconic catalog products (photo + description) as "
              "source, the 5,421 in-store photos as target, fine classes with back-off along top → coarse → fine (and flat, the same "
@@ -260,7 +261,7 @@ def report(result: dict) -> str:
             lv0 = r["levels"][0]
             est = lv0["estimated_accuracy"]
             estimator = r["decision"]["levels"][0]["estimator"]
-            err = abs(est - lv0["accuracy_all"]) * 100 if est is not None else None
+            err = abs(est - lv0["accuracy_unflagged"]) * 100 if est is not None else None
             by_level = " / ".join(f"{_pct(lv['coverage'])} ({_pct(lv['precision'])})" for lv in r["levels"])
             row = (f"| {r['task']} | {_pct(r['accuracy'])} | {_pct(est)} ({estimator}) | {'–' if err is None else f'{err:.1f}'} | "
                    f"{_pct(r['target_ece'])} | {_pct(r['precision'])} | {_pct(r['coverage'])} | {by_level} |")
@@ -271,7 +272,7 @@ def report(result: dict) -> str:
         if len(recs) > 2:
             prec = np.array([r["precision"] for r in recs], float)
             cov = np.array([r["coverage"] for r in recs], float)
-            errs = np.array([abs((r["levels"][0]["estimated_accuracy"] or np.nan) - r["levels"][0]["accuracy_all"]) * 100 for r in recs])
+            errs = np.array([abs((r["levels"][0]["estimated_accuracy"] or np.nan) - r["levels"][0]["accuracy_unflagged"]) * 100 for r in recs])
             worst = recs[int(np.nanargmin(prec))]["task"]
             lines += ["", f"Mean precision {_pct(np.nanmean(prec))} %, worst {_pct(np.nanmin(prec))} % ({worst}); mean coverage {_pct(cov.mean())} %, "
                       f"worst {_pct(cov.min())} % ({recs[int(cov.argmin())]['task']}); tasks at ≥ 95 % precision: {int((prec >= 0.95).sum())} of {len(recs)}; "

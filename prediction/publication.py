@@ -137,26 +137,31 @@ def decide(
     published: list[str | None] = [None] * n
     published_level = np.full(n, -1)
     rows, levels, level_values = [], [], []
+    known = ~unknown
     seen: list[dict[str, int]] = [{} for _ in range(n)]  # per item: concept -> its row, so a class repeated at a broader level is one row
     for level in range(tax.depth, -1, -1):
         p, names = tax.aggregate_log(target_lp, level)  # log-probabilities of the level's concepts
         sp, _ = tax.aggregate_log(source_lp, level)
         m, _ = tax.membership(level)
         s_lab = m.argmax(1)[source_labels] if len(source_labels) else source_labels
-        estimates = {"atc": atc_estimate(sp, s_lab, p, kind="ne") if len(sp) else float("nan"),
-                     "atc_mc": atc_estimate(sp, s_lab, p, kind="mc") if len(sp) else float("nan"),
-                     "doc": doc_estimate(sp, s_lab, p) if len(sp) else float("nan"),
-                     "mean_confidence": float(np.exp(p.max(1)).mean()) if n else float("nan")}
+        # the estimates are of the items that can be published: those not flagged unknown
+        pk = p[known]
+        estimates = {"atc": atc_estimate(sp, s_lab, pk, kind="ne") if len(sp) else float("nan"),
+                     "atc_mc": atc_estimate(sp, s_lab, pk, kind="mc") if len(sp) else float("nan"),
+                     "doc": doc_estimate(sp, s_lab, pk) if len(sp) and len(pk) else float("nan"),
+                     "mean_confidence": float(np.exp(pk.max(1)).mean()) if len(pk) else float("nan")}
         op = None
         if other_probs is not None:
             op, _ = tax.aggregate_log(other_lp, level)
-            estimates["agreement"] = agreement_estimate(p.argmax(1), op.argmax(1))
+            estimates["agreement"] = agreement_estimate(pk.argmax(1), op[known].argmax(1))
             estimates["atc+agreement"] = (estimates["atc"] + estimates["agreement"]) / 2
         driver = estimates.get(estimator, float("nan"))  # "none": NaN, the confidence itself is the correctness
         conf_log = p.max(1)  # thresholds compare log-confidences: no ties among predictions rounded to 1.0
         conf = np.exp(conf_log)
         pred = p.argmax(1)
-        correctness = match_accuracy(p, driver).max(1) if np.isfinite(driver) else conf
+        correctness = conf.copy()
+        if np.isfinite(driver) and len(pk):
+            correctness[known] = match_accuracy(pk, driver).max(1)
         remaining = (published_level < 0) & ~unknown
         if op is not None and require_agreement and threshold is None:
             remaining &= pred == op.argmax(1)
@@ -225,6 +230,8 @@ def evaluate(decision: Decision, classes: Sequence[str], taxonomy: Iterable[tupl
         est = next(lv for lv in decision.levels if lv["level"] == level)
         rec = {"level": level, "accuracy": float(correct[scope & is_known].mean()) if (scope & is_known).any() else float("nan"),
                "accuracy_all": float(correct[scope].mean()) if scope.any() else float("nan"),
+               # the population the estimate is of: labelled items not flagged unknown
+               "accuracy_unflagged": float(correct[scope & ~decision.unknown].mean()) if (scope & ~decision.unknown).any() else float("nan"),
                "estimated_accuracy": est["estimated_accuracy"], "estimates": est["estimates"],
                "coverage": float(at.sum() / scope.sum()) if scope.any() else float("nan"),
                "precision": float(correct[at].mean()) if at.any() else float("nan"), "n_published": int(at.sum())}
