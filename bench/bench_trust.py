@@ -70,7 +70,7 @@ def run_task(name: str, features, labels: list[str | None], is_source: np.ndarra
     evidence = {"target_logp": ev["target_logp"], "source_logp": ev["source_logp"], "source_labels": ev["source_labels"],
                 "other_logp": other.evidence["target_logp"], "classes": np.array(main.labels.classes, dtype=str),
                 "truth": np.array(["" if labels[i] is None else labels[i] for i in tgt], dtype=str),
-                "similarity": unknown.similarity, "unknown": unknown.unknown,
+                "similarity": unknown.similarity, "source_similarity": unknown.source_similarity, "unknown": unknown.unknown,
                 "meta": np.array(json.dumps({"task": name, "taxonomy": [list(t) for t in taxonomy], "unknown": unknown.manifest(),
                                              "n_source": int(len(src)), "seconds": round(time.perf_counter() - started, 1)}))}
     EVIDENCE.mkdir(parents=True, exist_ok=True)
@@ -89,10 +89,10 @@ def rescore(path: Path, args: argparse.Namespace, *, flat: bool = False) -> dict
     taxonomy = [] if flat else [tuple(t) for t in meta["taxonomy"]]
     classes = ev["classes"].tolist()
     unknown_meta = meta["unknown"]
-    if not args.no_unknown and "shift_scale" in unknown_meta:  # the bar again from the saved similarities (it may have changed)
-        from prodkg.prediction.unknown import target_bar
+    if not args.no_unknown and "source_similarity" in ev:  # the bar again from the saved similarities (the rule may have changed)
+        from prodkg.prediction.unknown import unknown_threshold
 
-        bar, more = target_bar(ev["similarity"], unknown_meta["source_bar"] * unknown_meta["shift_scale"])
+        bar, more = unknown_threshold(ev["similarity"], ev["source_similarity"])
         ev["unknown"] = ev["similarity"] < bar
         unknown_meta = {**unknown_meta, **more, "threshold": bar, "n_unknown": int(ev["unknown"].sum())}
     decision = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,

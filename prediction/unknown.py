@@ -10,15 +10,14 @@ adaptation, Busto & Gall ICCV 2017, Saito et al. ECCV 2018).
 The bar is label-free (:func:`unknown_threshold`):
 
 * the source's own spread: the ``quantile`` (default 1 %) of the similarity of each source item to its
-  own class prototype computed without it (leave one out);
+  own class prototype computed without it (leave one out), less the distance from that quantile to the median;
 * scaled by the domain shift, the ratio of the 90th percentiles of target and source similarities (never
   above 1: a target more compact than the source does not raise the bar);
 * and, when the target has at least ``min_target`` items, no higher than Otsu's split of the target's
   similarities (Otsu, IEEE SMC 1979), which falls between the two modes when the target holds a group
   of unknown products; when the target's similarities clearly fall into two groups (Otsu's separability at
   least :data:`BIMODAL`), the split itself is the bar;
-* with fewer target items than that the shift cannot be measured: the bar is then the quantile minus the
-  source's own spread (its median minus the quantile).
+* with fewer target items than that the shift cannot be measured and is not applied.
 
 Items below the bar are unknown; docs/BENCHMARKS.md measures the flags on the open-set protocols.
 """
@@ -127,6 +126,7 @@ class UnknownScores:
     threshold: float
     unknown: np.ndarray
     details: dict
+    source_similarity: np.ndarray | None = None  # each source item's leave-one-out similarity (the reference)
 
     def manifest(self) -> dict:
         return {"method": "nearest source prototype (cosine, frozen features)", "threshold": round(float(self.threshold), 6),
@@ -154,7 +154,7 @@ def separability(values: np.ndarray, split: float) -> float:
 def target_bar(target_sim: np.ndarray, shifted_bar: float, *, bimodal: float = BIMODAL) -> tuple[float, dict]:
     """The bar for a target large enough to have a distribution: Otsu's split when the target's similarities fall
     into two clear groups (separability >= ``bimodal``: some products are unlike the source), else the lower of
-    the shift-scaled source bar and that split."""
+    ``shifted_bar`` (the source's bar, scaled by the domain shift) and that split."""
     split = otsu_threshold(target_sim)
     eta = separability(target_sim, split)
     details = {"otsu_split": split, "separability": eta}
@@ -170,13 +170,15 @@ def unknown_threshold(target_sim: np.ndarray, source_sim: np.ndarray, *, quantil
     if len(source_sim) == 0:
         return float("-inf"), {"reason": "the source has a single class with a single item"}
     base = float(np.quantile(source_sim, quantile))
-    details: dict = {"source_quantile": quantile, "source_bar": base}
-    if len(target_sim) < min_target:
-        # too few target items to measure the shift: leave a margin as wide as the source's own spread
-        # (median to the quantile) below the quantile, so a shifted but known product is not called unknown
-        return base - (float(np.median(source_sim)) - base), {**details, "rule": "small target: source bar minus the source's spread"}
+    median = float(np.median(source_sim))
+    # a margin as wide as the source's own spread (median to the quantile) below the quantile: without a group of
+    # unknown products in sight, only a product that far from every category is called unknown
+    margin_bar = base - (median - base)
+    details: dict = {"source_quantile": quantile, "source_bar": base, "source_median": median}
+    if len(target_sim) < min_target:  # too few target items to measure the shift
+        return margin_bar, {**details, "rule": "small target: source bar minus the source's spread"}
     scale = float(min(1.0, np.quantile(target_sim, 0.9) / max(np.quantile(source_sim, 0.9), 1e-12)))
-    bar, more = target_bar(target_sim, base * scale, bimodal=bimodal)
+    bar, more = target_bar(target_sim, margin_bar * scale, bimodal=bimodal)
     return bar, {**details, "shift_scale": scale, **more}
 
 
@@ -184,7 +186,7 @@ def score_unknown(source, source_labels: np.ndarray, target, **kwargs) -> Unknow
     """Similarities, the bar and the unknown flags (``source`` / ``target`` as :func:`prototype_similarity` takes them)."""
     target_sim, source_sim = prototype_similarity(source, source_labels, target)
     bar, details = unknown_threshold(target_sim, source_sim, **kwargs)
-    return UnknownScores(similarity=target_sim, threshold=bar, unknown=target_sim < bar, details=details)
+    return UnknownScores(similarity=target_sim, threshold=bar, unknown=target_sim < bar, details=details, source_similarity=source_sim)
 
 
 
