@@ -286,7 +286,47 @@ def report(result: dict) -> str:
         lines.append("")
     lines.append("Coverage by level lists, per taxonomy level from the finest up, the share of target products published at that level "
                  "and (in brackets) the precision of those facts.")
+    lines += ["", "### Against the goals", ""] + goals(result)
     return "\n".join(lines)
+
+
+def goals(result: dict) -> list[str]:
+    """The issue's targets, checked on the records (one line each)."""
+    out = []
+
+    def recs(suite, flat=None):
+        rs = result.get(suite, {}).get("records", [])
+        return [r for r in rs if flat is None or r.get("flat", False) == flat]
+
+    def ok(cond):
+        return "met" if cond else "**not met**"
+
+    everything = [r for suite in ("office", "grocery", "instacart") for r in recs(suite, False)]
+    if everything:
+        below = [f"{r['task']} {_pct(r['precision'])} %" for r in everything if not r["precision"] >= 0.95]
+        out.append(f"- Published precision ≥ 95 % on every closed-set target: {ok(not below)}"
+                   + (f" (below: {', '.join(below)})" if below else "") + ".")
+    office = recs("office")
+    if office:
+        cov = np.mean([r["coverage"] for r in office])
+        errs = [abs(r["levels"][0]["estimated_accuracy"] - r["levels"][0]["accuracy_unflagged"]) * 100 for r in office]
+        out.append(f"- office-caltech-10 coverage ≥ 95 % (mean of 12): {ok(cov >= 0.95)} ({_pct(cov)} %).")
+        out.append(f"- Estimate within 3 points on ≥ 10 of 12 office-caltech-10 tasks: {ok(sum(e <= 3 for e in errs) >= 10)} "
+                   f"({sum(e <= 3 for e in errs)} of 12).")
+    for suite, goal in (("instacart", 0.70), ("grocery", 0.50)):
+        rs = recs(suite, False)
+        if rs:
+            r = rs[0]
+            errs = [abs(lv["estimated_accuracy"] - lv["accuracy_unflagged"]) * 100 for lv in r["levels"] if lv["estimated_accuracy"] is not None]
+            out.append(f"- {suite} coverage ≥ {100 * goal:.0f} % (any level): {ok(r['coverage'] >= goal)} ({_pct(r['coverage'])} % at "
+                       f"{_pct(r['precision'])} % precision); estimate within 5 points at every level: {ok(max(errs) <= 5)} "
+                       f"(|err| by level from the finest: {', '.join(f'{e:.1f}' for e in errs)}).")
+    opened = recs("office_open") + recs("grocery_open", False)
+    if opened:
+        worst = max(r["open_set"]["unknown_published"] for r in opened)
+        out.append(f"- Open set, unknown-class products published ≤ 10 %: {ok(worst <= 0.10)} (worst {_pct(worst)} %); H-score on every "
+                   f"open-set task: reported above.")
+    return out
 
 
 def main() -> None:
