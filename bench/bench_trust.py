@@ -287,7 +287,34 @@ def report(result: dict) -> str:
     lines.append("Coverage by level lists, per taxonomy level from the finest up, the share of target products published at that level "
                  "and (in brackets) the precision of those facts.")
     lines += ["", "### Against the goals", ""] + goals(result)
+    lines += ["", "### Where the estimate misses, and what that costs", "", NOTES]
     return "\n".join(lines)
+
+
+NOTES = """\
+* **office-caltech-10.** The two estimators err in opposite directions often enough that their mean is the better
+  estimate where ATC can be used (amazon and caltech10 sources); dslr and webcam hold out 14 and 30 source rows
+  with no error, so their ATC threshold is the lowest held-out score and it misses by up to 17 points (W->C): the
+  agreement alone is used there. Where the estimate runs 2-3.5 points above the truth (C->D, D->C, W->C), the
+  published precision lands 0.3-0.5 points under 95 %. The ±3-point goal was met on 10 of 12 tasks with this rule,
+  which was chosen looking at these same tasks (one seed): there is no held-out confirmation.
+* **Agreement filter.** An item is published at a level only where the run's head and the source-only baseline
+  agree; without it, A->D published 98.7 % of the target at 92.9 % precision, with it 89.8 % at 99.3 %.
+* **grocery.** 81 catalog products, one per class, leave no source hold-out for ATC; the agreement between the two
+  heads is the estimate. It is right at the fine level (25.5 vs 25.8 %) but 19 points low at the coarse level and
+  11 low at the top (68 vs 79 %), so the rule publishes 2.3 % of the in-store photos, all correct. With the true
+  top-level accuracy as the estimate the same rule would publish 29-34 % at 96-97 % precision, and ranking by
+  confidence with the labels (an oracle) reaches 95 % precision at 43 % coverage at the top level, 4-6 % at the
+  coarse one: the 50 % goal needs a better head, not only a better estimate.
+* **Open set.** Unknown products are flagged before anything is estimated; with the source restricted to 6 office
+  classes, 92-99 % of the other 4 classes' products are flagged and at most 7.8 % get a category. The estimate is of
+  the unflagged products; where unknown products slip through, it counts them as right and overestimates
+  (A->C, D->C, W->C by 6-8 points), and precision falls to 91-93 %. In grocery without Packages, 99.7 % of the
+  Packages photos are flagged, but so are many known ones (known-class accuracy 20 %), and nothing is published.
+* **Calibration.** Target ECE of the source-calibrated confidence is 0-8 % on office-caltech-10 closed set,
+  40-46 % on the open set (confident predictions for unknown products) and 16-29 % on grocery: source
+  temperatures do not carry over, which is why thresholds come from the target estimate, not the confidence.
+"""
 
 
 def goals(result: dict) -> list[str]:
