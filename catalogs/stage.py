@@ -27,6 +27,7 @@ class IngestSettings:
     target: tuple[str, ...] = ()
     attributes: tuple[str, ...] | None = None
     taxonomy: str | None = None
+    image_limits: object | None = None  # an extractors.sources.ImageLimits: which image files and URLs may be read
 
 
 @dataclass
@@ -116,7 +117,7 @@ def ingest_stage(settings: IngestSettings) -> IngestOutput:
     if not in_scope.any() and not unparsed:
         raise CatalogError("no rows in the chosen domains")
     attributes = list(settings.attributes) if settings.attributes is not None else None
-    result = ingest(frame[in_scope], base_dir=base_dir, attributes=attributes, unparsed=unparsed)
+    result = ingest(frame[in_scope], base_dir=base_dir, attributes=attributes, unparsed=unparsed, image_limits=settings.image_limits)
     for role, chosen in (("source", source), ("target", target)):
         if not result.products["domain"].isin(chosen).any():
             raise CatalogError(f"the {role} domain ({', '.join(chosen)}) has no valid product after validation; see the quarantine reasons")
