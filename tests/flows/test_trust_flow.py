@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -45,12 +46,15 @@ def foreign_catalog(tmp_path) -> Path:
     """The sample's t-shirts and mugs (both its domains) as the labelled source; three foreign listings as the target."""
     frame = pd.read_csv(SAMPLE / "catalog.csv", dtype=str, keep_default_na=False)
     source = frame[frame["category"].isin(["t-shirt", "mug"])].copy()
-    source["image"] = [str(SAMPLE / p) if p else "" for p in source["image"]]
+    (tmp_path / "images").mkdir()
+    for p in source["image"]:  # images are read only under the catalog's folder: copy them beside it
+        if p:
+            shutil.copyfile(SAMPLE / p, tmp_path / p)
     source["domain"] = "catalog"
     rows = []
     for pid, title, kind in FOREIGN:
-        _draw(kind, tmp_path / f"{pid}.png")
-        rows.append({"product_id": pid, "title": title, "description": "", "image": str(tmp_path / f"{pid}.png"),
+        _draw(kind, tmp_path / "images" / f"{pid}.png")
+        rows.append({"product_id": pid, "title": title, "description": "", "image": f"images/{pid}.png",
                      "domain": "marketplace", "category": "", "color": ""})
     path = tmp_path / "foreign.csv"
     pd.concat([source, pd.DataFrame(rows)], ignore_index=True).to_csv(path, index=False)
