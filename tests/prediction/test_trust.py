@@ -154,7 +154,7 @@ def test_unknown_items_get_no_category_and_the_precision_rule_uses_the_estimate(
 
 
 def test_pick_estimator():
-    assert pick_estimator(100, True, 5) == "atc+agreement"
+    assert pick_estimator(100, True, 5) == "atc"
     assert pick_estimator(100, False, 5) == "atc"
     assert pick_estimator(100, True, 0) == "agreement"
     assert pick_estimator(5, False, 0) == "none"
