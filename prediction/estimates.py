@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SCORES", "agreement_estimate", "atc_estimate", "atc_threshold", "doc_estimate", "log_softmax", "match_accuracy", "score"]
+__all__ = ["SCORES", "agreement_estimate", "atc_estimate", "atc_threshold", "doc_estimate", "log_softmax", "match_accuracy",
+           "match_accuracy_reliable", "score", "source_reliability"]
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
@@ -129,3 +130,47 @@ def match_accuracy(probs: np.ndarray, accuracy: float, *, iters: int = 60) -> np
         else:
             hi = mid
     return tempered((lo + hi) / 2)
+
+
+def source_reliability(source_logp: np.ndarray, source_labels: np.ndarray, *, min_rows: int = 20, min_errors: int = 3):
+    """P(right | confidence) on the held-out source rows: an isotonic fit of correctness on log-confidence
+    (Zadrozny & Elkan, KDD 2002), or None with fewer than ``min_rows`` rows or ``min_errors`` errors.
+
+    Where the head is overconfident at the top (instacart: confidence 0.98 on average above 0.95, 96 % right,
+    labels that no confidence can get past), this curve says so; a temperature alone cannot.
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    logp = _as_logp(source_logp)
+    correct = (logp.argmax(1) == np.asarray(source_labels)).astype(float)
+    if len(correct) < min_rows or (1 - correct).sum() < min_errors:
+        return None
+    iso = IsotonicRegression(increasing=True, out_of_bounds="clip", y_min=0.0, y_max=1.0)
+    iso.fit(logp.max(1), correct)
+    return iso.predict
+
+
+def match_accuracy_reliable(probs: np.ndarray, accuracy: float, reliability, *, iters: int = 60) -> np.ndarray:
+    """Per-item estimated correctness: ``reliability`` (a source curve of P(right | log-confidence)) read at the
+    re-tempered confidence, one temperature for all items chosen so the mean equals ``accuracy``. The shape comes
+    from the source, the level from the target estimate. Returns (N,) values in [0, 1]."""
+    logp = _as_logp(probs)
+    n, c = logp.shape
+    if n == 0 or c < 2 or not np.isfinite(accuracy):
+        return reliability(logp.max(1)) if n else np.zeros(0)
+
+    def corr(log_tau: float) -> np.ndarray:
+        return reliability(log_softmax(np.maximum(logp, -700.0) / np.exp(log_tau)).max(1))
+
+    lo, hi = -8.0, 8.0  # sharper (lower tau) -> higher confidence -> higher reliability
+    if corr(lo).mean() <= accuracy:
+        return corr(lo)
+    if corr(hi).mean() >= accuracy:
+        return corr(hi)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if corr(mid).mean() > accuracy:
+            lo = mid
+        else:
+            hi = mid
+    return corr((lo + hi) / 2)

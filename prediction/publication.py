@@ -23,7 +23,15 @@ import numpy as np
 import pandas as pd
 
 from prodkg.prediction.backoff import TaxonomyLevels
-from prodkg.prediction.estimates import _as_logp, agreement_estimate, atc_estimate, doc_estimate, match_accuracy
+from prodkg.prediction.estimates import (
+    _as_logp,
+    agreement_estimate,
+    atc_estimate,
+    doc_estimate,
+    match_accuracy,
+    match_accuracy_reliable,
+    source_reliability,
+)
 from prodkg.prediction.metrics import confidence_ece, open_set_scores, risk_coverage
 from prodkg.prediction.thresholds import NEVER, threshold_for_precision
 
@@ -160,7 +168,10 @@ def decide(
         pred = p.argmax(1)
         correctness = conf.copy()
         if np.isfinite(driver) and len(pk):
-            correctness[known] = match_accuracy(pk, driver).max(1)
+            # the source hold-out's reliability curve gives the shape where it has enough rows and errors
+            reliability = source_reliability(sp, s_lab, min_rows=MIN_SOURCE_ROWS, min_errors=MIN_SOURCE_ERRORS) if len(sp) else None
+            correctness[known] = (match_accuracy_reliable(pk, driver, reliability) if reliability is not None
+                                  else match_accuracy(pk, driver).max(1))
         remaining = (published_level < 0) & ~unknown
         if op is not None and require_agreement and threshold is None:
             remaining &= pred == op.argmax(1)

@@ -231,3 +231,22 @@ def test_a_target_with_two_groups_splits_them_and_a_unimodal_one_keeps_the_sourc
     two = np.r_[rng.normal(0.8, 0.03, 300), rng.normal(0.3, 0.03, 100)]
     bar, details = target_bar(two, 0.1)
     assert 0.4 < bar < 0.7 and (two < bar).sum() == 100
+
+
+def test_the_source_reliability_curve_keeps_a_ceiling_a_temperature_would_miss():
+    # held-out source rows: above 0.95 confidence only 90 % are right (ambiguous labels), below it 60 %
+    from prodkg.prediction.estimates import match_accuracy_reliable, source_reliability
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    top = np.where(rng.random(n) < 0.5, 0.99, 0.7)
+    right = rng.random(n) < np.where(top > 0.95, 0.9, 0.6)
+    probs = np.column_stack([top, 1 - top])
+    labels = np.where(right, 0, 1)
+    rel = source_reliability(probs, labels)
+    assert rel(np.log([0.99]))[0] == pytest.approx(0.9, abs=0.02)
+    assert rel(np.log([0.7]))[0] == pytest.approx(0.6, abs=0.03)
+    # the same target at the same accuracy: the estimates follow the curve, never above its ceiling
+    c = match_accuracy_reliable(probs, 0.75, rel)
+    assert c.mean() == pytest.approx(0.75, abs=0.01) and c.max() <= 0.92
+    assert source_reliability(probs[:10], labels[:10]) is None  # too few rows
