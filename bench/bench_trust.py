@@ -229,8 +229,7 @@ def report(result: dict) -> str:
              "that are right at the level they were published; *coverage* the share of target products with a published fact; "
              "*accuracy* that of every fine prediction; *ECE* the target expected calibration error of the source-calibrated "
              "confidence; *est.* the label-free accuracy estimate that drove the threshold (ATC where the source hold-out has at "
-             "least 20 rows and 3 errors, averaged with the agreement between the head and the baseline head; the agreement alone "
-             "otherwise), of the products not flagged unknown, and *|err|* its distance from their true accuracy, in points "
+             "least 20 rows and 3 errors, else the agreement between the head and the baseline head), of the products not flagged unknown, and *|err|* its distance from their true accuracy, in points "
              "(closed set: nearly all products).", "",
              "**Protocol.** Closed set: office-caltech-10, every ordered pair of amazon (A), caltech10 (C), dslr (D), webcam (W), "
              "all 10 classes in source and target; grocery-store-dataset, the 81 iconic catalog products (photo + description) as "
@@ -243,6 +242,9 @@ def report(result: dict) -> str:
              "of unknown-class items flagged unknown), as TLlib's open-set benchmark computes it; *unknowns published* is the share "
              "of unknown-class items that got a category fact anyway (flagged or not). In the open-set rows precision and coverage "
              "count unknown-class items as wrong whenever they are published.", "",
+             "Each suite's heads were trained by the command under its heading (one seed; features extracted once, fp32, and "
+             "cached); the publication rule was then applied to their saved outputs with `python bench/bench_trust.py --rescore` "
+             "after its last change, which runs the same functions on the same heads.", "",
              f"Machine: {machine()}.", ""]
     for suite in SUITES:
         if suite not in result:
