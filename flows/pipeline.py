@@ -227,7 +227,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     manifest["report"] = write_report_safely(run_dir, summary, pred.predictions, pred.embedding_sample, reuse_from=previous_run_dir(run_dir))
     manifest["report"]["seconds"] = round(time.perf_counter() - report_started, 3)
     summary["report"] = manifest["report"].get("html")
-    write_json(manifest, run_dir / "manifest.json")
+    write_json(manifest, layout.manifest(run_id))
     return summary
 
 
