@@ -100,7 +100,15 @@ def format_summary(s: dict, out: str) -> str:
         lines.append(f"  backbone fine-tuned  {ft['epochs']} epochs of {ft['method']} on {ft['device']}, {ft['images']} images, "
                      f"{ft['seconds']['total']:.1f} s{' (reused)' if ft.get('reused') else ''}  → {ft['encoder_id'].rsplit('/', 1)[-1]}"
                      if ft.get("ran") else f"  backbone fine-tuned  no: {ft.get('reason')}")
-    lines.append(f"  predictions          {c['predictions']}")
+    if s.get("hidden_labels") is not None:
+        hidden = ", ".join(s["hidden_labels"]) or "none"
+        lines.append(f"  hidden on target     {hidden}  (evaluation labels: never shown to a model or the graph; every other asserted value is kept)")
+    by_task = c.get("predictions_by_task") or {}
+    detail = ", ".join(f"{task} {n}" for task, n in by_task.items())
+    superseded = c.get("predictions_superseded_by_asserted") or 0
+    if superseded:
+        detail += f"; {superseded} not written: the catalog asserts that value"
+    lines.append(f"  predictions          {c['predictions']}" + (f"  ({detail})" if detail else ""))
     lines.append(f"  triples written      {c['quads']}  → {s['store']}")
     lines.append("  seconds per stage    " + ", ".join(f"{k} {v:.1f}" for k, v in s["durations"].items()) + f"  (total {s.get('total_seconds', 0):.1f})")
     lines.append(f"  run directory        {s['run_dir']}")

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from prodkg.catalogs.stage import hide_target_labels, ingest_stage, modalities_present, modality_items
+from prodkg.catalogs.stage import catalog_facts, ingest_stage, modalities_present, modality_items, unasserted_predictions
 from prodkg.errors import CatalogError, ConfigError
 from prodkg.failpoints import failpoint
 from prodkg.flows.config import RunConfig
@@ -101,6 +101,15 @@ def _mirror(cfg: RunConfig):
     return lambda path, run_id: mirror_to_server(path, run_id, cfg.store_url, update_url=cfg.store_update_url, gsp_url=cfg.store_gsp_url)
 
 
+def _eval_labels(cfg: RunConfig, attributes: list[str]) -> list[str]:
+    """The evaluation-label columns of this catalog; one that is neither category nor an attribute is a config error."""
+    known = ["category", *attributes]
+    unknown = [c for c in cfg.eval_labels if c not in known]
+    if unknown:
+        raise ConfigError(f"eval_labels: {', '.join(unknown)} not a label column of the catalog; it has: {', '.join(known)}")
+    return list(cfg.eval_labels)
+
+
 def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     """Run every stage in order; write the run directory; return the summary."""
     from prodkg.extractors.cache import FeatureCache
@@ -117,6 +126,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
 
     with _timed(durations, "ingest"):
         ing = runner(ingest_stage, cfg.ingest_settings(), name="ingest", retries=2)
+    hidden = _eval_labels(cfg, ing.attributes)
     if cfg.finetune:  # a refused fine-tuning stops the run before anything is extracted
         from prodkg.adaptation.stage import check_finetune
 
@@ -151,6 +161,10 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     with _timed(durations, "adapt_predict"):
         pred = runner(predict_stage, ext.products, ext.features, cfg.predict_settings(), ing.source, ing.target, ing.attributes,
                       layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, name="adapt-predict")
+    # Asserted beats predicted: target rows keep every asserted value except their evaluation labels, and a
+    # prediction is kept only where the catalog asserts no value for its task.
+    graph_products = catalog_facts(ext.products, ing.target, hidden, base_dir=ing.base_dir)
+    pred.predictions, n_superseded = unasserted_predictions(pred.predictions, graph_products)
     tables["predictions"] = write_table(pred.predictions, layout.table(run_id, "predictions"))
     failpoint("after-predict")
 
@@ -161,8 +175,6 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         info = RunInfo(run_id=run_id, started=started_at, ended=datetime.now(UTC), catalog=ing.catalog_name, method=cfg.method,
                        source_domains=ing.source, target_domains=ing.target, models=models, config_hash=cfg.fingerprint())
         taxonomy = ing.taxonomy or flat_taxonomy(ext.products, pred.predictions)
-        # Target-domain labels are for evaluation only: they never enter the graph as asserted facts.
-        graph_products = hide_target_labels(ext.products, ing.target, ["category", *ing.attributes])
         graph = runner(graph_stage, graph_products, pred.predictions, taxonomy, ing.attributes, info, cfg.graph_settings(), ing.catalog_name,
                        layout=layout, mirror=_mirror(cfg), features=ext.features, name="graph", retries=2)
 
@@ -179,6 +191,8 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "source_products": int(ext.products["domain"].isin(ing.source).sum()),
         "target_products": int(ext.products["domain"].isin(ing.target).sum()),
         "predictions": len(pred.predictions),
+        "predictions_by_task": {str(k): int(v) for k, v in pred.predictions["task"].value_counts().sort_index().items()},
+        "predictions_superseded_by_asserted": n_superseded,
         "quads": graph["quads"],
     }
     assert counts["rows_in"] == counts["products"] + n_quarantined, "row counts must reconcile"
@@ -198,6 +212,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "metrics": pred.metrics,
         "baseline_metrics": pred.baseline,
         "skipped_tasks": pred.skipped,
+        "hidden_labels": hidden,  # target columns used only to measure accuracy, never shown to a model or the graph
         "durations": durations,
         "changes": graph.get("changes"),
         # an unchanged re-run republishes this run's graph content instead of rebuilding it
