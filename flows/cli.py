@@ -164,10 +164,11 @@ CONSUMER_EXPORTS = ["similar", "edges", "embeddings", "search-jsonl"]
 
 
 def cmd_export(args) -> int:
-    from prodkg.kb.export import export_graph
+    from prodkg.kb.export import check_output, export_graph
     from prodkg.kb.export_reco import export_for_consumers
     from prodkg.kb.store import KnowledgeGraph
 
+    check_output(args.format, args.output, flatten=args.flatten)  # before anything is read or written
     kg = KnowledgeGraph(_store_path(args))
     with kg.open(read_only=True) as store:
         if args.format in RDF_EXPORTS:
@@ -368,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "edges (product-category-attribute, .parquet/.csv), embeddings (.parquet), search-jsonl")
     e.add_argument("--output", required=True, help="file to write")
     e.add_argument("--k", type=int, default=10, help="neighbours per product for --format similar (default 10)")
+    e.add_argument("--flatten", action="store_true",
+                   help="allow nt, ttl and jsonld, which merge the named graphs (predicted facts then read like asserted ones; "
+                        "nq and trig keep them apart)")
     e.add_argument("--out", default=DEFAULT_OUT, help=f"output folder of the run (default {DEFAULT_OUT})")
     e.set_defaults(func=cmd_export)
 

@@ -166,7 +166,7 @@ def test_cli_exports_from_a_published_run(tmp_path):
         assert main(["export", "--out", str(tmp_path), "--format", fmt, "--output", str(tmp_path / name), "--k", "3"]) == 0
     assert len(pd.read_csv(tmp_path / "similar.csv")) == 3 * len(products)
     assert len(pd.read_parquet(tmp_path / "emb.parquet")) == len(products)
-    docs = pd.read_json(tmp_path / "s.jsonl", lines=True).set_index("id")
+    docs = pd.read_json(tmp_path / "s.jsonl", lines=True).set_index("product_id")
     assert docs.loc["p02", "category_path"] == ["food", "dairy", "milk"]
     assert docs.loc["p02", "attributes"] == {"manufacturer": "ARLA", "volume": "1 l"}
     edges = pd.read_parquet(tmp_path / "edges.parquet")
