@@ -142,7 +142,12 @@ def ingest_stage(settings: IngestSettings) -> IngestOutput:
     result = ingest(frame[in_scope], base_dir=base_dir, attributes=attributes, unparsed=unparsed)
     for role, chosen in (("source", source), ("target", target)):
         if not result.products["domain"].isin(chosen).any():
-            raise CatalogError(f"the {role} domain ({', '.join(chosen)}) has no valid product after validation; see the quarantine reasons")
+            reasons = result.quarantine["reason"].str.split(":").str[0].value_counts().head(3)
+            top = ", ".join(f"{reason} ×{n}" for reason, n in reasons.items())
+            exc = CatalogError(f"the {role} domain ({', '.join(chosen)}) has no valid product after validation"
+                               + (f" ({len(result.quarantine)} rows quarantined: {top})" if len(result.quarantine) else ""))
+            exc.quarantine = result.quarantine  # the flow writes it, so every reason can be read
+            raise exc
     return IngestOutput(
         products=result.products,
         quarantine=result.quarantine,

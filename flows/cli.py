@@ -80,7 +80,14 @@ def format_summary(s: dict, out: str) -> str:
         f"  kept                 {c['products']}  (source {c['source_products']}, target {c['target_products']})",
     ]
     for modality, f in s["features"].items():
-        lines.append(f"  {modality + ' features':<21}{f['computed']} computed, {f['cached']} cached  ({f['encoder']}, {f['dim']}-d)")
+        if "computed_products" in f:  # every product counted once: computed + cached + without + failed = products
+            parts = [f"{f['computed_products']} computed", f"{f['cached']} cached"]
+            parts += [f"{f['absent']} without {'an image' if modality == 'image' else 'text'}"] if f["absent"] else []
+            parts += [f"{f['failed']} failed"] if f["failed"] else []
+            shared = f" ({f['computed']} distinct contents)" if f["computed"] != f["computed_products"] else ""
+            lines.append(f"  {modality + ' features':<21}{', '.join(parts)} of {f['products']} products{shared}  ({f['encoder']}, {f['dim']}-d)")
+        else:
+            lines.append(f"  {modality + ' features':<21}{f['computed']} computed, {f['cached']} cached  ({f['encoder']}, {f['dim']}-d)")
     cat = s["metrics"].get("category", {})
     base = s.get("baseline_metrics") or {}
     if "target_accuracy" in cat:
@@ -109,8 +116,15 @@ def format_summary(s: dict, out: str) -> str:
     if superseded:
         detail += f"; {superseded} not written: the catalog asserts that value"
     lines.append(f"  predictions          {c['predictions']}" + (f"  ({detail})" if detail else ""))
-    lines.append(f"  triples written      {c['quads']}  → {s['store']}")
-    lines.append("  seconds per stage    " + ", ".join(f"{k} {v:.1f}" for k, v in s["durations"].items()) + f"  (total {s.get('total_seconds', 0):.1f})")
+    reused = s.get("graph_reused_from")
+    if reused:
+        lines.append(f"  triples in the graph {c['quads']}  → {s['store']}  (republished unchanged: the content of run {reused}, "
+                     f"plus this run's provenance)")
+    else:
+        lines.append(f"  triples written      {c['quads']}  → {s['store']}")
+    stages = sum(s["durations"].values())
+    lines.append("  seconds per stage    " + ", ".join(f"{k} {v:.1f}" for k, v in s["durations"].items())
+                 + f"  (stages {stages:.1f}, as in the report; wall clock {s.get('total_seconds', 0):.1f} with start-up, tables and report)")
     lines.append(f"  run directory        {s['run_dir']}")
     if s.get("example_query"):
         q = s["example_query"]
@@ -271,28 +285,54 @@ def cmd_schedule(args) -> int:
     return 0
 
 
-def cmd_list(args) -> int:
-    if args.kind == "encoders":
-        from prodkg.extractors import list_encoders
+def _first_line(obj: Any) -> str:
+    import inspect
 
-        names = list_encoders()
-    elif args.kind == "methods":
-        from prodkg.adaptation import list_methods
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().split("\n\n")[0].replace("\n", " ").strip()
 
-        names = [*list_methods(), "auto  (choose among the above without target labels)"]
-    elif args.kind == "fusions":
-        from prodkg.adaptation import FUSIONS
 
-        names = FUSIONS.names()
-    elif args.kind == "datasets":
-        from prodkg.catalogs import list_datasets
+def list_lines(kind: str) -> list[str]:
+    """``prodkg list KIND``: each component's name with what it is (datasets: their domains; queries: their parameters)."""
+    rows: list[tuple[str, str, list[str]]] = []  # name, description, further lines
+    if kind == "datasets":
+        from prodkg.catalogs import DATASETS
 
-        names = list_datasets()
+        for name in DATASETS.names():
+            spec = DATASETS.get(name)
+            more = [f"domains: {', '.join(spec.domains) or '(read from the data)'}"]
+            if spec.default_source or spec.default_target:
+                more.append(f"default: --source {','.join(spec.default_source)} --target {','.join(spec.default_target)}")
+            rows.append((name, spec.description, more))
+    elif kind == "queries":
+        from prodkg.kb.queries import list_queries, query_spec
+
+        for name in list_queries():
+            spec = query_spec(name)
+            more = [f"--bind {p}=...  ({'required' if p in spec.required else 'optional'} {spec.param_types.get(p, 'string')}) "
+                    f"{spec.param_docs.get(p, '')}".rstrip() for p in spec.params]
+            rows.append((name, spec.description, more or ["no parameters"]))
     else:
-        from prodkg.kb.queries import list_queries
+        if kind == "encoders":
+            from prodkg.extractors import ENCODERS as registry
+        elif kind == "methods":
+            from prodkg.adaptation import METHODS as registry
+        else:
+            from prodkg.adaptation import FUSIONS as registry
+        for name in registry.names():
+            rows.append((name, _first_line(registry.get(name)), []))
+        if kind == "methods":
+            rows.append(("auto", "choose among the methods above without target labels (DEV / SND / information maximisation)", []))
+    width = max((len(r[0]) for r in rows), default=0)
+    lines = []
+    for name, description, more in rows:
+        lines.append(f"{name:<{width}}  {description}".rstrip())
+        lines.extend(f"{'':<{width}}    {m}" for m in more)
+    return lines
 
-        names = list_queries()
-    print("\n".join(names))
+
+def cmd_list(args) -> int:
+    print("\n".join(list_lines(args.kind)))
     return 0
 
 

@@ -19,6 +19,7 @@ from prodkg.flows.dask_runner import extraction_shard_size, task_runner_for
 from prodkg.flows.report import previous_run_dir, write_report_safely
 from prodkg.flows.rundir import new_run_id, versions, write_json, write_table
 from prodkg.layout import RunLayout
+from prodkg.progress import stage_line
 
 
 def configure_prefect(layout: RunLayout) -> None:
@@ -84,12 +85,14 @@ class _Runner:
 
 
 @contextmanager
-def _timed(durations: dict, name: str):
+def _timed(durations: dict, name: str, progress: bool = True):
     started = time.perf_counter()
+    stage_line(f"{name} started", enabled=progress)
     try:
         yield
     finally:
         durations[name] = round(time.perf_counter() - started, 3)
+        stage_line(f"{name} ended after {durations[name]:.1f} s", enabled=progress)
 
 
 def _mirror(cfg: RunConfig):
@@ -124,8 +127,18 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     durations: dict[str, float] = {}
     tables: dict[str, dict] = {}
 
-    with _timed(durations, "ingest"):
-        ing = runner(ingest_stage, cfg.ingest_settings(), name="ingest", retries=2)
+    with _timed(durations, "ingest", cfg.progress):
+        try:
+            ing = runner(ingest_stage, cfg.ingest_settings(), name="ingest", retries=2)
+        except CatalogError as exc:
+            quarantined = getattr(exc, "quarantine", None)
+            if quarantined is None or not len(quarantined):
+                raise
+            # nothing usable is left, but every row's reason is: write them where a kept run would
+            run_dir.mkdir(parents=True, exist_ok=True)
+            path = layout.table(run_id, "quarantine")
+            write_table(quarantined.astype({"source_row": "Int64"}), path)
+            raise CatalogError(f"{exc}; every reason is in {path}") from None
     hidden = _eval_labels(cfg, ing.attributes)
     if cfg.finetune:  # a refused fine-tuning stops the run before anything is extracted
         from prodkg.adaptation.stage import check_finetune
@@ -136,7 +149,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     tables["products_ingested"] = write_table(ing.products, layout.table(run_id, "products"))
     failpoint("after-ingest")
 
-    with _timed(durations, "extract"):
+    with _timed(durations, "extract", cfg.progress):
         settings, cache = cfg.extract_settings(), FeatureCache(layout.cache)
         spans = shards(len(ing.products), extraction_shard_size(cfg, len(ing.products)))
         results = {}
@@ -154,11 +167,11 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     if cfg.finetune:  # the image features become those of the fine-tuned last block; text features stay
         from prodkg.adaptation.stage import finetune_stage
 
-        with _timed(durations, "finetune"):
+        with _timed(durations, "finetune", cfg.progress):
             ext, finetune = runner(finetune_stage, ext, cfg.finetune_settings(), ing.source, layout.models(run_id),
                                    layout.finetune_cache if cfg.reuse_heads else None, name="finetune")
 
-    with _timed(durations, "adapt_predict"):
+    with _timed(durations, "adapt_predict", cfg.progress):
         pred = runner(predict_stage, ext.products, ext.features, cfg.predict_settings(), ing.source, ing.target, ing.attributes,
                       layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, name="adapt-predict")
     # Asserted beats predicted: target rows keep every asserted value except their evaluation labels, and a
@@ -168,7 +181,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     tables["predictions"] = write_table(pred.predictions, layout.table(run_id, "predictions"))
     failpoint("after-predict")
 
-    with _timed(durations, "graph"):
+    with _timed(durations, "graph", cfg.progress):
         models = [ModelInfo(model_id=s["encoder_id"], name=s["encoder"], kind=f"{m}-encoder", details={"dim": s["dim"]}) for m, s in ext.stats.items()]
         models += [ModelInfo(model_id=m["model_id"], name=f"{m['task']} head ({m['method']})", kind="head",
                              details={"method": m["method"], "temperature": m["temperature"], "classes": len(m["classes"])}) for m in pred.models]
@@ -214,6 +227,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "skipped_tasks": pred.skipped,
         "hidden_labels": hidden,  # target columns used only to measure accuracy, never shown to a model or the graph
         "durations": durations,
+        "stage_seconds": round(sum(durations.values()), 3),  # the report's total; total_seconds adds start-up, tables and report
         "changes": graph.get("changes"),
         # an unchanged re-run republishes this run's graph content instead of rebuilding it
         "graph_reused_from": graph.get("reused_graph_of"),
@@ -269,4 +283,19 @@ def run_pipeline(cfg: RunConfig, run_id: str | None = None) -> dict:
 
         summary = nightly(cfg, run_id)
     summary["total_seconds"] = round(time.perf_counter() - total_started, 3)
+    _record_total(summary)
     return summary
+
+
+def _record_total(summary: dict) -> None:
+    """Add the run's wall-clock seconds to its manifest (known only once the flow has returned)."""
+    import json
+    from pathlib import Path
+
+    path = Path(summary["run_dir"]) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    manifest["total_seconds"] = summary["total_seconds"]
+    write_json(manifest, path)
