@@ -276,10 +276,15 @@ def run_pipeline(cfg: RunConfig, run_id: str | None = None) -> dict:
             configure_prefect(cfg.layout)
         from prefect import flow
 
-        # the Dask task runner, when asked for, only gets the extraction shards (the one stage submitted, not called)
+        # One flow run; the Dask task runner, when asked for, only gets the extraction shards (the one stage
+        # submitted, not called). A scheduled deployment runs flows.schedule.nightly, the same stages.
         @flow(name="prodkg-nightly", flow_run_name=f"prodkg-{run_id}", validate_parameters=False, task_runner=task_runner_for(cfg))
         def nightly(cfg: RunConfig, run_id: str) -> dict:
-            return run_stages(cfg, run_id, _Runner(True))
+            from prodkg.flows.artifacts import publish_artifacts
+
+            result = run_stages(cfg, run_id, _Runner(True))
+            publish_artifacts(result)
+            return result
 
         summary = nightly(cfg, run_id)
     summary["total_seconds"] = round(time.perf_counter() - total_started, 3)
