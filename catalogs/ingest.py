@@ -225,6 +225,7 @@ def ingest(
     check_images: bool = True,
     fmt: str | None = None,
     unparsed: list[dict] | None = None,
+    image_limits=None,
 ) -> IngestResult:
     """Validate a catalog and split it into kept products and quarantined rows.
 
@@ -236,6 +237,10 @@ def ingest(
         check_images: quarantine rows whose local image file does not exist.
         unparsed: records :func:`read_catalog` could not parse, when ``catalog`` is the frame
             it returned; they are quarantined and counted in ``n_in``.
+        image_limits: an :class:`~prodkg.extractors.sources.ImageLimits`: with ``check_images``, a local image
+            (or ``file:`` URL) outside its roots, not a regular file (device, FIFO) or above its byte cap, and a
+            URL of another scheme than http(s), are quarantined from ``stat`` alone, nothing is read.
+            Default: the library defaults (any folder; devices, FIFOs and oversize files still refused).
 
     Rules (each failure quarantines the row with its reason): a non-empty product_id
     and domain; at least one of title, description, image; valid UTF-8; bounded
@@ -282,7 +287,7 @@ def ingest(
     kept: list[dict] = []
     quarantined: list[dict] = [{"stage": "ingest", "product_id": None, **u} for u in unparsed]
     for source_row, row in zip(frame.index, frame.to_dict("records")):
-        record, reason = _validate_row(row, attr_cols, attr_names, has_category, base, check_images)
+        record, reason = _validate_row(row, attr_cols, attr_names, has_category, base, check_images, image_limits)
         if reason:
             quarantined.append(_quarantine_entry("ingest", int(source_row), row, reason))
         else:
@@ -313,7 +318,7 @@ def _quarantine_entry(stage: str, source_row: int | None, row: dict, reason: str
     return {"stage": stage, "source_row": source_row, "product_id": _SURROGATE.sub("\ufffd", pid) if isinstance(pid, str) else None, "reason": reason, "raw": raw}
 
 
-def _validate_row(row: dict, attr_cols, attr_names, has_category: bool, base: Path, check_images: bool):
+def _validate_row(row: dict, attr_cols, attr_names, has_category: bool, base: Path, check_images: bool, image_limits=None):
     for key, value in row.items():
         if isinstance(value, str) and _SURROGATE.search(value):
             return None, f"column {key!r} is not valid UTF-8"
@@ -344,9 +349,17 @@ def _validate_row(row: dict, attr_cols, attr_names, has_category: bool, base: Pa
             return None, f"image path is not a usable file path: {exc}"
         if check_images and is_dir:
             return None, f"image path is a directory, not a file: {resolved} (catalog value {image!r})"
-        if check_images and not exists:
+        if check_images and not exists and not os.path.lexists(path):
             return None, f"image file not found: {resolved} (catalog value {image!r})"
+        if check_images:
+            refused = _refused_image(path, image, image_limits)
+            if refused:
+                return None, refused
         image = resolved
+    elif image and check_images:
+        refused = _refused_image(None, image, image_limits)
+        if refused:
+            return None, refused
     if not (texts["title"] or texts["description"] or image):
         return None, "no title, description or image: nothing to learn from"
     record = {"product_id": pid, "title": texts["title"], "description": texts["description"], "image": image, "domain": domain}
@@ -358,6 +371,32 @@ def _validate_row(row: dict, attr_cols, attr_names, has_category: bool, base: Pa
             return None, f"{col} longer than {MAX_LABEL_CHARS} characters"
         record[name] = value or None
     return record, None
+
+
+def _refused_image(path: Path | None, image: str, limits) -> str | None:
+    """Why the image limits refuse a local path (or a URL: by its scheme, and a file URL by its path), or None.
+
+    Only ``stat`` is used here: a device, FIFO or file outside the roots is refused before anything opens it.
+    """
+    from prodkg.extractors.sources import DEFAULT_LIMITS, URL_SCHEMES, SourceRefused, check_local, file_url_path
+
+    limits = limits or DEFAULT_LIMITS
+    try:
+        if path is None:
+            scheme = image.split("://", 1)[0].lower()
+            if scheme in URL_SCHEMES or scheme in limits.fsspec_schemes:
+                return None
+            if scheme != "file":
+                return f"image refused: {image}: URL scheme {scheme!r} is not read; images are local files or http(s) URLs (or list it in image_fsspec_schemes)"
+            path = Path(file_url_path(image))
+        check_local(path, limits)
+    except SourceRefused as exc:
+        return f"image refused: {image}: {exc}"
+    except FileNotFoundError:
+        return f"image file not found: {path} (catalog value {image!r})"
+    except OSError as exc:
+        return f"image unreadable: {image}: {exc.strerror or exc}"
+    return None
 
 
 def _resolve_duplicates(kept: list[dict], frame: pd.DataFrame, quarantined: list[dict] = ()) -> tuple[list[dict], list[dict]]:

@@ -31,6 +31,7 @@ class IngestSettings:
     attributes: tuple[str, ...] | None = None
     taxonomy: str | None = None
     catalog_name: str | None = None  # the catalog's identity in the graph (default: dataset name, else file stem without a date)
+    image_limits: object | None = None  # an extractors.sources.ImageLimits: which image files and URLs may be read
 
 
 @dataclass
@@ -139,7 +140,7 @@ def ingest_stage(settings: IngestSettings) -> IngestOutput:
     if not in_scope.any() and not unparsed:
         raise CatalogError("no rows in the chosen domains")
     attributes = list(settings.attributes) if settings.attributes is not None else None
-    result = ingest(frame[in_scope], base_dir=base_dir, attributes=attributes, unparsed=unparsed)
+    result = ingest(frame[in_scope], base_dir=base_dir, attributes=attributes, unparsed=unparsed, image_limits=settings.image_limits)
     for role, chosen in (("source", source), ("target", target)):
         if not result.products["domain"].isin(chosen).any():
             reasons = result.quarantine["reason"].str.split(":").str[0].value_counts().head(3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import hashlib
+import http.client
 import inspect
 import io
 import os
@@ -20,6 +21,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from prodkg.errors import ConfigError, ModelLoadError, ProdkgError
+from prodkg.extractors.sources import ImageLimits, SourceRefused, check_pixels, current_limits, read_image_bytes
 from prodkg.registry import Registry
 
 MODALITIES = ("image", "text")
@@ -279,40 +281,41 @@ def is_url(item: str) -> bool:
     return "://" in item
 
 
-def read_bytes(item: str) -> bytes:
-    """Bytes of a local file or an fsspec URL; missing or unreadable sources raise :class:`ItemError`."""
+def read_bytes(item: str, limits: ImageLimits | None = None) -> bytes:
+    """Bytes of a local image file or an http(s)/file URL, within ``limits`` (default: the context's, see
+    :mod:`prodkg.extractors.sources`); a refused, missing or unreadable source raises :class:`ItemError`."""
     if not isinstance(item, str) or not item:
         raise ItemError(f"image item must be a non-empty path or URL string, got {item!r}")
     try:
-        if is_url(item):
-            import fsspec  # only URL items need it; keeps plain-path workers light
-
-            with fsspec.open(item, "rb") as fh:
-                return fh.read()
-        return Path(item).read_bytes()
+        return read_image_bytes(item, limits)
+    except SourceRefused as exc:
+        raise ItemError(f"image refused: {item}: {exc}") from None
     except FileNotFoundError:
         raise ItemError(f"image not found: {item}") from None
     except IsADirectoryError:
         raise ItemError(f"image unreadable: {item}: is a directory") from None
-    except OSError as exc:
-        raise ItemError(f"image unreadable: {item}: {exc.strerror or exc}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise ItemError(f"image unreadable: {item}: {getattr(exc, 'strerror', None) or exc or type(exc).__name__}") from None
 
 
 # Decoders raise all of these for corrupt or hostile input; one bad product photo must not stop a catalog.
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
 
 
-def open_image(item: str) -> Image.Image:
+def open_image(item: str, limits: ImageLimits | None = None) -> Image.Image:
     """Decode an image path/URL into an upright RGB PIL image.
 
     Transparent backgrounds are composited onto white, the usual catalog
     background, rather than onto whatever colour the hidden pixels hold.
+    An image whose header announces more than ``limits.max_pixels`` is refused before decoding.
     """
-    data = read_bytes(item)
+    limits = limits or current_limits()
+    data = read_bytes(item, limits)
     if not data:
         raise ItemError(f"image unreadable: {item}: empty file (0 bytes)")
     try:
         with Image.open(io.BytesIO(data)) as img:
+            check_pixels(img.size, limits)
             img.load()  # decode now so truncated files fail here, not later inside a transform
             img = ImageOps.exif_transpose(img)
             if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
@@ -320,6 +323,8 @@ def open_image(item: str) -> Image.Image:
                 canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 return Image.alpha_composite(canvas, rgba).convert("RGB")
             return img.convert("RGB")
+    except SourceRefused as exc:
+        raise ItemError(f"image refused: {item}: {exc}") from None
     except UnidentifiedImageError:
         raise ItemError(f"image unreadable: {item}: cannot identify image file") from None
     except _DECODE_ERRORS as exc:

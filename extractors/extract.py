@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -18,21 +18,23 @@ from tqdm.auto import tqdm
 
 from prodkg.extractors.base import MODALITIES, Encoder, ItemError, LazyEncoder, read_bytes
 from prodkg.extractors.cache import FeatureCache
+from prodkg.extractors.sources import ImageLimits, using_limits
 
 # Hashing image files is I/O bound (and hashlib drops the GIL on large buffers), so a few threads help,
 # most of all for remote URLs.
 _HASH_THREADS = 8
 
 
-def content_hash(item: str, modality: str) -> str:
+def content_hash(item: str, modality: str, limits: ImageLimits | None = None) -> str:
     """sha256 hex of an item's content: an image's file bytes (path or fsspec URL) or a text's UTF-8 bytes.
 
     Raises:
-        ItemError: the image cannot be read (missing file, unreachable URL, permission denied).
+        ItemError: the image cannot be read (missing file, unreachable URL, permission denied) or ``limits``
+            (default: the context's, see :mod:`prodkg.extractors.sources`) refuse it.
         ValueError: ``modality`` is not ``"image"`` or ``"text"``.
     """
     if modality == "image":
-        return hashlib.sha256(read_bytes(item)).hexdigest()
+        return hashlib.sha256(read_bytes(item, limits)).hexdigest()
     if modality == "text":
         if not isinstance(item, str):
             raise ItemError(f"text item must be a string, got {type(item).__name__}")
@@ -74,16 +76,18 @@ class ExtractResult:
 class _ItemDataset(Dataset):
     """One entry per distinct content still to encode; load failures travel as values, not exceptions."""
 
-    def __init__(self, encoder: Encoder, items: Sequence[str]) -> None:
+    def __init__(self, encoder: Encoder, items: Sequence[str], limits: ImageLimits | None = None) -> None:
         self.encoder = encoder
         self.items = items
+        self.limits = limits  # pickled with the dataset, so DataLoader workers read under the same limits
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[int, Any, str | None]:
         try:
-            return index, self.encoder.load_item(self.items[index]), None
+            with using_limits(self.limits):
+                return index, self.encoder.load_item(self.items[index]), None
         except ItemError as exc:
             return index, None, str(exc)
 
@@ -123,7 +127,7 @@ def _is_absent(item: Any) -> bool:
     return isinstance(item, float) and math.isnan(item)
 
 
-def _hash_all(items: list[tuple[int, str]], modality: str) -> tuple[dict[int, str], dict[int, str]]:
+def _hash_all(items: list[tuple[int, str]], modality: str, limits: ImageLimits | None = None) -> tuple[dict[int, str], dict[int, str]]:
     """Row -> content hash for readable items, row -> reason for the rest."""
     hashes: dict[int, str] = {}
     errors: dict[int, str] = {}
@@ -131,7 +135,7 @@ def _hash_all(items: list[tuple[int, str]], modality: str) -> tuple[dict[int, st
     def one(row_item: tuple[int, str]) -> tuple[int, str | None, str | None]:
         row, item = row_item
         try:
-            return row, content_hash(item, modality), None
+            return row, content_hash(item, modality, limits), None
         except ItemError as exc:
             return row, None, str(exc)
 
@@ -157,6 +161,7 @@ def extract_features(
     num_workers: int = 0,
     progress: bool = True,
     num_threads: int | None = None,
+    limits: ImageLimits | None = None,
 ) -> ExtractResult:
     """Encode every item with ``encoder``, reusing and filling ``cache``.
 
@@ -177,6 +182,9 @@ def extract_features(
         num_threads: torch intra-op threads while encoding (restored afterwards); None keeps torch's
             setting. On a CPU shared with other jobs, fewer threads than cores is faster: EfficientNet-Lite0
             on 8 images took 0.35-0.48 s with 1 thread and 1.0-2.0 s with 2 on a loaded 2-core machine.
+        limits: where images may be read from and how much (:class:`~prodkg.extractors.sources.ImageLimits`);
+            default: the context's (:func:`~prodkg.extractors.sources.using_limits`), else the defaults
+            (byte and pixel caps, URL timeouts, no devices or FIFOs, but any local folder).
 
     Returns:
         An :class:`ExtractResult` aligned with ``items``.
@@ -198,7 +206,11 @@ def extract_features(
     ok = np.zeros(n, dtype=bool)
 
     present = [(row, item) for row, item in enumerate(items) if not _is_absent(item)]
-    hashes, errors = _hash_all(present, encoder.modality)
+    if limits is None and encoder.modality == "image":
+        from prodkg.extractors.sources import current_limits
+
+        limits = current_limits()  # fixed now: the hashing threads and DataLoader workers do not share this context
+    hashes, errors = _hash_all(present, encoder.modality, limits)
 
     rows_by_hash: dict[str, list[int]] = {}
     for row, digest in hashes.items():
@@ -227,7 +239,8 @@ def extract_features(
         if isinstance(encoder, LazyEncoder):
             encoder = encoder.load()
         loader = DataLoader(
-            _ItemDataset(encoder, todo_items),
+            # the bytes were counted against the run's budget when hashed: decoding reads them again, uncounted
+            _ItemDataset(encoder, todo_items, None if limits is None else replace(limits, budget_bytes=None, budget_seconds=None)),
             batch_size=batch_size,
             shuffle=False,
             num_workers=num_workers,

@@ -31,6 +31,7 @@ class ExtractSettings:
     batch_size: int = 64
     num_workers: int = 0
     progress: bool = True
+    image_limits: object | None = None  # an extractors.sources.ImageLimits: which image files and URLs may be read, and how much
 
     def encoder(self, modality: str) -> tuple[str, dict[str, Any]]:
         """The encoder name and options of ``modality``."""
@@ -79,7 +80,7 @@ def _extract_shard(items: list[str | None], settings: ExtractSettings, modality:
     with Progress(len(items), f"extract {modality} ({encoder.name})", enabled=settings.progress) as bar:
         for a, b in shards(len(items), step) or [(0, 0)]:
             parts.append(extract_features(items[a:b], encoder, cache=cache, batch_size=settings.batch_size, num_workers=settings.num_workers,
-                                          progress=False))
+                                          progress=False, limits=settings.image_limits if modality == "image" else None))
             bar.update(b - a)
     features = np.concatenate([r.features for r in parts])
     errors, offset = {}, 0

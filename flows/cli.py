@@ -285,6 +285,33 @@ def cmd_schedule(args) -> int:
     return 0
 
 
+def cmd_gc(args) -> int:
+    """Remove what failed and killed runs left in an output folder (flows/gc.py); never the live graph."""
+    from prodkg.flows import gc
+    from prodkg.flows.runlock import read_holder, try_lock
+
+    out = Path(args.out)
+    if not out.is_dir():
+        raise ConfigError(f"output folder {out} does not exist")
+    if args.dry_run:  # takes no lock: a record whose process lives is a run in progress
+        lock, holder = None, read_holder(out)
+        holder = holder if holder is not None and holder.alive() is not False else None
+    else:
+        lock, holder = try_lock(out, f"gc-{os.getpid()}")
+    try:
+        keep = {holder.run_id} if holder else set()
+        found = gc.collect(out, args.cache_dir, dry_run=args.dry_run, keep_runs=keep)
+    finally:
+        if lock is not None:
+            lock.release()
+    verb = "would remove" if args.dry_run else "removed"
+    for item in found:
+        print(f"{verb} {item.path}  ({item.reason}, {item.bytes} bytes)")
+    note = f"; {holder.describe()} is in progress, its files were kept" if holder else ""
+    print(f"{verb} {len(found)} leftover(s), {sum(i.bytes for i in found)} bytes{note}")
+    return 0
+
+
 def _first_line(obj: Any) -> str:
     import inspect
 
@@ -451,6 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--config", help="TOML file with a [run] table, read again at every run (options below override it)")
     add_config_options(sc, command="schedule")
     sc.set_defaults(func=cmd_schedule)
+
+    g = sub.add_parser("gc", help="remove what failed or killed runs left behind (unfinished run folders, temporary files)")
+    g.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    g.add_argument("--cache-dir", help="feature cache folder, when not <out>/cache")
+    g.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    g.set_defaults(func=cmd_gc)
 
     ls = sub.add_parser("list", help="list registered components")
     ls.add_argument("kind", choices=["encoders", "methods", "fusions", "datasets", "queries"])

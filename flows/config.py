@@ -18,11 +18,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prodkg.errors import ConfigError
-from prodkg.layout import RunLayout
+from prodkg.layout import DEFAULT_OUT, RunLayout
 
 __all__ = ["DEFAULT_OUT", "RunConfig", "load_config"]
 
-DEFAULT_OUT = "prodkg-output"
 
 
 def _cli(group: str, *, flag: str | None = None, invert: bool = False, run_only: bool = False, metavar: str | None = None) -> dict:
@@ -96,6 +95,25 @@ class RunConfig(BaseModel):
                                          json_schema_extra=_cli("fine-tuning"))
     finetune_force: bool = Field(False, description="...unless forced", json_schema_extra=_cli("fine-tuning"))
     finetune_options: dict[str, Any] = Field(default_factory=dict, description="other FinetuneConfig keys (config file only): method, lr, block_lr, ...")
+    # --- image sources (extractors/sources.py, applied by flows/guard.py) ---------------------------------
+    # Local images only under the catalog's folder (a dataset's: the mirror) or image_roots, and only regular
+    # files; http(s) URLs with these timeouts (a URL in all: connect + 4 x read). A refused image quarantines
+    # its product with the reason. These only refuse or allow an image, so they stay out of the fingerprint.
+    image_roots: list[str] = Field(default_factory=list, description="more folders local images may be read from, comma-separated "
+                                                                     "(besides the catalog's own folder)",
+                                   json_schema_extra=_cli("image sources", metavar="DIRS"))
+    image_max_bytes: int = Field(32 * 2**20, ge=1, description="bytes one image may have", json_schema_extra=_cli("image sources"))
+    image_max_pixels: int = Field(50_000_000, ge=1, description="pixels (width x height) one decoded image may have",
+                                  json_schema_extra=_cli("image sources"))
+    image_connect_timeout: float = Field(5.0, gt=0, description="seconds to connect to an image server", json_schema_extra=_cli("image sources"))
+    image_read_timeout: float = Field(15.0, gt=0, description="seconds a read from an image server may wait", json_schema_extra=_cli("image sources"))
+    image_budget_bytes: int | None = Field(None, ge=1, description="image bytes one run may read (default: no budget)",
+                                           json_schema_extra=_cli("image sources"))
+    image_budget_seconds: float | None = Field(None, gt=0, description="seconds one run may spend reading images (default: no budget)",
+                                               json_schema_extra=_cli("image sources"))
+    image_fsspec_schemes: list[str] = Field(default_factory=list, description="other URL schemes images may be read through with fsspec "
+                                                                              "(s3, gs, ...), comma-separated; off by default",
+                                            json_schema_extra=_cli("image sources", metavar="SCHEMES"))
     # --- execution -------------------------------------------------------------------------------
     batch_size: int = Field(64, ge=1, description="images or texts per encoder batch", json_schema_extra=_cli("execution"))
     num_workers: int = Field(0, ge=0, description="DataLoader workers for image decoding", json_schema_extra=_cli("execution"))
@@ -125,6 +143,11 @@ class RunConfig(BaseModel):
     @field_validator("source", "target", mode="before")
     @classmethod
     def _split_domains(cls, value: Any) -> list[str]:
+        return _domains(value)
+
+    @field_validator("image_roots", "image_fsspec_schemes", mode="before")
+    @classmethod
+    def _split_lists(cls, value: Any) -> list[str]:
         return _domains(value)
 
     @field_validator("attributes", mode="before")
@@ -303,23 +326,26 @@ class RunConfig(BaseModel):
         for key, default in (("eval_labels", ["category"]), ("catalog_name", None)):  # at their defaults they keep earlier hashes valid
             if d.get(key) == default:
                 d.pop(key)
+        # the image limits only refuse or allow an image (whose products the input digests then reflect): not in the hash
+        d = {k: v for k, v in d.items() if not (k.startswith("image_") and k not in {"image_encoder", "image_options"})}
         if not self.finetune:  # fine-tuning settings change nothing while it is off (and keep earlier hashes valid)
             d = {k: v for k, v in d.items() if not k.startswith("finetune")}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     # --- each stage's slice ------------------------------------------------------------------------
-    def ingest_settings(self):
+    def ingest_settings(self, image_limits=None):
         from prodkg.catalogs.stage import IngestSettings
 
         return IngestSettings(catalog=self.catalog, dataset=self.dataset, data_home=self.data_home, source=tuple(self.source),
                               target=tuple(self.target), attributes=tuple(self.attributes) if self.attributes is not None else None,
-                              taxonomy=self.taxonomy, catalog_name=self.catalog_name)
+                              taxonomy=self.taxonomy, catalog_name=self.catalog_name, image_limits=image_limits)
 
-    def extract_settings(self):
+    def extract_settings(self, image_limits=None):
         from prodkg.extractors.stage import ExtractSettings
 
         return ExtractSettings(image_encoder=self.image_encoder, text_encoder=self.text_encoder, image_options=dict(self.image_options),
-                               text_options=dict(self.text_options), batch_size=self.batch_size, num_workers=self.num_workers, progress=self.progress)
+                               text_options=dict(self.text_options), batch_size=self.batch_size, num_workers=self.num_workers, progress=self.progress,
+                               image_limits=image_limits)
 
     def finetune_settings(self):
         from prodkg.adaptation.stage import FinetuneSettings

@@ -16,6 +16,7 @@ from prodkg.failpoints import failpoint
 from prodkg.flows.config import RunConfig
 from prodkg.flows.dask_runner import describe as describe_task_runner
 from prodkg.flows.dask_runner import extraction_shard_size, task_runner_for
+from prodkg.flows.guard import image_limits_for, run_guard
 from prodkg.flows.report import previous_run_dir, write_report_safely
 from prodkg.flows.rundir import new_run_id, versions, write_json, write_table
 from prodkg.layout import RunLayout
@@ -127,9 +128,10 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     durations: dict[str, float] = {}
     tables: dict[str, dict] = {}
 
+    limits = image_limits_for(cfg)  # which image files and URLs may be read, and how much (flows/guard.py)
     with _timed(durations, "ingest", cfg.progress):
         try:
-            ing = runner(ingest_stage, cfg.ingest_settings(), name="ingest", retries=2)
+            ing = runner(ingest_stage, cfg.ingest_settings(limits), name="ingest", retries=2)
         except CatalogError as exc:
             quarantined = getattr(exc, "quarantine", None)
             if quarantined is None or not len(quarantined):
@@ -150,7 +152,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     failpoint("after-ingest")
 
     with _timed(durations, "extract", cfg.progress):
-        settings, cache = cfg.extract_settings(), FeatureCache(layout.cache)
+        settings, cache = cfg.extract_settings(limits), FeatureCache(layout.cache)
         spans = shards(len(ing.products), extraction_shard_size(cfg, len(ing.products)))
         results = {}
         for modality in modalities_present(ing.products):
@@ -262,11 +264,16 @@ def run_pipeline(cfg: RunConfig, run_id: str | None = None) -> dict:
     """Run the whole pipeline once; as a Prefect flow unless ``cfg.use_prefect`` is false.
 
     The configuration's inputs (catalog file, domains) are checked first, so a bad setting is
-    refused before Prefect starts and before anything is read in full, extracted or written.
+    refused before Prefect starts and before anything is read in full, extracted or written. One run
+    at a time per output folder (OutputBusyError names the holder); I/O faults raise ResourceError.
     """
     cfg.check_inputs()
     run_id = run_id or new_run_id()
-    cfg.out_path.mkdir(parents=True, exist_ok=True)
+    with run_guard(cfg, run_id):  # one run at a time per output folder, taken before any work; I/O faults → ResourceError
+        return _run_pipeline(cfg, run_id)
+
+
+def _run_pipeline(cfg: RunConfig, run_id: str) -> dict:
     total_started = time.perf_counter()
     if not cfg.use_prefect:
         summary = run_stages(cfg, run_id, _Runner(False))

@@ -42,6 +42,7 @@ def nightly(config: RunConfig, config_file: str | None = None, overrides: list[s
 
     from prodkg.flows.artifacts import publish_artifacts
     from prodkg.flows.dask_runner import task_runner_for
+    from prodkg.flows.guard import run_guard
     from prodkg.flows.pipeline import _record_total, _Runner, run_stages
     from prodkg.flows.rundir import new_run_id
 
@@ -52,7 +53,8 @@ def nightly(config: RunConfig, config_file: str | None = None, overrides: list[s
     if runner is not None and current is not None and type(current.task_runner) is not type(runner):
         return nightly.with_options(task_runner=runner, flow_run_name=f"prodkg-{run_id}")(config=cfg, run_id=run_id)
     started = time.perf_counter()
-    summary = run_stages(cfg, run_id, _Runner(True))
+    with run_guard(cfg, run_id):  # one run at a time per output folder, as for `prodkg run`
+        summary = run_stages(cfg, run_id, _Runner(True))
     summary["total_seconds"] = round(time.perf_counter() - started, 3)
     _record_total(summary)
     publish_artifacts(summary)

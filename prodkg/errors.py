@@ -72,8 +72,8 @@ class StoreError(ProdkgError):
     exit_code = 5
 
 
-class RunLockedError(ProdkgError):
-    """Another run holds the output folder's lock."""
+class OutputBusyError(ProdkgError):
+    """Another run holds the output folder's run lock; the message names it (run id, pid, host, since when)."""
 
     exit_code = 6
 
@@ -82,3 +82,13 @@ class QueryError(ProdkgError):
     """A SPARQL query is malformed, refused (for example an update on a read-only store) or timed out."""
 
     exit_code = 2
+
+
+class ResourceError(ProdkgError):
+    """The machine failed the run: disk full (ENOSPC), another I/O error, or a folder it may not write.
+
+    The last good graph stays live; the failed run's partial files are removed (by the run itself when it
+    can, else by the next run or ``prodkg gc``).
+    """
+
+    exit_code = 3

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from prodkg.extractors import ENCODERS, FeatureCache, ItemError, content_hash, extract_features, get_encoder, list_encoders
+from prodkg.extractors.sources import ImageLimits
 from prodkg.errors import ConfigError, UnknownComponentError
 
 
@@ -154,10 +155,13 @@ def test_fsspec_urls_are_read_like_paths(lite0, image_set):
     with open(image_set[3], "rb") as src, fsspec.open("memory://catalog/rings.jpg", "wb") as dst:
         dst.write(src.read())
     try:
+        # schemes other than http(s) are read only when listed (extractors/sources.py)
+        refused = extract_features(["memory://catalog/rings.jpg"], lite0, progress=False)
         result = extract_features(["memory://catalog/rings.jpg", "memory://catalog/absent.jpg", image_set[3]],
-                                  lite0, progress=False)
+                                  lite0, progress=False, limits=ImageLimits(fsspec_schemes=("memory",)))
     finally:
         fsspec.filesystem("memory").rm("memory://catalog", recursive=True)
+    assert "URL scheme 'memory' is not read" in refused.errors[0]
     assert result.ok.tolist() == [True, False, True]
     assert "not found" in result.errors[1]
     np.testing.assert_array_equal(result.features[0], result.features[2])

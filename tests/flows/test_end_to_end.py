@@ -55,17 +55,14 @@ def no_network(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def office_slice(data_home, tmp_path_factory):
+def office_slice(data_home, office_catalog):
     """A real slice: 3 classes, 12 amazon images each (labelled source), 6 webcam images each (target)."""
     src = load_dataset("office-caltech-10", data_home).frame
     parts = []
     for domain, n in (("amazon", 12), ("webcam", 6)):
         for cls in CLASSES:
             parts.append(src[(src.domain == domain) & (src.category == cls)].head(n))
-    frame = pd.concat(parts)
-    path = tmp_path_factory.mktemp("catalog") / "office-slice.csv"
-    frame.to_csv(path, index=False)
-    return path
+    return office_catalog(pd.concat(parts), "office-slice")
 
 
 def test_flow_builds_the_graph_and_sparql_returns_it(office_slice, tmp_path, no_network, capsys):

@@ -20,13 +20,11 @@ CLASSES = ["backpack", "bike", "mug"]
 
 
 @pytest.fixture(scope="module")
-def small_slice(data_home, tmp_path_factory):
+def small_slice(data_home, office_catalog):
     """3 classes: 4 amazon images each (labelled source), 2 webcam images each (target)."""
     frame = load_dataset("office-caltech-10", data_home).frame
     parts = [frame[(frame.domain == d) & (frame.category == c)].head(n) for d, n in (("amazon", 4), ("webcam", 2)) for c in CLASSES]
-    path = tmp_path_factory.mktemp("catalog") / "slice.csv"
-    pd.concat(parts).to_csv(path, index=False)
-    return path
+    return office_catalog(pd.concat(parts), "slice")
 
 
 def _manifest(out: Path) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -14,8 +15,13 @@ def small_catalog(tmp_path_factory) -> Path:
     """Every third row of the sample catalog (9 webshop + 9 supplier products, 3 categories, images and text)."""
     src = ROOT / "data" / "sample" / "catalog.csv"
     frame = pd.read_csv(src, dtype=str, keep_default_na=False).iloc[::3]
-    frame["image"] = [str((src.parent / p).resolve()) if p else "" for p in frame["image"]]
-    path = tmp_path_factory.mktemp("catalog") / "small.csv"
+    folder = tmp_path_factory.mktemp("catalog")
+    (folder / "images").mkdir()
+    for p in frame["image"]:  # images are read only under the catalog's folder (or image_roots)
+        if p:
+            shutil.copyfile(src.parent / p, folder / p)
+    frame["image"] = [str((folder / p).resolve()) if p else "" for p in frame["image"]]
+    path = folder / "small.csv"
     frame.to_csv(path, index=False)
     return path
 
