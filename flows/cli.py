@@ -432,9 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="export the current graph")
     e.add_argument("--format", required=True, choices=RDF_EXPORTS + CONSUMER_EXPORTS,
-                   help="RDF (nt, nq, ttl, trig, jsonld), graphml, or for consumers: similar (top-k neighbours, .parquet/.csv), "
-                        "edges (product-category-attribute, .parquet/.csv), embeddings (.parquet), search-jsonl")
-    e.add_argument("--output", required=True, help="file to write")
+                   help="RDF keeping the named graphs (nq, trig), RDF as triples only (nt, ttl, jsonld: with --flatten), graphml, or for "
+                        "consumers: similar (top-k neighbours, .parquet/.csv), edges (product-category-attribute, .parquet/.csv), "
+                        "embeddings (.parquet), search-jsonl (.jsonl)")
+    e.add_argument("--output", required=True, help="file to write; its extension must be the format's (.nq, .trig, .nt, .ttl, .jsonld, "
+                                                   ".graphml, .parquet or .csv, .jsonl)")
     e.add_argument("--k", type=int, default=10, help="neighbours per product for --format similar (default 10)")
     e.add_argument("--flatten", action="store_true",
                    help="allow nt, ttl and jsonld, which merge the named graphs (predicted facts then read like asserted ones; "
