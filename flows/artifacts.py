@@ -11,8 +11,8 @@ def summary_markdown(summary: dict) -> str:
     lines = [
         f"# prodkg run {summary.get('run_id')}",
         "",
-        f"catalog **{summary.get('catalog')}**: {', '.join(summary.get('source') or [])} → {', '.join(summary.get('target') or [])}, "
-        f"method **{summary.get('method')}**",
+        (f"catalog **{summary.get('catalog')}**: {', '.join(summary.get('source') or [])} → {', '.join(summary.get('target') or [])}, "
+         f"method **{summary.get('method')}**"),
         "",
         "| | |",
         "|---|---|",

@@ -273,10 +273,10 @@ EXAMPLES = (
     ("Statements per named graph (catalog: asserted; run: predicted and provenance)",
      "SELECT ?g (COUNT(*) AS ?statements) WHERE { GRAPH ?g { ?s ?p ?o } } GROUP BY ?g ORDER BY DESC(?statements)"),
     ("Asserted and predicted categories, with the confidence of each prediction",
-     "SELECT ?product_id ?category ?origin ?confidence WHERE {\n"
-     "  GRAPH ?g { ?product schema:category ?concept }\n  ?product schema:productID ?product_id . ?concept skos:prefLabel ?category .\n"
-     "  OPTIONAL { ?p a pkg:Prediction ; pkg:subject ?product ; pkg:object ?concept ; pkg:confidence ?confidence }\n"
-     "  BIND(IF(CONTAINS(STR(?g), \"/graph/run/\"), \"predicted\", \"asserted\") AS ?origin)\n} ORDER BY ?product_id LIMIT 100"),
+     ("SELECT ?product_id ?category ?origin ?confidence WHERE {\n"
+      "  GRAPH ?g { ?product schema:category ?concept }\n  ?product schema:productID ?product_id . ?concept skos:prefLabel ?category .\n"
+      "  OPTIONAL { ?p a pkg:Prediction ; pkg:subject ?product ; pkg:object ?concept ; pkg:confidence ?confidence }\n"
+      "  BIND(IF(CONTAINS(STR(?g), \"/graph/run/\"), \"predicted\", \"asserted\") AS ?origin)\n} ORDER BY ?product_id LIMIT 100")),
     ("Brands and how many products each has",
      "SELECT ?brand (COUNT(?product) AS ?products) WHERE { ?product schema:brand/schema:name ?brand } GROUP BY ?brand ORDER BY DESC(?products)"),
 )

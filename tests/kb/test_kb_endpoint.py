@@ -14,9 +14,9 @@ from kb_golden import CUP, KETTLE, MUG
 from SPARQLWrapper import JSON, POST, SPARQLWrapper
 from SPARQLWrapper.SPARQLExceptions import QueryBadFormed
 
+from prodkg.errors import QueryError
 from prodkg.kb.sparql_endpoint import EndpointSettings, create_app, uvicorn_config
 from prodkg.kb.store import KnowledgeGraph
-from prodkg.errors import QueryError
 
 uvicorn = pytest.importorskip("uvicorn")
 

@@ -98,7 +98,7 @@ def test_cli_refuses_a_mismatched_extension_with_exit_2(tmp_path, capsys):
 
 def _readme_loaders() -> dict:
     text = README.read_text(encoding="utf-8")
-    block = re.search(r"<!-- export-loaders -->\s*```python\n(.*?)```", text, re.S)
+    block = re.search(r"<!-- export-loaders -->\s*```python\n(.*?)```", text, re.DOTALL)
     assert block, "README lost its export-loaders block"
     namespace: dict = {}
     exec(block.group(1), namespace)  # noqa: S102 - the README's own code, run as a user would
