@@ -85,9 +85,23 @@ class RunTables:
         """The category predictions, indexed by product id."""
         frame = self._table("predictions")
         if frame is None:
-            return pd.DataFrame(columns=["value", "confidence", "model"])
-        frame = frame[frame["task"] == "category"].drop_duplicates("product_id", keep="last")
-        return frame.set_index("product_id")[["value", "confidence", "model"]]
+            return pd.DataFrame(columns=["value", "confidence", "model", "published"])
+        frame = frame[frame["task"] == "category"]
+        if "kind" in frame:  # the finest level of the class predictions; unknown-product rows apart (see `unknown`)
+            frame = frame[frame["kind"] == "class"].sort_values("level", na_position="first", kind="stable")
+        frame = frame.drop_duplicates("product_id", keep="first")
+        if "published" not in frame:
+            frame = frame.assign(published=frame["confidence"] >= self.threshold)
+        return frame.set_index("product_id")[["value", "confidence", "model", "published"]]
+
+    @cached_property
+    def unknown(self) -> pd.DataFrame:
+        """Products the run flagged as belonging to no known category (confidence: the unknown score)."""
+        frame = self._table("predictions")
+        if frame is None or "kind" not in frame:
+            return pd.DataFrame(columns=["confidence"])
+        frame = frame[(frame["task"] == "category") & (frame["kind"] == "unknown")].drop_duplicates("product_id")
+        return frame.set_index("product_id")[["confidence"]]
 
     @cached_property
     def target(self) -> list[str]:
@@ -95,7 +109,8 @@ class RunTables:
 
     @cached_property
     def threshold(self) -> float:
-        return float(self.manifest.get("threshold", self.manifest.get("config", {}).get("threshold", 0.5)))
+        value = self.manifest.get("threshold", self.manifest.get("config", {}).get("threshold"))
+        return float(value) if value is not None else 0.5  # a run with a precision target marks what it published instead
 
     @cached_property
     def product_rows(self) -> dict[str, int]:

@@ -96,8 +96,9 @@ def _build(data, run_id: str) -> dict:
     # --- what to look at: low-confidence and unknown, and the quarantine ------------------------------
     cats = tables.categories
     target_ids = set(tables.target_ids)
-    low = cats[(cats["confidence"] < tables.threshold) & cats.index.isin(target_ids)].sort_values("confidence")
-    unknown = cats[cats["value"].astype(str).str.lower().isin({"unknown", "(unknown)", "(none)"})]
+    # not published: below the run's threshold, or outside what its precision target let through
+    low = cats[~cats["published"].astype(bool) & cats.index.isin(target_ids)].sort_values("confidence")
+    unknown = tables.unknown.sort_values("confidence", ascending=False)
     report["low_confidence"] = [{"product_id": pid, "value": r["value"], "confidence": float(r["confidence"])} for pid, r in low.head(60).iterrows()]
     report["n_low_confidence"] = int(len(low))
     report["unknown"] = [{"product_id": pid, "confidence": float(r["confidence"])} for pid, r in unknown.head(60).iterrows()]

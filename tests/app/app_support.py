@@ -56,7 +56,8 @@ def _predictions(products: pd.DataFrame, seed: int) -> pd.DataFrame:
         values.append(CLASSES[(CLASSES.index(cat) + 1) % 4] if wrong else cat)
         confs.append(float(rng.uniform(0.2, 0.45) if wrong or i % 7 == 0 else rng.uniform(0.6, 0.99)))
     return pd.DataFrame({"product_id": target["product_id"].tolist(), "task": "category", "value": values, "confidence": confs,
-                         "model": "category/dann/0123456789ab"})
+                         "model": "category/dann/0123456789ab", "level": pd.array([pd.NA] * len(values), dtype="Int64"), "kind": "class",
+                         "published": [c >= 0.5 for c in confs]})
 
 
 def publish_run(out: Path, run_id: str, *, seed: int = 0, started: datetime | None = None, renamed: dict | None = None,
