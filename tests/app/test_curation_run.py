@@ -28,7 +28,7 @@ def test_the_next_run_keeps_and_learns_from_decisions_of_a_renamed_feed(sample_c
     first = _run(sample_catalog, out)
     layout = RunLayout(out)
     preds = pd.read_parquet(layout.table(first["run_id"], "predictions"))
-    cats = preds[preds["task"] == "category"].set_index("product_id")["value"]
+    cats = preds[(preds["task"] == "category") & (preds["kind"] == "class")].drop_duplicates("product_id").set_index("product_id")["value"]
     relabelled, accepted = cats.index[0], cats.index[1]
     other = next(c for c in sorted(set(cats)) if c != cats[relabelled])
     DecisionStore(layout.decisions).append([Decision.make(relabelled, "relabel", other, "Ada"), Decision.make(accepted, "accept", cats[accepted], "Bob")])
