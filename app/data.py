@@ -299,6 +299,7 @@ class AppData:
         self.kg = KnowledgeGraph(self.layout.kg)
         self.decisions = DecisionStore(self.layout.decisions)
         self._snapshot: GraphSnapshot | None = None
+        self._building: Path | None = None
         self._lock = threading.Lock()
         self._runs: OrderedDict[str, RunTables] = OrderedDict()
         self._queue_models: dict[str, Any] = {}
@@ -308,6 +309,32 @@ class AppData:
         path = self.kg.current_path()
         if path is None:
             raise StoreError(f"nothing has been published in {self.layout.kg} yet: run `prodkg run --out {self.layout.out}` first")
+        with self._lock:
+            if self._snapshot is None:
+                self._snapshot = GraphSnapshot(path=path, store=OxigraphStore(path, read_only=True))
+            elif self._snapshot.path != path and self._building != path:
+                # a run published a new graph: build its indexes in the background and keep answering from the
+                # previous store (still on disk: a publish keeps one generation) until they are ready
+                self._building = path
+                threading.Thread(target=self._swap_in, args=(path,), daemon=True).start()
+            return self._snapshot
+
+    def _swap_in(self, path: Path) -> None:
+        try:
+            new = GraphSnapshot(path=path, store=OxigraphStore(path, read_only=True))
+            _ = new.products, new.taxonomy, new.members, new.search_index
+        except Exception:  # noqa: BLE001 - e.g. the store was replaced again meanwhile; the next request retries
+            with self._lock:
+                self._building = None
+            return
+        with self._lock:
+            old, self._snapshot, self._building = self._snapshot, new, None
+        if old is not None:
+            old.close()
+
+    def _replace_now(self) -> GraphSnapshot:
+        """Switch to the live store at once (after the app's own publish, whose indexes are carried over)."""
+        path = self.kg.current_path()
         with self._lock:
             if self._snapshot is None or self._snapshot.path != path:
                 old = self._snapshot
@@ -320,7 +347,7 @@ class AppData:
         """After the app's own curation publish: the new store has the same products and taxonomy, so its
         snapshot starts with the old one's indexes instead of scanning the graph again (reviewed counts
         are taken from the decisions store, not from these)."""
-        new = self.snapshot()
+        new = self._replace_now()
         if new is not old:
             for name in ("runs", "run_id", "catalog", "products", "search_index", "taxonomy", "members"):
                 if name in old.__dict__:

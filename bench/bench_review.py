@@ -227,7 +227,7 @@ def cmd_pages(args) -> None:
             f"Graph: {n_quads} quads, {len(snap.products)} products, {len(tax['nodes'])} concepts. One process, requests in sequence "
             f"through Starlette's test client (no network), {args.n} requests per page after one warm-up request; the per-store caches "
             f"(product index, taxonomy with counts, category members, review-queue clustering) were built first, in {warm_s:.1f} s "
-            "(the app builds them in a background thread at start and after a run publishes).",
+            "(the app builds them in a background thread at start, and for a newly published run while it keeps answering from the previous store).",
             "",
             "| page | p50 ms | p99 ms | max ms |",
             "|---|---:|---:|---:|",

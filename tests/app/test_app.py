@@ -229,3 +229,22 @@ def test_queue_spreads_over_clusters_and_skips_reviewed():
     assert 0 not in order
     assert sorted(model.cluster[order]) == [0, 1, 2]  # three answers, three clusters
     assert list(scores) == sorted(scores, reverse=True)
+
+
+def test_a_new_run_is_picked_up_in_the_background_while_pages_keep_answering(demo):
+    import time
+    from datetime import UTC, datetime
+
+    from app_support import publish_run
+
+    c = client(demo)
+    data = c.app.state.data
+    before = data.snapshot()
+    assert c.get("/").status_code == 200
+    publish_run(demo, "20260104T000000Z-dddddd", seed=3, started=datetime(2026, 1, 4, tzinfo=UTC))
+    assert c.get("/browse").status_code == 200  # answered from the previous store while the new one is indexed
+    deadline = time.time() + 30
+    while data.snapshot() is before and time.time() < deadline:
+        time.sleep(0.05)
+    assert data.snapshot().run_id == "20260104T000000Z-dddddd"
+    assert "20260104T000000Z-dddddd" in c.get("/run").text
