@@ -1,0 +1,194 @@
+"""Benchmark of ``method="auto"`` against source-only: is it ever worse than not adapting?
+
+Run from the repository root (features come from the cache of bench/_features.py)::
+
+    PRODKG_DATA_HOME=/path/to/datasets python bench/bench_safe_auto.py --suite office --seeds 1 --epochs 20
+    python bench/bench_safe_auto.py --suite partial --seeds 1 --epochs 20
+    python bench/bench_safe_auto.py --report-only   # rewrite docs/BENCHMARKS.md from bench/results/safe_auto.json
+
+For each task and seed, ``adaptation.selection.auto_train`` runs end to end with its defaults
+(safety signals, guarded centroid refinement), and hands back every candidate it trained, so one
+run measures source-only, every candidate method and ``auto`` on the same source hold-out.
+Source-only here is the ``source_only`` candidate: trained on the same 90% of the source as the
+others; it is what ``auto`` falls back to.
+
+Suites:
+    office: office-caltech-10, all 12 ordered domain pairs, 10 classes.
+    partial: office-caltech-10 with every target restricted to the classes in
+        :data:`PARTIAL_CLASSES` (the first five class names in alphabetical order); the source
+        keeps all 10. The grid is the default one plus ``pada``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from itertools import permutations
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _common import machine, today, write_section  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "safe_auto.json"
+PREDS = ROOT / "bench" / "results" / "safe_auto_preds"
+DOMAINS = ("amazon", "caltech10", "dslr", "webcam")
+SHORT = {"amazon": "A", "caltech10": "C", "dslr": "D", "webcam": "W"}
+#: target classes of the partial suite: fixed, the first five office-caltech-10 class names alphabetically
+PARTIAL_CLASSES = ("back_pack", "bike", "calculator", "headphones", "keyboard")
+
+
+def _grid(suite: str) -> tuple:
+    from prodkg.adaptation import selection
+
+    return selection.PARTIAL_CANDIDATES if suite == "partial" else selection.DEFAULT_CANDIDATES
+
+
+def _office_job(args: tuple) -> dict:
+    suite, src, tgt, seed, epochs = args
+    import torch
+
+    torch.set_num_threads(1)
+    from _features import office_caltech
+
+    from prodkg.adaptation import MultiModal, TrainConfig
+    from prodkg.adaptation.selection import auto_train, candidate_label
+
+    d = office_caltech()
+    classes = sorted(set(d["y"].tolist()))
+    y = np.array([classes.index(c) for c in d["y"]])
+    s_idx = np.flatnonzero(d["domain"] == src)
+    t_mask = d["domain"] == tgt
+    if suite == "partial":
+        t_mask &= np.isin(d["y"], PARTIAL_CLASSES)
+    t_idx = np.flatnonzero(t_mask)
+    source, target = MultiModal.complete(image=d["X"][s_idx]), MultiModal.complete(image=d["X"][t_idx])
+    grid = _grid(suite)
+    models: list = []
+    t0 = time.perf_counter()
+    winner = auto_train(source, y[s_idx], target, len(classes), TrainConfig(method="auto", seed=seed, epochs=epochs),
+                        candidates=grid, candidates_out=models)
+    secs = time.perf_counter() - t0
+    yt = y[t_idx]
+    accs = {candidate_label(m, o): float((model.predict(target) == yt).mean() * 100) for (m, o), model in zip(grid, models)}
+    sel = winner.selection
+    # every candidate's target labels, unrefined and centroid-refined, to study other rules without retraining
+    from prodkg.adaptation.refine import centred_inputs, centroid_refine
+
+    both = MultiModal.concat([source, target])
+    means = {m: both.blocks[m].astype(np.float64).mean(0) for m in both.modalities}
+    z = centred_inputs(target, means)
+    preds = {}
+    for (m, o), model in zip(grid, models):
+        p = model.predict_proba(target)
+        preds[candidate_label(m, o)] = p.argmax(1)
+        preds["refined:" + candidate_label(m, o)] = centroid_refine(z, p)[1]
+    PREDS.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(PREDS / f"{suite}_{SHORT[src]}{SHORT[tgt]}_{seed}.npz", y=yt, **preds)
+    return {"suite": suite, "task": f"{SHORT[src]}->{SHORT[tgt]}", "seed": seed, "epochs": epochs,
+            "auto": float((winner.predict(target) == yt).mean() * 100), "candidates": accs,
+            "selector_choice": sel["selector_choice"], "chosen": sel["chosen"], "safety": sel["safety"],
+            "refinement": sel["refinement"], "seconds": secs,
+            "scores": {c["candidate"]: {**c["scores"], "consensus": c["consensus"]} for c in sel["candidates"]}}
+
+
+def run(args: argparse.Namespace) -> None:
+    from _features import office_caltech
+
+    office_caltech()
+    jobs = [(args.suite, s, t, seed, args.epochs) for seed in range(args.seeds) for s, t in permutations(DOMAINS, 2)]
+    if args.tasks:
+        wanted = set(args.tasks.split(","))
+        jobs = [j for j in jobs if f"{SHORT[j[1]]}-{SHORT[j[2]]}" in wanted]
+    result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}
+    key = args.suite
+    result["runs"][key] = {"command": " ".join(["python", "bench/bench_safe_auto.py", *sys.argv[1:]]),
+                           "date": today(), "machine": machine(), "records": []}
+    started = time.perf_counter()
+    with get_context("spawn").Pool(args.workers) as pool:
+        for rec in pool.imap_unordered(_office_job, jobs):
+            so = rec["candidates"]["source_only"]
+            print(f"{rec['suite']} {rec['task']} seed {rec['seed']}: auto {rec['auto']:.1f} (chose {rec['chosen']}, "
+                  f"selector {rec['selector_choice']}) source-only {so:.1f}; {rec['seconds']:.0f} s", flush=True)
+            result["runs"][key]["records"].append(rec)
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(result, indent=1))
+    result["runs"][key]["wall_seconds"] = round(time.perf_counter() - started)
+    RESULTS.write_text(json.dumps(result, indent=1))
+
+
+def _table(run: dict) -> str:
+    recs = run["records"]
+    tasks = sorted({r["task"] for r in recs})
+    seeds = sorted({r["seed"] for r in recs})
+    cands = list(recs[0]["candidates"])
+
+    def per_task(fn) -> dict[str, float]:
+        return {t: float(np.mean([fn(r) for r in recs if r["task"] == t])) for t in tasks}
+
+    rows = [(c, per_task(lambda r, c=c: r["candidates"][c])) for c in cands]
+    rows.append(("selector's pick alone (no safety check, no refinement)",
+                 per_task(lambda r: r["candidates"][r["selector_choice"]])))
+    rows.append(("**auto** (safety signals + guarded refinement: the default)", per_task(lambda r: r["auto"])))
+    so = rows[0][1]
+    lines = ["| | " + " | ".join(tasks) + " | mean | worst task vs source-only |",
+             "|---" * (len(tasks) + 3) + "|"]
+    for name, vals in rows:
+        mean = np.mean(list(vals.values()))
+        worst = min(vals[t] - so[t] for t in tasks)
+        lines.append(f"| {name} | " + " | ".join(f"{vals[t]:.1f}" for t in tasks) + f" | {mean:.1f} | {worst:+.1f} |")
+    chosen = {}
+    for r in recs:
+        chosen[r["chosen"]] = chosen.get(r["chosen"], 0) + 1
+    overruled = sum(1 for r in recs if r["safety"] and r["safety"]["overruled"])
+    kept = sum(1 for r in recs if r["refinement"] and r["refinement"]["kept"])
+    secs = [r["seconds"] for r in recs]
+    lines.append("")
+    lines.append(f"Seeds: {len(seeds)}; {run['records'][0]['epochs']} epochs. `auto` adopted: "
+                 + ", ".join(f"{k} ×{v}" for k, v in sorted(chosen.items(), key=lambda kv: -kv[1]))
+                 + f". The safety signals overruled the selector in {overruled} of {len(recs)} runs; centroid "
+                   f"refinement was kept in {kept} of {len(recs)}. One `auto` run: {np.mean(secs):.0f} s on average, "
+                   f"{max(secs):.0f} s at most (all candidates, 1 torch thread).")
+    return "\n".join(lines)
+
+
+def report() -> None:
+    result = json.loads(RESULTS.read_text())
+    titles = {"office": "office-caltech-10 (12 tasks)",
+              "partial": "partial office-caltech-10 (targets restricted to 5 classes: " + ", ".join(PARTIAL_CLASSES) + ")"}
+    parts = ["## Safe `auto`: never worse than not adapting", "",
+             "Written by `bench/bench_safe_auto.py`. Target accuracy in %, mean over seeds. Source-only is the "
+             "`source_only` candidate of the same `auto` run (trained on the same 90% of the source as every other "
+             "candidate; the fallback). *Worst task vs source-only*: the lowest per-task difference to source-only."]
+    for key, run in result["runs"].items():
+        if not run.get("records"):
+            continue
+        parts += ["", f"### {titles.get(key, key)}", "",
+                  f"Command: `PRODKG_DATA_HOME=... nice -n 10 {run['command']}` · date {run['date']} · machine: "
+                  f"{run['machine']} · wall time {run.get('wall_seconds', '?')} s on a CPU shared with other jobs.", "",
+                  _table(run)]
+    write_section("safe-auto", "\n".join(parts))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--suite", choices=["office", "partial"], default="office")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--tasks", help="comma-separated tasks such as A-W,D-A (default: all 12)")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args()
+    if not args.report_only:
+        run(args)
+    report()
+
+
+if __name__ == "__main__":
+    main()
