@@ -65,6 +65,20 @@ def grocery() -> dict[str, np.ndarray]:
     return dict(np.load(out))
 
 
+def instacart() -> dict[str, np.ndarray]:
+    """``X`` (N, 384) MiniLM features of the instacart-products titles, ``ok``, ``y`` aisle, ``domain``, ``id``."""
+    out = CACHE / "instacart_minilm.npz"
+    if not out.is_file():
+        from prodkg.catalogs import load_dataset
+
+        frame = load_dataset("instacart-products", data_home()).frame
+        feats, ok = _extract(frame["title"].tolist(), "minilm")
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez(out, X=feats, ok=ok, y=frame["category"].to_numpy(str), domain=frame["domain"].to_numpy(str),
+                 id=frame["product_id"].to_numpy(str))
+    return dict(np.load(out))
+
+
 if __name__ == "__main__":
     o = office_caltech()
     print("office", o["X"].shape)

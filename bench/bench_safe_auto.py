@@ -4,7 +4,7 @@ Run from the repository root (features come from the cache of bench/_features.py
 
     PRODKG_DATA_HOME=/path/to/datasets python bench/bench_safe_auto.py --suite office --seeds 1 --epochs 20
     python bench/bench_safe_auto.py --suite partial --seeds 1 --epochs 20
-    python bench/bench_safe_auto.py --report-only   # rewrite docs/BENCHMARKS.md from bench/results/safe_auto.json
+    python bench/bench_safe_auto.py --report-only   # rewrite docs/BENCHMARKS.md from bench/results/safe_auto_*.json
 
 For each task and seed, ``adaptation.selection.auto_train`` runs end to end with its defaults
 (safety signals, guarded centroid refinement), and hands back every candidate it trained, so one
@@ -17,6 +17,9 @@ Suites:
     partial: office-caltech-10 with every target restricted to the classes in
         :data:`PARTIAL_CLASSES` (the first five class names in alphabetical order); the source
         keeps all 10. The grid is the default one plus ``pada``.
+    instacart: the ``instacart-brand-shift`` dataset (catalog -> new-brands, brands never shared),
+        frozen MiniLM title features, two tasks: aisle and department. A fixed sample of
+        :data:`INSTACART_SOURCE` catalog and :data:`INSTACART_TARGET` new-brand products.
 """
 
 from __future__ import annotations
@@ -36,12 +39,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from _common import machine, today, write_section  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "safe_auto.json"
+RESULTS = ROOT / "bench" / "results" / "safe_auto.json"  # safe_auto_<suite>.json, one per suite
 PREDS = ROOT / "bench" / "results" / "safe_auto_preds"
 DOMAINS = ("amazon", "caltech10", "dslr", "webcam")
 SHORT = {"amazon": "A", "caltech10": "C", "dslr": "D", "webcam": "W"}
 #: target classes of the partial suite: fixed, the first five office-caltech-10 class names alphabetically
 PARTIAL_CLASSES = ("back_pack", "bike", "calculator", "headphones", "keyboard")
+#: rows of the instacart brand shift: a fixed random sample of the catalog and of the new brands (CPU budget)
+INSTACART_SOURCE, INSTACART_TARGET = 4000, 2000
 
 
 def _grid(suite: str) -> tuple:
@@ -98,34 +103,87 @@ def _office_job(args: tuple) -> dict:
             "scores": {c["candidate"]: {**c["scores"], "consensus": c["consensus"]} for c in sel["candidates"]}}
 
 
-def run(args: argparse.Namespace) -> None:
-    from _features import office_caltech
+def _instacart_job(args: tuple) -> dict:
+    """The brand shift of instacart-products: frozen MiniLM title features, aisle or department labels."""
+    suite, label, seed, epochs = args
+    import torch
 
-    office_caltech()
+    torch.set_num_threads(1)
+    from _features import data_home, instacart
+
+    from prodkg.adaptation import MultiModal, TrainConfig
+    from prodkg.adaptation.selection import auto_train, candidate_label
+    from prodkg.catalogs import load_dataset
+
+    d = instacart()
+    src = load_dataset("instacart-brand-shift", data_home())
+    frame = src.frame.set_index("product_id").loc[d["id"]]
+    parent = {child: par for child, par, _ in src.taxonomy if par}
+    names = frame["category"].to_numpy(str)
+    if label == "department":
+        names = np.array([parent.get(a, "").removeprefix("department:") if a else "" for a in names])
+    ok = d["ok"] & (names != "")
+    domain = frame["domain"].to_numpy(str)
+    rng = np.random.default_rng(0)  # fixed subsample, the same for every seed and method
+    s_all, t_all = np.flatnonzero(ok & (domain == "catalog")), np.flatnonzero(ok & (domain == "new-brands"))
+    s_idx = np.sort(rng.choice(s_all, size=min(INSTACART_SOURCE, len(s_all)), replace=False))
+    t_idx = np.sort(rng.choice(t_all, size=min(INSTACART_TARGET, len(t_all)), replace=False))
+    classes = sorted(set(names[s_idx].tolist()))
+    y = np.array([classes.index(c) if c in classes else -1 for c in names])
+    t_idx = t_idx[y[t_idx] >= 0]  # an aisle the sampled catalog never shows cannot be predicted
+    source, target = MultiModal.complete(text=d["X"][s_idx]), MultiModal.complete(text=d["X"][t_idx])
+    grid = _grid(suite)
+    models: list = []
+    t0 = time.perf_counter()
+    winner = auto_train(source, y[s_idx], target, len(classes), TrainConfig(method="auto", seed=seed, epochs=epochs),
+                        candidates=grid, candidates_out=models)
+    secs = time.perf_counter() - t0
+    yt = y[t_idx]
+    accs = {candidate_label(m, o): float((model.predict(target) == yt).mean() * 100) for (m, o), model in zip(grid, models)}
+    sel = winner.selection
+    return {"suite": suite, "task": label, "seed": seed, "epochs": epochs, "n_source": int(len(s_idx)),
+            "n_target": int(len(t_idx)), "n_classes": len(classes),
+            "auto": float((winner.predict(target) == yt).mean() * 100), "candidates": accs,
+            "selector_choice": sel["selector_choice"], "chosen": sel["chosen"], "safety": sel["safety"],
+            "refinement": sel["refinement"], "seconds": secs,
+            "scores": {c["candidate"]: {**c["scores"], "consensus": c["consensus"]} for c in sel["candidates"]}}
+
+
+def _job(args: tuple) -> dict:
+    return _instacart_job(args) if args[0] == "instacart" else _office_job(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    from _features import instacart, office_caltech
+
+    instacart() if args.suite == "instacart" else office_caltech()
     jobs = [(args.suite, s, t, seed, args.epochs) for seed in range(args.seeds) for s, t in permutations(DOMAINS, 2)]
-    if args.tasks:
+    if args.suite == "instacart":
+        jobs = [(args.suite, label, seed, args.epochs) for seed in range(args.seeds) for label in ("department", "aisle")]
+    elif args.tasks:
         wanted = set(args.tasks.split(","))
         jobs = [j for j in jobs if f"{SHORT[j[1]]}-{SHORT[j[2]]}" in wanted]
-    result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": {}}
+    results = RESULTS.with_name(f"safe_auto_{args.suite}.json")  # one file per suite: suites may run at once
+    result = {"runs": {}}
     key = args.suite
     result["runs"][key] = {"command": " ".join(["python", "bench/bench_safe_auto.py", *sys.argv[1:]]),
                            "date": today(), "machine": machine(), "records": []}
     started = time.perf_counter()
     with get_context("spawn").Pool(args.workers) as pool:
-        for rec in pool.imap_unordered(_office_job, jobs):
+        for rec in pool.imap_unordered(_job, jobs):
             so = rec["candidates"]["source_only"]
             print(f"{rec['suite']} {rec['task']} seed {rec['seed']}: auto {rec['auto']:.1f} (chose {rec['chosen']}, "
                   f"selector {rec['selector_choice']}) source-only {so:.1f}; {rec['seconds']:.0f} s", flush=True)
             result["runs"][key]["records"].append(rec)
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(result, indent=1))
+            results.parent.mkdir(parents=True, exist_ok=True)
+            results.write_text(json.dumps(result, indent=1))
     result["runs"][key]["wall_seconds"] = round(time.perf_counter() - started)
-    RESULTS.write_text(json.dumps(result, indent=1))
+    results.write_text(json.dumps(result, indent=1))
 
 
 def _table(run: dict) -> str:
     recs = run["records"]
-    tasks = sorted({r["task"] for r in recs})
+    tasks = list(dict.fromkeys(r["task"] for r in recs))
     seeds = sorted({r["seed"] for r in recs})
     cands = list(recs[0]["candidates"])
 
@@ -159,8 +217,13 @@ def _table(run: dict) -> str:
 
 
 def report() -> None:
-    result = json.loads(RESULTS.read_text())
+    result = {"runs": {}}
+    for path in sorted(RESULTS.parent.glob("safe_auto*.json")):
+        for key, run in json.loads(path.read_text())["runs"].items():
+            if path.stem == f"safe_auto_{key}" or key not in result["runs"]:
+                result["runs"][key] = run
     titles = {"office": "office-caltech-10 (12 tasks)",
+              "instacart": "instacart brand shift (catalog → new-brands, frozen MiniLM title features)",
               "partial": "partial office-caltech-10 (targets restricted to 5 classes: " + ", ".join(PARTIAL_CLASSES) + ")"}
     parts = ["## Safe `auto`: never worse than not adapting", "",
              "Written by `bench/bench_safe_auto.py`. Target accuracy in %, mean over seeds. Source-only is the "
@@ -178,7 +241,7 @@ def report() -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--suite", choices=["office", "partial"], default="office")
+    p.add_argument("--suite", choices=["office", "partial", "instacart"], default="office")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--workers", type=int, default=2)
