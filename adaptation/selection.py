@@ -241,8 +241,8 @@ DEFAULT_ENSEMBLE_TOP = 1
 #: Whether ``method="auto"`` refines the chosen model's target predictions by class centroids.
 DEFAULT_REFINE = True
 #: Refinement that relabels more than this share of the target is discarded: the target's clusters then
-#: do not follow its classes, and the chosen model's own predictions are kept.
-MAX_REFINE_CHANGE = 0.25
+#: do not follow its classes, and the chosen model's own predictions are kept (:func:`refinement_verdict`).
+MAX_REFINE_CHANGE = 0.15
 
 #: Selectors that score held-out labelled source rows, and the one used instead when none can be held out.
 NEEDS_SOURCE_VAL = frozenset({"dev", "deep_embedded_validation", "source_val", "source_accuracy"})
@@ -252,9 +252,10 @@ TARGET_ONLY_FALLBACK = "snd"
 DEFAULT_SELECTOR = "dev"
 
 #: Label-free signals that must all say an adapted candidate beats source-only before ``auto`` adopts it
-#: (:func:`safe_choice`): its DEV risk is lower, its target predictions are at least as dense (SND), and they
-#: agree at least as often with the candidates' majority vote (:func:`consensus_agreement`).
-SAFETY_SIGNALS = ("dev", "snd", "consensus")
+#: (:func:`safe_choice`): its DEV risk is lower and its target predictions are at least as dense (SND).
+#: Agreement with the candidates' majority vote (:func:`consensus_agreement`) is recorded for every
+#: candidate but is no veto: on office-caltech-10 it overruled a correct pick (docs/BENCHMARKS.md).
+SAFETY_SIGNALS = ("dev", "snd")
 
 
 def consensus_agreement(predictions: Sequence[np.ndarray]) -> np.ndarray:
@@ -431,8 +432,8 @@ def auto_train(
             :data:`DEFAULT_ENSEMBLE_TOP`.
         refine: replace the chosen model's logits by target class centroids
             (:func:`adaptation.refine.centroid_refine`), unless that changes more than
-            :data:`MAX_REFINE_CHANGE` of its target predictions or lowers their agreement with the
-            candidates' majority vote (:func:`refinement_verdict`). Default :data:`DEFAULT_REFINE`.
+            :data:`MAX_REFINE_CHANGE` of its target predictions (:func:`refinement_verdict`).
+            Default :data:`DEFAULT_REFINE`.
         safe: adopt an adapted candidate only when every label-free signal in :data:`SAFETY_SIGNALS`
             says it beats source-only (:func:`safe_choice`), else source-only; False keeps the
             selector's best whatever the other signals say.
@@ -508,8 +509,7 @@ def auto_train(
         winner = models[best]
     refinement = None
     if refine if refine is not None else DEFAULT_REFINE:
-        others = [p for j, p in enumerate(target_preds) if j not in top]
-        winner, refinement = _refine(winner, source_train, target, n_classes, others)
+        winner, refinement = _refine(winner, source_train, target, n_classes)
         if refinement["kept"]:
             reason += (f"; target predictions refined by class centroids ({refinement['changed_fraction']:.1%} "
                        f"of them changed)")
@@ -541,37 +541,26 @@ def auto_train(
     return winner
 
 
-def refinement_verdict(before: np.ndarray, after: np.ndarray, candidate_preds: Sequence[np.ndarray]) -> dict[str, Any]:
+def refinement_verdict(before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
     """Whether centroid refinement of target predictions ``before`` into ``after`` is kept, and why.
 
-    Kept when it changes at most :data:`MAX_REFINE_CHANGE` of the predictions and its labels
-    agree with the majority vote of the other candidates (``candidate_preds``, the chosen model
-    left out so that its own vote does not favour the unrefined labels) at least as often as the
-    unrefined ones: the label-free accuracy estimate of :func:`consensus_agreement`. Relabelling
-    that moves away from every other trained model is the target's clusters overriding the
-    classes. With no other candidate only the first rule applies.
-    Shape: ``(N,)`` class indices each.
+    Kept when it relabels at most :data:`MAX_REFINE_CHANGE` of the target. What was measured
+    (docs/BENCHMARKS.md): on office-caltech-10 images refinement changed 3-8% of the predictions
+    and raised accuracy on every task; on held-out text features it changed 20-26% and lowered
+    accuracy on 4 of 6 tasks. Agreement with the other candidates cannot judge it: refinement
+    draws on the target's clusters, which no candidate sees, so where it helps it moves away
+    from all of them (on office-caltech-10 it lowered that agreement on every task while raising
+    accuracy by 1-7 points). Shape: ``(N,)`` class indices each.
     """
-    changed = float((after != before).mean())
-    info: dict[str, Any] = {"changed_fraction": round(changed, 4)}
-    agree_before = agree_after = None
-    if len(candidate_preds):
-        majority = majority_vote(candidate_preds)
-        agree_before, agree_after = float((before == majority).mean()), float((after == majority).mean())
-        info.update(consensus_before=round(agree_before, 4), consensus_after=round(agree_after, 4))
-    if changed > MAX_REFINE_CHANGE:
-        info.update(kept=False, why=f"it changed {changed:.1%} of the target predictions, more than {MAX_REFINE_CHANGE:.0%}")
-    elif agree_before is not None and agree_after < agree_before:
-        info.update(kept=False, why=(f"it lowered agreement with the candidates' majority vote from {agree_before:.1%} "
-                                     f"to {agree_after:.1%}"))
-    else:
-        info.update(kept=True, why="")
+    changed = float((np.asarray(after) != np.asarray(before)).mean())
+    info: dict[str, Any] = {"changed_fraction": round(changed, 4), "kept": changed <= MAX_REFINE_CHANGE, "why": ""}
+    if not info["kept"]:
+        info["why"] = f"it changed {changed:.1%} of the target predictions, more than {MAX_REFINE_CHANGE:.0%}"
     return info
 
 
 def _refine(
-    model: AdaptedModel, source_train: MultiModal, target: MultiModal, n_classes: int,
-    candidate_preds: Sequence[np.ndarray],
+    model: AdaptedModel, source_train: MultiModal, target: MultiModal, n_classes: int
 ) -> tuple[AdaptedModel, dict[str, Any]]:
     from prodkg.adaptation.model import AdaptedModel
     from prodkg.adaptation.refine import CentroidHead, centred_inputs, centroid_refine
@@ -581,7 +570,7 @@ def _refine(
                  else np.zeros(both.blocks[m].shape[1])) for m in both.modalities}
     probs = model.predict_proba(target)
     centroids, labels = centroid_refine(centred_inputs(target, means), probs)
-    info = refinement_verdict(probs.argmax(1), labels, candidate_preds)
+    info = refinement_verdict(probs.argmax(1), labels)
     if not info["kept"]:
         return model, info
     head = CentroidHead(model.network, model.dims, n_classes)
