@@ -218,7 +218,7 @@ def _table(run: dict, key: str = "") -> str:
     if recomputable:
         rows.append(("auto, adopted candidate alone (current safety rule, no refinement)",
                      per_task(lambda r: _recompute(r, key)[1])))
-        rows.append(("**auto** (current rules: DEV + SND safety check, refinement kept up to 15% relabelled)",
+        rows.append(("**auto** (current rules: DEV + SND + consensus safety check, refinement kept up to 15% relabelled)",
                      per_task(lambda r: _recompute(r, key)[0])))
     so = rows[0][1]
     lines = ["| | " + " | ".join(tasks) + " | mean | worst task vs source-only |",

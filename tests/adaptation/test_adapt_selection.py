@@ -302,8 +302,8 @@ def test_consensus_agreement_and_majority_vote_by_hand() -> None:
 def test_safe_choice_adopts_an_adapted_candidate_only_when_every_signal_agrees() -> None:
     from prodkg.adaptation.selection import SAFETY_SIGNALS, safe_choice
 
-    assert SAFETY_SIGNALS == ("dev", "snd")
-    signals = ("dev", "snd", "consensus")
+    assert SAFETY_SIGNALS == ("dev", "snd", "consensus")
+    signals = SAFETY_SIGNALS
     methods = ["source_only", "dann", "cdan"]
     scores = [{"dev": -1.0, "snd": 5.0}, {"dev": -0.5, "snd": 5.5}, {"dev": -0.8, "snd": 5.1}]
     agreement = np.array([0.8, 0.9, 0.85])
@@ -313,10 +313,10 @@ def test_safe_choice_adopts_an_adapted_candidate_only_when_every_signal_agrees()
     index, record = safe_choice(methods, scores, agreement, "dev", signals)
     assert index == 0 and record["overruled"] and record["checks"] == {"dev": True, "snd": False, "consensus": True}
     assert safe_choice(methods, scores, agreement, "dev", signals, scan=True)[0] == 2
-    # less agreement with the candidates' vote than source-only: overruled when consensus is a signal, not by default
+    # less agreement with the candidates' vote than source-only: overruled, unless consensus is not asked for
     scores[1]["snd"] = 6.0
     assert safe_choice(methods, scores, np.array([0.9, 0.8, 0.85]), "dev", signals)[0] == 0
-    assert safe_choice(methods, scores, np.array([0.9, 0.8, 0.85]), "dev")[0] == 1
+    assert safe_choice(methods, scores, np.array([0.9, 0.8, 0.85]), "dev", ("dev", "snd"))[0] == 1
     # source-only scored best by the selector: adopted, nothing overruled
     scores[0]["dev"] = 0.0
     index, record = safe_choice(methods, scores, agreement, "dev")
