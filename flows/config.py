@@ -18,11 +18,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prodkg.errors import ConfigError
-from prodkg.layout import RunLayout
+from prodkg.layout import DEFAULT_OUT, RunLayout
 
 __all__ = ["DEFAULT_OUT", "RunConfig", "load_config"]
 
-DEFAULT_OUT = "prodkg-output"
 
 
 def _cli(group: str, *, flag: str | None = None, invert: bool = False, run_only: bool = False, metavar: str | None = None) -> dict:
@@ -61,6 +60,14 @@ class RunConfig(BaseModel):
     attributes: list[str] | None = Field(None, description="attribute columns to predict, comma-separated (default: every non-reserved column)",
                                          json_schema_extra=_cli("input", metavar="COLUMNS"))
     taxonomy: str | None = Field(None, description="CSV with columns concept,parent (default: flat, from the labels)", json_schema_extra=_cli("input"))
+    catalog_name: str | None = Field(None, description="the catalog's identity in the graph, part of every product IRI; keep it when the feed file "
+                                                       "is renamed (default: the dataset's name, else the file name without extension and trailing date)",
+                                     json_schema_extra=_cli("input", metavar="NAME"))
+    eval_labels: list[str] = Field(default_factory=lambda: ["category"],
+                                   description="columns that on target rows are evaluation labels only: hidden from the models and the graph, "
+                                               "used to measure accuracy; every other value a target row asserts stays an asserted fact "
+                                               "(comma-separated; empty: none)",
+                                   json_schema_extra=_cli("input", metavar="COLUMNS"))
     # --- models ----------------------------------------------------------------------------------
     method: str = Field("dann", description="adaptation method (see `prodkg list methods`), or auto to choose one without target labels",
                         json_schema_extra=_cli("model"))
@@ -147,6 +154,21 @@ class RunConfig(BaseModel):
     @classmethod
     def _split_attributes(cls, value: Any) -> list[str] | None:
         return None if value is None else _domains(value)
+
+    @field_validator("eval_labels", mode="before")
+    @classmethod
+    def _split_eval_labels(cls, value: Any) -> list[str]:
+        return [v.removeprefix("attr_") for v in _domains(value)]
+
+    @field_validator("catalog_name")
+    @classmethod
+    def _catalog_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value or any(ch in value for ch in "\n\r\t"):
+            raise ValueError(f"catalog_name must be a non-empty one-line name, got {value!r}")
+        return value
 
     @field_validator("baseline", mode="before")
     @classmethod
@@ -301,6 +323,9 @@ class RunConfig(BaseModel):
         d = {k: v for k, v in self.to_dict().items() if k not in {"out", "cache_dir", "use_prefect", "progress", "num_workers", "data_home", "workers", "dask_address", "reuse_heads",
                                                                  "store_url", "store_update_url", "store_gsp_url",  # where the graph is also published
                                                                  "finetune_max_images_cpu", "finetune_force"}}  # these two only refuse or allow a run
+        for key, default in (("eval_labels", ["category"]), ("catalog_name", None)):  # at their defaults they keep earlier hashes valid
+            if d.get(key) == default:
+                d.pop(key)
         # the image limits only refuse or allow an image (whose products the input digests then reflect): not in the hash
         d = {k: v for k, v in d.items() if not (k.startswith("image_") and k not in {"image_encoder", "image_options"})}
         if not self.finetune:  # fine-tuning settings change nothing while it is off (and keep earlier hashes valid)
@@ -313,7 +338,7 @@ class RunConfig(BaseModel):
 
         return IngestSettings(catalog=self.catalog, dataset=self.dataset, data_home=self.data_home, source=tuple(self.source),
                               target=tuple(self.target), attributes=tuple(self.attributes) if self.attributes is not None else None,
-                              taxonomy=self.taxonomy, image_limits=image_limits)
+                              taxonomy=self.taxonomy, catalog_name=self.catalog_name, image_limits=image_limits)
 
     def extract_settings(self, image_limits=None):
         from prodkg.extractors.stage import ExtractSettings

@@ -365,7 +365,8 @@ def write_report(run_dir: Path, summary: dict, predictions: pd.DataFrame, embedd
     feats = summary.get("features") or {}
     acc = accuracy_rows(summary)
     tables = {
-        "stage_seconds": _table(["stage", "seconds"], [[k, f"{v:.2f}"] for k, v in durations.items()]),
+        # the stages' total is the summary's and the manifest's stage_seconds (the run's wall clock adds start-up and this report)
+        "stage_seconds": _table(["stage", "seconds"], [[k, f"{v:.2f}"] for k, v in durations.items()] + [["stages total", f"{summary.get('stage_seconds', sum(durations.values())):.2f}"]]),
         "counts": _table(["", "products"], [[k, v] for k, v in counts.items()]),
         "cache": _table(["modality", "encoder", "cached", "computed", "failed", "seconds"],
                         [[m, f.get("encoder"), f.get("cached"), f.get("computed"), f.get("failed"), f.get("seconds")] for m, f in feats.items()]),
