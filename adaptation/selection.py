@@ -510,7 +510,7 @@ def auto_train(
         winner = models[best]
     refinement = None
     if refine if refine is not None else DEFAULT_REFINE:
-        winner, refinement = _refine(winner, source_train, target, n_classes)
+        winner, refinement = _refine(winner, source_train, target, n_classes, y_source[tr])
         if refinement["kept"]:
             reason += (f"; target predictions refined by class centroids ({refinement['changed_fraction']:.1%} "
                        f"of them changed)")
@@ -562,7 +562,7 @@ def refinement_verdict(before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
 
 
 def _refine(
-    model: AdaptedModel, source_train: MultiModal, target: MultiModal, n_classes: int
+    model: AdaptedModel, source_train: MultiModal, target: MultiModal, n_classes: int, y_source_train: np.ndarray
 ) -> tuple[AdaptedModel, dict[str, Any]]:
     from prodkg.adaptation.model import AdaptedModel
     from prodkg.adaptation.refine import CentroidHead, centred_inputs, centroid_refine
@@ -571,7 +571,8 @@ def _refine(
     means = {m: (both.blocks[m][both.present[m]].astype(np.float64).mean(0) if both.present[m].any()
                  else np.zeros(both.blocks[m].shape[1])) for m in both.modalities}
     probs = model.predict_proba(target)
-    centroids, labels = centroid_refine(centred_inputs(target, means), probs)
+    prior = np.bincount(y_source_train, minlength=n_classes) / max(1, len(y_source_train))
+    centroids, labels = centroid_refine(centred_inputs(target, means), probs, source_prior=prior)
     info = refinement_verdict(probs.argmax(1), labels)
     if not info["kept"]:
         return model, info
