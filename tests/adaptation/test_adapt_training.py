@@ -209,5 +209,5 @@ def test_pada_weights_fade_the_classes_the_target_lacks(make_shifted) -> None:
     d_s, d_t = loss.discriminator(f_s).squeeze(1), loss.discriminator(f_t).squeeze(1)
     ref_s = (w * torch.nn.functional.softplus(-d_s)).sum() / w.sum()
     ref_t = torch.nn.functional.softplus(d_t).mean()
-    assert float(loss(f_s, f_t, w)) == pytest.approx(float(0.5 * (ref_s + ref_t)), rel=1e-5)
-    assert float(loss(f_s, f_t, torch.ones(5))) == pytest.approx(float(loss(f_s, f_t)), rel=1e-6)
+    assert loss(f_s, f_t, w).item() == pytest.approx((0.5 * (ref_s + ref_t)).item(), rel=1e-5)
+    assert loss(f_s, f_t, torch.ones(5)).item() == pytest.approx(loss(f_s, f_t).item(), rel=1e-6)
