@@ -259,6 +259,10 @@ NOTES = """### How to read these runs
   flatter them; the partial and instacart suites were not used to choose anything.
 - One seed and 10 epochs (the CPU is shared by five people): not 3 seeds. Differences of one or two
   products per task are within seed noise on the small DSLR and webcam targets.
+- Instacart brand shift: the suite saves no per-candidate predictions, so only *auto as run* is shown; it ran
+  with the final code. The safety check kept source-only on both tasks; on aisle that forwent the selector's
+  pick (RTN, lr 3e-3: +2.1), on department it avoided a loss (RTN, trade-off 0.3: -0.4). Refinement would
+  have relabelled 47-50% of the products and was discarded. No text-encoder fine-tuning was measured.
 - PADA alone (frozen Lite0 features, 10 epochs) does not beat source-only on the partial targets (91.7 against
   92.7). What helps there is refinement that estimates the target's class shares by EM and gives absent
   classes no centroid (`adaptation.refine.centroid_refine(source_prior=...)`); before that change the same
