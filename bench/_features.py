@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 
-CACHE = Path(__file__).resolve().parent / ".cache"
+CACHE = Path(os.environ.get("PRODKG_BENCH_CACHE") or Path(__file__).resolve().parent / ".cache")
 
 
 def data_home() -> Path:
@@ -66,7 +66,7 @@ def grocery() -> dict[str, np.ndarray]:
 
 
 def instacart() -> dict[str, np.ndarray]:
-    """``X`` (N, 384) MiniLM features of the instacart-products titles, ``ok``, ``y`` aisle, ``domain``, ``id``."""
+    """MiniLM features of the product titles (``X``), aisle labels (``y``, "" when unlabelled), ``domain`` and ``id``."""
     out = CACHE / "instacart_minilm.npz"
     if not out.is_file():
         from prodkg.catalogs import load_dataset

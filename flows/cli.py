@@ -70,6 +70,29 @@ def example_query(out: str) -> dict:
     return {"command": f"prodkg query --name products_per_category{out_flag}", "answer": render_result(result, "table")}
 
 
+def publication_lines(s: dict) -> list[str]:
+    """What the run published per task: facts, coverage, estimated (and, with target labels, measured) precision."""
+    pub = s.get("published") or {}
+    if not pub:
+        return []
+    rule = f"precision target {100 * s['min_precision']:g} %" if s.get("min_precision") else f"fixed threshold {s.get('threshold')}"
+    lines = [f"  published facts      ({rule}; estimates without target labels)"]
+
+    def pct(x):
+        return "n/a" if x is None or x != x else f"{100 * x:.1f} %"
+
+    for task, p in pub.items():
+        line = (f"    {task:<18} {p['n_published']} ({pct(p['coverage'])}), estimated precision {pct(p.get('estimated_precision'))}, "
+                f"estimated accuracy {pct(p.get('estimated_accuracy'))} ({p.get('estimator')})")
+        if p.get("n_unknown"):
+            line += f", {p['n_unknown']} unknown"
+        lines.append(line)
+        if p.get("precision") is not None or p.get("accuracy") is not None:
+            lines.append(f"    {'':<18} measured: precision {pct(p.get('precision'))}, accuracy {pct(p.get('accuracy'))}, "
+                         f"target ECE {pct(p.get('target_ece'))}" + (f", H-score {pct(p['h_score'])}" if p.get("h_score") is not None else ""))
+    return lines
+
+
 def format_summary(s: dict, out: str) -> str:
     c = s["counts"]
     lines = [
@@ -100,6 +123,7 @@ def format_summary(s: dict, out: str) -> str:
     for task, m in s["metrics"].items():
         if task != "category" and "target_accuracy" in m:
             lines.append(f"    attribute {task:<8} {100 * m['target_accuracy']:.1f} %")
+    lines += publication_lines(s)
     for task, why in s.get("skipped_tasks", {}).items():
         lines.append(f"  not predicted        {task}: {why}")
     ft = s.get("finetune")

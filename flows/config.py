@@ -83,7 +83,13 @@ class RunConfig(BaseModel):
     lr: float | None = Field(None, gt=0, description="learning rate of the heads (default: the method's)", json_schema_extra=_cli("model"))
     tradeoff: float | None = Field(None, ge=0, description="weight of the adaptation loss (default: the method's)", json_schema_extra=_cli("model"))
     seed: int = Field(0, ge=0, description="random seed of every model", json_schema_extra=_cli("model"))
-    threshold: float = Field(0.5, ge=0, le=1, description="confidence at which a prediction becomes a plain fact", json_schema_extra=_cli("model"))
+    # published facts should be right this often: per-task thresholds and back-off levels from the label-free estimate
+    min_precision: float = Field(0.95, gt=0, le=1, description="share of published facts that should be right, by the pipeline's label-free "
+                                                                "estimate; picks each task's threshold and taxonomy back-off level",
+                                 json_schema_extra=_cli("model"))
+    # a fixed confidence bar instead of min_precision (the rule before min_precision was a fixed 0.5)
+    threshold: float | None = Field(None, ge=0, le=1, description="a fixed confidence at which a prediction becomes a plain fact, "
+                                                                  "instead of --min-precision", json_schema_extra=_cli("model"))
     reuse_heads: bool = Field(True, description="reuse a head whose features, labels and config are unchanged (--retrain: always train anew)",
                               json_schema_extra=_cli("model", flag="--retrain", invert=True))
     # --- backbone fine-tuning (adaptation/finetune.py) ----------------------------------------------
@@ -358,12 +364,13 @@ class RunConfig(BaseModel):
         from prodkg.prediction.stage import PredictSettings
 
         return PredictSettings(method=self.method, baseline=self.baseline, fusion=self.fusion, epochs=self.epochs, hidden=self.hidden, lr=self.lr,
-                               tradeoff=self.tradeoff, seed=self.seed, progress=self.progress)
+                               tradeoff=self.tradeoff, seed=self.seed, progress=self.progress, min_precision=self.min_precision,
+                               threshold=self.threshold)
 
     def graph_settings(self):
         from prodkg.kb.publish import GraphSettings
 
-        return GraphSettings(base_iri=self.base_iri, threshold=self.threshold)
+        return GraphSettings(base_iri=self.base_iri, threshold=self.threshold, min_precision=self.min_precision)
 
 
 def _one_line(exc: ValidationError) -> str:

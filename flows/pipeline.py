@@ -120,7 +120,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     from prodkg.extractors.stage import assemble_features, extract_shard, shards
     from prodkg.kb.publish import flat_taxonomy, graph_stage
     from prodkg.kb.triples import ModelInfo, RunInfo
-    from prodkg.prediction.stage import predict_stage
+    from prodkg.prediction.stage import predict_stage, publication_summary
 
     started_at = datetime.now(UTC)
     layout = cfg.layout
@@ -175,7 +175,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
 
     with _timed(durations, "adapt_predict", cfg.progress):
         pred = runner(predict_stage, ext.products, ext.features, cfg.predict_settings(), ing.source, ing.target, ing.attributes,
-                      layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, name="adapt-predict")
+                      layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, ing.taxonomy, name="adapt-predict")
     # Asserted beats predicted: target rows keep every asserted value except their evaluation labels, and a
     # prediction is kept only where the catalog asserts no value for its task.
     graph_products = catalog_facts(ext.products, ing.target, hidden, base_dir=ing.base_dir)
@@ -221,6 +221,10 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "method": cfg.method,
         "baseline": cfg.baseline,
         "threshold": cfg.threshold,
+        "min_precision": cfg.min_precision if cfg.threshold is None else None,
+        # per task: what was published (by level), the label-free accuracy estimates and, with target labels,
+        # the measured precision, coverage, ECE and risk-coverage curve (metrics[task]["publication" / "evaluation"])
+        "published": publication_summary(pred.metrics),
         "counts": counts,
         "features": ext.stats,
         "finetune": finetune,

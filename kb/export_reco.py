@@ -45,11 +45,15 @@ SELECT ?product ?concept WHERE {
   FILTER NOT EXISTS { GRAPH ?g { ?run a pkg:Run } }
 }"""
 _PREDICTIONS = """
-SELECT ?product ?task ?object ?confidence ?threshold ?model_id ?run_id WHERE {
+SELECT ?product ?task ?object ?confidence ?threshold ?published ?model_id ?run_id WHERE {
   GRAPH ?g {
     ?prediction a pkg:Prediction ; pkg:subject ?product ; pkg:task ?task ; pkg:object ?object ;
         pkg:confidence ?confidence ; prov:wasGeneratedBy ?run .
-    ?run pkg:threshold ?threshold .
+    # a run with a precision target marks each prediction pkg:published; a fixed-threshold run records its threshold
+    OPTIONAL { ?run pkg:threshold ?threshold }
+    OPTIONAL { ?prediction pkg:published ?published }
+    FILTER NOT EXISTS { ?prediction pkg:kind "unknown" }
+    FILTER(BOUND(?threshold) || BOUND(?published))
     OPTIONAL { ?prediction pkg:model/pkg:modelId ?model_id }
     OPTIONAL { ?run pkg:runId ?run_id }
   }
@@ -112,9 +116,10 @@ def _path(concept: str, labels: dict[str, str], broader: dict[str, list[str]]) -
 def _predictions(store: GraphStore) -> list[tuple[str, str, Any, float, bool, str | None, str | None]]:
     """(product, task, object, confidence, accepted, model id, run id) of every prediction."""
     out = []
-    for product, task, obj, confidence, threshold, model_id, run_id in store.query(_PREDICTIONS).rows:
+    for product, task, obj, confidence, threshold, published, model_id, run_id in store.query(_PREDICTIONS).rows:
         conf = float(confidence.toPython())
-        out.append((str(product), str(task), obj, conf, conf >= float(threshold.toPython()),
+        accepted = bool(published.toPython()) if published is not None else conf >= float(threshold.toPython())
+        out.append((str(product), str(task), obj, conf, accepted,
                     str(model_id) if model_id is not None else None, str(run_id) if run_id is not None else None))
     return out
 

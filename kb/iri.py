@@ -19,7 +19,7 @@ KINDS: dict[str, tuple[tuple[str, ...], int]] = {
     "scheme": (("scheme",), 0),
     "run": (("run_id",), 0),
     "model": (("model_id",), 0),
-    "prediction": (("run_id", "product_id", "task"), 0),
+    "prediction": (("run_id", "product_id", "task", "variant"), 1),  # variant: "level-<n>", "unknown" (back-off, unknown products)
     "attribute": (("name",), 0),
     "brand": (("name",), 0),
     "organization": (("name",), 0),

@@ -26,12 +26,18 @@ class GraphSettings:
     """The slice of the run configuration the graph stage needs."""
 
     base_iri: str | None = None
-    threshold: float = 0.5  # confidence at which a prediction becomes a plain schema:category fact
+    # a fixed confidence at which a prediction becomes a plain fact; None: the predictions' own ``published`` column
+    # decides (the precision-targeted rule of prediction.publication, recorded as ``min_precision``)
+    threshold: float | None = 0.5
+    min_precision: float | None = None
 
 
 def flat_taxonomy(products: pd.DataFrame, predictions: pd.DataFrame) -> list[tuple[str, str | None]]:
     labels = set(products["category"].dropna().astype(str))
-    labels |= set(predictions.loc[predictions["task"] == "category", "value"].astype(str))
+    rows = predictions["task"] == "category"
+    if "kind" in predictions.columns:  # an unknown prediction names no concept
+        rows &= predictions["kind"].fillna("class") != "unknown"
+    labels |= set(predictions.loc[rows, "value"].astype(str))
     return [(c, None) for c in sorted(labels)]
 
 
@@ -68,7 +74,8 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     # the features decide the embeddings file the run publishes beside the graph
     features_hash = features_digest(features) if features is not None else None
     digest = graph_input_digest(products=products, predictions=predictions, taxonomy=taxonomy, catalog=catalog_name,
-                                attributes=list(attributes), base=base, threshold=settings.threshold, features=features_hash)
+                                attributes=list(attributes), base=base, threshold=settings.threshold, features=features_hash,
+                                **({"min_precision": settings.min_precision} if settings.threshold is None else {}))
     kg = KnowledgeGraph(layout.kg)
     live_digest = content_run = None
     try:
@@ -110,7 +117,8 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     quads += catalog
     quads += run_quads(run_info, base=base)
     quads += digest_quads(run_info.run_id, digest, base=base)
-    quads += prediction_quads(predictions, run_info, catalog=catalog_name, scheme=scheme, threshold=settings.threshold, base=base)
+    quads += prediction_quads(predictions, run_info, catalog=catalog_name, scheme=scheme, threshold=settings.threshold, base=base,
+                              min_precision=settings.min_precision if settings.threshold is None else None)
     previous = None
     try:
         if kg.current_path() is not None:

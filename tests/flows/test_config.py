@@ -91,6 +91,16 @@ def test_fingerprint_ignores_where_output_goes():
     assert a.fingerprint() != load_config(**OFFICE, seed=1).fingerprint()
 
 
+def test_min_precision_is_the_default_rule_and_threshold_a_fixed_override():
+    cfg = load_config(**OFFICE)
+    assert cfg.min_precision == 0.95 and cfg.threshold is None
+    assert load_config(**OFFICE, threshold=0.5).threshold == 0.5
+    assert load_config(**OFFICE, min_precision=0.9).fingerprint() != cfg.fingerprint()
+    for bad in (0, 1.5):
+        with pytest.raises(ConfigError, match="min_precision"):
+            load_config(**OFFICE, min_precision=bad)
+
+
 def test_default_catalog_name_is_the_file_name_without_a_date():
     from prodkg.catalogs.stage import default_catalog_name
 
