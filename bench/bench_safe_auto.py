@@ -306,6 +306,12 @@ NOTES = """### How to read these runs
   with the final code. The safety check kept source-only on both tasks; on aisle that forwent the selector's
   pick (RTN, lr 3e-3: +2.1), on department it avoided a loss (RTN, trade-off 0.3: -0.4). Refinement would
   have relabelled 47-50% of the products and was discarded. No text-encoder fine-tuning was measured.
+- grocery-store-dataset (3 epochs, as in the earlier adaptation bench; not enough to converge, not measured
+  further): `auto` kept source-only on both label sets, 6.2% fine and 32.5% coarse, while every adapted
+  candidate but RTN beats it (DAN: 30.7% fine, 49.4% coarse). On the fine labels no source product can be
+  held out, so SND alone chose and preferred source-only; on the coarse labels DEV preferred DANN (trade-off
+  1.0, 38.4%) and SND vetoed it. Here the label-free signals fail the other way: safe, but
+  far from the issue's 35% / 60%. Refinement would have relabelled 75-99% of the in-store photos.
 - PADA alone (frozen Lite0 features, 10 epochs) does not beat source-only on the partial targets (91.7 against
   92.7). What helps there is refinement that estimates the target's class shares by EM and gives absent
   classes no centroid (`adaptation.refine.centroid_refine(source_prior=...)`); before that change the same
