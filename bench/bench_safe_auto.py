@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import machine, today, write_section  # noqa: E402
+from _common import machine, today, write_section
 
 RESULTS = ROOT / "bench" / "results" / "safe_auto.json"  # safe_auto_<suite>.json, one per suite
 PREDS = ROOT / "bench" / "results" / "safe_auto_preds"
@@ -145,8 +145,8 @@ def _instacart_job(args: tuple) -> dict:
     yt = y[t_idx]
     accs = {candidate_label(m, o): float((model.predict(target) == yt).mean() * 100) for (m, o), model in zip(grid, models)}
     sel = winner.selection
-    return {"suite": suite, "task": label, "seed": seed, "epochs": epochs, "n_source": int(len(s_idx)),
-            "n_target": int(len(t_idx)), "n_classes": len(classes),
+    return {"suite": suite, "task": label, "seed": seed, "epochs": epochs, "n_source": len(s_idx),
+            "n_target": len(t_idx), "n_classes": len(classes),
             "auto": float((winner.predict(target) == yt).mean() * 100), "candidates": accs,
             "selector_choice": sel["selector_choice"], "chosen": sel["chosen"], "safety": sel["safety"],
             "refinement": sel["refinement"], "seconds": secs,
@@ -181,8 +181,8 @@ def _grocery_job(args: tuple) -> dict:
     yt = y[t_idx]
     accs = {candidate_label(m, o): float((model.predict(target) == yt).mean() * 100) for (m, o), model in zip(grid, models)}
     sel = winner.selection
-    return {"suite": suite, "task": label, "seed": seed, "epochs": epochs, "n_source": int(len(s_idx)),
-            "n_target": int(len(t_idx)), "n_classes": len(classes),
+    return {"suite": suite, "task": label, "seed": seed, "epochs": epochs, "n_source": len(s_idx),
+            "n_target": len(t_idx), "n_classes": len(classes),
             "auto": float((winner.predict(target) == yt).mean() * 100), "candidates": accs,
             "selector_choice": sel["selector_choice"], "chosen": sel["chosen"], "safety": sel["safety"],
             "refinement": sel["refinement"], "seconds": secs,
@@ -194,9 +194,7 @@ def _job(args: tuple) -> dict:
 
 
 def run(args: argparse.Namespace) -> None:
-    from _features import instacart, office_caltech
-
-    from _features import grocery
+    from _features import grocery, instacart, office_caltech
 
     {"instacart": instacart, "grocery": grocery}.get(args.suite, office_caltech)()
     jobs = [(args.suite, s, t, seed, args.epochs) for seed in range(args.seeds) for s, t in permutations(DOMAINS, 2)]
@@ -333,15 +331,15 @@ def report() -> None:
               "instacart": "instacart brand shift (catalog → new-brands, frozen MiniLM title features)",
               "partial": "partial office-caltech-10 (targets restricted to 5 classes: " + ", ".join(PARTIAL_CLASSES) + ")"}
     parts = ["## Safe `auto`: never worse than not adapting", "",
-             "Written by `bench/bench_safe_auto.py`. Target accuracy in %, mean over seeds. Source-only is the "
-             "`source_only` candidate of the same `auto` run (trained on the same 90% of the source as every other "
-             "candidate; the fallback). *Worst task vs source-only*: the lowest per-task difference to source-only."]
+             ("Written by `bench/bench_safe_auto.py`. Target accuracy in %, mean over seeds. Source-only is the "
+              "`source_only` candidate of the same `auto` run (trained on the same 90% of the source as every other "
+              "candidate; the fallback). *Worst task vs source-only*: the lowest per-task difference to source-only.")]
     for key, run in result["runs"].items():
         if not run.get("records"):
             continue
         parts += ["", f"### {titles.get(key, key)}", "",
-                  f"Command: `PRODKG_DATA_HOME=... nice -n 10 {run['command']}` · date {run['date']} · machine: "
-                  f"{run['machine']} · wall time {run.get('wall_seconds', '?')} s on a CPU shared with other jobs.", "",
+                  (f"Command: `PRODKG_DATA_HOME=... nice -n 10 {run['command']}` · date {run['date']} · machine: "
+                   f"{run['machine']} · wall time {run.get('wall_seconds', '?')} s on a CPU shared with other jobs."), "",
                   _table(run, key)]
     parts += ["", NOTES]
     write_section("safe-auto", "\n".join(parts))

@@ -110,7 +110,7 @@ def test_prodkg_adapt_auto_writes_predictions_and_a_manifest_with_the_choice(tmp
 def test_prodkg_predict_scores_held_out_rows_with_a_saved_model(tmp_path, make_shifted) -> None:
     from prodkg.flows.cli import main
 
-    xs, ys, xt, yt = make_shifted(seed=5, n=90, dim=6)
+    xs, ys, xt, _ = make_shifted(seed=5, n=90, dim=6)
     names = np.array(["red", "green", "blue"])
     pd.DataFrame({
         "id": [f"s{i}" for i in range(90)] + [f"t{i}" for i in range(90)],
@@ -122,7 +122,7 @@ def test_prodkg_predict_scores_held_out_rows_with_a_saved_model(tmp_path, make_s
     assert main(["adapt", "--features", str(tmp_path / "train.parquet"), "--source", "catalog", "--target", "store",
                  "--method", "dann", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
     # held-out rows the model never saw, in the .npz layout, without label or domain arrays
-    _, _, xh, yh = make_shifted(seed=9, n=40, dim=6)
+    _, _, xh, _ = make_shifted(seed=9, n=40, dim=6)
     np.savez(tmp_path / "held.npz", X_image=xh.blocks["image"], id=np.array([f"h{i}" for i in range(40)]))
     assert main(["predict", "--model", str(out), "--features", str(tmp_path / "held.npz"),
                  "--out", str(tmp_path / "held.parquet"), "--quiet"]) == 0
