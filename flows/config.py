@@ -18,11 +18,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from prodkg.errors import ConfigError
-from prodkg.layout import RunLayout
+from prodkg.layout import DEFAULT_OUT, RunLayout
 
 __all__ = ["DEFAULT_OUT", "RunConfig", "load_config"]
 
-DEFAULT_OUT = "prodkg-output"
 
 
 def _cli(group: str, *, flag: str | None = None, invert: bool = False, run_only: bool = False, metavar: str | None = None) -> dict:

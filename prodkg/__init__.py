@@ -19,6 +19,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prodkg.layout import DEFAULT_OUT  # light: pathlib only
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "list_components", "open_graph", "query", "run"]
@@ -29,7 +31,6 @@ if TYPE_CHECKING:
     from prodkg.flows.config import RunConfig
     from prodkg.kb.store import GraphStore
 
-_DEFAULT_OUT = "prodkg-output"
 
 
 def run(config: RunConfig | str | Path | None = None, **options: Any) -> dict:
@@ -60,7 +61,7 @@ def run(config: RunConfig | str | Path | None = None, **options: Any) -> dict:
     return run_pipeline(cfg)
 
 
-def open_graph(out: str | Path = _DEFAULT_OUT) -> AbstractContextManager[GraphStore]:
+def open_graph(out: str | Path = DEFAULT_OUT) -> AbstractContextManager[GraphStore]:
     """The live knowledge graph of output folder ``out``, opened read-only, as a context manager.
 
     The store has ``query(sparql, bindings=None)`` returning a result with ``to_frame()``, and ``len()``.
@@ -71,7 +72,7 @@ def open_graph(out: str | Path = _DEFAULT_OUT) -> AbstractContextManager[GraphSt
     return KnowledgeGraph(RunLayout(Path(out)).kg).open(read_only=True)
 
 
-def query(out: str | Path = _DEFAULT_OUT, sparql: str | None = None, *, name: str | None = None, **bindings: Any) -> pd.DataFrame:
+def query(out: str | Path = DEFAULT_OUT, sparql: str | None = None, *, name: str | None = None, **bindings: Any) -> pd.DataFrame:
     """Answer a SPARQL SELECT (``sparql``) or a named query (``name``, see ``list_components()["queries"]``) as a DataFrame.
 
     ``bindings`` bind query variables (``category="Mug"``); a named query converts them to its declared types.

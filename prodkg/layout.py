@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunLayout"]
+__all__ = ["DEFAULT_OUT", "RunLayout"]
+
+DEFAULT_OUT = "prodkg-output"  # the output folder when none is given
 
 
 @dataclass(frozen=True)

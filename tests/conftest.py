@@ -27,6 +27,28 @@ def data_home() -> Path:
 
 
 @pytest.fixture(scope="session")
+def office_catalog(data_home, tmp_path_factory):
+    """A function: the office-caltech-10 rows ``frame`` written as a CSV catalog whose images are copied beside it.
+
+    A catalog's local images are read only under its own folder (or ``image_roots``), as a real feed's are.
+    """
+    import shutil
+
+    def write(frame, name: str) -> Path:
+        folder = tmp_path_factory.mktemp("catalog")
+        (folder / "images").mkdir()
+        images = []
+        for i, image in enumerate(frame["image"]):
+            images.append(str(folder / "images" / f"{i:03d}-{Path(image).name}"))
+            shutil.copyfile(image, images[-1])
+        path = folder / f"{name}.csv"
+        frame.assign(image=images).to_csv(path, index=False)
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
 def sample_catalog() -> Path:
     return ROOT / "data" / "sample" / "catalog.csv"
 

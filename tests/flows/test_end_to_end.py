@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import shutil
 import socket
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -57,24 +55,14 @@ def no_network(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def office_slice(data_home, tmp_path_factory):
+def office_slice(data_home, office_catalog):
     """A real slice: 3 classes, 12 amazon images each (labelled source), 6 webcam images each (target)."""
     src = load_dataset("office-caltech-10", data_home).frame
     parts = []
     for domain, n in (("amazon", 12), ("webcam", 6)):
         for cls in CLASSES:
             parts.append(src[(src.domain == domain) & (src.category == cls)].head(n))
-    frame = pd.concat(parts)
-    folder = tmp_path_factory.mktemp("catalog")
-    (folder / "images").mkdir()
-    images = []
-    for i, image in enumerate(frame["image"]):  # images are read only under the catalog's folder (or image_roots)
-        images.append(str(folder / "images" / f"{i:03d}-{Path(image).name}"))
-        shutil.copyfile(image, images[-1])
-    frame["image"] = images
-    path = folder / "office-slice.csv"
-    frame.to_csv(path, index=False)
-    return path
+    return office_catalog(pd.concat(parts), "office-slice")
 
 
 def test_flow_builds_the_graph_and_sparql_returns_it(office_slice, tmp_path, no_network, capsys):

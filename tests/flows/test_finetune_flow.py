@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -21,21 +20,11 @@ CLASSES = ["backpack", "bike", "mug"]
 
 
 @pytest.fixture(scope="module")
-def small_slice(data_home, tmp_path_factory):
+def small_slice(data_home, office_catalog):
     """3 classes: 4 amazon images each (labelled source), 2 webcam images each (target)."""
     frame = load_dataset("office-caltech-10", data_home).frame
     parts = [frame[(frame.domain == d) & (frame.category == c)].head(n) for d, n in (("amazon", 4), ("webcam", 2)) for c in CLASSES]
-    frame = pd.concat(parts)
-    folder = tmp_path_factory.mktemp("catalog")
-    (folder / "images").mkdir()
-    images = []
-    for i, image in enumerate(frame["image"]):  # images are read only under the catalog's folder (or image_roots)
-        images.append(str(folder / "images" / f"{i:03d}-{Path(image).name}"))
-        shutil.copyfile(image, images[-1])
-    frame["image"] = images
-    path = folder / "slice.csv"
-    frame.to_csv(path, index=False)
-    return path
+    return office_catalog(pd.concat(parts), "slice")
 
 
 def _manifest(out: Path) -> dict:
