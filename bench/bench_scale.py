@@ -125,7 +125,7 @@ def report(rows: list[dict], a, variant: str) -> str:
              "Catalogs: `bench/synth_catalog.py` (real Instacart titles + Best Buy category names, recombined with seed 0). "
              "Rates are products/s of each stage; *vs first* is the run's wall over the first run's at that size.", "",
              "| products | run | " + " | ".join(STAGES) + " | total wall | vs first | peak RSS | store | cache | quads |",
-             "|---:|---|" + "---:|" * (len(STAGES) + 7)]
+             "|---:|---|" + "---:|" * (len(STAGES) + 6)]
     for r in rows:
         cells = []
         for st in STAGES:
