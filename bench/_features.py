@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 
-CACHE = Path(__file__).resolve().parent / ".cache"
+CACHE = Path(os.environ.get("PRODKG_BENCH_CACHE") or Path(__file__).resolve().parent / ".cache")
 
 
 def data_home() -> Path:
@@ -61,6 +61,20 @@ def grocery() -> dict[str, np.ndarray]:
         CACHE.mkdir(parents=True, exist_ok=True)
         np.savez(out, image=img, image_ok=ok, text=txt, text_ok=txt_ok, y=frame["category"].to_numpy(str),
                  coarse=coarse, domain=frame["domain"].to_numpy(str), split=frame["_split"].to_numpy(str),
+                 id=frame["product_id"].to_numpy(str))
+    return dict(np.load(out))
+
+
+def instacart() -> dict[str, np.ndarray]:
+    """MiniLM features of the product titles (``X``), aisle labels (``y``, "" when unlabelled), ``domain`` and ``id``."""
+    out = CACHE / "instacart_minilm.npz"
+    if not out.is_file():
+        from prodkg.catalogs import load_dataset
+
+        frame = load_dataset("instacart-products", data_home()).frame
+        feats, ok = _extract(frame["title"].tolist(), "minilm")
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.savez(out, X=feats, ok=ok, y=frame["category"].to_numpy(str), domain=frame["domain"].to_numpy(str),
                  id=frame["product_id"].to_numpy(str))
     return dict(np.load(out))
 

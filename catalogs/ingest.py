@@ -82,6 +82,8 @@ def read_catalog(path: str | os.PathLike, fmt: str | None = None) -> tuple[pd.Da
     try:
         with fsspec.open(path, "rb", compression="infer") as fh:
             data = fh.read()
+    except IsADirectoryError:
+        raise CatalogError(f"catalog {path} is a directory, not a file") from None
     except FileNotFoundError:
         raise CatalogError(f"catalog not found: {path}") from None
     except OSError as exc:
@@ -176,6 +178,10 @@ def _as_text(value) -> str | None:
         return None
     if isinstance(value, (list, dict)):
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        # a Parquet binary column: its text is the UTF-8 it holds; invalid bytes stay visible (as surrogates)
+        # so the row is quarantined as not valid UTF-8, never passed on as a Python repr
+        return bytes(value).decode("utf-8", errors="surrogateescape")
     return str(value)
 
 
@@ -288,7 +294,7 @@ def ingest(
             record["source_row"] = int(source_row)
             kept.append(record)
 
-    kept, dup_quarantine = _resolve_duplicates(kept, frame)
+    kept, dup_quarantine = _resolve_duplicates(kept, frame, quarantined)
     quarantined.extend(dup_quarantine)
     columns = ["product_id", "title", "description", "image", "domain", "category", *attr_names, "source_row"]
     products = pd.DataFrame.from_records(kept, columns=columns)
@@ -337,12 +343,14 @@ def _validate_row(row: dict, attr_cols, attr_names, has_category: bool, base: Pa
         if not path.is_absolute():
             path = base / path
         try:
-            exists = path.is_file()
+            exists, is_dir = path.is_file(), path.is_dir()
             resolved = str(path.resolve())
         except (OSError, ValueError) as exc:  # embedded NUL, name too long, loops
             return None, f"image path is not a usable file path: {exc}"
+        if check_images and is_dir:
+            return None, f"image path is a directory, not a file: {resolved} (catalog value {image!r})"
         if check_images and not exists and not os.path.lexists(path):
-            return None, f"image file not found: {image}"
+            return None, f"image file not found: {resolved} (catalog value {image!r})"
         if check_images:
             refused = _refused_image(path, image, image_limits)
             if refused:
@@ -385,18 +393,29 @@ def _refused_image(path: Path | None, image: str, limits) -> str | None:
     except SourceRefused as exc:
         return f"image refused: {image}: {exc}"
     except FileNotFoundError:
-        return f"image file not found: {image}"
+        return f"image file not found: {path} (catalog value {image!r})"
     except OSError as exc:
         return f"image unreadable: {image}: {exc.strerror or exc}"
     return None
 
 
-def _resolve_duplicates(kept: list[dict], frame: pd.DataFrame) -> tuple[list[dict], list[dict]]:
+def _resolve_duplicates(kept: list[dict], frame: pd.DataFrame, quarantined: list[dict] = ()) -> tuple[list[dict], list[dict]]:
     by_id: dict[str, list[int]] = {}
     for i, rec in enumerate(kept):
         by_id.setdefault(rec["product_id"], []).append(i)
+    # a copy quarantined for another reason still conflicts: the valid copy must not pass silently
+    bad_rows: dict[str, list[int]] = {}
+    for q in quarantined:
+        pid = q.get("product_id")
+        if isinstance(pid, str) and pid.strip() and q.get("source_row") is not None:
+            bad_rows.setdefault(pid.strip(), []).append(int(q["source_row"]))
     drop: dict[int, str] = {}
     for pid, idx in by_id.items():
+        if pid in bad_rows:
+            rows = ", ".join(str(r) for r in sorted([*(kept[i]["source_row"] for i in idx), *bad_rows[pid]]))
+            for i in idx:
+                drop[i] = f"product_id {pid!r} appears in rows {rows} with different content (another copy is quarantined)"
+            continue
         if len(idx) == 1:
             continue
         first = kept[idx[0]]

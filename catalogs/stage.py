@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,8 @@ from prodkg.catalogs.ingest import read_catalog
 from prodkg.digests import frame_digest
 from prodkg.errors import CatalogError, ConfigError, StageError
 
-__all__ = ["IngestOutput", "IngestSettings", "hide_target_labels", "ingest_stage", "modalities_present", "modality_items"]
+__all__ = ["IngestOutput", "IngestSettings", "catalog_facts", "default_catalog_name", "hide_target_labels", "ingest_stage", "modalities_present",
+           "modality_items", "unasserted_predictions"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class IngestSettings:
     target: tuple[str, ...] = ()
     attributes: tuple[str, ...] | None = None
     taxonomy: str | None = None
+    catalog_name: str | None = None  # the catalog's identity in the graph (default: dataset name, else file stem without a date)
     image_limits: object | None = None  # an extractors.sources.ImageLimits: which image files and URLs may be read
 
 
@@ -43,6 +47,25 @@ class IngestOutput:
     n_out_of_scope: int
     input_hash: str
     warnings: list[str] = field(default_factory=list)
+    base_dir: str | None = None  # the folder image paths are relative to (None: a catalog read from a URL)
+
+
+# A date (and time) a feed file's name may end with: feed_2026-11-30.csv, feed-20261130T0200Z.csv
+_DATED = re.compile(r"[-_. ]*(\d{4}-\d{2}-\d{2}|\d{8})([T_-]?\d{4,6}Z?)?$")
+
+
+def default_catalog_name(path: str) -> str:
+    """The catalog's name when none is given: the file name without its extensions and without a trailing date.
+
+    ``feed_2026-11-30.csv.gz`` and ``feed_2026-12-01.csv`` are both the catalog ``feed``, so a dated nightly
+    feed keeps its products' IRIs; give ``catalog_name`` for a feed whose name changes otherwise.
+    """
+    name = PurePosixPath(str(path).rstrip("/").replace("\\", "/")).name
+    for suffix in (".gz", ".bz2", ".zst", ".xz"):
+        name = name.removesuffix(suffix)
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    undated = _DATED.sub("", stem)
+    return undated or stem or "catalog"
 
 
 def read_domains(path: str) -> list[str] | None:
@@ -92,12 +115,12 @@ def ingest_stage(settings: IngestSettings) -> IngestOutput:
     """
     if settings.dataset:
         src: CatalogSource = load_dataset(settings.dataset, settings.data_home)
-        frame, unparsed, name, taxonomy = src.frame, [], src.name, list(src.taxonomy)
+        frame, unparsed, name, taxonomy = src.frame, [], settings.catalog_name or src.name, list(src.taxonomy)
         source, target = list(settings.source) or src.default_source, list(settings.target) or src.default_target
         base_dir = src.root
     else:
         frame, unparsed = read_catalog(settings.catalog)
-        name = Path(str(settings.catalog)).stem
+        name = settings.catalog_name or default_catalog_name(str(settings.catalog))
         taxonomy = []
         source, target = list(settings.source), list(settings.target)
         base_dir = Path(str(settings.catalog)).resolve().parent if "://" not in str(settings.catalog) else None
@@ -120,7 +143,12 @@ def ingest_stage(settings: IngestSettings) -> IngestOutput:
     result = ingest(frame[in_scope], base_dir=base_dir, attributes=attributes, unparsed=unparsed, image_limits=settings.image_limits)
     for role, chosen in (("source", source), ("target", target)):
         if not result.products["domain"].isin(chosen).any():
-            raise CatalogError(f"the {role} domain ({', '.join(chosen)}) has no valid product after validation; see the quarantine reasons")
+            reasons = result.quarantine["reason"].str.split(":").str[0].value_counts().head(3)
+            top = ", ".join(f"{reason} ×{n}" for reason, n in reasons.items())
+            exc = CatalogError(f"the {role} domain ({', '.join(chosen)}) has no valid product after validation"
+                               + (f" ({len(result.quarantine)} rows quarantined: {top})" if len(result.quarantine) else ""))
+            exc.quarantine = result.quarantine  # the flow writes it, so every reason can be read
+            raise exc
     return IngestOutput(
         products=result.products,
         quarantine=result.quarantine,
@@ -133,6 +161,7 @@ def ingest_stage(settings: IngestSettings) -> IngestOutput:
         n_out_of_scope=int((~in_scope).sum()),
         input_hash=frame_digest(frame),  # every cell as it arrived, undecodable bytes included
         warnings=result.warnings,
+        base_dir=str(base_dir) if base_dir is not None else None,
     )
 
 
@@ -158,3 +187,47 @@ def hide_target_labels(products: pd.DataFrame, target: list[str], columns: list[
         if col in out.columns:
             out.loc[mask, col] = None
     return out
+
+
+def catalog_facts(products: pd.DataFrame, target: list[str], hidden: list[str], *, base_dir: str | None = None) -> pd.DataFrame:
+    """What the graph may assert about the products: every asserted value, except the evaluation labels of target rows.
+
+    ``hidden`` names the evaluation-label columns (``category`` by default): on target rows they are
+    blanked, since they exist only to measure the models. Every other attribute a target row asserts
+    (a supplier's brand, material, colour) stays an asserted fact. Local image paths, which ingest
+    resolved to check and read them, go back to references relative to the catalog's folder
+    (``base_dir``), so the graph never holds a path of the machine that ran it.
+    """
+    out = hide_target_labels(products, target, hidden)
+    if base_dir is not None and "image" in out.columns:
+        base = os.path.realpath(base_dir)
+        out["image"] = pd.Series([_relative_image(v, base) for v in out["image"].tolist()], index=out.index, dtype="string")
+    return out
+
+
+def _relative_image(value, base: str):
+    if not isinstance(value, str) or not value or "://" in value[:16] or not os.path.isabs(value):
+        return value if isinstance(value, str) and value else None
+    return Path(os.path.relpath(value, base)).as_posix()
+
+
+def unasserted_predictions(predictions: pd.DataFrame, facts: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The predictions for values the catalog does not assert, and how many were dropped because it does.
+
+    Asserted beats predicted: a product whose graph-visible ``facts`` row holds a value for a task
+    (its colour, or its category where that is not an evaluation label) keeps that value, and no
+    prediction is written beside it.
+    """
+    if predictions.empty:
+        return predictions, 0
+    keep = np.ones(len(predictions), dtype=bool)
+    ids = facts["product_id"].astype(str)
+    for task in predictions["task"].unique():
+        if task not in facts.columns:
+            continue
+        values = facts[task]
+        asserted = set(ids[values.notna() & (values.astype("string").str.len() > 0)].tolist())
+        if asserted:
+            rows = (predictions["task"] == task).to_numpy() & predictions["product_id"].astype(str).isin(asserted).to_numpy()
+            keep &= ~rows
+    return predictions[keep].reset_index(drop=True), int((~keep).sum())

@@ -93,6 +93,7 @@ def _extract_shard(items: list[str | None], settings: ExtractSettings, modality:
         "errors": errors,
         "n_computed": sum(r.n_computed for r in parts),
         "n_cached": sum(r.n_cached for r in parts),
+        "n_absent": sum(1 for item in items if item is None or (isinstance(item, str) and not item.strip())),
         "encoder_id": parts[0].encoder_id,
         "seconds": sum(r.seconds for r in parts),
         "dim": int(features.shape[1]),
@@ -134,14 +135,19 @@ def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) ->
             "encoder": parts[0]["encoder"] if parts else None,
             "encoder_id": parts[0]["encoder_id"] if parts else None,
             "dim": int(feats.shape[1]) if feats.ndim == 2 else 0,
-            "computed": int(sum(p["n_computed"] for p in parts)),
-            "cached": int(sum(p["n_cached"] for p in parts)),
+            "computed": int(sum(p["n_computed"] for p in parts)),  # distinct contents encoded
+            "cached": int(sum(p["n_cached"] for p in parts)),  # products served from the cache
             "failed": int(sum(len(p["errors"]) for p in parts)),
+            "absent": int(sum(p.get("n_absent", 0) for p in parts)),  # products without this modality
+            "products": int(len(ok)),
             "present": int(ok.sum()),
             "seconds": round(sum(p["seconds"] for p in parts), 3),
             "shards": len(parts),
             "workers": sorted({str(p.get("worker")) for p in parts}),  # host:pid of each process that extracted a shard
         }
+    for st in stats.values():
+        # products whose vector was encoded in this run (several products may share one content)
+        st["computed_products"] = st["products"] - st["cached"] - st["absent"] - st["failed"]
     keep = np.ones(len(products), dtype=bool)
     keep[list(bad)] = False
     rows = []

@@ -70,6 +70,29 @@ def example_query(out: str) -> dict:
     return {"command": f"prodkg query --name products_per_category{out_flag}", "answer": render_result(result, "table")}
 
 
+def publication_lines(s: dict) -> list[str]:
+    """What the run published per task: facts, coverage, estimated (and, with target labels, measured) precision."""
+    pub = s.get("published") or {}
+    if not pub:
+        return []
+    rule = f"precision target {100 * s['min_precision']:g} %" if s.get("min_precision") else f"fixed threshold {s.get('threshold')}"
+    lines = [f"  published facts      ({rule}; estimates without target labels)"]
+
+    def pct(x):
+        return "n/a" if x is None or x != x else f"{100 * x:.1f} %"
+
+    for task, p in pub.items():
+        line = (f"    {task:<18} {p['n_published']} ({pct(p['coverage'])}), estimated precision {pct(p.get('estimated_precision'))}, "
+                f"estimated accuracy {pct(p.get('estimated_accuracy'))} ({p.get('estimator')})")
+        if p.get("n_unknown"):
+            line += f", {p['n_unknown']} unknown"
+        lines.append(line)
+        if p.get("precision") is not None or p.get("accuracy") is not None:
+            lines.append(f"    {'':<18} measured: precision {pct(p.get('precision'))}, accuracy {pct(p.get('accuracy'))}, "
+                         f"target ECE {pct(p.get('target_ece'))}" + (f", H-score {pct(p['h_score'])}" if p.get("h_score") is not None else ""))
+    return lines
+
+
 def format_summary(s: dict, out: str) -> str:
     c = s["counts"]
     lines = [
@@ -80,7 +103,14 @@ def format_summary(s: dict, out: str) -> str:
         f"  kept                 {c['products']}  (source {c['source_products']}, target {c['target_products']})",
     ]
     for modality, f in s["features"].items():
-        lines.append(f"  {modality + ' features':<21}{f['computed']} computed, {f['cached']} cached  ({f['encoder']}, {f['dim']}-d)")
+        if "computed_products" in f:  # every product counted once: computed + cached + without + failed = products
+            parts = [f"{f['computed_products']} computed", f"{f['cached']} cached"]
+            parts += [f"{f['absent']} without {'an image' if modality == 'image' else 'text'}"] if f["absent"] else []
+            parts += [f"{f['failed']} failed"] if f["failed"] else []
+            shared = f" ({f['computed']} distinct contents)" if f["computed"] != f["computed_products"] else ""
+            lines.append(f"  {modality + ' features':<21}{', '.join(parts)} of {f['products']} products{shared}  ({f['encoder']}, {f['dim']}-d)")
+        else:
+            lines.append(f"  {modality + ' features':<21}{f['computed']} computed, {f['cached']} cached  ({f['encoder']}, {f['dim']}-d)")
     cat = s["metrics"].get("category", {})
     base = s.get("baseline_metrics") or {}
     if "target_accuracy" in cat:
@@ -93,6 +123,7 @@ def format_summary(s: dict, out: str) -> str:
     for task, m in s["metrics"].items():
         if task != "category" and "target_accuracy" in m:
             lines.append(f"    attribute {task:<8} {100 * m['target_accuracy']:.1f} %")
+    lines += publication_lines(s)
     for task, why in s.get("skipped_tasks", {}).items():
         lines.append(f"  not predicted        {task}: {why}")
     ft = s.get("finetune")
@@ -100,9 +131,24 @@ def format_summary(s: dict, out: str) -> str:
         lines.append(f"  backbone fine-tuned  {ft['epochs']} epochs of {ft['method']} on {ft['device']}, {ft['images']} images, "
                      f"{ft['seconds']['total']:.1f} s{' (reused)' if ft.get('reused') else ''}  → {ft['encoder_id'].rsplit('/', 1)[-1]}"
                      if ft.get("ran") else f"  backbone fine-tuned  no: {ft.get('reason')}")
-    lines.append(f"  predictions          {c['predictions']}")
-    lines.append(f"  triples written      {c['quads']}  → {s['store']}")
-    lines.append("  seconds per stage    " + ", ".join(f"{k} {v:.1f}" for k, v in s["durations"].items()) + f"  (total {s.get('total_seconds', 0):.1f})")
+    if s.get("hidden_labels") is not None:
+        hidden = ", ".join(s["hidden_labels"]) or "none"
+        lines.append(f"  hidden on target     {hidden}  (evaluation labels: never shown to a model or the graph; every other asserted value is kept)")
+    by_task = c.get("predictions_by_task") or {}
+    detail = ", ".join(f"{task} {n}" for task, n in by_task.items())
+    superseded = c.get("predictions_superseded_by_asserted") or 0
+    if superseded:
+        detail += f"; {superseded} not written: the catalog asserts that value"
+    lines.append(f"  predictions          {c['predictions']}" + (f"  ({detail})" if detail else ""))
+    reused = s.get("graph_reused_from")
+    if reused:
+        lines.append(f"  triples in the graph {c['quads']}  → {s['store']}  (republished unchanged: the content of run {reused}, "
+                     f"plus this run's provenance)")
+    else:
+        lines.append(f"  triples written      {c['quads']}  → {s['store']}")
+    stages = sum(s["durations"].values())
+    lines.append("  seconds per stage    " + ", ".join(f"{k} {v:.1f}" for k, v in s["durations"].items())
+                 + f"  (stages {stages:.1f}, as in the report; wall clock {s.get('total_seconds', 0):.1f} with start-up, tables and report)")
     lines.append(f"  run directory        {s['run_dir']}")
     if s.get("example_query"):
         q = s["example_query"]
@@ -156,10 +202,11 @@ CONSUMER_EXPORTS = ["similar", "edges", "embeddings", "search-jsonl"]
 
 
 def cmd_export(args) -> int:
-    from prodkg.kb.export import export_graph
+    from prodkg.kb.export import check_output, export_graph
     from prodkg.kb.export_reco import export_for_consumers
     from prodkg.kb.store import KnowledgeGraph
 
+    check_output(args.format, args.output, flatten=args.flatten)  # before anything is read or written
     kg = KnowledgeGraph(_store_path(args))
     with kg.open(read_only=True) as store:
         if args.format in RDF_EXPORTS:
@@ -289,28 +336,54 @@ def cmd_gc(args) -> int:
     return 0
 
 
-def cmd_list(args) -> int:
-    if args.kind == "encoders":
-        from prodkg.extractors import list_encoders
+def _first_line(obj: Any) -> str:
+    import inspect
 
-        names = list_encoders()
-    elif args.kind == "methods":
-        from prodkg.adaptation import list_methods
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().split("\n\n")[0].replace("\n", " ").strip()
 
-        names = [*list_methods(), "auto  (choose among the above without target labels)"]
-    elif args.kind == "fusions":
-        from prodkg.adaptation import FUSIONS
 
-        names = FUSIONS.names()
-    elif args.kind == "datasets":
-        from prodkg.catalogs import list_datasets
+def list_lines(kind: str) -> list[str]:
+    """``prodkg list KIND``: each component's name with what it is (datasets: their domains; queries: their parameters)."""
+    rows: list[tuple[str, str, list[str]]] = []  # name, description, further lines
+    if kind == "datasets":
+        from prodkg.catalogs import DATASETS
 
-        names = list_datasets()
+        for name in DATASETS.names():
+            spec = DATASETS.get(name)
+            more = [f"domains: {', '.join(spec.domains) or '(read from the data)'}"]
+            if spec.default_source or spec.default_target:
+                more.append(f"default: --source {','.join(spec.default_source)} --target {','.join(spec.default_target)}")
+            rows.append((name, spec.description, more))
+    elif kind == "queries":
+        from prodkg.kb.queries import list_queries, query_spec
+
+        for name in list_queries():
+            spec = query_spec(name)
+            more = [f"--bind {p}=...  ({'required' if p in spec.required else 'optional'} {spec.param_types.get(p, 'string')}) "
+                    f"{spec.param_docs.get(p, '')}".rstrip() for p in spec.params]
+            rows.append((name, spec.description, more or ["no parameters"]))
     else:
-        from prodkg.kb.queries import list_queries
+        if kind == "encoders":
+            from prodkg.extractors import ENCODERS as registry
+        elif kind == "methods":
+            from prodkg.adaptation import METHODS as registry
+        else:
+            from prodkg.adaptation import FUSIONS as registry
+        for name in registry.names():
+            rows.append((name, _first_line(registry.get(name)), []))
+        if kind == "methods":
+            rows.append(("auto", "choose among the methods above without target labels (DEV / SND / information maximisation)", []))
+    width = max((len(r[0]) for r in rows), default=0)
+    lines = []
+    for name, description, more in rows:
+        lines.append(f"{name:<{width}}  {description}".rstrip())
+        lines.extend(f"{'':<{width}}    {m}" for m in more)
+    return lines
 
-        names = list_queries()
-    print("\n".join(names))
+
+def cmd_list(args) -> int:
+    print("\n".join(list_lines(args.kind)))
     return 0
 
 
@@ -383,10 +456,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="export the current graph")
     e.add_argument("--format", required=True, choices=RDF_EXPORTS + CONSUMER_EXPORTS,
-                   help="RDF (nt, nq, ttl, trig, jsonld), graphml, or for consumers: similar (top-k neighbours, .parquet/.csv), "
-                        "edges (product-category-attribute, .parquet/.csv), embeddings (.parquet), search-jsonl")
-    e.add_argument("--output", required=True, help="file to write")
+                   help="RDF keeping the named graphs (nq, trig), RDF as triples only (nt, ttl, jsonld: with --flatten), graphml, or for "
+                        "consumers: similar (top-k neighbours, .parquet/.csv), edges (product-category-attribute, .parquet/.csv), "
+                        "embeddings (.parquet), search-jsonl (.jsonl)")
+    e.add_argument("--output", required=True, help="file to write; its extension must be the format's (.nq, .trig, .nt, .ttl, .jsonld, "
+                                                   ".graphml, .parquet or .csv, .jsonl)")
     e.add_argument("--k", type=int, default=10, help="neighbours per product for --format similar (default 10)")
+    e.add_argument("--flatten", action="store_true",
+                   help="allow nt, ttl and jsonld, which merge the named graphs (predicted facts then read like asserted ones; "
+                        "nq and trig keep them apart)")
     e.add_argument("--out", default=DEFAULT_OUT, help=f"output folder of the run (default {DEFAULT_OUT})")
     e.set_defaults(func=cmd_export)
 

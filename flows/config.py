@@ -60,6 +60,14 @@ class RunConfig(BaseModel):
     attributes: list[str] | None = Field(None, description="attribute columns to predict, comma-separated (default: every non-reserved column)",
                                          json_schema_extra=_cli("input", metavar="COLUMNS"))
     taxonomy: str | None = Field(None, description="CSV with columns concept,parent (default: flat, from the labels)", json_schema_extra=_cli("input"))
+    catalog_name: str | None = Field(None, description="the catalog's identity in the graph, part of every product IRI; keep it when the feed file "
+                                                       "is renamed (default: the dataset's name, else the file name without extension and trailing date)",
+                                     json_schema_extra=_cli("input", metavar="NAME"))
+    eval_labels: list[str] = Field(default_factory=lambda: ["category"],
+                                   description="columns that on target rows are evaluation labels only: hidden from the models and the graph, "
+                                               "used to measure accuracy; every other value a target row asserts stays an asserted fact "
+                                               "(comma-separated; empty: none)",
+                                   json_schema_extra=_cli("input", metavar="COLUMNS"))
     # --- models ----------------------------------------------------------------------------------
     method: str = Field("dann", description="adaptation method (see `prodkg list methods`), or auto to choose one without target labels",
                         json_schema_extra=_cli("model"))
@@ -75,7 +83,13 @@ class RunConfig(BaseModel):
     lr: float | None = Field(None, gt=0, description="learning rate of the heads (default: the method's)", json_schema_extra=_cli("model"))
     tradeoff: float | None = Field(None, ge=0, description="weight of the adaptation loss (default: the method's)", json_schema_extra=_cli("model"))
     seed: int = Field(0, ge=0, description="random seed of every model", json_schema_extra=_cli("model"))
-    threshold: float = Field(0.5, ge=0, le=1, description="confidence at which a prediction becomes a plain fact", json_schema_extra=_cli("model"))
+    # published facts should be right this often: per-task thresholds and back-off levels from the label-free estimate
+    min_precision: float = Field(0.95, gt=0, le=1, description="share of published facts that should be right, by the pipeline's label-free "
+                                                                "estimate; picks each task's threshold and taxonomy back-off level",
+                                 json_schema_extra=_cli("model"))
+    # a fixed confidence bar instead of min_precision (the rule before min_precision was a fixed 0.5)
+    threshold: float | None = Field(None, ge=0, le=1, description="a fixed confidence at which a prediction becomes a plain fact, "
+                                                                  "instead of --min-precision", json_schema_extra=_cli("model"))
     reuse_heads: bool = Field(True, description="reuse a head whose features, labels and config are unchanged (--retrain: always train anew)",
                               json_schema_extra=_cli("model", flag="--retrain", invert=True))
     # --- backbone fine-tuning (adaptation/finetune.py) ----------------------------------------------
@@ -149,6 +163,21 @@ class RunConfig(BaseModel):
     @classmethod
     def _split_attributes(cls, value: Any) -> list[str] | None:
         return None if value is None else _domains(value)
+
+    @field_validator("eval_labels", mode="before")
+    @classmethod
+    def _split_eval_labels(cls, value: Any) -> list[str]:
+        return [v.removeprefix("attr_") for v in _domains(value)]
+
+    @field_validator("catalog_name")
+    @classmethod
+    def _catalog_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value or any(ch in value for ch in "\n\r\t"):
+            raise ValueError(f"catalog_name must be a non-empty one-line name, got {value!r}")
+        return value
 
     @field_validator("baseline", mode="before")
     @classmethod
@@ -303,6 +332,9 @@ class RunConfig(BaseModel):
         d = {k: v for k, v in self.to_dict().items() if k not in {"out", "cache_dir", "use_prefect", "progress", "num_workers", "full_check", "data_home", "workers", "dask_address", "reuse_heads",
                                                                  "store_url", "store_update_url", "store_gsp_url",  # where the graph is also published
                                                                  "finetune_max_images_cpu", "finetune_force"}}  # these two only refuse or allow a run
+        for key, default in (("eval_labels", ["category"]), ("catalog_name", None)):  # at their defaults they keep earlier hashes valid
+            if d.get(key) == default:
+                d.pop(key)
         # the image limits only refuse or allow an image (whose products the input digests then reflect): not in the hash
         d = {k: v for k, v in d.items() if not (k.startswith("image_") and k not in {"image_encoder", "image_options"})}
         if not self.finetune:  # fine-tuning settings change nothing while it is off (and keep earlier hashes valid)
@@ -315,7 +347,7 @@ class RunConfig(BaseModel):
 
         return IngestSettings(catalog=self.catalog, dataset=self.dataset, data_home=self.data_home, source=tuple(self.source),
                               target=tuple(self.target), attributes=tuple(self.attributes) if self.attributes is not None else None,
-                              taxonomy=self.taxonomy, image_limits=image_limits)
+                              taxonomy=self.taxonomy, catalog_name=self.catalog_name, image_limits=image_limits)
 
     def extract_settings(self, image_limits=None):
         from prodkg.extractors.stage import ExtractSettings
@@ -335,12 +367,13 @@ class RunConfig(BaseModel):
         from prodkg.prediction.stage import PredictSettings
 
         return PredictSettings(method=self.method, baseline=self.baseline, fusion=self.fusion, epochs=self.epochs, hidden=self.hidden, lr=self.lr,
-                               tradeoff=self.tradeoff, seed=self.seed, progress=self.progress)
+                               tradeoff=self.tradeoff, seed=self.seed, progress=self.progress, min_precision=self.min_precision,
+                               threshold=self.threshold)
 
     def graph_settings(self):
         from prodkg.kb.publish import GraphSettings
 
-        return GraphSettings(base_iri=self.base_iri, threshold=self.threshold)
+        return GraphSettings(base_iri=self.base_iri, threshold=self.threshold, min_precision=self.min_precision)
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from prodkg.catalogs.stage import hide_target_labels, ingest_stage, modalities_present, modality_items
+from prodkg.catalogs.stage import catalog_facts, ingest_stage, modalities_present, modality_items, unasserted_predictions
 from prodkg.errors import CatalogError, ConfigError
 from prodkg.failpoints import failpoint
 from prodkg.flows.config import RunConfig
@@ -20,6 +20,7 @@ from prodkg.flows.guard import image_limits_for, run_guard
 from prodkg.flows.report import previous_run_dir, write_report_safely
 from prodkg.flows.rundir import new_run_id, versions, write_json, write_table
 from prodkg.layout import RunLayout
+from prodkg.progress import stage_line
 
 
 def configure_prefect(layout: RunLayout) -> None:
@@ -85,12 +86,14 @@ class _Runner:
 
 
 @contextmanager
-def _timed(durations: dict, name: str):
+def _timed(durations: dict, name: str, progress: bool = True):
     started = time.perf_counter()
+    stage_line(f"{name} started", enabled=progress)
     try:
         yield
     finally:
         durations[name] = round(time.perf_counter() - started, 3)
+        stage_line(f"{name} ended after {durations[name]:.1f} s", enabled=progress)
 
 
 def _mirror(cfg: RunConfig):
@@ -100,6 +103,15 @@ def _mirror(cfg: RunConfig):
     from prodkg.kb.remote import mirror_to_server
 
     return lambda path, run_id: mirror_to_server(path, run_id, cfg.store_url, update_url=cfg.store_update_url, gsp_url=cfg.store_gsp_url)
+
+
+def _eval_labels(cfg: RunConfig, attributes: list[str]) -> list[str]:
+    """The evaluation-label columns of this catalog; one that is neither category nor an attribute is a config error."""
+    known = ["category", *attributes]
+    unknown = [c for c in cfg.eval_labels if c not in known]
+    if unknown:
+        raise ConfigError(f"eval_labels: {', '.join(unknown)} not a label column of the catalog; it has: {', '.join(known)}")
+    return list(cfg.eval_labels)
 
 
 def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
@@ -114,7 +126,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     from prodkg.extractors.stage import assemble_features, extract_shard, shards
     from prodkg.kb.publish import flat_taxonomy, graph_stage
     from prodkg.kb.triples import ModelInfo, RunInfo
-    from prodkg.prediction.stage import predict_stage
+    from prodkg.prediction.stage import predict_stage, publication_summary
 
     started_at = datetime.now(UTC)
     layout = cfg.layout
@@ -123,8 +135,19 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     tables: dict[str, dict] = {}
 
     limits = image_limits_for(cfg)  # which image files and URLs may be read, and how much (flows/guard.py)
-    with _timed(durations, "ingest"):
-        ing = runner(ingest_stage, cfg.ingest_settings(limits), name="ingest", retries=2)
+    with _timed(durations, "ingest", cfg.progress):
+        try:
+            ing = runner(ingest_stage, cfg.ingest_settings(limits), name="ingest", retries=2)
+        except CatalogError as exc:
+            quarantined = getattr(exc, "quarantine", None)
+            if quarantined is None or not len(quarantined):
+                raise
+            # nothing usable is left, but every row's reason is: write them where a kept run would
+            run_dir.mkdir(parents=True, exist_ok=True)
+            path = layout.table(run_id, "quarantine")
+            write_table(quarantined.astype({"source_row": "Int64"}), path)
+            raise CatalogError(f"{exc}; every reason is in {path}") from None
+    hidden = _eval_labels(cfg, ing.attributes)
     if cfg.finetune:  # a refused fine-tuning stops the run before anything is extracted
         from prodkg.adaptation.stage import check_finetune
 
@@ -137,7 +160,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     signature = stat_signature(cfg, ing.products["image"].tolist())  # taken after the read: what this run's results come from
     failpoint("after-ingest")
 
-    with _timed(durations, "extract"):
+    with _timed(durations, "extract", cfg.progress):
         settings, cache = cfg.extract_settings(limits), FeatureCache(layout.cache)
         spans = shards(len(ing.products), extraction_shard_size(cfg, len(ing.products)))
         results = {}
@@ -155,25 +178,27 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     if cfg.finetune:  # the image features become those of the fine-tuned last block; text features stay
         from prodkg.adaptation.stage import finetune_stage
 
-        with _timed(durations, "finetune"):
+        with _timed(durations, "finetune", cfg.progress):
             ext, finetune = runner(finetune_stage, ext, cfg.finetune_settings(), ing.source, layout.models(run_id),
                                    layout.finetune_cache if cfg.reuse_heads else None, name="finetune")
 
-    with _timed(durations, "adapt_predict"):
+    with _timed(durations, "adapt_predict", cfg.progress):
         pred = runner(predict_stage, ext.products, ext.features, cfg.predict_settings(), ing.source, ing.target, ing.attributes,
-                      layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, name="adapt-predict")
+                      layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, ing.taxonomy, name="adapt-predict")
+    # Asserted beats predicted: target rows keep every asserted value except their evaluation labels, and a
+    # prediction is kept only where the catalog asserts no value for its task.
+    graph_products = catalog_facts(ext.products, ing.target, hidden, base_dir=ing.base_dir)
+    pred.predictions, n_superseded = unasserted_predictions(pred.predictions, graph_products)
     tables["predictions"] = write_table(pred.predictions, layout.table(run_id, "predictions"))
     failpoint("after-predict")
 
-    with _timed(durations, "graph"):
+    with _timed(durations, "graph", cfg.progress):
         models = [ModelInfo(model_id=s["encoder_id"], name=s["encoder"], kind=f"{m}-encoder", details={"dim": s["dim"]}) for m, s in ext.stats.items()]
         models += [ModelInfo(model_id=m["model_id"], name=f"{m['task']} head ({m['method']})", kind="head",
                              details={"method": m["method"], "temperature": m["temperature"], "classes": len(m["classes"])}) for m in pred.models]
         info = RunInfo(run_id=run_id, started=started_at, ended=datetime.now(UTC), catalog=ing.catalog_name, method=cfg.method,
                        source_domains=ing.source, target_domains=ing.target, models=models, config_hash=cfg.fingerprint())
         taxonomy = ing.taxonomy or flat_taxonomy(ext.products, pred.predictions)
-        # Target-domain labels are for evaluation only: they never enter the graph as asserted facts.
-        graph_products = hide_target_labels(ext.products, ing.target, ["category", *ing.attributes])
         graph = runner(graph_stage, graph_products, pred.predictions, taxonomy, ing.attributes, info, cfg.graph_settings(), ing.catalog_name,
                        layout=layout, mirror=_mirror(cfg), features=ext.features, name="graph", retries=2)
 
@@ -190,6 +215,8 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "source_products": int(ext.products["domain"].isin(ing.source).sum()),
         "target_products": int(ext.products["domain"].isin(ing.target).sum()),
         "predictions": len(pred.predictions),
+        "predictions_by_task": {str(k): int(v) for k, v in pred.predictions["task"].value_counts().sort_index().items()},
+        "predictions_superseded_by_asserted": n_superseded,
         "quads": graph["quads"],
     }
     assert counts["rows_in"] == counts["products"] + n_quarantined, "row counts must reconcile"
@@ -203,13 +230,19 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "method": cfg.method,
         "baseline": cfg.baseline,
         "threshold": cfg.threshold,
+        "min_precision": cfg.min_precision if cfg.threshold is None else None,
+        # per task: what was published (by level), the label-free accuracy estimates and, with target labels,
+        # the measured precision, coverage, ECE and risk-coverage curve (metrics[task]["publication" / "evaluation"])
+        "published": publication_summary(pred.metrics),
         "counts": counts,
         "features": ext.stats,
         "finetune": finetune,
         "metrics": pred.metrics,
         "baseline_metrics": pred.baseline,
         "skipped_tasks": pred.skipped,
+        "hidden_labels": hidden,  # target columns used only to measure accuracy, never shown to a model or the graph
         "durations": durations,
+        "stage_seconds": round(sum(durations.values()), 3),  # the report's total; total_seconds adds start-up, tables and report
         "changes": graph.get("changes"),
         # an unchanged re-run republishes this run's graph content instead of rebuilding it
         "graph_reused_from": graph.get("reused_graph_of"),
@@ -237,7 +270,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     manifest["report"] = write_report_safely(run_dir, summary, pred.predictions, pred.embedding_sample, reuse_from=previous_run_dir(run_dir))
     manifest["report"]["seconds"] = round(time.perf_counter() - report_started, 3)
     summary["report"] = manifest["report"].get("html")
-    write_json(manifest, run_dir / "manifest.json")
+    write_json(manifest, layout.manifest(run_id))
     return summary
 
 
@@ -264,11 +297,31 @@ def _run_pipeline(cfg: RunConfig, run_id: str) -> dict:
             configure_prefect(cfg.layout)
         from prefect import flow
 
-        # the Dask task runner, when asked for, only gets the extraction shards (the one stage submitted, not called)
+        # One flow run; the Dask task runner, when asked for, only gets the extraction shards (the one stage
+        # submitted, not called). A scheduled deployment runs flows.schedule.nightly, the same stages.
         @flow(name="prodkg-nightly", flow_run_name=f"prodkg-{run_id}", validate_parameters=False, task_runner=task_runner_for(cfg))
         def nightly(cfg: RunConfig, run_id: str) -> dict:
-            return run_stages(cfg, run_id, _Runner(True))
+            from prodkg.flows.artifacts import publish_artifacts
+
+            result = run_stages(cfg, run_id, _Runner(True))
+            publish_artifacts(result)
+            return result
 
         summary = nightly(cfg, run_id)
     summary["total_seconds"] = round(time.perf_counter() - total_started, 3)
+    _record_total(summary)
     return summary
+
+
+def _record_total(summary: dict) -> None:
+    """Add the run's wall-clock seconds to its manifest (known only once the flow has returned)."""
+    import json
+    from pathlib import Path
+
+    path = Path(summary["run_dir"]) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    manifest["total_seconds"] = summary["total_seconds"]
+    write_json(manifest, path)

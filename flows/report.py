@@ -23,7 +23,7 @@ from prodkg.errors import StageError
 FIGURES_DIR = "figures"
 FIGURE_KEYS = "keys.json"  # figure name -> digest of what it was drawn from, for reuse by the next run
 # Bump when a figure's drawing code changes, so that no run reuses a picture drawn the old way.
-FIGURE_STYLE = 1
+FIGURE_STYLE = 2  # 2: one prediction per product and task (the finest level) in the histograms; risk-coverage
 SOURCE_COLOR, TARGET_COLOR = "#1f77b4", "#ff7f0e"
 
 
@@ -137,7 +137,19 @@ def fig_cache(summary: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+def primary_predictions(predictions: pd.DataFrame) -> pd.DataFrame:
+    """One row per product and task: the finest-level class prediction (back-off levels and unknown rows left out)."""
+    rows = predictions
+    if "kind" in rows.columns:
+        rows = rows[rows["kind"].fillna("class") != "unknown"]
+    if "level" in rows.columns and rows["level"].notna().any():
+        deepest = rows.groupby("task")["level"].transform("max")
+        rows = rows[rows["level"].isna() | (rows["level"] == deepest)]
+    return rows
+
+
 def fig_class_distribution(predictions: pd.DataFrame, path: Path) -> Path:
+    predictions = primary_predictions(predictions)
     cat = predictions[predictions["task"] == "category"]
     if cat.empty:
         raise StageError("no category predictions")
@@ -156,6 +168,7 @@ def fig_class_distribution(predictions: pd.DataFrame, path: Path) -> Path:
 
 
 def fig_confidence(predictions: pd.DataFrame, summary: dict, path: Path) -> Path:
+    predictions = primary_predictions(predictions)
     if predictions.empty:
         raise StageError("no predictions")
     fig = _figure(6.4, 3.0)
@@ -193,6 +206,60 @@ def fig_domains(sample: dict | None, path: Path) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle("Source vs target products, first two principal components")
     return _save(fig, path)
+
+
+def risk_coverage_curves(summary: dict) -> dict[str, dict]:
+    """task -> {coverage, risk, point: (coverage, precision) of the published facts} for every task evaluated on target labels."""
+    out = {}
+    for task, m in (summary.get("metrics") or {}).items():
+        ev = m.get("evaluation") or {}
+        curve = ev.get("risk_coverage")
+        if curve and curve.get("coverage"):
+            out[task] = {"coverage": curve["coverage"], "risk": curve["risk"], "point": (ev.get("coverage"), ev.get("precision"))}
+    return out
+
+
+def fig_risk_coverage(summary: dict, path: Path) -> Path:
+    curves = risk_coverage_curves(summary)
+    if not curves:
+        raise StageError("the target domain has no labels: precision and coverage cannot be measured")
+    fig = _figure(6.4, 3.4)
+    ax = fig.add_subplot()
+    for task, c in curves.items():
+        line = ax.plot(np.asarray(c["coverage"]) * 100, np.asarray(c["risk"]) * 100, label=f"{task}: finest level, by confidence")[0]
+        cov, prec = c["point"]
+        if cov is not None and prec is not None and np.isfinite(prec):
+            ax.scatter([100 * cov], [100 * (1 - prec)], color=line.get_color(), marker="o", zorder=3,
+                       label=f"{task}: published ({100 * cov:.0f} % coverage, {100 * prec:.1f} % precision)")
+    if summary.get("min_precision"):
+        ax.axhline(100 * (1 - summary["min_precision"]), color="black", linestyle="--", linewidth=1,
+                   label=f"target: {100 * summary['min_precision']:g} % precision")
+    ax.set_xlabel("coverage (% of target products published)")
+    ax.set_ylabel("risk (% of published facts wrong)")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("Risk-coverage (target labels used for this evaluation only)", fontsize=10)
+    return _save(fig, path)
+
+
+def publication_rows(summary: dict) -> list[list]:
+    """Per task and taxonomy level: threshold, estimated vs measured accuracy, precision and coverage."""
+    rows = []
+
+    def pct(x):
+        return None if x is None or not np.isfinite(x) else f"{100 * x:.1f} %"
+
+    for task, m in (summary.get("metrics") or {}).items():
+        pub = m.get("publication")
+        if not pub:
+            continue
+        measured = {lv["level"]: lv for lv in (m.get("evaluation") or {}).get("levels", [])}
+        for lv in pub.get("levels", []):
+            ev = measured.get(lv["level"], {})
+            rows.append([task, lv["level"], lv["threshold"], lv["estimator"], pct(lv["estimated_accuracy"]), pct(ev.get("accuracy_all")),
+                         pct(lv["estimated_precision"]), pct(ev.get("precision")), lv["n_published"], pct(ev.get("coverage"))])
+    return rows
 
 
 def accuracy_rows(summary: dict) -> list[tuple[str, str, float]]:
@@ -333,6 +400,8 @@ def write_report(run_dir: Path, summary: dict, predictions: pd.DataFrame, embedd
         "accuracy": ("Target accuracy", (accuracy_rows(summary), summary.get("baseline_metrics") is not None), lambda p: fig_accuracy(summary, p)),
         "class_distribution": ("Class distribution of the predictions", (predictions_digest,), lambda p: fig_class_distribution(predictions, p)),
         "confidence": ("Confidence histogram", (predictions_digest, summary.get("threshold")), lambda p: fig_confidence(predictions, summary, p)),
+        "risk_coverage": ("Published facts: precision and coverage", (risk_coverage_curves(summary), summary.get("min_precision")),
+                          lambda p: fig_risk_coverage(summary, p)),
         "domains": ("Source vs target features before and after adaptation", (embedding_sample,), lambda p: fig_domains(embedding_sample, p)),
     }
     previous = _previous_keys(reuse_from)
@@ -365,11 +434,13 @@ def write_report(run_dir: Path, summary: dict, predictions: pd.DataFrame, embedd
     feats = summary.get("features") or {}
     acc = accuracy_rows(summary)
     tables = {
-        "stage_seconds": _table(["stage", "seconds"], [[k, f"{v:.2f}"] for k, v in durations.items()]),
+        # the stages' total is the summary's and the manifest's stage_seconds (the run's wall clock adds start-up and this report)
+        "stage_seconds": _table(["stage", "seconds"], [[k, f"{v:.2f}"] for k, v in durations.items()] + [["stages total", f"{summary.get('stage_seconds', sum(durations.values())):.2f}"]]),
         "counts": _table(["", "products"], [[k, v] for k, v in counts.items()]),
         "cache": _table(["modality", "encoder", "cached", "computed", "failed", "seconds"],
                         [[m, f.get("encoder"), f.get("cached"), f.get("computed"), f.get("failed"), f.get("seconds")] for m, f in feats.items()]),
         "accuracy": _table(["task", "method", "target accuracy"], [[t, m, f"{100 * a:.1f} %"] for t, m, a in acc]) if acc else "",
+        "risk_coverage": _publication_tables(summary, predictions),
     }
     cards = [_card(title, rel(name), missing.get(name), tables.get(name, ""), wide=name == "domains") for name, (title, _, _) in makers.items()]
     title = f"prodkg run {summary.get('run_id', '')}"
@@ -383,6 +454,24 @@ def write_report(run_dir: Path, summary: dict, predictions: pd.DataFrame, embedd
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, path)
     return {"html": str(path), "figures": figures, "missing": missing, "reused": reused}
+
+
+def _publication_tables(summary: dict, predictions: pd.DataFrame) -> str:
+    rule = (f"published: precision target {100 * summary['min_precision']:g} % by the label-free estimate" if summary.get("min_precision")
+            else f"published: fixed threshold {summary.get('threshold')}")
+    out = f"<p>{html.escape(rule)}; level 0 is the taxonomy's top</p>"
+    rows = publication_rows(summary)
+    if rows:
+        out += _table(["task", "level", "threshold", "estimator", "est. accuracy", "accuracy", "est. precision", "precision", "published",
+                       "coverage"], rows)
+    unknown = predictions[predictions["kind"] == "unknown"] if "kind" in predictions.columns else predictions.iloc[:0]
+    out += f"<h2>Unknown products ({len(unknown)})</h2>"
+    if len(unknown):
+        top = unknown.sort_values("confidence", ascending=False).head(20)
+        out += _table(["product", "unknown score"], [[pid, f"{c:.3f}"] for pid, c in zip(top["product_id"], top["confidence"])])
+        if len(unknown) > 20:
+            out += f"<p>the 20 most unlike the source of {len(unknown)}; the named query unknown_products lists them all</p>"
+    return out
 
 
 def write_report_safely(run_dir: Path, summary: dict, predictions: pd.DataFrame, embedding_sample: dict | None = None,

@@ -1,15 +1,14 @@
 """Nightly scheduling: the pipeline served as a Prefect deployment on a cron schedule."""
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: Prefect builds the flow's parameter model from the real annotations
+import time
 from pathlib import Path
 from typing import Any
 
 from prefect import flow
 
-from prodkg.flows.config import load_config
-from prodkg.flows.pipeline import run_pipeline
 from prodkg.errors import ConfigError
+from prodkg.flows.config import RunConfig, build_config, load_config, read_config_file
 
 FLOW_NAME = "prodkg"
 DEFAULT_DEPLOYMENT = "nightly"
@@ -18,17 +17,48 @@ SUMMARY_KEYS = ("run_id", "run_dir", "store", "counts", "metrics", "durations", 
 PATH_KEYS = ("catalog", "data_home", "taxonomy", "out", "cache_dir")
 
 
-@flow(name=FLOW_NAME, validate_parameters=True)
-def scheduled_pipeline(config: dict[str, Any] | None = None, config_file: str | None = None) -> dict:
-    """One scheduled run: the config file's ``[run]`` table overridden by ``config``, then the nightly flow as a subflow.
+def resolve_config(config: RunConfig, config_file: str | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """The run's configuration: ``config`` as it is, or, with ``config_file``, that file read again now with the
+    ``overrides`` (the fields given on the command line) taken from ``config``; inputs checked either way."""
+    if not config_file:
+        config.check_inputs()
+        return config
+    values = read_config_file(config_file)
+    values.update({key: getattr(config, key) for key in overrides or [] if key in RunConfig.model_fields})
+    return build_config(values)
 
-    The subflow picks its own task runner from the config (Dask for ``workers`` / ``dask_address``),
-    so one served deployment can run on one core or a cluster. No retries here: the I/O stages inside
-    carry their own, and model code is never retried.
+
+@flow(name=FLOW_NAME, validate_parameters=True)
+def nightly(config: RunConfig, config_file: str | None = None, overrides: list[str] | None = None, run_id: str | None = None) -> dict:
+    """One run of the pipeline, as one flow run: ingest → extract → adapt/predict → graph as its tasks.
+
+    ``config`` is the typed run configuration (a deployment's parameters are its fields). With
+    ``config_file`` the file is read again at every run and the fields named in ``overrides`` come
+    from ``config``. The run's summary and metrics are published as artifacts of the flow run.
+    Extraction on Dask (``workers`` / ``dask_address``) needs the Dask task runner, which a served
+    deployment cannot choose per run: there, and only there, the stages run in a subflow that has it.
     """
-    cfg = load_config(config_file, **(config or {}))
-    summary = run_pipeline(cfg)
-    return {k: summary.get(k) for k in SUMMARY_KEYS}
+    from prefect.context import FlowRunContext
+
+    from prodkg.flows.artifacts import publish_artifacts
+    from prodkg.flows.dask_runner import task_runner_for
+    from prodkg.flows.guard import run_guard
+    from prodkg.flows.pipeline import _record_total, _Runner, run_stages
+    from prodkg.flows.rundir import new_run_id
+
+    cfg = resolve_config(config, config_file, overrides)
+    run_id = run_id or new_run_id()
+    runner = task_runner_for(cfg)
+    current = FlowRunContext.get()
+    if runner is not None and current is not None and type(current.task_runner) is not type(runner):
+        return nightly.with_options(task_runner=runner, flow_run_name=f"prodkg-{run_id}")(config=cfg, run_id=run_id)
+    started = time.perf_counter()
+    with run_guard(cfg, run_id):  # one run at a time per output folder, as for `prodkg run`
+        summary = run_stages(cfg, run_id, _Runner(True))
+    summary["total_seconds"] = round(time.perf_counter() - started, 3)
+    _record_total(summary)
+    publish_artifacts(summary)
+    return summary
 
 
 def absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
@@ -84,12 +114,14 @@ def serve_nightly(cron: str, *, config: dict[str, Any] | None = None, config_fil
     schedule = nightly_schedule(cron, timezone)
     config = absolute_paths(config or {})
     config_file = str(Path(config_file).resolve()) if config_file else None
-    load_config(config_file, **config)
+    cfg = load_config(config_file, **config)
     url = api_url()
     print(f"serving deployment {FLOW_NAME}/{name} on {url} (cron '{cron}'); trigger a run now with: "
           f"prefect deployment run '{FLOW_NAME}/{name}'", flush=True)
     from prefect.deployments.runner import EntrypointType
 
+    # the deployment runs the nightly flow itself; its parameters are the typed RunConfig (the schema the UI shows)
+    parameters = {"config": cfg.model_dump(mode="json"), "config_file": config_file, "overrides": sorted(config)}
     # by module path: the flow-run processes it spawns import flows.schedule, wherever they start
-    scheduled_pipeline.serve(name=name, schedule=schedule, parameters={"config": config, "config_file": config_file}, limit=1,
-                             print_starting_message=False, entrypoint_type=EntrypointType.MODULE_PATH)
+    nightly.serve(name=name, schedule=schedule, parameters=parameters, limit=1, print_starting_message=False,
+                  entrypoint_type=EntrypointType.MODULE_PATH)

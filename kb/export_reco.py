@@ -20,6 +20,7 @@ from prodkg.registry import Registry
 __all__ = [
     "CONSUMER_EXPORTS",
     "edge_list",
+    "embeddings_metadata",
     "export_for_consumers",
     "read_embeddings",
     "search_documents",
@@ -44,13 +45,21 @@ SELECT ?product ?concept WHERE {
   FILTER NOT EXISTS { GRAPH ?g { ?run a pkg:Run } }
 }"""
 _PREDICTIONS = """
-SELECT ?product ?task ?object ?confidence ?threshold WHERE {
+SELECT ?product ?task ?object ?confidence ?threshold ?published ?model_id ?run_id WHERE {
   GRAPH ?g {
     ?prediction a pkg:Prediction ; pkg:subject ?product ; pkg:task ?task ; pkg:object ?object ;
         pkg:confidence ?confidence ; prov:wasGeneratedBy ?run .
-    ?run pkg:threshold ?threshold .
+    # a run with a precision target marks each prediction pkg:published; a fixed-threshold run records its threshold
+    OPTIONAL { ?run pkg:threshold ?threshold }
+    OPTIONAL { ?prediction pkg:published ?published }
+    FILTER NOT EXISTS { ?prediction pkg:kind "unknown" }
+    FILTER(BOUND(?threshold) || BOUND(?published))
+    OPTIONAL { ?prediction pkg:model/pkg:modelId ?model_id }
+    OPTIONAL { ?run pkg:runId ?run_id }
   }
 }"""
+_IMAGES = "SELECT ?product ?image WHERE { ?product a schema:Product ; schema:image ?image }"
+_LIVE_RUN = "SELECT ?run_id WHERE { ?run a pkg:Run ; pkg:runId ?run_id ; prov:startedAtTime ?t } ORDER BY DESC(?t) LIMIT 1"
 # asserted attributes: named things (brand, manufacturer, country), quantities, literals, PropertyValues
 _ASSERTED_ATTRIBUTES = """
 SELECT ?product ?attribute ?value WHERE {
@@ -104,12 +113,20 @@ def _path(concept: str, labels: dict[str, str], broader: dict[str, list[str]]) -
     return out[::-1]
 
 
-def _predictions(store: GraphStore) -> list[tuple[str, str, Any, float, bool]]:
+def _predictions(store: GraphStore) -> list[tuple[str, str, Any, float, bool, str | None, str | None]]:
+    """(product, task, object, confidence, accepted, model id, run id) of every prediction."""
     out = []
-    for product, task, obj, confidence, threshold in store.query(_PREDICTIONS).rows:
+    for product, task, obj, confidence, threshold, published, model_id, run_id in store.query(_PREDICTIONS).rows:
         conf = float(confidence.toPython())
-        out.append((str(product), str(task), obj, conf, conf >= float(threshold.toPython())))
+        accepted = bool(published.toPython()) if published is not None else conf >= float(threshold.toPython())
+        out.append((str(product), str(task), obj, conf, accepted,
+                    str(model_id) if model_id is not None else None, str(run_id) if run_id is not None else None))
     return out
+
+
+def _live_run(store: GraphStore) -> str | None:
+    rows = store.query(_LIVE_RUN).rows
+    return str(rows[0][0]) if rows else None
 
 
 def edge_list(store: GraphStore) -> pd.DataFrame:
@@ -118,30 +135,33 @@ def edge_list(store: GraphStore) -> pd.DataFrame:
     Columns: ``product`` (IRI), ``product_id``, ``relation`` ("category" or the attribute
     name), ``target`` (concept IRI, or the value as text), ``target_label``, ``weight`` (1.0
     for asserted facts, the confidence for predictions), ``origin`` ("catalog" or
-    "predicted"), ``accepted`` (whether the fact is in the graph as a plain fact).
+    "predicted"), ``accepted`` (whether the fact is in the graph as a plain fact), ``model``
+    and ``run_id`` (of a prediction; empty for an asserted fact).
     """
     label = _label_of(store)
     ids = {str(r[0]): str(r[1]) for r in store.query("SELECT ?p ?id WHERE { ?p a schema:Product ; schema:productID ?id }").rows}
     rows = []
     for product, concept in store.query(_ASSERTED_CATEGORY).rows:
-        rows.append((str(product), "category", str(concept), label(concept), 1.0, "catalog", True))
+        rows.append((str(product), "category", str(concept), label(concept), 1.0, "catalog", True, None, None))
     for product, attribute, value in store.query(_ASSERTED_ATTRIBUTES).rows:
-        rows.append((str(product), str(attribute), str(value), str(value), 1.0, "catalog", True))
-    for product, task, obj, conf, accepted in _predictions(store):
-        rows.append((product, task, str(obj), label(obj), conf, "predicted", accepted))
-    frame = pd.DataFrame(rows, columns=["product", "relation", "target", "target_label", "weight", "origin", "accepted"])
+        rows.append((str(product), str(attribute), str(value), str(value), 1.0, "catalog", True, None, None))
+    for product, task, obj, conf, accepted, model_id, run_id in _predictions(store):
+        rows.append((product, task, str(obj), label(obj), conf, "predicted", accepted, model_id, run_id))
+    frame = pd.DataFrame(rows, columns=["product", "relation", "target", "target_label", "weight", "origin", "accepted", "model", "run_id"])
     frame.insert(1, "product_id", [ids.get(p) for p in frame["product"]])
     return frame.sort_values(["product_id", "origin", "relation", "target"], kind="stable").reset_index(drop=True)
 
 
 def search_documents(store: GraphStore) -> list[dict[str, Any]]:
-    """One search document per product: id, title, description, category path, attributes, synonyms.
+    """One search document per product: product_id, title, description, image, category path, attributes, synonyms.
 
     ``category`` is the asserted category when the catalog gives one, else the predicted one
     (``category_source`` says which, ``category_confidence`` is 1.0 or the confidence);
     ``category_path`` runs from the taxonomy root down. ``attributes`` map names to values,
     asserted first, then predictions that reached the threshold; ``attribute_confidences`` the
-    confidence of each predicted value. ``synonyms`` are the skos:altLabels along the path.
+    confidence of each predicted value, ``category_model`` / ``attribute_models`` the model that
+    predicted it. ``synonyms`` are the skos:altLabels along the path; ``run_id`` is the run whose
+    graph the document comes from; ``image`` the catalog's image reference.
     """
     labels, broader, alt = _taxonomy(store)
     label = _label_of(store)
@@ -149,21 +169,26 @@ def search_documents(store: GraphStore) -> list[dict[str, Any]]:
     attributes: dict[str, dict[str, str]] = defaultdict(dict)
     for product, attribute, value in store.query(_ASSERTED_ATTRIBUTES).rows:
         attributes[str(product)].setdefault(str(attribute), str(value))
-    predicted_category: dict[str, tuple[str, float]] = {}
+    predicted_category: dict[str, tuple[str, float, str | None]] = {}
     confidences: dict[str, dict[str, float]] = defaultdict(dict)
-    for product, task, obj, conf, accepted in _predictions(store):
+    models: dict[str, dict[str, str | None]] = defaultdict(dict)
+    for product, task, obj, conf, accepted, model_id, _run in _predictions(store):
         if task == "category":
-            predicted_category[product] = (str(obj), conf)
+            predicted_category[product] = (str(obj), conf, model_id)
         elif accepted and task not in attributes[product]:
             attributes[product][task] = label(obj)
             confidences[product][task] = conf
+            models[product][task] = model_id
+    images = {str(p): str(i) for p, i in store.query(_IMAGES).rows}
+    run_id = _live_run(store)
     docs = []
     for product, pid, title, description in store.query(_PRODUCTS).rows:
         key = str(product)
+        model = None
         if key in asserted_category:
             concept, confidence, source = asserted_category[key], 1.0, "catalog"
         elif key in predicted_category:
-            (concept, confidence), source = predicted_category[key], "predicted"
+            (concept, confidence, model), source = predicted_category[key], "predicted"
         else:
             concept, confidence, source = None, None, None
         path = _path(concept, labels, broader) if concept else []
@@ -175,20 +200,24 @@ def search_documents(store: GraphStore) -> list[dict[str, Any]]:
             node = parents[0] if parents else None
         docs.append(
             {
-                "id": str(pid),
+                "product_id": str(pid),
                 "iri": key,
                 "title": str(title) if title is not None else None,
                 "description": str(description) if description is not None else None,
+                "image": images.get(key),
                 "category": path[-1] if path else None,
                 "category_path": path,
                 "category_source": source,
                 "category_confidence": confidence,
+                "category_model": model,
                 "attributes": dict(sorted(attributes.get(key, {}).items())),
                 "attribute_confidences": dict(sorted(confidences.get(key, {}).items())),
+                "attribute_models": dict(sorted(models.get(key, {}).items())),
                 "synonyms": synonyms,
+                "run_id": run_id,
             }
         )
-    return sorted(docs, key=lambda d: d["id"])
+    return sorted(docs, key=lambda d: d["product_id"])
 
 
 def read_embeddings(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarray]:
@@ -292,10 +321,32 @@ def _export_edges(store: GraphStore, path: Path, *, embeddings=None, k: int = 10
 
 @CONSUMER_EXPORTS.register("embeddings")
 def _export_embeddings(store: GraphStore, path: Path, *, embeddings=None, k: int = 10) -> int:
-    ids, vectors = read_embeddings(_need_embeddings(embeddings, "the embeddings export"))
+    source = _need_embeddings(embeddings, "the embeddings export")
+    ids, vectors = read_embeddings(source)
     frame = pd.DataFrame({"product_id": ids, "vector": list(vectors)})
-    _atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    metadata = embeddings_metadata(source)
+
+    def write(tmp: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        existing = table.schema.metadata or {}
+        pq.write_table(table.replace_schema_metadata({**existing, **{k.encode(): v.encode() for k, v in metadata.items()}}), tmp)
+
+    _atomic(path, write)
     return len(frame)
+
+
+def embeddings_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``prodkg.*`` key-value metadata of an embeddings Parquet file (encoders, modality layout, run)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read embeddings from {path}: {exc}") from exc
+    return {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"prodkg.")}
 
 
 @CONSUMER_EXPORTS.register("search-jsonl", aliases=("search", "jsonl"))

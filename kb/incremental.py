@@ -104,7 +104,7 @@ def change_quads(
     for kind, products in (("added", changes.added), ("changed", changes.changed), ("removed", changes.removed)):
         for product in products:
             pid = ids[product][0]
-            node = mint("change", run_id, catalog, pid, base=base)
+            node = mint("change", run_id, kind, _catalog_of(product, catalog, base), pid, base=base)
             quads += [
                 (node, RDF.type, PKG.Change, g),
                 (node, PKG.changeType, Literal(kind), g),
@@ -113,6 +113,15 @@ def change_quads(
                 (node, PROV.wasGeneratedBy, r, g),
             ]
     return quads
+
+
+def _catalog_of(product: URIRef, default: str, base: str) -> str:
+    """The catalog a product IRI names (a removed product may belong to a catalog this run does not publish)."""
+    try:
+        kind, parts = unmint(product, base=base)
+    except ValueError:
+        return default
+    return parts[0] if kind == "product" and parts else default
 
 
 # ----------------------------------------------------------------------------- unchanged re-runs
@@ -213,7 +222,7 @@ def content_graph(store: GraphStore, *, base: str = DEFAULT_BASE) -> Graph:
     if not isinstance(store, GraphStore):
         raise StageError(f"content_graph: expected a GraphStore, got {type(store).__name__}")
     run_prefix = str(mint("graph", "run", "x", base=base))[: -len("x")]
-    change_prefix = str(mint("change", "x", "x", "x", base=base)).rsplit("x/x/x", 1)[0]
+    change_prefix = str(mint("change", "x", "x", "x", "x", base=base)).rsplit("x/x/x/x", 1)[0]
     run_node_prefix = str(mint("run", "x", base=base))[: -len("x")]
     skip_predicates = {PROV.wasGeneratedBy, PROV.generatedAtTime}
     out = Graph()

@@ -19,13 +19,14 @@ KINDS: dict[str, tuple[tuple[str, ...], int]] = {
     "scheme": (("scheme",), 0),
     "run": (("run_id",), 0),
     "model": (("model_id",), 0),
-    "prediction": (("run_id", "product_id", "task"), 0),
+    "prediction": (("run_id", "product_id", "task", "variant"), 1),  # variant: "level-<n>", "unknown" (back-off, unknown products)
     "attribute": (("name",), 0),
     "brand": (("name",), 0),
     "organization": (("name",), 0),
     "country": (("name",), 0),
-    # one record per product and run saying whether the run added, changed or removed it
-    "change": (("run_id", "catalog", "product_id"), 0),
+    # one record per product and run saying whether the run added, changed or removed it; the kind is
+    # part of the name, so a product removed from one catalog and added to another never share a record
+    "change": (("run_id", "change_type", "catalog", "product_id"), 0),
     # the trailing run_id is present for a value predicted by a run, absent for one asserted
     # by the catalog, so that a run's prediction never merges into the catalog's node
     "property-value": (("catalog", "product_id", "attribute", "run_id"), 1),

@@ -16,7 +16,7 @@ from prodkg.errors import GraphRefusedError, StageError
 from prodkg.kb.store import KnowledgeGraph
 from prodkg.layout import RunLayout
 
-__all__ = ["GraphSettings", "flat_taxonomy", "graph_stage", "write_embeddings"]
+__all__ = ["GraphSettings", "embeddings_metadata", "flat_taxonomy", "graph_stage", "write_embeddings"]
 
 Mirror = Callable[[Path, str], dict]  # (published store folder, run id) -> what the server mirror did
 
@@ -26,12 +26,18 @@ class GraphSettings:
     """The slice of the run configuration the graph stage needs."""
 
     base_iri: str | None = None
-    threshold: float = 0.5  # confidence at which a prediction becomes a plain schema:category fact
+    # a fixed confidence at which a prediction becomes a plain fact; None: the predictions' own ``published`` column
+    # decides (the precision-targeted rule of prediction.publication, recorded as ``min_precision``)
+    threshold: float | None = 0.5
+    min_precision: float | None = None
 
 
 def flat_taxonomy(products: pd.DataFrame, predictions: pd.DataFrame) -> list[tuple[str, str | None]]:
     labels = set(products["category"].dropna().astype(str))
-    labels |= set(predictions.loc[predictions["task"] == "category", "value"].astype(str))
+    rows = predictions["task"] == "category"
+    if "kind" in predictions.columns:  # an unknown prediction names no concept
+        rows &= predictions["kind"].fillna("class") != "unknown"
+    labels |= set(predictions.loc[rows, "value"].astype(str))
     return [(c, None) for c in sorted(labels)]
 
 
@@ -68,7 +74,8 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     # the features decide the embeddings file the run publishes beside the graph
     features_hash = features_digest(features) if features is not None else None
     digest = graph_input_digest(products=products, predictions=predictions, taxonomy=taxonomy, catalog=catalog_name,
-                                attributes=list(attributes), base=base, threshold=settings.threshold, features=features_hash)
+                                attributes=list(attributes), base=base, threshold=settings.threshold, features=features_hash,
+                                **({"min_precision": settings.min_precision} if settings.threshold is None else {}))
     kg = KnowledgeGraph(layout.kg)
     live_digest = content_run = None
     try:
@@ -92,7 +99,8 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
         quads = run_quads(run_info, base=base) + digest_quads(run_info.run_id, digest, informed_by=content_run, base=base)
         _validate_or_refuse(quads, run_dir)
         if features is not None:
-            _reuse_embeddings(layout.table(content_run, "embeddings"), layout.table(run_info.run_id, "embeddings"), products, features)
+            _reuse_embeddings(layout.table(content_run, "embeddings"), layout.table(run_info.run_id, "embeddings"), products, features,
+                              embeddings_metadata(features, content_run, _encoders(run_info)))
         path = kg.publish_extension(quads, run_info.run_id)
         with kg.open(read_only=True) as published:
             total = len(published)
@@ -109,7 +117,8 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     quads += catalog
     quads += run_quads(run_info, base=base)
     quads += digest_quads(run_info.run_id, digest, base=base)
-    quads += prediction_quads(predictions, run_info, catalog=catalog_name, scheme=scheme, threshold=settings.threshold, base=base)
+    quads += prediction_quads(predictions, run_info, catalog=catalog_name, scheme=scheme, threshold=settings.threshold, base=base,
+                              min_precision=settings.min_precision if settings.threshold is None else None)
     previous = None
     try:
         if kg.current_path() is not None:
@@ -122,7 +131,8 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     quads += change_quads(run_info.run_id, catalog_name, changes, previous, current, base=base)
     _validate_or_refuse(quads, run_dir)
     if features is not None:
-        write_embeddings(products, features, layout.table(run_info.run_id, "embeddings"))
+        write_embeddings(products, features, layout.table(run_info.run_id, "embeddings"),
+                         embeddings_metadata(features, run_info.run_id, _encoders(run_info)))
     path = kg.publish(quads, run_info.run_id)
     del quads  # the store holds them now: do not keep a second copy alive through the mirror
     server = mirror(path, run_info.run_id) if mirror else None
@@ -132,6 +142,11 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
         total = len(published)
     return {"quads": total, "store": str(path), "seconds": round(time.perf_counter() - started, 3),
             "changes": changes.counts(), "shacl": "conforms", "server": server}
+
+
+def _encoders(run_info) -> dict[str, str]:
+    """modality -> encoder id, from the run's models (kind ``<modality>-encoder``)."""
+    return {m.kind.removesuffix("-encoder"): m.model_id for m in getattr(run_info, "models", []) if str(m.kind).endswith("-encoder")}
 
 
 def _validate_or_refuse(quads: list[tuple], run_dir: Path) -> None:
@@ -155,20 +170,43 @@ def _recorded_changes(store, run_id: str) -> dict[str, int]:
     return counts
 
 
-def _reuse_embeddings(previous: Path, path: Path, products: pd.DataFrame, features) -> None:
+def _reuse_embeddings(previous: Path, path: Path, products: pd.DataFrame, features, metadata: dict[str, str] | None = None) -> None:
     """Link the content run's embeddings file into this run's directory (same inputs, same vectors), or write it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(previous, path)
     except OSError:
-        write_embeddings(products, features, path)
+        write_embeddings(products, features, path, metadata)
 
 
-def write_embeddings(products: pd.DataFrame, features, path: Path) -> int:
+def embeddings_metadata(features, run_id: str | None = None, encoders: dict[str, str] | None = None) -> dict[str, str]:
+    """Key-value metadata of an embeddings file: which slice of the vector is which modality and encoder, and the run.
+
+    ``prodkg.layout`` is a JSON list of ``{"modality", "start", "dim", "encoder_id"}`` in vector order.
+    """
+    import json
+
+    layout, start = [], 0
+    for modality in sorted(features.blocks):
+        dim = int(np.asarray(features.blocks[modality]).shape[1])
+        layout.append({"modality": modality, "start": start, "dim": dim, "encoder_id": (encoders or {}).get(modality)})
+        start += dim
+    meta = {"prodkg.layout": json.dumps(layout), "prodkg.dim": str(start), "prodkg.normalised": "each modality L2-normalised; absent: zeros",
+            "prodkg.encoders": json.dumps({m["modality"]: m["encoder_id"] for m in layout})}
+    if run_id:
+        meta["prodkg.run_id"] = run_id
+    return meta
+
+
+def write_embeddings(products: pd.DataFrame, features, path: Path, metadata: dict[str, str] | None = None) -> int:
     """One vector per product for similarity exports: its modalities' features, each L2-normalised, concatenated.
 
-    An absent modality contributes zeros, so products compare on what they have.
+    An absent modality contributes zeros, so products compare on what they have. ``metadata`` (see
+    :func:`embeddings_metadata`) goes into the Parquet file's key-value metadata.
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     blocks = []
     for modality in sorted(features.blocks):
         block = np.asarray(features.blocks[modality], dtype=np.float32)
@@ -181,5 +219,7 @@ def write_embeddings(products: pd.DataFrame, features, path: Path) -> int:
     matrix = np.concatenate(blocks, axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame({"product_id": products["product_id"].astype(str).tolist(), "vector": list(matrix)})
-    check_table(table, EMBEDDINGS).to_parquet(path, index=False)
+    arrow = pa.Table.from_pandas(check_table(table, EMBEDDINGS), preserve_index=False)
+    meta = {**(arrow.schema.metadata or {}), **{k.encode(): v.encode() for k, v in (metadata or {}).items()}}
+    pq.write_table(arrow.replace_schema_metadata(meta), path)
     return len(matrix)

@@ -24,7 +24,13 @@ from prodkg.registry import Registry
 
 __all__ = ["QuerySpec", "list_queries", "load_query", "query_spec", "run_query"]
 
-PARAM_TYPES = ("string", "double", "integer", "boolean", "iri", "datetime")
+PARAM_TYPES = ("string", "double", "integer", "boolean", "iri", "datetime", "concept", "brand")
+# Label parameters: a value is matched against the graph's labels ignoring case; one that matches no label is
+# refused with the closest ones, instead of returning nothing.
+_LABEL_LOOKUPS = {
+    "concept": "SELECT DISTINCT ?label WHERE { ?c a skos:Concept ; skos:prefLabel ?label }",
+    "brand": "SELECT DISTINCT ?label WHERE { ?p schema:brand|schema:manufacturer ?b . ?b schema:name ?label }",
+}
 _PARAM = re.compile(
     r"^#\s*@param\s+\??([A-Za-z_][A-Za-z0-9_]*)\s+(required|optional)\s+(" + "|".join(PARAM_TYPES) + r")\b\s*(.*)$"
 )
@@ -122,7 +128,30 @@ def run_query(store: GraphStore, name: str, /, **bindings: Any) -> QueryResult:
     if missing:
         raise QueryError(f"query {spec.name!r} needs parameter(s) {missing}")
     values = {k: _coerce(spec, k, v) for k, v in bindings.items()}
+    for key, value in values.items():
+        kind = spec.param_types.get(key)
+        if kind in _LABEL_LOOKUPS and isinstance(value, str):
+            values[key] = _resolve_label(store, spec, key, kind, value)
     return store.query(spec.text, values)
+
+
+def _resolve_label(store: GraphStore, spec: QuerySpec, name: str, kind: str, value: str) -> str:
+    """The graph's own spelling of label ``value`` (matched ignoring case and outer spaces), or QueryError with suggestions."""
+    import difflib
+
+    labels = [str(row[0]) for row in store.query(_LABEL_LOOKUPS[kind]).rows]
+    if value in labels:
+        return value
+    wanted = value.strip().casefold()
+    matches = sorted(label for label in labels if label.strip().casefold() == wanted)
+    if matches:
+        return matches[0]
+    what = "category" if kind == "concept" else "brand or manufacturer"
+    close = difflib.get_close_matches(value, labels, n=3, cutoff=0.6) or difflib.get_close_matches(wanted, [lb.casefold() for lb in labels], n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
+        f"; the graph has {len(labels)}: {', '.join(repr(lb) for lb in sorted(labels)[:10])}{' ...' if len(labels) > 10 else ''}" if labels else
+        "; the graph has none")
+    raise QueryError(f"query {spec.name!r} parameter {name!r}: no {what} labelled {value!r}{hint}")
 
 
 def _coerce(spec: QuerySpec, name: str, value: Any) -> Any:

@@ -14,6 +14,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, TypeAlias
 
+import numpy as np
 import pandas as pd
 from rdflib.term import Literal, Node, URIRef
 
@@ -87,7 +88,8 @@ _NODE_KINDS: dict[URIRef | None, tuple[str, URIRef]] = {
     SDO.countryOfOrigin: ("country", SDO.Country),
 }
 _PRODUCT_COLUMNS = tuple(c for c in PRODUCTS.columns if c != "source_row")
-_PREDICTION_COLUMNS = tuple(PREDICTIONS.columns)
+# the contract's level, kind and published columns are optional here: prediction_quads reads them when present
+_PREDICTION_COLUMNS = tuple(c for c in PREDICTIONS.columns if c not in ("level", "kind", "published"))
 
 
 # ----------------------------------------------------------------------------- literals
@@ -642,8 +644,9 @@ def prediction_quads(
     *,
     catalog: str,
     scheme: str,
-    threshold: float = 0.5,
+    threshold: float | None = 0.5,
     base: str = DEFAULT_BASE,
+    min_precision: float | None = None,
 ) -> list[Quad]:
     """Quads of a run's predictions, in the graph ``mint("graph", "run", run_id)``.
 
@@ -661,7 +664,18 @@ def prediction_quads(
         run: the run (or its id) that made the predictions.
         catalog: catalog the products belong to (part of product IRIs).
         scheme: taxonomy scheme of the category labels.
-        threshold: confidence in [0, 1] at or above which a prediction becomes a fact.
+        threshold: confidence in [0, 1] at or above which a prediction becomes a fact; None when the
+            frame's ``published`` column decides (then no ``pkg:threshold`` is written).
+        min_precision: the precision target the run chose its thresholds for, written as ``pkg:minPrecision``.
+
+    Optional columns (a run with taxonomy back-off and unknown products writes them):
+
+    * ``published`` (bool): whether the row becomes a plain fact, instead of ``confidence >= threshold``;
+      every such prediction also gets ``pkg:published``.
+    * ``level`` (int or missing): the taxonomy depth of a category prediction (``pkg:level``); one product
+      can then have one category prediction per level.
+    * ``kind`` (``"class"`` or ``"unknown"``): an unknown prediction says the product fits no concept; its
+      object is ``pkg:OutOfTaxonomy``, its confidence the unknown score, and it is never a fact.
 
     Raises:
         StageError: a missing column, a bad cell, a confidence outside [0, 1] or a repeated
@@ -670,30 +684,42 @@ def prediction_quads(
     run_id = _run_id(run)
     _label(catalog, "prediction_quads(catalog=...)")
     _label(scheme, "prediction_quads(scheme=...)")
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 <= float(threshold) <= 1.0:
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 <= float(threshold) <= 1.0):
         raise StageError(f"prediction_quads(threshold=...): expected a number in [0, 1], got {threshold!r}")
+    if min_precision is not None and (isinstance(min_precision, bool) or not isinstance(min_precision, numbers.Real)
+                                      or not 0.0 < float(min_precision) <= 1.0):
+        raise StageError(f"prediction_quads(min_precision=...): expected a number in (0, 1], got {min_precision!r}")
     frame = _require_columns(predictions, _PREDICTION_COLUMNS, "predictions")
+    if threshold is None and "published" not in frame.columns:
+        raise StageError("prediction_quads: give a threshold or a 'published' column")
+    n_rows = len(frame)
+    published_col = frame["published"].tolist() if "published" in frame.columns else [None] * n_rows
+    level_col = frame["level"].tolist() if "level" in frame.columns else [None] * n_rows
+    kind_col = frame["kind"].tolist() if "kind" in frame.columns else [None] * n_rows
 
     g = run_graph(run_id, base=base)
     r = mint("run", run_id, base=base)
     quads = _run_node_quads(run_id, g, base)
-    quads.append((r, PKG.threshold, double_literal(threshold), g))
+    if threshold is not None:
+        quads.append((r, PKG.threshold, double_literal(threshold), g))
+    if min_precision is not None:
+        quads.append((r, PKG.minPrecision, double_literal(min_precision), g))
     generated_at = None
     if isinstance(run, RunInfo):
         generated_at = datetime_literal(run.ended or run.started)
     models: dict[str, URIRef] = {}
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple] = set()
     cols = [frame[c].tolist() for c in _PREDICTION_COLUMNS]
     # closed-namespace lookups cost a Python call each; this loop runs once per prediction
     rdf_type, category, prediction_class = RDF.type, SDO.category, PKG.Prediction
     subject_, task_, predicate_, object_ = PKG.subject, PKG.task, PKG.predicate, PKG.object
     confidence_, model_, generated_by = PKG.confidence, PKG.model, PROV.wasGeneratedBy
-    for i, (pid_cell, task_cell, value_cell, conf_cell, model_cell) in enumerate(zip(*cols, strict=False)):
+    for i, (pid_cell, task_cell, value_cell, conf_cell, model_cell) in enumerate(zip(*cols, strict=False)):  # noqa: B007
         where = f"predictions row {i}"
         pid = _identifier(pid_cell, f"{where} product_id")
         task = _label(task_cell, f"{where} task")
         value = _text(value_cell, f"{where} value")
-        if value is None:
+        if value is None and not (i < len(kind_col) and kind_col[i] == "unknown"):
             raise StageError(f"{where} value: expected a non-empty label, got {value_cell!r}")
         if isinstance(conf_cell, bool) or not isinstance(conf_cell, numbers.Real):
             got = f"{type(conf_cell).__name__} {conf_cell!r}"
@@ -702,17 +728,36 @@ def prediction_quads(
         if not 0.0 <= confidence <= 1.0:  # also rejects NaN
             raise StageError(f"{where} confidence: expected a float in [0, 1], got {confidence!r}")
         model_id = _label(model_cell, f"{where} model")
-        if (pid, task) in seen:
-            raise StageError(f"{where}: second prediction for product {pid!r} and task {task!r} in run {run_id!r}")
-        seen.add((pid, task))
+        kind = "class" if _missing(kind_cell := kind_col[i]) else kind_cell
+        if kind not in ("class", "unknown"):
+            raise StageError(f"{where} kind: expected 'class' or 'unknown', got {kind_cell!r}")
+        level = None if _missing(level_col[i]) else level_col[i]
+        if level is not None and (isinstance(level, bool) or not isinstance(level, numbers.Integral | float) or int(level) != level or level < 0):
+            raise StageError(f"{where} level: expected an integer >= 0, got {level!r}")
+        level = None if level is None else int(level)
+        if (pid, task, level, kind) in seen:
+            what = f" at level {level}" if level is not None else ""
+            kind_word = "unknown " if kind == "unknown" else ""
+            raise StageError(f"{where}: second {kind_word}prediction for product {pid!r} and task {task!r}{what} in run {run_id!r}")
+        seen.add((pid, task, level, kind))
+        flag = published_col[i]
+        if flag is not None and not isinstance(flag, bool | np.bool_):
+            raise StageError(f"{where} published: expected true or false, got {flag!r}")
+        publish = bool(flag) if flag is not None else confidence >= threshold
+        if kind == "unknown" and publish:
+            raise StageError(f"{where}: an unknown prediction cannot be published")
         if model_id not in models:
             models[model_id] = mint("model", model_id, base=base)
             quads += _model_node_quads(model_id, g, base)
 
         product = mint("product", catalog, pid, base=base)
-        pred = mint("prediction", run_id, pid, task, base=base)
+        variant = "unknown" if kind == "unknown" else f"level-{level}" if level is not None else None
+        pred = mint("prediction", run_id, pid, task, *([variant] if variant else []), base=base)
         obj: Node
-        if task == CATEGORY_TASK:
+        if kind == "unknown":
+            prop = category if task == CATEGORY_TASK else _mint_repeating("attribute", task, base=base)
+            obj = PKG.OutOfTaxonomy
+        elif task == CATEGORY_TASK:
             prop = category
             obj = _mint_repeating("concept", scheme, value, base=base)
         else:
@@ -736,7 +781,13 @@ def prediction_quads(
         ]
         if generated_at is not None:
             quads.append((pred, PROV.generatedAtTime, generated_at, g))
-        if confidence >= threshold:
+        if kind == "unknown":
+            quads.append((pred, PKG.kind, Literal("unknown"), g))
+        if level is not None:
+            quads.append((pred, PKG.level, Literal(level, datatype=XSD.integer), g))
+        if flag is not None:
+            quads.append((pred, PKG.published, Literal(publish), g))
+        if publish:
             if task == CATEGORY_TASK:
                 quads.append((product, category, obj, g))
             else:

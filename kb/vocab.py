@@ -74,6 +74,7 @@ class PKG(DefinedNamespace):
     # classes
     Model: URIRef  # a pretrained encoder, adapter or head; also a prov:SoftwareAgent
     Prediction: URIRef  # one model output about one product and one task
+    OutOfTaxonomy: URIRef  # the object of an "unknown" prediction: the product is unlike every source category
     Run: URIRef  # one pipeline run; also a prov:Activity
 
     # prediction properties
@@ -83,6 +84,9 @@ class PKG(DefinedNamespace):
     predicate: URIRef  # the property the prediction asserts when accepted
     subject: URIRef  # the product the prediction is about
     task: URIRef  # "category" or the attribute name, as a literal
+    kind: URIRef  # "class" (a concept or value) or "unknown" (no concept fits; pkg:confidence is then the unknown score)
+    level: URIRef  # xsd:integer taxonomy depth of the predicted concept (0 = a root); on back-off predictions
+    published: URIRef  # xsd:boolean: the prediction cleared the run's bar and is also written as a plain fact
 
     # product properties
     contentHash: URIRef  # sha256 of the product's asserted facts; what incremental runs compare
@@ -103,7 +107,8 @@ class PKG(DefinedNamespace):
     runId: URIRef
     sourceDomain: URIRef
     targetDomain: URIRef
-    threshold: URIRef  # confidence at or above which a prediction became a plain fact
+    threshold: URIRef  # confidence at or above which a prediction became a plain fact (a fixed-threshold run)
+    minPrecision: URIRef  # the precision target the run's thresholds were chosen for (a min-precision run)
 
     # model properties
     details: URIRef  # model settings as an rdf:JSON literal

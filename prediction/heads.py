@@ -13,6 +13,7 @@ import pandas as pd
 from prodkg.adaptation import AdaptedModel, MultiModal, TrainConfig, train
 from prodkg.adaptation.selection import stratified_holdout
 from prodkg.prediction.calibration import expected_calibration_error, fit_temperature
+from prodkg.prediction.estimates import log_softmax
 from prodkg.prediction.labels import LabelSpace
 from prodkg.errors import StageError
 
@@ -27,6 +28,10 @@ class TaskResult:
     temperature: float
     predictions: pd.DataFrame  # product_id, task, value, confidence
     metrics: dict = field(default_factory=dict)
+    # what the label-free estimates and the publication rule read (prediction.publication): calibrated
+    # log-probabilities of the held-out source rows ("source_logp") with their class indices ("source_labels"),
+    # and of the target rows ("target_logp", in the order of ``predictions``)
+    evidence: dict = field(default_factory=dict)
 
 
 def fit_task(
@@ -70,20 +75,26 @@ def fit_task(
     metrics: dict = {"task": task, "method": model.config.method, "n_classes": len(space), "n_source_train": int(len(train_idx)),
                      "n_source_val": int(len(val_idx)), "n_target": int(len(tgt_idx)), "train_seconds": round(seconds, 3)}
     temperature = 1.0
+    evidence = {"source_logp": np.zeros((0, len(space))), "source_labels": np.zeros(0, np.int64)}
     if len(val_idx) >= 2:
         val_logits = model.logits(features.subset(val_idx))
         y_val = y_all[val_idx]
         temperature = fit_temperature(val_logits, y_val)
         metrics["source_val_accuracy"] = float((val_logits.argmax(1) == y_val).mean())
         metrics["source_val_ece_raw"] = expected_calibration_error(model.predict_proba(features.subset(val_idx)), y_val)
-        metrics["source_val_ece"] = expected_calibration_error(model.predict_proba(features.subset(val_idx), temperature), y_val)
+        val_probs = model.predict_proba(features.subset(val_idx), temperature)
+        metrics["source_val_ece"] = expected_calibration_error(val_probs, y_val)
+        evidence = {"source_logp": log_softmax(val_logits / temperature), "source_labels": np.asarray(y_val, np.int64)}
     metrics["temperature"] = temperature
     if model.selection is not None:  # method "auto": which candidate won and why, for the run manifest
         metrics["requested_method"] = config.method
         metrics["selection"] = {"selector": model.selection["selector"], "chosen": model.selection["chosen"],
                                 "reason": model.selection["reason"]}
 
+    target_logits = model.logits(features.subset(tgt_idx))
     probs = model.predict_proba(features.subset(tgt_idx), temperature)
+    # log-probabilities keep the ranking of confident predictions that float probabilities round to 1.0
+    evidence["target_logp"] = log_softmax(target_logits / temperature)
     pred = probs.argmax(1)
     predictions = pd.DataFrame(
         {
@@ -104,7 +115,8 @@ def fit_task(
         if unseen:
             metrics["n_target_unseen_label"] = unseen
     metrics["mean_confidence"] = float(probs.max(1).mean())
-    return TaskResult(task=task, labels=space, model=model, temperature=temperature, predictions=predictions, metrics=metrics)
+    return TaskResult(task=task, labels=space, model=model, temperature=temperature, predictions=predictions, metrics=metrics,
+                      evidence=evidence)
 
 
 def with_method(config: TrainConfig, method: str) -> TrainConfig:

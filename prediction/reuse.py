@@ -15,7 +15,7 @@ import pandas as pd
 from prodkg.digests import features_digest  # noqa: F401  (re-exported)
 from prodkg.prediction.labels import LabelSpace
 
-FORMAT = 1
+FORMAT = 3  # 2: heads store their evidence (source hold-out and target probabilities); 3: as log-probabilities
 
 
 
@@ -55,7 +55,7 @@ def fit_or_reuse(heads_dir: str | os.PathLike | None, key: str, fit: Callable[[]
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         result = TaskResult(task=meta["task"], labels=LabelSpace(meta["classes"]), model=AdaptedModel.load(entry / "model"),
                             temperature=float(meta["temperature"]), predictions=pd.read_parquet(entry / "predictions.parquet"),
-                            metrics={**meta["metrics"], "reused": True})
+                            metrics={**meta["metrics"], "reused": True}, evidence=_load_evidence(entry))
         return result, True
     result = fit()
     tmp = entry.with_name(entry.name + f".tmp{os.getpid()}")
@@ -63,6 +63,7 @@ def fit_or_reuse(heads_dir: str | os.PathLike | None, key: str, fit: Callable[[]
     tmp.mkdir(parents=True)
     result.model.save(tmp / "model")
     result.predictions.to_parquet(tmp / "predictions.parquet", index=False)
+    np.savez(tmp / "evidence.npz", **result.evidence)
     (tmp / "meta.json").write_text(json.dumps({"task": result.task, "classes": result.labels.classes, "temperature": result.temperature,
                                                 "metrics": result.metrics}, default=float), encoding="utf-8")
     try:
@@ -70,3 +71,11 @@ def fit_or_reuse(heads_dir: str | os.PathLike | None, key: str, fit: Callable[[]
     except OSError:  # another process stored the same key first: theirs is equally good
         shutil.rmtree(tmp, ignore_errors=True)
     return result, False
+
+
+def _load_evidence(entry: Path) -> dict:
+    path = entry / "evidence.npz"
+    if not path.is_file():
+        return {}
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}

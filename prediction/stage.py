@@ -12,7 +12,7 @@ import pandas as pd
 from prodkg.contracts import PREDICTIONS
 from prodkg.progress import on_terminal, run_logger
 
-__all__ = ["NO_VALUE", "PredictOutput", "PredictSettings", "predict_stage"]
+__all__ = ["NO_VALUE", "PredictOutput", "PredictSettings", "predict_stage", "publication_summary", "publish_task"]
 
 NO_VALUE = "(none)"  # the class of an attribute head for "this product has no such attribute"
 
@@ -30,6 +30,8 @@ class PredictSettings:
     tradeoff: float | None = None
     seed: int = 0
     progress: bool = True
+    min_precision: float = 0.95  # published facts should be right this often, by the label-free estimate
+    threshold: float | None = None  # or a fixed confidence bar instead
 
     def train_config(self, method: str | None = None):
         """The :class:`adaptation.TrainConfig` of ``method`` (default: the run's method) under these settings."""
@@ -41,7 +43,7 @@ class PredictSettings:
 
 @dataclass
 class PredictOutput:
-    predictions: pd.DataFrame  # product_id, task, value, confidence, model
+    predictions: pd.DataFrame  # product_id, task, value, confidence, model, level, kind, published (prodkg.contracts.PREDICTIONS)
     metrics: dict[str, dict]  # task -> metrics
     baseline: dict | None  # the baseline method's metrics on the category task
     models: list[dict]  # one per fitted head: model_id, task, method, path, details
@@ -59,8 +61,9 @@ def model_id(task: str, method: str, path: Path) -> str:
 
 
 def predict_stage(products: pd.DataFrame, features, settings: PredictSettings, source: list[str], target: list[str], attributes: list[str],
-                  models_dir: Path, heads_cache: Path | None) -> PredictOutput:
-    """Fit the category head and one head per attribute with source labels; predict every target product.
+                  models_dir: Path, heads_cache: Path | None, taxonomy: list[tuple] | None = None) -> PredictOutput:
+    """Fit the category head and one head per attribute with source labels; predict every target product; pick what
+    is published (:func:`publish_task`: precision target or fixed threshold, back-off along ``taxonomy``, unknown products).
 
     ``heads_cache`` is where fitted heads are kept by the content hash of their inputs (None: always fit).
     """
@@ -69,10 +72,11 @@ def predict_stage(products: pd.DataFrame, features, settings: PredictSettings, s
     # The heads are small MLPs: on 2 cores one thread is 30x faster than two under any other
     # load, because OpenMP workers spin on tiny matmuls.
     with torch_threads(1):
-        return _predict(products, features, settings, source, target, attributes, models_dir, heads_cache)
+        return _predict(products, features, settings, source, target, attributes, models_dir, heads_cache, taxonomy or [])
 
 
-def _predict(products, features, settings: PredictSettings, source, target, attributes, models_dir: Path, heads_cache: Path | None) -> PredictOutput:
+def _predict(products, features, settings: PredictSettings, source, target, attributes, models_dir: Path, heads_cache: Path | None,
+             taxonomy: list[tuple]) -> PredictOutput:
     from prodkg.prediction import fit_task
     from prodkg.prediction.reuse import features_digest, fit_or_reuse, task_key
 
@@ -104,7 +108,6 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
         key = task_key(task, digest, labels, is_source, is_target, ids, tcfg.to_dict())
         result, reused = fit_or_reuse(heads_cache, key,
                                       lambda: fit_task(task, features, labels, is_source, is_target, ids, tcfg, progress=settings.progress and on_terminal()))
-        result.predictions = result.predictions[result.predictions["value"] != NO_VALUE].reset_index(drop=True)
         if progress_log is not None:
             progress_log.info(f"adapt-predict: fitted the {task} head ({len(models) + 1} of {n_heads} possible)")
         if task == "category":
@@ -113,19 +116,83 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
         result.model.save(path)
         chosen = result.model.config.method  # differs from settings.method when it is "auto"
         mid = model_id(task, chosen, path)
-        result.predictions["model"] = mid
-        frames.append(result.predictions)
-        metrics[task] = result.metrics
-        models.append({"model_id": mid, "task": task, "method": chosen, "requested_method": settings.method, "path": str(path),
-                       "classes": result.labels.classes, "temperature": result.temperature, "details": result.model.describe()})
+        other = None
         if task == "category" and settings.baseline and settings.baseline != settings.method:
             bcfg = settings.train_config(settings.baseline)
-            base, _ = fit_or_reuse(heads_cache, task_key(task, digest, labels, is_source, is_target, ids, bcfg.to_dict()),
-                                   lambda: fit_task(task, features, labels, is_source, is_target, ids, bcfg, progress=False))
-            baseline = base.metrics
+            other, _ = fit_or_reuse(heads_cache, task_key(task, digest, labels, is_source, is_target, ids, bcfg.to_dict()),
+                                    lambda: fit_task(task, features, labels, is_source, is_target, ids, bcfg, progress=False))
+            baseline = other.metrics
+        frame, publication = publish_task(result, other, settings, task, mid, labels, is_source, is_target, features,
+                                          taxonomy if task == "category" else [])
+        frames.append(frame[frame["value"] != NO_VALUE].reset_index(drop=True))
+        metrics[task] = {**result.metrics, **publication}
+        models.append({"model_id": mid, "task": task, "method": chosen, "requested_method": settings.method, "path": str(path),
+                       "classes": result.labels.classes, "temperature": result.temperature, "details": result.model.describe()})
     predictions = pd.concat(frames, ignore_index=True) if frames else PREDICTIONS.empty()
     return PredictOutput(predictions=predictions[PREDICTIONS.columns], metrics=metrics, baseline=baseline, models=models, skipped=skipped,
                          embedding_sample=embedding_sample)
+
+
+def publish_task(result, other, settings: PredictSettings, task: str, mid: str, labels: list[str | None], is_source: np.ndarray,
+                 is_target: np.ndarray, features, taxonomy: list[tuple]) -> tuple[pd.DataFrame, dict]:
+    """One task's prediction rows (every back-off level, unknown products) and its publication record.
+
+    The rule is :func:`prediction.publication.decide`: ``settings.min_precision`` by the label-free estimate, or the
+    fixed ``settings.threshold``; ``other`` (the baseline head, or None) gives the agreement estimate. Unknown
+    products are scored for the category task only. Target labels, where the catalog has them, are read afterwards
+    by :func:`prediction.publication.evaluate`, for the manifest and report only.
+    """
+    from prodkg.prediction.publication import decide, evaluate, publication_frame
+    from prodkg.prediction.unknown import fused_unit_features, score_unknown, subset
+
+    ev = result.evidence
+    classes = result.labels.classes
+    target_idx = np.flatnonzero(is_target)
+    unknown = None
+    if task == "category":
+        unit = fused_unit_features(features.blocks, features.present)
+        src = np.flatnonzero(is_source & np.array([lab is not None for lab in labels]))
+        unknown = score_unknown(subset(unit, src), np.array([labels[i] for i in src], dtype=object).astype(str), subset(unit, target_idx))
+    other_probs = other.evidence.get("target_logp") if other is not None and other.labels.classes == classes else None
+    decision = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
+                      min_precision=settings.min_precision, threshold=settings.threshold, unknown=None if unknown is None else unknown.unknown,
+                      other_probs=other_probs)
+    frame = publication_frame(decision, result.predictions["product_id"].tolist(), task, mid,
+                              unknown_similarity=None if unknown is None else unknown.similarity)
+    record: dict = {"publication": decision.summary()}
+    if unknown is not None:
+        record["unknown"] = unknown.manifest()
+    truth = [labels[i] for i in target_idx]
+    if any(t is not None for t in truth):  # evaluation only: nothing above read these
+        evaluation = evaluate(decision, classes, taxonomy, truth, target_probs=ev["target_logp"])
+        curve = evaluation.pop("risk_coverage", None)
+        if curve:  # at most ~200 points in the manifest
+            step = max(1, len(curve["coverage"]) // 200)
+            curve = {k: (v[::step] + v[-1:] if isinstance(v, list) else v) for k, v in curve.items()}
+        record["evaluation"] = {**evaluation, "risk_coverage": curve}
+    return frame, record
+
+
+def publication_summary(metrics: dict[str, dict]) -> dict[str, dict]:
+    """Per task, the headline numbers of the run summary: published share, estimated and (with target labels)
+    measured accuracy and precision, unknown products."""
+    out = {}
+    for task, m in metrics.items():
+        pub = m.get("publication")
+        if not pub:
+            continue
+        levels = pub.get("levels") or [{}]
+        row = {"rule": pub.get("rule"), "n_published": pub.get("n_published"), "coverage": pub.get("coverage"),
+               "estimated_accuracy": levels[0].get("estimated_accuracy"), "estimator": levels[0].get("estimator"),
+               "estimated_precision": pub.get("estimated_precision"), "n_unknown": pub.get("n_unknown")}
+        ev = m.get("evaluation")
+        if ev:
+            row.update({"accuracy": ev.get("accuracy"), "precision": ev.get("precision"), "measured_coverage": ev.get("coverage"),
+                        "target_ece": ev.get("target_ece")})
+            if "open_set" in ev:
+                row["h_score"] = ev["open_set"].get("h_score")
+        out[task] = row
+    return out
 
 
 def sample_embeddings(features, model, is_source: np.ndarray, is_target: np.ndarray, *, limit: int = 2000, seed: int = 0) -> dict:

@@ -71,6 +71,8 @@ def _pandas_dtype(field: pa.Field) -> str:
         return "Int64" if field.nullable else "int64"
     if pa.types.is_float64(field.type):
         return "float64"
+    if pa.types.is_boolean(field.type):
+        return "boolean" if field.nullable else "bool"
     return "object"  # list columns: one array per row
 
 
@@ -105,7 +107,10 @@ QUARANTINE = Contract(
     ),
 )
 
-#: One predicted value per product and task (``predictions.parquet``), with the model that predicted it.
+#: One predicted value per product, task and taxonomy level (``predictions.parquet``), with the model that predicted
+#: it: ``level`` is the taxonomy depth of a back-off prediction (null for a task without levels), ``kind`` is
+#: ``class`` or ``unknown`` (the product fits no concept; ``value`` is null and ``confidence`` the unknown score),
+#: ``published`` whether the prediction became a plain fact.
 PREDICTIONS = Contract(
     "predictions",
     pa.schema(
@@ -115,6 +120,9 @@ PREDICTIONS = Contract(
             ("value", pa.string()),
             ("confidence", pa.float64()),
             ("model", pa.string()),
+            ("level", pa.int64()),
+            pa.field("kind", pa.string(), nullable=False),
+            pa.field("published", pa.bool_(), nullable=False),
         ]
     ),
 )
@@ -217,6 +225,12 @@ def _conform(column: pd.Series, field: pa.Field) -> pd.Series:
         if pd.api.types.is_integer_dtype(dtype) and len(values) and int(np.abs(values).max()) > 2**53:
             raise _Wrong("expected float64, got integers too large to convert exactly")
         return column.astype("float64")
+    if pa.types.is_boolean(kind):
+        if _fits(column, kind):
+            return column
+        if dtype == object and all(isinstance(v, (bool, np.bool_)) for v in column.dropna()):
+            return column.astype("boolean" if bool(nulls.any()) else "bool")
+        raise _Wrong(f"expected booleans, got {_describe(column)}")
     if pa.types.is_list(kind):
         if _fits(column, kind):
             return column
@@ -235,6 +249,8 @@ def _fits(column: pd.Series, kind: pa.DataType) -> bool:
         return dtype == np.int64 or isinstance(dtype, pd.Int64Dtype)
     if pa.types.is_float64(kind):
         return dtype == np.float64
+    if pa.types.is_boolean(kind):
+        return dtype == np.bool_ or isinstance(dtype, pd.BooleanDtype)
     if pa.types.is_list(kind):
         if dtype != object:
             return False

@@ -1,14 +1,41 @@
-"""Progress of long stages: a tqdm bar on a terminal, progress lines in the Prefect run log, nothing when quiet."""
+"""Progress of long stages: a tqdm bar on a terminal, progress lines in the Prefect run log, nothing when quiet.
+
+Off a terminal and outside a Prefect run (a cron job, a pipe, a log file) a long stage writes one plain line to
+stderr every :data:`LINE_SECONDS` seconds, and the flow one line as each stage starts and ends, so a scheduled run is
+never silent for minutes.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from types import TracebackType
 
 from tqdm.auto import tqdm
 
 _log = logging.getLogger("prodkg.progress")
+
+#: seconds between two progress lines on a stderr that is not a terminal
+LINE_SECONDS = 5.0
+
+
+def plain_lines() -> bool:
+    """True when progress goes to stderr as plain lines: not a terminal (no bar) and not inside a Prefect run (its log)."""
+    return not on_terminal() and run_logger() is None
+
+
+def stage_line(message: str, *, enabled: bool = True) -> None:
+    """One ``prodkg: ...`` line on stderr when :func:`plain_lines` holds (a stage started or ended)."""
+    if enabled and plain_lines():
+        _write_line(message)
+
+
+def _write_line(message: str) -> None:
+    try:
+        print(f"prodkg: {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # a closed stderr
+        pass
 
 
 def on_terminal() -> bool:
@@ -70,10 +97,23 @@ class Progress:
         self._logger = (logger or run_logger()) if enabled else None
         self._next_mark = every
         self._bar = tqdm(total=self.total, desc=desc, unit=unit, disable=not (enabled and on_terminal()))
+        # neither a bar nor a run log: timed plain lines on stderr
+        self._plain = enabled and self._logger is None and not on_terminal()
+        self._started = self._last_line = time.monotonic()
+        self._finished = False
 
     def update(self, n: int) -> None:
         self.done += int(n)
         self._bar.update(n)
+        if self._plain:
+            now = time.monotonic()
+            finished = self.done >= self.total and not self._finished
+            if now - self._last_line >= LINE_SECONDS or finished:
+                self._last_line, self._finished = now, self._finished or finished
+                line = f"{self.desc}: {self.done}/{self.total} {self.unit}s ({100 * self.done / max(self.total, 1):.0f} %, {now - self._started:.0f} s)"
+                self.lines.append(line)
+                _write_line(line)
+            return
         if self._logger is None or not self.total:
             return
         fraction = self.done / self.total

@@ -20,6 +20,9 @@ def _predictions(**overrides) -> pd.DataFrame:
         "value": ["mug", "kettle"],
         "confidence": [0.9, 0.6],
         "model": ["m", "m"],
+        "level": pd.array([None, None], dtype="Int64"),
+        "kind": ["class", "class"],
+        "published": [True, False],
     })
     for name, values in overrides.items():
         frame[name] = values
@@ -61,6 +64,7 @@ def test_columns_the_contract_does_not_have_are_refused_except_the_products_attr
         ("confidence", [True, False], r"column 'confidence': expected float64, got dtype bool"),
         ("product_id", [1, 2], r"column 'product_id': expected strings, got dtype int64"),
         ("task", ["category", None], r"column 'task': 1 null value\(s\) where none may be"),
+        ("published", ["yes", "no"], r"column 'published': expected booleans"),
     ],
 )
 def test_a_wrong_dtype_or_a_forbidden_null_is_refused(column, values, message):

@@ -24,6 +24,7 @@ def test_wheel_installs_one_namespace_that_runs(tmp_path):
     for folder in ("flows", "kb", "kb/sparql", "catalogs", "extractors", "adaptation", "prediction"):
         assert f"prodkg/{folder}/__init__.py" in names, folder
     assert "prodkg/kb/shapes/prodkg.ttl" in names and "prodkg/kb/queries/products_per_category.rq" in names
+    assert "prodkg/kb/sparql/static/query.html" in names and "prodkg/kb/sparql/static/query.js" in names  # the offline query page
     # the installed files alone (not the editable checkout) give the command line
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], check=True, capture_output=True)

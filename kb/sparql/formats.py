@@ -12,7 +12,10 @@ RESULT_FORMATS = {
     "text/xml": "xml",
     "application/sparql-results+csv": "csv",
     "text/csv": "csv",
+    "text/tab-separated-values": "tsv",  # SPARQL 1.1 Query Results TSV (terms in their Turtle/N-Triples form)
 }
+#: HTTP status of a result over --max-rows: a valid query whose answer is too large (not a malformed one, 400)
+ROW_CAP_STATUS = 422
 #: CONSTRUCT and DESCRIBE results: media type -> rdflib graph serialiser
 GRAPH_FORMATS = {
     "application/rdf+xml": "xml",
@@ -61,3 +64,25 @@ def negotiate(accept: str | None, graph: bool) -> tuple[str, str]:
         if media in table:
             return media, table[media]
     return default, table[default]
+
+
+def tsv_results(names: list[str], rows: list[dict]) -> bytes:
+    """SELECT results as SPARQL 1.1 TSV: a header of ``?var`` names, then one line per solution, each term in
+    N-Triples form (IRIs in ``<>``, literals quoted with their language or datatype), an unbound one empty."""
+    from rdflib.plugins.serializers.nt import _quoteLiteral
+    from rdflib.term import BNode, Literal, URIRef, Variable
+
+    def term(value) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, URIRef):
+            return f"<{value}>"
+        if isinstance(value, BNode):
+            return f"_:{value}"
+        if isinstance(value, Literal):
+            return _quoteLiteral(value).replace("\t", "\\t")
+        return str(value)
+
+    lines = ["\t".join(f"?{n}" for n in names)]
+    lines += ["\t".join(term(row.get(Variable(n))) for n in names) for row in rows]
+    return ("\n".join(lines) + "\n").encode("utf-8")

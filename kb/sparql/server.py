@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from prodkg.errors import QueryError, StoreError
+from prodkg.kb.sparql.formats import ROW_CAP_STATUS, parse_accept
 from prodkg.kb.sparql.pool import QueryFailed, WorkerPool
 from prodkg.kb.store import KnowledgeGraph
 
@@ -261,6 +262,63 @@ class _Guard:
 
 
 _COMMON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+# The query page loads nothing but this server's own files, and no other site may frame it
+_PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+                                            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+                 "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
+_ASSETS = {"query.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+
+#: example queries of the landing page: (title, SPARQL)
+EXAMPLES = (
+    ("Statements per named graph (catalog: asserted; run: predicted and provenance)",
+     "SELECT ?g (COUNT(*) AS ?statements) WHERE { GRAPH ?g { ?s ?p ?o } } GROUP BY ?g ORDER BY DESC(?statements)"),
+    ("Asserted and predicted categories, with the confidence of each prediction",
+     ("SELECT ?product_id ?category ?origin ?confidence WHERE {\n"
+      "  GRAPH ?g { ?product schema:category ?concept }\n  ?product schema:productID ?product_id . ?concept skos:prefLabel ?category .\n"
+      "  OPTIONAL { ?p a pkg:Prediction ; pkg:subject ?product ; pkg:object ?concept ; pkg:confidence ?confidence }\n"
+      "  BIND(IF(CONTAINS(STR(?g), \"/graph/run/\"), \"predicted\", \"asserted\") AS ?origin)\n} ORDER BY ?product_id LIMIT 100")),
+    ("Brands and how many products each has",
+     "SELECT ?brand (COUNT(?product) AS ?products) WHERE { ?product schema:brand/schema:name ?brand } GROUP BY ?brand ORDER BY DESC(?products)"),
+)
+
+
+def _wants_html(accept: str) -> bool:
+    """True for a browser's navigation: text/html ranked before any SPARQL or RDF type."""
+
+
+    for media in parse_accept(accept or ""):
+        if media in ("text/html", "application/xhtml+xml"):
+            return True
+        if media != "*/*":
+            return False
+    return False
+
+
+def _static(name: str) -> str:
+    from importlib import resources
+
+    return resources.files("prodkg.kb.sparql").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def landing_page(where: dict[str, Any]) -> str:
+    """The page at ``/``: what this server serves, a link to the query page, and example queries (named ones included)."""
+    import html
+    from urllib.parse import quote as q
+
+    from prodkg.kb.queries import list_queries, query_spec
+
+    items = [(title, text) for title, text in EXAMPLES]
+    for name in list_queries():
+        spec = query_spec(name)
+        if not spec.required:  # a query that needs a binding is run with `prodkg query --bind`
+            items.append((f"{name}: {spec.description}", spec.text))
+    links = "".join(f'<li><a href="/ui?query={q(text, safe="")}">{html.escape(title)}</a></li>' for title, text in items)
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>prodkg SPARQL endpoint</title>"
+            "<link rel=\"stylesheet\" href=\"/ui/style.css\"></head><body>"
+            f"<header>prodkg knowledge graph · run {html.escape(str(where.get('run')))}</header>"
+            "<p><a href=\"/ui\">Query page</a> · the SPARQL 1.1 endpoint is <code>/sparql</code> (GET or POST) · "
+            "<a href=\"/status\">status</a></p><h2>Example queries</h2>"
+            f"<ul class=\"examples\">{links}</ul></body></html>")
 
 
 def _media_type(header: str | None) -> tuple[str, dict[str, str]]:
@@ -368,6 +426,11 @@ class Endpoint:
             run = quote(run, safe="")
         return {**_COMMON_HEADERS, "Prodkg-Run": run, "Prodkg-Store": f"stores/{path.name}"}
 
+    def page(self, html_text: str | bytes) -> Any:
+        from starlette.responses import HTMLResponse
+
+        return HTMLResponse(html_text, headers={**self.headers(), **_PAGE_HEADERS})
+
     def error(self, status: int, message: str, extra: dict[str, str] | None = None) -> Any:
         from starlette.responses import JSONResponse
 
@@ -426,6 +489,8 @@ class Endpoint:
                 query, update = await self._from_body(request)
             if query is None and update is None:
                 if request.method == "GET":
+                    if _wants_html(request.headers.get("accept", "")):  # a browser: the query page
+                        return self.page(_static("query.html"))
                     return self.service_description(str(request.url.replace(query="")), request.headers.get("accept", ""))
                 raise Refused(400, "no 'query' or 'update' in the request")
             if query is not None and update is not None:
@@ -482,7 +547,9 @@ class Endpoint:
                "max_rows": self.settings.max_rows, "outbound": list(self.settings.outbound_hosts)}
         reply, store = await anyio.to_thread.run_sync(self.pool.run, job, self.settings.timeout_s, limiter=self.limiter)
         if reply.get("status") != 200:
-            return self.error(int(reply.get("status", 500)), str(reply.get("message", "query failed")))
+            status = int(reply.get("status", 500))
+            extra = {"Prodkg-Row-Limit": str(self.settings.max_rows)} if status == ROW_CAP_STATUS else None
+            return self.error(status, str(reply.get("message", "query failed")), extra)
         return Response(reply["body"], media_type=reply["media_type"], headers=self.headers(store))
 
     async def _update(self, request: Any, text: str) -> Any:
@@ -542,12 +609,29 @@ def create_app(kg_root: str | os.PathLike[str], settings: EndpointSettings | Non
 
     async def http_error(request: Any, exc: Any) -> Any:
         headers = dict(getattr(exc, "headers", None) or {})  # 405 keeps its Allow header
-        return endpoint.error(exc.status_code, {404: "no such path: the endpoint is /sparql, its status /status",
+        return endpoint.error(exc.status_code, {404: "no such path: the endpoint is /sparql, its status /status, the query page /ui",
                                                 405: "only GET and POST are accepted"}.get(exc.status_code, str(exc.detail)),
                               headers)
 
+    async def landing(request: Any) -> Any:
+        return endpoint.page(landing_page(endpoint.follower.describe()))
+
+    async def ui(request: Any) -> Any:
+        return endpoint.page(_static("query.html"))
+
+    async def asset(request: Any) -> Any:
+        from starlette.responses import Response
+
+        name = request.path_params["name"]
+        if name not in _ASSETS:
+            return endpoint.error(404, "no such path: the query page is /ui, the endpoint /sparql, its status /status")
+        return Response(_static(name), media_type=_ASSETS[name], headers={**endpoint.headers(), **_PAGE_HEADERS})
+
     routes = [Route(path, sparql, methods=["GET", "POST"]) for path in ("/sparql", "/sparql/")]
     routes.append(Route("/status", status, methods=["GET"]))
+    routes.append(Route("/", landing, methods=["GET"]))
+    routes.append(Route("/ui", ui, methods=["GET"]))
+    routes.append(Route("/ui/{name}", asset, methods=["GET"]))
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: http_error, 405: http_error})
     app.state.settings = settings
     app.state.endpoint = endpoint

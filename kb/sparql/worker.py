@@ -23,7 +23,7 @@ from rdflib.plugins.sparql import prepareQuery
 
 from prodkg.kb.iri import mint
 from prodkg.kb.results import from_oxigraph
-from prodkg.kb.sparql.formats import negotiate
+from prodkg.kb.sparql.formats import ROW_CAP_STATUS, negotiate, tsv_results
 from prodkg.kb.sparql.policy import refusal
 from prodkg.kb.vocab import PREFIXES
 
@@ -75,6 +75,8 @@ def _serialise_solutions(result: Any, cap: int, fmt: str) -> bytes | None:
         if len(rows) >= cap:
             return None
         rows.append({Variable(n): from_oxigraph(solution[n]) for n in names if solution[n] is not None})
+    if fmt == "tsv":
+        return tsv_results(names, rows)
     out = SPARQLResult({"type_": "SELECT", "vars_": [Variable(n) for n in names], "bindings": rows})
     return out.serialize(format=fmt)
 
@@ -108,6 +110,8 @@ def run_query(store: ox.Store, job: dict[str, Any]) -> dict[str, Any]:
         if isinstance(result, ox.QueryBoolean):
             from rdflib.plugins.sparql.processor import SPARQLResult
 
+            if fmt == "tsv":  # TSV has no boolean form: answer in JSON, as its Content-Type says
+                media, fmt = "application/sparql-results+json", "json"
             body = SPARQLResult({"type_": "ASK", "askAnswer": bool(result)}).serialize(format=fmt)
         elif isinstance(result, ox.QuerySolutions):
             body = _serialise_solutions(result, cap, fmt)
@@ -118,7 +122,7 @@ def run_query(store: ox.Store, job: dict[str, Any]) -> dict[str, Any]:
     except (OSError, RuntimeError, ValueError) as exc:
         return _error(400, f"query failed: {exc}")
     if body is None:
-        return _error(400, f"the result has more than {cap} rows; add a LIMIT or narrow the query")
+        return _error(ROW_CAP_STATUS, f"the result has more than {cap} rows (the server's --max-rows); add a LIMIT or narrow the query")
     if isinstance(body, str):
         body = body.encode("utf-8")
     return {"status": 200, "body": body, "media_type": media}

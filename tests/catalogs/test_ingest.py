@@ -36,7 +36,8 @@ def test_valid_rows_kept_bad_rows_quarantined_with_reasons(tmp_path):
     assert reasons[2] == "missing product_id"
     assert reasons[3] == "missing domain"
     assert "nothing to learn from" in reasons[4]
-    assert reasons[5] == "image file not found: missing.png"
+    # the reason names the path that was looked up, and the catalog's value
+    assert reasons[5] == f"image file not found: {(tmp_path / 'missing.png').resolve()} (catalog value 'missing.png')"
     assert "title longer than" in reasons[6]
     kept = res.products.set_index("product_id")
     assert kept.loc["p1", "image"] == str(img.resolve())
@@ -123,3 +124,53 @@ def test_clean_text():
     assert clean_text("  <p>Hello&nbsp;<i>world</i></p>\r\n\x00ok ") == "Hello world ok"
     assert clean_text(None) == ""
     assert clean_text("3 < 4 and 5 > 2") == "3 < 4 and 5 > 2"
+
+
+def test_image_reason_tells_a_directory_from_a_missing_file(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    base = {"title": "Mug", "description": "", "domain": "shop", "category": "mug"}
+    res = ingest(_frame([{"product_id": "d", "image": "imgs", **base}, {"product_id": "m", "image": "imgs/none.png", **base}]), base_dir=tmp_path)
+    reasons = res.quarantine.set_index("product_id")["reason"]
+    assert reasons["d"] == f"image path is a directory, not a file: {(tmp_path / 'imgs').resolve()} (catalog value 'imgs')"
+    assert reasons["m"].startswith(f"image file not found: {(tmp_path / 'imgs' / 'none.png').resolve()}")
+
+
+def test_catalog_that_is_a_directory_says_so(tmp_path):
+    folder = tmp_path / "feed.csv"
+    folder.mkdir()
+    with pytest.raises(CatalogError, match="is a directory, not a file"):
+        read_catalog(folder)
+
+
+def test_conflicting_duplicate_quarantined_when_the_other_copy_is_invalid():
+    base = {"description": "", "image": "", "category": "mug"}
+    rows = [
+        {"product_id": "a", "title": "Mug", "domain": "", **base},  # invalid for another reason: no domain
+        {"product_id": "a", "title": "Cup", "domain": "shop", **base},  # a conflicting copy: must not be kept silently
+        {"product_id": "b", "title": "Plate", "domain": "shop", **base},
+    ]
+    res = ingest(_frame(rows))
+    assert res.products["product_id"].tolist() == ["b"]
+    assert res.n_in == res.n_kept + res.n_quarantined == 3
+    reasons = res.quarantine.set_index("source_row")["reason"]
+    assert reasons[1] == "missing domain"
+    assert reasons[2] == "product_id 'a' appears in rows 1, 2 with different content (another copy is quarantined)"
+
+
+def test_parquet_bytes_columns_are_decoded_or_quarantined(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({
+        "product_id": pa.array([b"p1", b"p2"], pa.binary()),
+        "title": pa.array([b"red ceramic coffee mug", b"bad \xff\xfe bytes"], pa.binary()),
+        "description": pa.array(["", ""]),
+        "image": pa.array(["", ""]),
+        "domain": pa.array([b"shop", b"shop"], pa.binary()),
+    })
+    path = tmp_path / "c.parquet"
+    pq.write_table(table, path)
+    res = ingest(str(path))
+    assert res.products["product_id"].tolist() == ["p1"]
+    assert res.products["title"].tolist() == ["red ceramic coffee mug"]  # the text, not "b'red ceramic coffee mug'"
+    assert res.quarantine["reason"].tolist() == ["column 'title' is not valid UTF-8"]

@@ -89,3 +89,47 @@ def test_fingerprint_ignores_where_output_goes():
     b = load_config(**OFFICE, out="b")
     assert a.fingerprint() == b.fingerprint()
     assert a.fingerprint() != load_config(**OFFICE, seed=1).fingerprint()
+
+
+def test_min_precision_is_the_default_rule_and_threshold_a_fixed_override():
+    cfg = load_config(**OFFICE)
+    assert cfg.min_precision == 0.95 and cfg.threshold is None
+    assert load_config(**OFFICE, threshold=0.5).threshold == 0.5
+    assert load_config(**OFFICE, min_precision=0.9).fingerprint() != cfg.fingerprint()
+    for bad in (0, 1.5):
+        with pytest.raises(ConfigError, match="min_precision"):
+            load_config(**OFFICE, min_precision=bad)
+
+
+def test_default_catalog_name_is_the_file_name_without_a_date():
+    from prodkg.catalogs.stage import default_catalog_name
+
+    assert default_catalog_name("feeds/feed_2026-11-30.csv") == "feed"
+    assert default_catalog_name("feeds/feed-20261201T0200Z.csv.gz") == "feed"
+    assert default_catalog_name("data/sample/catalog.csv") == "catalog"
+    assert default_catalog_name("s3://bucket/supplier.v2.parquet") == "supplier.v2"
+
+
+def test_catalog_name_and_eval_labels_are_run_options():
+    from prodkg.flows.cli import build_parser
+    from prodkg.flows.config import RunConfig
+
+    cfg = RunConfig(catalog="data/sample/catalog.csv", catalog_name=" acme ", eval_labels="category,attr_color")
+    assert cfg.catalog_name == "acme" and cfg.eval_labels == ["category", "color"]
+    assert RunConfig(catalog="data/sample/catalog.csv", eval_labels="").eval_labels == []
+    assert RunConfig(catalog="data/sample/catalog.csv").eval_labels == ["category"]
+    args = build_parser().parse_args(["run", "--catalog", "x.csv", "--catalog-name", "acme", "--eval-labels", "category,color"])
+    assert args.catalog_name == "acme" and args.eval_labels == "category,color"
+
+
+def test_summary_says_when_the_graph_was_republished_unchanged():
+    from prodkg.flows.cli import format_summary
+
+    summary = {"run_id": "r2", "catalog": "c", "source": ["a"], "target": ["b"], "method": "dann", "features": {}, "metrics": {},
+               "counts": {"rows_in": 2, "rows_out_of_scope": 0, "quarantined": 0, "quarantined_ingest": 0, "quarantined_extract": 0,
+                          "products": 2, "source_products": 1, "target_products": 1, "predictions": 1, "quads": 10,
+                          "predictions_by_task": {"category": 1}},
+               "store": "kg/stores/r2", "durations": {"ingest": 0.1}, "run_dir": "runs/r2", "graph_reused_from": "r1"}
+    text = format_summary(summary, out="x")
+    assert "republished unchanged: the content of run r1" in text
+    assert "predictions          1  (category 1)" in text

@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -13,9 +14,9 @@ from kb_golden import CUP, KETTLE, MUG
 from SPARQLWrapper import JSON, POST, SPARQLWrapper
 from SPARQLWrapper.SPARQLExceptions import QueryBadFormed
 
+from prodkg.errors import QueryError
 from prodkg.kb.sparql_endpoint import EndpointSettings, create_app, uvicorn_config
 from prodkg.kb.store import KnowledgeGraph
-from prodkg.errors import QueryError
 
 uvicorn = pytest.importorskip("uvicorn")
 
@@ -86,8 +87,12 @@ def test_query_over_http_and_update_refused(endpoint):
 def test_result_size_cap(endpoint):
     url = endpoint(EndpointSettings(max_rows=5))
     assert len(_client(url, "SELECT ?s WHERE { ?s ?p ?o } LIMIT 5").query().convert()["results"]["bindings"]) == 5
-    with pytest.raises(QueryBadFormed, match="more than 5 rows"):
+    # a valid query whose answer is too large: 422 with the cap in a header, never 400 (which clients read as malformed)
+    with pytest.raises(urllib.error.HTTPError) as info:
         _client(url, "SELECT ?s WHERE { ?s ?p ?o }").query()
+    assert not isinstance(info.value, QueryBadFormed)
+    assert info.value.code == 422 and info.value.headers["Prodkg-Row-Limit"] == "5"
+    assert b"more than 5 rows" in info.value.read()
 
 
 def test_updates_need_the_flag_and_the_token(endpoint):
@@ -108,3 +113,52 @@ def test_a_query_past_its_deadline_is_answered_with_an_error(endpoint):
     with pytest.raises(urllib.error.HTTPError, match="504") as failure:
         _client(url, heavy).query()
     assert "timed out after 0.01 s" in failure.value.read().decode()
+
+
+def _get(url: str, accept: str | None = None) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def test_query_page_and_landing_are_served_offline(endpoint):
+    url = endpoint(EndpointSettings())
+    root = url.removesuffix("/sparql")
+    status, headers, body = _get(root + "/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    page = body.decode()
+    assert 'href="/ui"' in page and "/ui?query=" in page and "what_changed" in page
+    status, headers, body = _get(root + "/ui")
+    assert status == 200 and b'<script src="/ui/query.js">' in body
+    assert "default-src 'self'" in headers["content-security-policy"]
+    for asset in ("query.js", "style.css"):
+        status, _, content = _get(f"{root}/ui/{asset}")
+        assert status == 200 and len(content) > 100
+    # nothing is loaded from another host: no absolute URL in any src or href of the pages
+    for content in (page, body.decode()):
+        assert "src=\"http" not in content and "href=\"http" not in content and "//cdn" not in content
+    # a browser opening /sparql gets the page; a SPARQL client still gets the service description
+    assert b"query.js" in _get(url, "text/html,application/xhtml+xml,*/*;q=0.8")[2]
+    assert b"sparql-service-description" in _get(url, "text/turtle")[2]
+    assert _get(root + "/ui/other.js")[0] == 404
+
+
+def test_tsv_is_answered_as_tsv(endpoint):
+    url = endpoint(EndpointSettings())
+    query = urllib.parse.quote("SELECT ?id ?title WHERE { ?p schema:productID ?id . OPTIONAL { ?p schema:name ?title } } ORDER BY ?id")
+    status, headers, body = _get(f"{url}?query={query}", "text/tab-separated-values")
+    assert status == 200 and headers["content-type"].startswith("text/tab-separated-values")
+    lines = body.decode().splitlines()
+    assert lines[0] == "?id\t?title"
+    assert all(line.count("\t") == 1 for line in lines[1:]) and any(f'"{MUG}"' in line for line in lines)
+
+
+def test_construct_results_use_the_graph_prefixes(endpoint):
+    url = endpoint(EndpointSettings())
+    query = urllib.parse.quote("CONSTRUCT { ?p schema:productID ?id } WHERE { ?p schema:productID ?id }")
+    for accept in ("text/turtle", "application/rdf+xml"):
+        status, _, body = _get(f"{url}?query={query}", accept)
+        assert status == 200 and b"ns1" not in body and b"schema" in body, accept

@@ -55,7 +55,7 @@ def test_edges_export_loads_with_pandas(golden_store, tmp_path):
 
 def test_search_jsonl_has_paths_attributes_and_confidences(golden_store, tmp_path):
     export_for_consumers(golden_store, "search-jsonl", tmp_path / "search.jsonl")
-    docs = pd.read_json(tmp_path / "search.jsonl", lines=True).set_index("id")
+    docs = pd.read_json(tmp_path / "search.jsonl", lines=True).set_index("product_id")
     assert docs.loc[MUG, "category_path"] == ["kitchenware", "drinkware", "mug"]
     assert docs.loc[MUG, "attributes"] == {"capacity": "350 ml", "color": "blue"}
     assert docs.loc[KETTLE, "attributes"] == {"brand": "Acme", "capacity": "1.7 l"}

@@ -166,7 +166,7 @@ def test_cli_exports_from_a_published_run(tmp_path):
         assert main(["export", "--out", str(tmp_path), "--format", fmt, "--output", str(tmp_path / name), "--k", "3"]) == 0
     assert len(pd.read_csv(tmp_path / "similar.csv")) == 3 * len(products)
     assert len(pd.read_parquet(tmp_path / "emb.parquet")) == len(products)
-    docs = pd.read_json(tmp_path / "s.jsonl", lines=True).set_index("id")
+    docs = pd.read_json(tmp_path / "s.jsonl", lines=True).set_index("product_id")
     assert docs.loc["p02", "category_path"] == ["food", "dairy", "milk"]
     assert docs.loc["p02", "attributes"] == {"manufacturer": "ARLA", "volume": "1 l"}
     edges = pd.read_parquet(tmp_path / "edges.parquet")
@@ -218,3 +218,19 @@ def test_a_retried_graph_stage_does_not_publish_the_same_run_twice(tmp_path):
     again = _run(_catalog(), tmp_path, "run-1", 0)  # what a retry after a failed server mirror does
     assert again["store"] == first["store"]
     assert again["changes"] == {"added": 12, "changed": 0, "removed": 0}
+
+
+def test_change_records_of_one_product_id_in_two_catalogs_never_collide():
+    from prodkg.kb.incremental import ChangeSet, change_quads
+    from prodkg.kb.iri import mint
+    from prodkg.kb.vocab import PKG
+
+    old, new = mint("product", "feed_2026-11-30", "SUP-1"), mint("product", "feed_2026-12-01", "SUP-1")
+    changes = ChangeSet(added=[new], removed=[old])
+    quads = change_quads("run-2", "feed_2026-12-01", changes, {old: ("SUP-1", "h")}, {new: ("SUP-1", "h")})
+    records = {s for s, p, o, _ in quads if p == PKG.changeType}
+    assert len(records) == 2  # one 'added', one 'removed': two nodes, one change type each
+    types = {str(o) for s, p, o, _ in quads if p == PKG.changeType}
+    assert types == {"added", "removed"}
+    # the removed product's record names its own catalog
+    assert any("removed/feed_2026-11-30/SUP-1" in str(s) for s in records)

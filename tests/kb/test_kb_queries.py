@@ -88,7 +88,24 @@ def check_what_changed(store):
     assert run_query(store, "what_changed", change="removed").column("product_id") == ["gone"]
 
 
+def check_unknown_products(store):
+    assert run_query(store, "unknown_products").rows == []  # the golden run flagged nothing
+    from test_kb_trust import trust_quads
+
+    from prodkg.kb.store import OxigraphStore
+    from kb_golden import make_golden
+
+    # the answer on a run with unknown products, in a store of its own (the golden store is shared by every check)
+    with OxigraphStore(None) as trust:
+        trust.use_substitutions = getattr(store, "use_substitutions", True)
+        trust.add_quads(trust_quads(make_golden()))
+        assert _records(run_query(trust, "unknown_products")) == [
+            {"product_id": KETTLE, "title": "Kettle", "score": 0.8, "candidate": "kettle", "run_id": "run-1"}]
+        assert run_query(trust, "unknown_products", run_id="other run").rows == []
+
+
 CHECKS = {
+    "unknown_products": check_unknown_products,
     "brand_in_category": check_brand_in_category,
     "what_changed": check_what_changed,
     "products_per_category": check_products_per_category,

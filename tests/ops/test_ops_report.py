@@ -12,7 +12,7 @@ from PIL import Image
 
 from prodkg.flows.report import find_chromium, pca_2d, previous_run_dir, screenshot, write_report, write_report_safely
 
-FIGURES = ["stage_seconds", "counts", "cache", "accuracy", "class_distribution", "confidence", "domains"]
+FIGURES = ["stage_seconds", "counts", "cache", "accuracy", "class_distribution", "confidence", "risk_coverage", "domains"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -48,11 +48,22 @@ def _self_made_run(with_target_labels: bool = True):
         "changes": {"added": 7, "changed": 2, "removed": 1, "unchanged": 0},
         "features": {"image": {"encoder": "efficientnet_lite0", "cached": 4, "computed": 6, "failed": 1, "seconds": 1.5}},
         "durations": {"ingest": 0.1, "extract": 3.0, "adapt_predict": 1.0, "graph": 0.5},
-        "metrics": {"category": {"method": "dann", **({"target_accuracy": 0.8} if with_target_labels else {})}},
+        "min_precision": 0.95,
+        "metrics": {"category": {"method": "dann", **({"target_accuracy": 0.8} if with_target_labels else {}),
+                                 "publication": {"rule": "min_precision", "levels": [
+                                     {"level": 0, "threshold": 0.85, "estimator": "atc", "estimated_accuracy": 0.78,
+                                      "estimated_precision": 0.96, "n_published": 3}]},
+                                 **({"evaluation": {"coverage": 0.6, "precision": 1.0, "levels": [
+                                     {"level": 0, "accuracy_all": 0.8, "precision": 1.0, "coverage": 0.6}],
+                                     "risk_coverage": {"coverage": [0.2, 0.4, 0.6, 0.8, 1.0], "risk": [0.0, 0.0, 0.0, 0.25, 0.2]}}}
+                                    if with_target_labels else {})}},
         "baseline_metrics": {"target_accuracy": 0.6} if with_target_labels else None,
     }
-    predictions = pd.DataFrame({"product_id": [f"p{i}" for i in range(5)], "task": "category",
-                                "value": ["mug", "mug", "bag", "shirt", "mug"], "confidence": [0.9, 0.8, 0.4, 0.95, 0.7], "model": "m"})
+    predictions = pd.DataFrame({"product_id": [f"p{i}" for i in range(5)] + ["p0", "p9"], "task": "category",
+                                "value": ["mug", "mug", "bag", "shirt", "mug", "drinkware", None],
+                                "confidence": [0.9, 0.8, 0.4, 0.95, 0.7, 0.97, 0.6], "model": "m",
+                                "level": pd.array([1, 1, 1, 1, 1, 0, pd.NA], dtype="Int64"),
+                                "kind": ["class"] * 6 + ["unknown"], "published": [True, True, False, True, False, False, False]})
     sample = {"is_target": np.array([False] * 20 + [True] * 20),
               "before": np.concatenate([rng.normal(0, 1, (20, 8)), rng.normal(4, 1, (20, 8))]),
               "after": rng.normal(0, 1, (40, 4))}
@@ -73,7 +84,8 @@ def test_report_has_every_figure_and_the_numbers(tmp_path):
         assert Image.open(png).size[0] >= 600
     # the tables carry the numbers the figures show
     for text in ("<td>new</td><td>7</td>", "<td>removed</td><td>1</td>", "<td>quarantined</td><td>2</td>", "80.0 %", "60.0 %",
-                 "<td>extract</td><td>3.00</td>"):
+                 "<td>extract</td><td>3.00</td>", "<td>78.0 %</td><td>80.0 %</td><td>96.0 %</td><td>100.0 %</td>",
+                 "Unknown products (1)", "<td>p9</td>"):
         assert text in page, text
 
 
@@ -89,7 +101,7 @@ def test_figures_with_unchanged_inputs_are_copied_from_the_previous_run(tmp_path
                  features={"image": {**summary["features"]["image"], "cached": 10, "computed": 0}})
     second = tmp_path / "runs" / "20260102T000000Z-bbbbbb"
     result = write_report(second, again, predictions.copy(), {k: v.copy() for k, v in sample.items()}, reuse_from=first)
-    assert sorted(result["reused"]) == ["accuracy", "class_distribution", "confidence", "counts", "domains"]
+    assert sorted(result["reused"]) == ["accuracy", "class_distribution", "confidence", "counts", "domains", "risk_coverage"]
     assert sorted(result["figures"]) == sorted(FIGURES) and result["missing"] == {}
     for name in result["reused"]:
         assert (second / "figures" / f"{name}.png").read_bytes() == (first / "figures" / f"{name}.png").read_bytes()
@@ -103,7 +115,7 @@ def test_figures_with_unchanged_inputs_are_copied_from_the_previous_run(tmp_path
     third = tmp_path / "runs" / "20260103T000000Z-cccccc"
     result = write_report(third, again, changed, moved, reuse_from=second)
     # (same timings and cache counts as the second run this time: those are copied)
-    assert sorted(result["reused"]) == ["accuracy", "cache", "counts", "stage_seconds"]
+    assert sorted(result["reused"]) == ["accuracy", "cache", "counts", "risk_coverage", "stage_seconds"]
 
 
 @pytest.mark.slow
@@ -121,7 +133,7 @@ def test_a_figure_without_its_data_says_why(tmp_path):
     summary, predictions, _ = _self_made_run(with_target_labels=False)
     summary.pop("changes")
     result = write_report(tmp_path, summary, predictions, None)
-    assert set(result["missing"]) == {"accuracy", "domains"}
+    assert set(result["missing"]) == {"accuracy", "domains", "risk_coverage"}
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "not available: the target domain has no labels" in page
     assert "<td>new</td><td>n/a</td>" in page

@@ -49,6 +49,10 @@ def test_scheduled_deployment_completes_a_triggered_run(prefect_server, small_ca
         assert schedule["schedule"]["cron"] == "0 2 * * *" and schedule["active"]
         assert deployment["parameters"]["config"]["out"] == str(out)
         assert deployment["parameters"]["config"]["catalog"] == str(small_catalog)
+        # typed parameters: the deployment's schema is the RunConfig model, not an untyped dict
+        schema = deployment["parameter_openapi_schema"]
+        config_schema = schema["definitions"]["RunConfig"] if "definitions" in schema else schema["$defs"]["RunConfig"]
+        assert {"catalog", "eval_labels", "catalog_name", "threshold"} <= set(config_schema["properties"])
 
         # what `prefect deployment run prodkg/nightly-test` does; on a loaded machine the server may answer 503
         run = trigger_deployment_run(api, deployment["id"])
@@ -65,6 +69,14 @@ def test_scheduled_deployment_completes_a_triggered_run(prefect_server, small_ca
         assert wait_for(final_state, RUN_TIMEOUT_S, "flow run finished", serve, log, every_s=2) == "COMPLETED", log.read_text(errors="replace")[-4000:]
     finally:
         stop(serve)
+
+    # one flow run per scheduled run: the deployment runs the nightly flow itself, no wrapper around a subflow
+    flow_runs = http_json(f"{api}/flow_runs/filter", {"limit": 50})
+    assert [fr["id"] for fr in flow_runs] == [run["id"]]
+    # the summary and the metrics are artifacts of that flow run
+    artifacts = {a["key"]: a for a in http_json(f"{api}/artifacts/filter", {"limit": 50}) if a.get("flow_run_id") == run["id"]}
+    assert artifacts["prodkg-summary"]["type"] == "markdown" and "prodkg run" in artifacts["prodkg-summary"]["data"]
+    assert artifacts["prodkg-metrics"]["type"] == "table"
 
     (run_dir,) = (out / "runs").iterdir()
     manifest = json.loads((run_dir / "manifest.json").read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pandas as pd
 import pytest
@@ -21,6 +22,17 @@ EXPORTS = {"nt": "graph.nt", "search-jsonl": "search.jsonl", "edges": "edges.par
 
 
 def _digest(path) -> str:
+    """The export's bytes, less what names the run that wrote it (exports carry their run id as provenance)."""
+    if path.suffix == ".jsonl":
+        docs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        return hashlib.sha256(json.dumps([{k: v for k, v in d.items() if k != "run_id"} for d in docs], sort_keys=True).encode()).hexdigest()
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"prodkg.run_id"}
+        frame = table.drop_columns([c for c in ("run_id",) if c in table.column_names]).to_pandas()
+        return hashlib.sha256(repr((sorted(meta.items()), frame.to_json(orient="split", double_precision=15))).encode()).hexdigest()
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

@@ -1,0 +1,408 @@
+"""Benchmark of what the pipeline publishes: precision, coverage, target ECE, estimated vs true accuracy, H-score.
+
+Run from the repository root (features are extracted once through prodkg's extractors and cached)::
+
+    PRODKG_DATA_HOME=/path/to/datasets python bench/bench_trust.py [--epochs 100] [--only office,office_open,...]
+    python bench/bench_trust.py --report-only   # rewrite the docs/BENCHMARKS.md section from bench/results/trust.json
+
+Every task runs the pipeline's own code: :func:`prediction.fit_task` fits the head (the run's method) and the
+``source_only`` baseline head exactly as the predict stage does, :func:`prediction.unknown.score_unknown`
+flags unknown products, :func:`prediction.publication.decide` picks the published facts with the default
+rule (``min_precision`` 0.95, no fixed threshold) and only then :func:`prediction.publication.evaluate` reads
+the target labels.
+
+Suites:
+
+* ``office`` -- office-caltech-10, all 12 ordered domain pairs, 10 classes, flat taxonomy.
+* ``office_open`` -- the same pairs with the source restricted to backpack, bike, calculator, headphones,
+  keyboard, laptop; the target keeps all 10 classes (4 unknown).
+* ``grocery`` -- grocery-store-dataset, iconic catalog photos + descriptions -> in-store photos, fine classes,
+  with back-off (fine -> coarse -> top) and without (the same heads, the taxonomy ignored).
+* ``grocery_open`` -- grocery with every class under the top-level category Packages removed from the source.
+* ``instacart`` -- instacart-products, catalog -> new (hashed 80/20 split), aisle, with back-off to department
+  and without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from itertools import permutations
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+RESULTS = ROOT / "bench" / "results" / "trust.json"
+OFFICE = ("amazon", "caltech10", "dslr", "webcam")
+SHORT = {"amazon": "A", "caltech10": "C", "dslr": "D", "webcam": "W"}
+OFFICE_KNOWN = ("backpack", "bike", "calculator", "headphones", "keyboard", "laptop")
+SUITES = ("office", "office_open", "grocery", "grocery_open", "instacart")
+
+
+EVIDENCE = ROOT / "bench" / "results" / "trust_evidence"
+
+
+def run_task(name: str, features, labels: list[str | None], is_source: np.ndarray, is_target: np.ndarray, taxonomy: list,
+             args: argparse.Namespace, *, epochs: int, suite: str) -> dict:
+    """One task through fit -> unknown -> decide -> evaluate; target labels are hidden from all but the last.
+
+    What the fitted heads produced (the evidence) is saved, so ``--rescore`` can re-run the publication rule
+    without training again."""
+    from prodkg.adaptation import TrainConfig
+    from prodkg.prediction import fit_task
+    from prodkg.prediction.unknown import fused_unit_features, score_unknown, subset
+
+    ids = [str(i) for i in range(len(labels))]
+    hidden = [lab if s else None for lab, s in zip(labels, is_source)]  # the heads never see a target label
+    started = time.perf_counter()
+    main = fit_task("category", features, hidden, is_source, is_target, ids, TrainConfig(method=args.method, epochs=epochs, seed=args.seed))
+    other = fit_task("category", features, hidden, is_source, is_target, ids, TrainConfig(method="source_only", epochs=epochs, seed=args.seed))
+    unit = fused_unit_features(features.blocks, features.present)
+    src = np.flatnonzero(is_source & np.array([lab is not None for lab in hidden]))
+    tgt = np.flatnonzero(is_target)
+    unknown = score_unknown(subset(unit, src), np.array([hidden[i] for i in src]), subset(unit, tgt))
+    ev = main.evidence
+    evidence = {"target_logp": ev["target_logp"], "source_logp": ev["source_logp"], "source_labels": ev["source_labels"],
+                "other_logp": other.evidence["target_logp"], "classes": np.array(main.labels.classes, dtype=str),
+                "truth": np.array(["" if labels[i] is None else labels[i] for i in tgt], dtype=str),
+                "similarity": unknown.similarity, "source_similarity": unknown.source_similarity, "unknown": unknown.unknown,
+                "meta": np.array(json.dumps({"task": name, "taxonomy": [list(t) for t in taxonomy], "unknown": unknown.manifest(),
+                                             "n_source": int(len(src)), "seconds": round(time.perf_counter() - started, 1)}))}
+    EVIDENCE.mkdir(parents=True, exist_ok=True)
+    path = EVIDENCE / f"{suite}__{name.replace('>', '').replace(' ', '_').replace('(', '').replace(')', '')}.npz"
+    np.savez_compressed(path, **evidence)
+    return rescore(path, args)
+
+
+def rescore(path: Path, args: argparse.Namespace, *, flat: bool = False) -> dict:
+    """The publication rule and its evaluation on saved evidence (no training); ``flat`` ignores the taxonomy (no back-off)."""
+    from prodkg.prediction.publication import decide, evaluate
+
+    with np.load(path) as data:
+        ev = {k: data[k] for k in data.files}
+    meta = json.loads(str(ev["meta"]))
+    taxonomy = [] if flat else [tuple(t) for t in meta["taxonomy"]]
+    classes = ev["classes"].tolist()
+    unknown_meta = meta["unknown"]
+    if not args.no_unknown and "source_similarity" in ev:  # the bar again from the saved similarities (the rule may have changed)
+        from prodkg.prediction.unknown import unknown_threshold
+
+        bar, more = unknown_threshold(ev["similarity"], ev["source_similarity"])
+        ev["unknown"] = ev["similarity"] < bar
+        unknown_meta = {**unknown_meta, **more, "threshold": bar, "n_unknown": int(ev["unknown"].sum())}
+    decision = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
+                      min_precision=args.min_precision, unknown=None if args.no_unknown else ev["unknown"], other_probs=ev["other_logp"])
+    truth = [t or None for t in ev["truth"].tolist()]
+    result = evaluate(decision, classes, taxonomy, truth, target_probs=ev["target_logp"])
+    result.pop("risk_coverage", None)
+    result.update({"task": meta["task"] + (" flat" if flat else " back-off" if meta["taxonomy"] else ""), "flat": flat, "n_classes": len(classes), "n_source": meta["n_source"], "n_target": len(truth),
+                   "n_source_holdout": int(len(ev["source_labels"])), "decision": decision.summary(),
+                   "unknown": None if args.no_unknown else unknown_meta, "seconds": meta["seconds"], "evidence": path.name})
+    return result
+
+
+def _office(args, open_set: bool) -> list[dict]:
+    from _features import office_caltech
+    from prodkg.adaptation import MultiModal
+
+    d = office_caltech()
+    out = []
+    for s, t in permutations(OFFICE, 2):
+        keep = (d["domain"] == t) | ((d["domain"] == s) & (np.isin(d["y"], OFFICE_KNOWN) if open_set else True))
+        idx = np.flatnonzero(keep)
+        feats = MultiModal.complete(image=d["X"][idx])
+        labels = d["y"][idx].tolist()
+        is_source = d["domain"][idx] == s
+        rec = run_task(f"{SHORT[s]}->{SHORT[t]}", feats, labels, is_source, ~is_source, [], args, epochs=args.epochs,
+                       suite="office_open" if open_set else "office")
+        out.append(rec)
+        _print(rec)
+    return out
+
+
+def _grocery(args, open_set: bool) -> list[dict]:
+    from _features import data_home, grocery
+    from prodkg.adaptation import MultiModal
+    from prodkg.catalogs import load_dataset
+
+    g = grocery()
+    taxonomy = list(load_dataset("grocery-store-dataset", data_home()).taxonomy)
+    parent = dict(taxonomy)
+
+    def top(c):
+        while parent.get(c):
+            c = parent[c]
+        return c
+
+    src = g["domain"] == "iconic"
+    if open_set:
+        src &= np.array([top(c) != args.grocery_unknown for c in g["y"]])
+    keep = src | (g["domain"] == "instore")
+    idx = np.flatnonzero(keep)
+    feats = MultiModal(blocks={"image": g["image"][idx], "text": g["text"][idx]}, present={"image": g["image_ok"][idx], "text": g["text_ok"][idx]})
+    name = "iconic->instore" + (" open (no " + args.grocery_unknown + ")" if open_set else "")
+    rec = run_task(name, feats, g["y"][idx].tolist(), src[idx], ~src[idx], taxonomy, args, epochs=args.grocery_epochs,
+                   suite="grocery")
+    recs = [rec, rescore(EVIDENCE / rec["evidence"], args, flat=True)]
+    for r in recs:
+        _print(r)
+    return recs
+
+
+def _instacart(args) -> list[dict]:
+    from _features import data_home, instacart
+    from prodkg.adaptation import MultiModal
+    from prodkg.catalogs import load_dataset
+
+    d = instacart()
+    taxonomy = [(t[0], t[1]) for t in load_dataset("instacart-products", data_home()).taxonomy]
+    labelled = d["y"] != ""
+    idx = np.flatnonzero(labelled)  # the placeholder aisle "missing" has no category to check against
+    feats = MultiModal.complete(text=d["X"][idx])
+    is_source = d["domain"][idx] == "catalog"
+    rec = run_task("catalog->new", feats, d["y"][idx].tolist(), is_source, ~is_source, taxonomy, args, epochs=args.instacart_epochs,
+                   suite="instacart")
+    recs = [rec, rescore(EVIDENCE / rec["evidence"], args, flat=True)]
+    for r in recs:
+        _print(r)
+    return recs
+
+
+def _print(rec: dict) -> None:
+    est = rec["levels"][0]["estimated_accuracy"]
+    line = (f"{rec['task']}: acc {rec['accuracy']:.3f} (est {est if est is None else round(est, 3)}) precision {rec['precision']:.3f} "
+            f"coverage {rec['coverage']:.3f} ece {rec['target_ece']:.3f} [{rec['seconds']} s]")
+    if "open_set" in rec:
+        o = rec["open_set"]
+        line += f" | H {o['h_score']:.3f} known {o['known_accuracy']:.3f} unk-recall {o['unknown_recall']:.3f} unk-published {o['unknown_published']:.3f}"
+    print(line, flush=True)
+
+
+def run(args: argparse.Namespace) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    jobs = {"office": lambda: _office(args, False), "office_open": lambda: _office(args, True),
+            "grocery": lambda: _grocery(args, False), "grocery_open": lambda: _grocery(args, True), "instacart": lambda: _instacart(args)}
+    for suite in args.only:
+        started = time.perf_counter()
+        result[suite] = {"records": jobs[suite](), "meta": {"date": _date(), "method": args.method, "seed": args.seed,
+                                                            "epochs": {"office": args.epochs, "grocery": args.grocery_epochs,
+                                                                       "instacart": args.instacart_epochs}[suite.split("_")[0]],
+                                                            "min_precision": args.min_precision, "unknown": not args.no_unknown,
+                                                            "seconds": round(time.perf_counter() - started, 1), "command": _command()}}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(result, indent=1, default=float))
+    return result
+
+
+def _date() -> str:
+    from _common import today
+
+    return today()
+
+
+def _command() -> str:
+    return "python bench/bench_trust.py " + " ".join(sys.argv[1:])
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def _pct(x) -> str:
+    return "–" if x is None or not np.isfinite(x) else f"{100 * x:.1f}"
+
+
+def report(result: dict) -> str:
+    from _common import machine
+
+    lines = ["## Trustworthy publication: precision, coverage, estimated accuracy, unknown products", "",
+             "Written by `bench/bench_trust.py`. Every task runs the predict stage's own code with its defaults: the head "
+             "(DANN) and the source-only baseline head, unknown-product flags, and the `min_precision` 0.95 rule with taxonomy "
+             "back-off; target labels are read only afterwards, to score. *Precision* is the share of published category facts "
+             "that are right at the level they were published; *coverage* the share of target products with a published fact; "
+             "*accuracy* that of every fine prediction; *ECE* the target expected calibration error of the source-calibrated "
+             "confidence; *est.* the label-free accuracy estimate that drove the threshold (ATC where the source hold-out has at "
+             "least 20 rows and 3 errors, else the agreement between the head and the baseline head), of the products not flagged unknown, and *|err|* its distance from their true accuracy, in points "
+             "(closed set: nearly all products).", "",
+             "**Protocol.** Closed set: office-caltech-10, every ordered pair of amazon (A), caltech10 (C), dslr (D), webcam (W), "
+             "all 10 classes in source and target; grocery-store-dataset, the 81 iconic catalog products (photo + description) as "
+             "source, the 5,421 in-store photos as target, fine classes with back-off along top → coarse → fine (and flat, the same "
+             "heads with the taxonomy ignored); instacart-products, the hashed 80/20 catalog → new split, aisle with back-off to "
+             "department (and flat). Open set: office-caltech-10 with the source restricted to backpack, bike, calculator, headphones, "
+             "keyboard, laptop and the target keeping all 10 classes (the other 4 are unknown), all 12 pairs; grocery with every class "
+             "under the top-level category Packages removed from the source (the target keeps them). *H-score* is the harmonic mean "
+             "of known-class accuracy (mean over known classes, an item flagged unknown counting as wrong) and unknown recall (share "
+             "of unknown-class items flagged unknown), as TLlib's open-set benchmark computes it; *unknowns published* is the share "
+             "of unknown-class items that got a category fact anyway (flagged or not). In the open-set rows precision and coverage "
+             "count unknown-class items as wrong whenever they are published.", "",
+             "Each suite's heads were trained by the command under its heading (one seed; features extracted once, fp32, and "
+             "cached); the publication rule was then applied to their saved outputs with `python bench/bench_trust.py --rescore` "
+             "after its last change, which runs the same functions on the same heads.", "",
+             f"Machine: {machine()}.", ""]
+    for suite in SUITES:
+        if suite not in result:
+            continue
+        recs, meta = result[suite]["records"], result[suite]["meta"]
+        lines += [f"### {suite}", "", f"`{meta['command']}` ({meta['date']}, method {meta['method']}, {meta['epochs']} epochs, seed {meta['seed']}, "
+                  f"{meta['seconds']:.0f} s)", ""]
+        open_set = any("open_set" in r for r in recs)
+        head = "| task | accuracy | est. (estimator) | \\|err\\| | ECE | precision | coverage | coverage by level (deep → top) |"
+        sep = "|---|---|---|---|---|---|---|---|"
+        if open_set:
+            head += " H-score | known acc. | unknown recall | unknowns published |"
+            sep += "---|---|---|---|"
+        lines += [head, sep]
+        for r in recs:
+            lv0 = r["levels"][0]
+            est = lv0["estimated_accuracy"]
+            estimator = r["decision"]["levels"][0]["estimator"]
+            err = abs(est - lv0["accuracy_unflagged"]) * 100 if est is not None else None
+            by_level = " / ".join(f"{_pct(lv['coverage'])} ({_pct(lv['precision'])})" for lv in r["levels"])
+            row = (f"| {r['task']} | {_pct(r['accuracy'])} | {_pct(est)} ({estimator}) | {'–' if err is None else f'{err:.1f}'} | "
+                   f"{_pct(r['target_ece'])} | {_pct(r['precision'])} | {_pct(r['coverage'])} | {by_level} |")
+            if open_set:
+                o = r["open_set"]
+                row += f" {_pct(o['h_score'])} | {_pct(o['known_accuracy'])} | {_pct(o['unknown_recall'])} | {_pct(o['unknown_published'])} |"
+            lines.append(row)
+        if len(recs) > 2:
+            prec = np.array([r["precision"] for r in recs], float)
+            cov = np.array([r["coverage"] for r in recs], float)
+            errs = np.array([abs((r["levels"][0]["estimated_accuracy"] or np.nan) - r["levels"][0]["accuracy_unflagged"]) * 100 for r in recs])
+            worst = recs[int(np.nanargmin(prec))]["task"]
+            lines += ["", f"Mean precision {_pct(np.nanmean(prec))} %, worst {_pct(np.nanmin(prec))} % ({worst}); mean coverage {_pct(cov.mean())} %, "
+                      f"worst {_pct(cov.min())} % ({recs[int(cov.argmin())]['task']}); tasks at ≥ 95 % precision: {int((prec >= 0.95).sum())} of {len(recs)}; "
+                      f"estimate within 3 points on {int((errs <= 3).sum())} of {len(recs)}, within 5 on {int((errs <= 5).sum())} "
+                      f"(mean |err| {np.nanmean(errs):.1f})."]
+            if open_set:
+                hs = np.array([r["open_set"]["h_score"] for r in recs])
+                up = np.array([r["open_set"]["unknown_published"] for r in recs])
+                lines += [f"Mean H-score {_pct(hs.mean())} %, worst {_pct(hs.min())} %; unknown-class products published: mean {_pct(up.mean())} %, "
+                          f"worst {_pct(up.max())} % ({recs[int(up.argmax())]['task']})."]
+        lines.append("")
+    lines.append("Coverage by level lists, per taxonomy level from the finest up, the share of target products published at that level "
+                 "and (in brackets) the precision of those facts.")
+    lines += ["", "### Against the goals", ""] + goals(result)
+    lines += ["", "### Where the estimate misses, and what that costs", "", NOTES]
+    return "\n".join(lines)
+
+
+NOTES = """\
+* **office-caltech-10.** ATC is the estimate where the source hold-out has at least 20 rows and 3 errors (amazon and
+  caltech10 sources, 11 of 12 tasks within 3 points overall; A->D is 6.4 points high). dslr and webcam hold out 14
+  and 30 source rows with no error, so their ATC threshold would be the lowest held-out score (it misses by up to
+  17 points, W->C): the agreement with the baseline head is used there. Where the estimate runs 2-3 points above
+  the truth (C->D, D->C, W->C), the published precision lands 0.3-0.5 points under 95 %. These rules were settled
+  looking at these same tasks (one seed): there is no held-out confirmation.
+* **instacart.** Catalog and new feed are a random split, so ATC is close (71.3 against 70.1 %), while agreement says
+  92 %: two heads that see the same distribution share their mistakes. The confidence is overconfident at the top
+  (above 0.95 it averages 0.98, and 96 % are right: some aisles are ambiguous); the per-item estimates follow the
+  source hold-out's reliability curve (isotonic), which sees that ceiling, and published precision is 94.0 % at
+  50.5 % coverage (36.8 % as aisles, 13.7 % backed off to departments). A single temperature gave 91.9 % at 58.3 %.
+* **Agreement filter.** An item is published at a level only where the run's head and the source-only baseline
+  agree; without it, A->D published 98.7 % of the target at 92.9 % precision, with it 89.8 % at 99.3 %.
+* **grocery.** 81 catalog products, one per class, leave no source hold-out for ATC; the agreement between the two
+  heads is the estimate. It is right at the fine level (25.5 vs 25.8 %) but 19 points low at the coarse level and
+  11 low at the top (68 vs 79 %), so the rule publishes 2.3 % of the in-store photos, all correct. With the true
+  top-level accuracy as the estimate the same rule would publish 29-34 % at 96-97 % precision, and ranking by
+  confidence with the labels (an oracle) reaches 95 % precision at 43 % coverage at the top level, 4-6 % at the
+  coarse one: the 50 % goal needs a better head, not only a better estimate.
+* **Open set.** Unknown products are flagged before anything is estimated; with the source restricted to 6 office
+  classes, 92-99 % of the other 4 classes' products are flagged and at most 7.8 % get a category. The estimate is of
+  the unflagged products; where unknown products slip through, it counts them as right and overestimates
+  (A->C, D->C, W->C by 6-8 points), and precision falls to 91-93 %. In grocery without Packages, 99.7 % of the
+  Packages photos are flagged, but so are many known ones (known-class accuracy 20 %), and nothing is published.
+* **Calibration.** Target ECE of the source-calibrated confidence is 0-8 % on office-caltech-10 closed set,
+  40-46 % on the open set (confident predictions for unknown products) and 16-29 % on grocery: source
+  temperatures do not carry over, which is why thresholds come from the target estimate, not the confidence.
+"""
+
+
+def goals(result: dict) -> list[str]:
+    """The issue's targets, checked on the records (one line each)."""
+    out = []
+
+    def recs(suite, flat=None):
+        rs = result.get(suite, {}).get("records", [])
+        return [r for r in rs if flat is None or r.get("flat", False) == flat]
+
+    def ok(cond):
+        return "met" if cond else "**not met**"
+
+    everything = [r for suite in ("office", "grocery", "instacart") for r in recs(suite, False)]
+    if everything:
+        below = [f"{r['task']} {_pct(r['precision'])} %" for r in everything if not r["precision"] >= 0.95]
+        out.append(f"- Published precision ≥ 95 % on every closed-set target: {ok(not below)}"
+                   + (f" (below: {', '.join(below)})" if below else "") + ".")
+    office = recs("office")
+    if office:
+        cov = np.mean([r["coverage"] for r in office])
+        errs = [abs(r["levels"][0]["estimated_accuracy"] - r["levels"][0]["accuracy_unflagged"]) * 100 for r in office]
+        out.append(f"- office-caltech-10 coverage ≥ 95 % (mean of 12): {ok(cov >= 0.95)} ({_pct(cov)} %).")
+        out.append(f"- Estimate within 3 points on ≥ 10 of 12 office-caltech-10 tasks: {ok(sum(e <= 3 for e in errs) >= 10)} "
+                   f"({sum(e <= 3 for e in errs)} of 12).")
+    for suite, goal in (("instacart", 0.70), ("grocery", 0.50)):
+        rs = recs(suite, False)
+        if rs:
+            r = rs[0]
+            errs = [abs(lv["estimated_accuracy"] - lv["accuracy_unflagged"]) * 100 for lv in r["levels"] if lv["estimated_accuracy"] is not None]
+            out.append(f"- {suite} coverage ≥ {100 * goal:.0f} % (any level): {ok(r['coverage'] >= goal)} ({_pct(r['coverage'])} % at "
+                       f"{_pct(r['precision'])} % precision); estimate within 5 points at every level: {ok(max(errs) <= 5)} "
+                       f"(|err| by level from the finest: {', '.join(f'{e:.1f}' for e in errs)}).")
+    opened = recs("office_open") + recs("grocery_open", False)
+    if opened:
+        worst = max(r["open_set"]["unknown_published"] for r in opened)
+        out.append(f"- Open set, unknown-class products published ≤ 10 %: {ok(worst <= 0.10)} (worst {_pct(worst)} %); H-score on every "
+                   f"open-set task: reported above.")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(SUITES), help=f"comma-separated suites ({', '.join(SUITES)})")
+    parser.add_argument("--method", default="dann")
+    parser.add_argument("--epochs", type=int, default=100, help="office-caltech-10 epochs (the pipeline's default)")
+    parser.add_argument("--grocery-epochs", type=int, default=30)
+    parser.add_argument("--instacart-epochs", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-precision", type=float, default=0.95)
+    parser.add_argument("--grocery-unknown", default="Packages", help="top-level grocery category left out of the source (open set)")
+    parser.add_argument("--no-unknown", action="store_true", help="skip unknown-product flags")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--rescore", action="store_true", help="re-run the publication rule on the saved evidence of earlier runs (no training)")
+    parser.add_argument("--no-write", action="store_true", help="print the section instead of writing docs/BENCHMARKS.md")
+    args = parser.parse_args()
+    args.only = [s for s in args.only.split(",") if s]
+    unknown_suites = sorted(set(args.only) - set(SUITES))
+    if unknown_suites:
+        parser.error(f"unknown suite(s) {unknown_suites}")
+    if args.report_only:
+        result = json.loads(RESULTS.read_text())
+    elif args.rescore:
+        result = json.loads(RESULTS.read_text())
+        for suite in args.only:
+            if suite in result:
+                result[suite]["records"] = [rescore(EVIDENCE / r["evidence"], args, flat=r.get("flat", False)) for r in result[suite]["records"]]
+                for r in result[suite]["records"]:
+                    _print(r)
+        RESULTS.write_text(json.dumps(result, indent=1, default=float))
+    else:
+        result = run(args)
+    text = report(result)
+    if args.no_write:
+        print(text)
+    else:
+        from _common import write_section
+
+        print(f"wrote {write_section('trust', text)}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

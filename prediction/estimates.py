@@ -1,0 +1,176 @@
+"""Label-free estimates of a head's accuracy on the target catalog.
+
+None of these reads a target label. Each takes what the pipeline has: class probabilities on
+held-out *source* rows with their labels, and class probabilities on the (unlabelled) target.
+
+* :func:`atc_estimate` -- Average Thresholded Confidence (Garg et al., ICLR 2022): the confidence
+  threshold below which the source validation rows hold exactly as many items as they hold errors;
+  the estimate is the share of target items above it. ``score="ne"`` (negative entropy) is the
+  variant the paper recommends; ``"mc"`` is the maximum probability.
+* :func:`doc_estimate` -- Difference of Confidences (Guillory et al., ICCV 2021): source accuracy
+  minus the drop in mean confidence from source to target.
+* :func:`agreement_estimate` -- the share of target items on which two independently trained
+  heads agree (Jiang et al., ICLR 2022; Baek et al., NeurIPS 2022).
+* :func:`match_accuracy` -- per-item correctness estimates: the target probabilities re-tempered so
+  their mean confidence equals an accuracy estimate. :mod:`prediction.thresholds` averages these
+  over the items above a threshold to estimate the precision of what would be published.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["SCORES", "agreement_estimate", "atc_estimate", "atc_threshold", "doc_estimate", "log_softmax", "match_accuracy",
+           "match_accuracy_reliable", "score", "source_reliability"]
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise ``log(softmax(z))`` in float64, exact where ``softmax`` itself would round to 0 or 1.
+
+    The top class's log-probability is ``-log1p(sum of the others' exp(z - max))``: a margin of 40 nats gives
+    -4e-18, not the 0.0 that ``z - logsumexp(z)`` rounds to, so very confident predictions keep their order.
+    """
+    z = np.asarray(z, dtype=np.float64)
+    if z.size == 0:
+        return z.copy()
+    top = z.argmax(axis=1)
+    z = z - z[np.arange(len(z)), top][:, None]
+    e = np.exp(z)
+    e[np.arange(len(z)), top] = 0.0
+    return z - np.log1p(e.sum(axis=1, keepdims=True))
+
+
+def _as_logp(probs_or_logp: np.ndarray) -> np.ndarray:
+    """Log-probabilities from either probabilities (all entries in [0, 1]) or log-probabilities (all <= 0, some < 0)."""
+    a = np.asarray(probs_or_logp, dtype=np.float64)
+    if a.size and (a < 0).any():
+        return a
+    return np.log(np.clip(a, 1e-300, 1.0))
+
+
+def _negative_entropy(logp: np.ndarray) -> np.ndarray:
+    return (np.exp(logp) * logp).sum(axis=1)
+
+
+SCORES = {"mc": lambda logp: logp.max(axis=1), "ne": _negative_entropy}
+
+
+def score(probs: np.ndarray, kind: str = "ne") -> np.ndarray:
+    """Per-item confidence score of an (N, C) probability (or log-probability) matrix: ``mc`` the log of the
+    max probability, ``ne`` negative entropy. Both are computed from log-probabilities, so items whose
+    probabilities round to 1.0 keep their order."""
+    if kind not in SCORES:
+        raise ValueError(f"unknown score {kind!r}; expected one of {', '.join(SCORES)}")
+    return SCORES[kind](_as_logp(probs))
+
+
+def atc_threshold(source_scores: np.ndarray, source_correct: np.ndarray) -> float:
+    """The threshold t with (share of source items scoring below t) = (source error rate).
+
+    With distinct scores and k errors among n items, t is the (k+1)-th smallest score: exactly
+    n - k items, the source accuracy's worth, score at or above it.
+    """
+    s = np.sort(np.asarray(source_scores, dtype=np.float64))
+    correct = np.asarray(source_correct, dtype=bool)
+    if len(s) == 0 or len(s) != len(correct):
+        raise ValueError(f"need as many source scores as correctness flags, got {len(s)} and {len(correct)}")
+    k = int((~correct).sum())
+    if k >= len(s):
+        return float("inf")
+    return float(s[k])
+
+
+def atc_estimate(source_probs: np.ndarray, source_labels: np.ndarray, target_probs: np.ndarray, *, kind: str = "ne") -> float:
+    """ATC's estimate of target accuracy: the share of target items scoring at or above :func:`atc_threshold`."""
+    source_probs = np.asarray(source_probs)
+    correct = source_probs.argmax(axis=1) == np.asarray(source_labels)  # argmax is the same on log-probabilities
+    t = atc_threshold(score(source_probs, kind), correct)
+    return float((score(target_probs, kind) >= t).mean()) if len(target_probs) else float("nan")
+
+
+def doc_estimate(source_probs: np.ndarray, source_labels: np.ndarray, target_probs: np.ndarray) -> float:
+    """DoC: source accuracy - (mean source confidence - mean target confidence), clipped to [0, 1]."""
+    source_p, target_p = np.exp(_as_logp(source_probs)), np.exp(_as_logp(target_probs))
+    acc = float((source_p.argmax(1) == np.asarray(source_labels)).mean())
+    return float(np.clip(acc - (source_p.max(1).mean() - target_p.max(1).mean()), 0.0, 1.0))
+
+
+def agreement_estimate(predicted_a, predicted_b) -> float:
+    """Share of items on which two heads predict the same class."""
+    a, b = np.asarray(predicted_a), np.asarray(predicted_b)
+    if a.shape != b.shape:
+        raise ValueError(f"the two prediction vectors differ in shape: {a.shape} and {b.shape}")
+    return float((a == b).mean()) if len(a) else float("nan")
+
+
+def match_accuracy(probs: np.ndarray, accuracy: float, *, iters: int = 60) -> np.ndarray:
+    """``probs`` (or log-probabilities) re-tempered (``softmax(log p / tau)``, one tau for all items) so the
+    mean of the row maxima equals ``accuracy``; the argmax of every row is unchanged.
+
+    The re-tempered maximum is each item's estimated probability of being right: the ranking comes
+    from the head, the level from the accuracy estimate. ``accuracy`` is clipped to [1/C, 1).
+    """
+    logp = _as_logp(probs)
+    n, c = logp.shape
+    if n == 0 or c < 2 or not np.isfinite(accuracy):
+        return np.exp(logp)
+    target = float(np.clip(accuracy, 1.0 / c + 1e-6, 1.0 - 1e-6))
+
+    def tempered(log_tau: float) -> np.ndarray:
+        z = np.maximum(logp, -700.0) / np.exp(log_tau)
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    lo, hi = -8.0, 8.0  # mean max confidence falls as tau grows
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if tempered(mid).max(axis=1).mean() > target:
+            lo = mid
+        else:
+            hi = mid
+    return tempered((lo + hi) / 2)
+
+
+def source_reliability(source_logp: np.ndarray, source_labels: np.ndarray, *, min_rows: int = 20, min_errors: int = 3):
+    """P(right | confidence) on the held-out source rows: an isotonic fit of correctness on log-confidence
+    (Zadrozny & Elkan, KDD 2002), or None with fewer than ``min_rows`` rows or ``min_errors`` errors.
+
+    Where the head is overconfident at the top (instacart: confidence 0.98 on average above 0.95, 96 % right,
+    labels that no confidence can get past), this curve says so; a temperature alone cannot.
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    logp = _as_logp(source_logp)
+    correct = (logp.argmax(1) == np.asarray(source_labels)).astype(float)
+    if len(correct) < min_rows or (1 - correct).sum() < min_errors:
+        return None
+    iso = IsotonicRegression(increasing=True, out_of_bounds="clip", y_min=0.0, y_max=1.0)
+    iso.fit(logp.max(1), correct)
+    return iso.predict
+
+
+def match_accuracy_reliable(probs: np.ndarray, accuracy: float, reliability, *, iters: int = 60) -> np.ndarray:
+    """Per-item estimated correctness: ``reliability`` (a source curve of P(right | log-confidence)) read at the
+    re-tempered confidence, one temperature for all items chosen so the mean equals ``accuracy``. The shape comes
+    from the source, the level from the target estimate. Returns (N,) values in [0, 1]."""
+    logp = _as_logp(probs)
+    n, c = logp.shape
+    if n == 0 or c < 2 or not np.isfinite(accuracy):
+        return reliability(logp.max(1)) if n else np.zeros(0)
+
+    def corr(log_tau: float) -> np.ndarray:
+        return reliability(log_softmax(np.maximum(logp, -700.0) / np.exp(log_tau)).max(1))
+
+    lo, hi = -8.0, 8.0  # sharper (lower tau) -> higher confidence -> higher reliability
+    if corr(lo).mean() <= accuracy:
+        return corr(lo)
+    if corr(hi).mean() >= accuracy:
+        return corr(hi)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if corr(mid).mean() > accuracy:
+            lo = mid
+        else:
+            hi = mid
+    return corr((lo + hi) / 2)

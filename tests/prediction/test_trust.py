@@ -1,0 +1,252 @@
+"""Publication rule pieces against independent references: analytic accuracies, hand-computed scores, obvious taxonomies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prodkg.prediction.backoff import TaxonomyLevels
+from prodkg.prediction.estimates import agreement_estimate, atc_estimate, atc_threshold, doc_estimate, match_accuracy
+from prodkg.prediction.metrics import confidence_ece, h_score, open_set_scores, risk_coverage, selective_metrics
+from prodkg.prediction.publication import decide, evaluate, pick_estimator
+from prodkg.prediction.thresholds import NEVER, threshold_for_precision
+from prodkg.prediction.unknown import otsu_threshold, prototype_similarity, score_unknown
+
+
+def _calibrated_sample(rng, n, c, strength):
+    """Logits with a planted class; the label is *drawn* from softmax(logits), so the probabilities are
+    calibrated by construction and the expected accuracy is E[max p] exactly."""
+    logits = rng.normal(size=(n, c))
+    logits[np.arange(n), rng.integers(0, c, n)] += strength
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = (p.cumsum(1) > rng.random((n, 1))).argmax(1)
+    return p, labels
+
+
+def test_doc_recovers_the_accuracy_of_a_calibrated_shift():
+    # source and target are calibrated but the target is harder: the true target accuracy is the
+    # mean max probability of the target, known without its labels, and DoC is exact for it
+    rng = np.random.default_rng(0)
+    sp, sl = _calibrated_sample(rng, 20000, 5, 3.0)
+    tp, tl = _calibrated_sample(rng, 20000, 5, 1.5)
+    truth = tp.max(1).mean()
+    assert (tp.argmax(1) == tl).mean() == pytest.approx(truth, abs=0.01)  # the construction is right
+    assert doc_estimate(sp, sl, tp) == pytest.approx(truth, abs=0.02)
+
+
+def _separable(rng, n, accuracy, c=4):
+    """Right items score in [0.6, 1], wrong ones in [0.3, 0.5] (P(right | score) is 0 or 1 and the same in
+    every domain): the share of right items is ``accuracy`` by construction."""
+    right = rng.random(n) < accuracy
+    top = np.where(right, rng.uniform(0.6, 1.0, n), rng.uniform(0.3, 0.5, n))
+    p = np.column_stack([top] + [(1 - top) / (c - 1)] * (c - 1))
+    labels = np.where(right, 0, 1)
+    return p, labels
+
+
+def test_atc_is_exact_when_the_score_separates_right_from_wrong():
+    # the shift changes only how many items are right: ATC's threshold falls in the gap and counts them
+    rng = np.random.default_rng(0)
+    sp, sl = _separable(rng, 5000, 0.8)
+    tp, tl = _separable(rng, 5000, 0.55)
+    truth = (tp.argmax(1) == tl).mean()
+    assert atc_estimate(sp, sl, tp, kind="mc") == pytest.approx(truth, abs=0.005)
+    assert atc_estimate(sp, sl, tp, kind="ne") == pytest.approx(truth, abs=0.005)
+
+
+def test_atc_without_shift_is_the_source_accuracy():
+    rng = np.random.default_rng(3)
+    sp, sl = _calibrated_sample(rng, 20000, 5, 2.0)
+    tp, tl = _calibrated_sample(rng, 20000, 5, 2.0)
+    assert atc_estimate(sp, sl, tp) == pytest.approx((tp.argmax(1) == tl).mean(), abs=0.02)
+
+
+def test_atc_threshold_by_hand():
+    # 5 items, 2 wrong: the threshold is the 3rd smallest score, 3 of 5 items at or above it
+    assert atc_threshold(np.array([0.9, 0.2, 0.5, 0.7, 0.3]), np.array([1, 0, 1, 1, 0], bool)) == 0.5
+    assert atc_threshold(np.array([0.1, 0.2]), np.array([0, 0], bool)) == float("inf")
+
+
+def test_agreement_and_matched_confidence():
+    assert agreement_estimate([0, 1, 2, 2], [0, 1, 1, 2]) == 0.75
+    p = np.array([[0.9, 0.1], [0.6, 0.4], [0.8, 0.2]])
+    q = match_accuracy(p, 0.7)
+    assert q.max(1).mean() == pytest.approx(0.7, abs=1e-6)
+    assert (q.argmax(1) == p.argmax(1)).all()
+
+
+def test_threshold_for_precision_by_hand():
+    conf = np.array([0.99, 0.95, 0.9, 0.8, 0.7])
+    corr = np.array([1.0, 1.0, 0.7, 0.9, 0.2])
+    # precision of the top-k: 1, 1, 0.9, 0.9, 0.76 -> the smallest threshold with >= 0.9 is 0.8
+    assert threshold_for_precision(conf, corr, 0.9) == 0.8
+    assert threshold_for_precision(conf, corr, 1.0) == 0.95
+    assert threshold_for_precision(conf, corr, 0.9, min_items=5) == NEVER
+
+
+def test_metrics_by_hand():
+    m = selective_metrics(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool))
+    assert (m["accuracy"], m["precision"], m["coverage"]) == (0.5, 0.5, 0.5)
+    # bins: 0.9 (acc 0.5) and 0.6 (acc 1): |0.5-0.9|/2 + |1-0.6|/2
+    assert confidence_ece(np.array([0.9, 0.9, 0.6, 0.6]), np.array([1, 0, 1, 1], bool)) == pytest.approx(0.4)
+    rc = risk_coverage(np.array([0.9, 0.8, 0.8, 0.1]), np.array([1, 0, 1, 0], bool))
+    assert rc["coverage"].tolist() == [0.25, 0.75, 1.0]  # the tie at 0.8 is one step
+    assert rc["risk"].tolist() == pytest.approx([0.0, 1 / 3, 0.5])
+    assert h_score(0.8, 0.6) == pytest.approx(2 * 0.8 * 0.6 / 1.4)
+
+
+def test_open_set_scores_by_hand():
+    truth = ["a", "a", "b", "b", "x", "x", "y"]  # x and y are not in the source
+    pred = ["a", None, "b", "b", None, "a", None]
+    s = open_set_scores(truth, pred, ["a", "b"])
+    # known: class a 1/2, class b 2/2 -> 0.75; unknown recall 2/3; H = 2*0.75*(2/3)/(0.75+2/3)
+    assert s["known_accuracy"] == 0.75
+    assert s["unknown_recall"] == pytest.approx(2 / 3)
+    assert s["h_score"] == pytest.approx(2 * 0.75 * (2 / 3) / (0.75 + 2 / 3))
+
+
+TAXONOMY = [("food", None), ("fruit", "food"), ("apple", "fruit"), ("pear", "fruit"), ("vegetable", "food"),
+            ("leek", "vegetable"), ("milk", None)]  # milk: a root class without a finer level
+CLASSES = ["apple", "leek", "milk", "pear"]
+
+
+def test_taxonomy_levels_aggregate():
+    tax = TaxonomyLevels(CLASSES, TAXONOMY)
+    assert tax.n_levels == 3
+    p, names = tax.aggregate(np.array([[0.4, 0.1, 0.1, 0.4]]), 1)
+    assert dict(zip(names, p[0])) == pytest.approx({"fruit": 0.8, "milk": 0.1, "vegetable": 0.1})
+    p, names = tax.aggregate(np.array([[0.4, 0.1, 0.1, 0.4]]), 0)
+    assert dict(zip(names, p[0])) == pytest.approx({"food": 0.9, "milk": 0.1})
+    assert TaxonomyLevels(CLASSES, []).n_levels == 1
+
+
+def test_backoff_publishes_the_deepest_level_that_clears_the_bar():
+    # apple vs pear is a coin toss but both are fruit: the fruit is published, not the apple
+    probs = np.array([[0.48, 0.01, 0.01, 0.50],   # -> fruit (0.98) at level 1
+                      [0.97, 0.01, 0.01, 0.01],   # -> apple at level 2
+                      [0.30, 0.30, 0.10, 0.30],   # -> food (0.9) at level 0, nothing finer clears 0.85
+                      [0.30, 0.30, 0.30, 0.10]])  # -> nothing clears
+    d = decide(probs, CLASSES, source_probs=np.zeros((0, 4)), source_labels=np.zeros(0, int), taxonomy=TAXONOMY, threshold=0.85)
+    assert d.published == ["fruit", "apple", "food", None]
+    assert d.published_level.tolist() == [1, 2, 0, -1]
+    ev = evaluate(d, CLASSES, TAXONOMY, ["pear", "apple", "leek", "milk"])
+    assert ev["precision"] == 1.0 and ev["coverage"] == 0.75
+    # a flat taxonomy abstains instead
+    flat = decide(probs, CLASSES, source_probs=np.zeros((0, 4)), source_labels=np.zeros(0, int), threshold=0.85)
+    assert flat.published == [None, "apple", None, None]
+    # one row per item and distinct concept, every level a prediction with its confidence
+    rows = d.predictions[d.predictions["item"] == 0]
+    assert rows[["level", "value", "published"]].values.tolist() == [[2, "pear", False], [1, "fruit", True], [0, "food", False]]
+
+
+def test_unknown_items_get_no_category_and_the_precision_rule_uses_the_estimate():
+    rng = np.random.default_rng(1)
+    sp, sl = _calibrated_sample(rng, 2000, 4, 4.0)
+    tp, tl = _calibrated_sample(rng, 2000, 4, 2.5)
+    unknown = np.zeros(len(tp), bool)
+    unknown[:100] = True
+    # DoC is exact on this calibrated construction (see above), so the rule gets the right estimate
+    d = decide(tp, ["a", "b", "c", "d"], source_probs=sp, source_labels=sl, min_precision=0.95, unknown=unknown, estimator="doc")
+    assert all(v is None for v in d.published[:100])
+    ev = evaluate(d, ["a", "b", "c", "d"], [], ["abcd"[k] for k in tl])
+    assert ev["precision"] >= 0.93  # the calibrated construction: the estimate is right, so is the rule
+    assert 0.05 < ev["coverage"] < 0.95
+
+
+def test_pick_estimator():
+    assert pick_estimator(100, True, 5) == "atc"
+    assert pick_estimator(100, False, 5) == "atc"
+    assert pick_estimator(100, True, 0) == "agreement"
+    assert pick_estimator(5, False, 0) == "none"
+
+
+def test_prototype_similarity_and_unknown_flags():
+    # two tight source classes on the axes; a target item on a third axis is unlike both
+    rng = np.random.default_rng(0)
+    e = np.eye(3)
+
+    def around(v, n):
+        x = v + 0.05 * rng.normal(size=(n, 3))
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    source = np.vstack([around(e[0], 30), around(e[1], 30)])
+    labels = np.array([0] * 30 + [1] * 30)
+    target = np.vstack([around(e[0], 3), around(e[2], 2)])
+    sim, loo = prototype_similarity(source, labels, target)
+    assert (sim[:3] > 0.9).all() and (sim[3:] < 0.3).all()
+    assert len(loo) == 60 and loo.min() > 0.9
+    flags = score_unknown(source, labels, target)
+    assert flags.unknown.tolist() == [False, False, False, True, True]
+
+
+def test_otsu_splits_two_modes():
+    v = np.r_[np.full(50, 0.2), np.full(50, 0.8)]
+    assert 0.2 < otsu_threshold(v) <= 0.8
+
+
+def test_items_the_two_heads_disagree_on_back_off_or_abstain():
+    probs = np.array([[0.97, 0.01, 0.01, 0.01],   # both say apple
+                      [0.97, 0.01, 0.01, 0.01],   # the other head says pear: fruit is still agreed on
+                      [0.97, 0.01, 0.01, 0.01]])  # the other head says leek: no level agrees below food
+    other = np.array([[0.9, 0.0, 0.05, 0.05], [0.1, 0.0, 0.0, 0.9], [0.1, 0.9, 0.0, 0.0]])
+    kw = dict(source_probs=np.zeros((0, 4)), source_labels=np.zeros(0, int), taxonomy=TAXONOMY, other_probs=other,
+              estimator="none", min_items=1)
+    d = decide(probs, CLASSES, min_precision=0.9, **kw)
+    assert d.published == ["apple", "fruit", "food"]
+    # a fixed threshold is the old rule: no agreement asked
+    assert decide(probs, CLASSES, threshold=0.9, **kw).published == ["apple", "apple", "apple"]
+
+
+def test_log_probabilities_keep_the_order_of_predictions_that_round_to_one():
+    # margins of 40-80 nats: every probability is 1.0 in float64, the log-probabilities still differ
+    margins = np.linspace(40.0, 80.0, 20)
+    from prodkg.prediction.estimates import log_softmax
+
+    logp = log_softmax(np.column_stack([margins, np.zeros(20), np.zeros(20)]))
+    assert (np.exp(logp).max(1) == 1.0).all()
+    np.testing.assert_allclose(logp[:, 0], -2 * np.exp(-margins), rtol=1e-12)  # log(1 - 2e^-m) to first order
+    # summed over a concept of the top class and another one, the order survives too
+    tax = TaxonomyLevels(["a", "b", "c"], [("ab", None), ("a", "ab"), ("b", "ab"), ("c", None)])
+    agg, names = tax.aggregate_log(logp, 0)
+    np.testing.assert_allclose(agg[:, names.index("ab")], -np.exp(-margins), rtol=1e-12)
+    # with a correctness estimate of 0.5 for the 10 least and 1.0 for the 10 most confident, only the top half
+    # reaches 0.99: the rule can tell them apart only by their log-probabilities
+    from prodkg.prediction.estimates import score
+
+    s = score(logp, "mc")
+    assert (np.diff(s) > 0).all()
+    t = threshold_for_precision(s, np.r_[np.full(10, 0.5), np.ones(10)], 0.99)
+    assert t == s[10]
+
+
+def test_a_target_with_two_groups_splits_them_and_a_unimodal_one_keeps_the_source_bar():
+    from prodkg.prediction.unknown import separability, target_bar
+
+    rng = np.random.default_rng(0)
+    one = rng.normal(0.7, 0.05, 4000)
+    # a normal distribution split at its mean: between-group variance over total is 2/pi
+    assert separability(one, 0.7) == pytest.approx(2 / np.pi, abs=0.02)
+    bar, details = target_bar(one, 0.5)
+    assert bar == 0.5 and details["separability"] < 0.72
+    two = np.r_[rng.normal(0.8, 0.03, 300), rng.normal(0.3, 0.03, 100)]
+    bar, details = target_bar(two, 0.1)
+    assert 0.4 < bar < 0.7 and (two < bar).sum() == 100
+
+
+def test_the_source_reliability_curve_keeps_a_ceiling_a_temperature_would_miss():
+    # held-out source rows: above 0.95 confidence only 90 % are right (ambiguous labels), below it 60 %
+    from prodkg.prediction.estimates import match_accuracy_reliable, source_reliability
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    top = np.where(rng.random(n) < 0.5, 0.99, 0.7)
+    right = rng.random(n) < np.where(top > 0.95, 0.9, 0.6)
+    probs = np.column_stack([top, 1 - top])
+    labels = np.where(right, 0, 1)
+    rel = source_reliability(probs, labels)
+    assert rel(np.log([0.99]))[0] == pytest.approx(0.9, abs=0.02)
+    assert rel(np.log([0.7]))[0] == pytest.approx(0.6, abs=0.03)
+    # the same target at the same accuracy: the estimates follow the curve, never above its ceiling
+    c = match_accuracy_reliable(probs, 0.75, rel)
+    assert c.mean() == pytest.approx(0.75, abs=0.01) and c.max() <= 0.92
+    assert source_reliability(probs[:10], labels[:10]) is None  # too few rows
