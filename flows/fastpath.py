@@ -116,6 +116,11 @@ def _stat_signature(cfg, images) -> str | None:
     return digest.hexdigest()
 
 
+# manifest fields that describe the run itself rather than its results: not part of the summary a run returns
+_MANIFEST_ONLY = {"started", "ended", "config", "config_hash", "seed", "input_hash", "versions", "models", "tables", "orchestrator",
+                  "extraction_ran_on", "stat_signature", "report", "total_seconds", "fast_path"}
+
+
 def _previous_manifest(layout, run_id: str) -> tuple[Path, dict] | None:
     try:
         runs = sorted((p for p in layout.runs.iterdir() if p.name != run_id and (p / "manifest.json").is_file()), key=lambda p: p.name)
@@ -215,8 +220,8 @@ def try_fast_rerun(cfg, run_id: str, use_prefect: bool) -> dict | None:
     counts["quads"] = total
     features = {m: {**s, "computed": 0, "cached": 0, "seconds": 0.0, "skipped": "inputs unchanged (stat signature)"}
                 for m, s in (prev.get("features") or {}).items()}
-    summary = {k: prev.get(k) for k in ("catalog", "source", "target", "method", "baseline", "threshold", "metrics", "baseline_metrics",
-                                        "skipped_tasks", "finetune", "warnings")}
+    # every summary field of the previous run (metrics, counts, publication figures, ...): same inputs, same results
+    summary = {k: v for k, v in prev.items() if k not in _MANIFEST_ONLY}
     summary.update({
         "run_id": run_id,
         "run_dir": str(run_dir),
