@@ -11,6 +11,7 @@ from prodkg.adaptation.features import MultiModal
 from prodkg.errors import DataLoadError
 
 LABEL, DOMAIN = "label", "domain"
+
 ID_COLUMNS = ("id", "product_id")
 _FLAT = re.compile(r"^f(\d+)$")
 FLAT_MODALITY = "features"
@@ -40,14 +41,14 @@ def _list_column(name: str, values: list) -> tuple[np.ndarray, np.ndarray]:
     return block, present
 
 
-def _from_parquet(path: Path) -> tuple[MultiModal, list[str | None], np.ndarray, np.ndarray]:
+def _from_parquet(path: Path, required: tuple[str, ...]) -> tuple[MultiModal, list[str | None], np.ndarray, np.ndarray]:
     import pandas as pd
 
     try:
         frame = pd.read_parquet(path)
     except (OSError, ValueError) as exc:
         raise DataLoadError(f"could not read {path} as Parquet: {exc}") from exc
-    for col in (LABEL, DOMAIN):
+    for col in required:
         if col not in frame.columns:
             raise DataLoadError(f"{path}: expected a {col!r} column; columns are {list(frame.columns)}")
     id_col = next((c for c in ID_COLUMNS if c in frame.columns), None)
@@ -70,16 +71,18 @@ def _from_parquet(path: Path) -> tuple[MultiModal, list[str | None], np.ndarray,
         raise DataLoadError(
             f"{path}: no feature columns found; expected list/array columns (one per modality) or columns f0..fN"
         )
-    return MultiModal(blocks=blocks, present=present), _labels(frame[LABEL]), frame[DOMAIN].astype(str).to_numpy(), ids
+    labels = _labels(frame[LABEL]) if LABEL in frame.columns else [None] * len(frame)
+    domains = frame[DOMAIN].astype(str).to_numpy() if DOMAIN in frame.columns else np.full(len(frame), "", dtype=object).astype(str)
+    return MultiModal(blocks=blocks, present=present), labels, domains, ids
 
 
-def _from_npz(path: Path) -> tuple[MultiModal, list[str | None], np.ndarray, np.ndarray]:
+def _from_npz(path: Path, required: tuple[str, ...]) -> tuple[MultiModal, list[str | None], np.ndarray, np.ndarray]:
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DataLoadError(f"could not read {path} as .npz: {exc}") from exc
     keys = set(data.files)
-    for col in (LABEL, DOMAIN):
+    for col in required:
         if col not in keys:
             raise DataLoadError(f"{path}: expected an array {col!r}; arrays are {sorted(keys)}")
     blocks: dict[str, np.ndarray] = {}
@@ -97,11 +100,15 @@ def _from_npz(path: Path) -> tuple[MultiModal, list[str | None], np.ndarray, np.
         blocks[name] = block
     n = len(next(iter(blocks.values())))
     ids = data["id"].astype(str) if "id" in keys else np.array([str(i) for i in range(n)])
-    return MultiModal(blocks=blocks, present=present), _labels(data[LABEL].astype(object)), data[DOMAIN].astype(str), ids
+    labels = _labels(data[LABEL].astype(object)) if LABEL in keys else [None] * n
+    domains = data[DOMAIN].astype(str) if DOMAIN in keys else np.full(n, "").astype(str)
+    return MultiModal(blocks=blocks, present=present), labels, domains, ids
 
 
-def load_feature_table(path: str | Path) -> tuple[MultiModal, list[str | None], np.ndarray, np.ndarray]:
-    """Read precomputed product vectors for the adaptation and prediction stages.
+def load_feature_table(
+    path: str | Path, *, require_labels: bool = True
+) -> tuple[MultiModal, list[str | None], np.ndarray, np.ndarray]:
+    """Read precomputed product vectors for the adaptation and prediction stages (layout: ``flows.cli.FEATURE_TABLE_LAYOUT``, shown by ``prodkg adapt --help``).
 
     Formats:
         Parquet: a ``label`` column (empty or null where unknown), a ``domain`` column,
@@ -110,6 +117,8 @@ def load_feature_table(path: str | Path) -> tuple[MultiModal, list[str | None], 
         or as scalar columns ``f0..fN`` (one modality named ``features``).
         ``.npz``: arrays ``X`` (modality ``features``) and/or ``X_<modality>``,
         ``label``, ``domain`` and optionally ``id``; a row holding NaN marks a missing modality.
+        With ``require_labels=False`` (scoring rows with a saved model) ``label`` and ``domain``
+        may be absent: every label is then None and every domain ``""``.
 
     Returns:
         ``(features, labels, domains, ids)``: a :class:`MultiModal`, one label or None per row,
@@ -119,10 +128,11 @@ def load_feature_table(path: str | Path) -> tuple[MultiModal, list[str | None], 
     if not path.is_file():
         raise DataLoadError(f"feature table {path} does not exist")
     suffix = path.suffix.lower()
+    required = (LABEL, DOMAIN) if require_labels else ()
     if suffix in {".parquet", ".pq"}:
-        result = _from_parquet(path)
+        result = _from_parquet(path, required)
     elif suffix == ".npz":
-        result = _from_npz(path)
+        result = _from_npz(path, required)
     else:
         raise DataLoadError(f"feature table {path}: expected a .parquet or .npz file, got {suffix or 'no suffix'!r}")
     features, labels, domains, ids = result

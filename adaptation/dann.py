@@ -74,7 +74,9 @@ class DomainAdversarialLoss(nn.Module):
         coeff: initial reversal coefficient (set ``loss.grl.coeff`` during training).
 
     Inputs:
-        f_s: ``(N_s, d)`` source features; f_t: ``(N_t, d)`` target features.
+        f_s: ``(N_s, d)`` source features; f_t: ``(N_t, d)`` target features;
+        w_s: optional ``(N_s,)`` non-negative weights of the source rows (PADA's class weights),
+        the source-side loss then being their weighted mean.
 
     Shape:
         output: scalar. After each call ``domain_accuracy`` holds the discriminator's
@@ -87,7 +89,7 @@ class DomainAdversarialLoss(nn.Module):
         self.discriminator = discriminator
         self.domain_accuracy: torch.Tensor | None = None
 
-    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor, w_s: torch.Tensor | None = None) -> torch.Tensor:
         if f_s.ndim != 2 or f_t.ndim != 2 or f_s.shape[1] != f_t.shape[1]:
             raise StageError(
                 f"DomainAdversarialLoss expects (N_s, d) and (N_t, d) features; "
@@ -97,7 +99,11 @@ class DomainAdversarialLoss(nn.Module):
             raise StageError("DomainAdversarialLoss needs at least one source and one target row")
         logits = self.discriminator(self.grl(torch.cat([f_s, f_t], dim=0))).squeeze(1)
         d_s, d_t = logits[: f_s.shape[0]], logits[f_s.shape[0] :]
-        loss_s = F.binary_cross_entropy_with_logits(d_s, torch.ones_like(d_s))
+        if w_s is None:
+            loss_s = F.binary_cross_entropy_with_logits(d_s, torch.ones_like(d_s))
+        else:
+            per_row = F.binary_cross_entropy_with_logits(d_s, torch.ones_like(d_s), reduction="none")
+            loss_s = (w_s * per_row).sum() / w_s.sum().clamp(min=1e-12)
         loss_t = F.binary_cross_entropy_with_logits(d_t, torch.zeros_like(d_t))
         with torch.no_grad():
             correct = (d_s > 0).sum() + (d_t <= 0).sum()

@@ -250,8 +250,13 @@ def train_method(
             else:
                 blocks, present = s_blocks, s_present
             features, logits = network(blocks, present)
-            cls_loss = F.cross_entropy(method.source_logits(logits[:n_s]), y_batch)
+            weights = method.source_weights(y_batch)
             adapt_loss = method.adaptation_loss(features[:n_s], features[n_s:], logits[:n_s], logits[n_s:], p)
+            if weights is None:
+                cls_loss = F.cross_entropy(method.source_logits(logits[:n_s]), y_batch)
+            else:
+                per_row = F.cross_entropy(method.source_logits(logits[:n_s]), y_batch, reduction="none")
+                cls_loss = (weights.detach() * per_row).sum() / weights.detach().sum().clamp(min=1e-12)
             loss = cls_loss + config.tradeoff * adapt_loss
 
             def metrics() -> dict[str, float]:

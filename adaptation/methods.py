@@ -73,6 +73,14 @@ class AdaptationMethod(nn.Module):
         """Diagnostics of the last step (averaged per epoch into the history)."""
         return {}
 
+    def source_weights(self, y_s: torch.Tensor) -> torch.Tensor | None:
+        """Weights of the source rows in the classification loss (None: an unweighted mean).
+
+        Called before :meth:`adaptation_loss` of the same step, which may reuse them.
+        Shape: ``(N_s,)`` labels in, ``(N_s,)`` out.
+        """
+        return None
+
 
 @METHODS.register("source_only", aliases=("source", "none"))
 class SourceOnly(AdaptationMethod):
@@ -246,6 +254,65 @@ class CDAN(AdaptationMethod):
         if acc is not None:
             metrics["domain_accuracy"] = float(acc)
         return metrics
+
+
+@METHODS.register("pada", aliases=("partial",))
+class PADA(AdaptationMethod):
+    """Partial adversarial domain adaptation (Cao, Ma, Long & Wang, ECCV 2018), for targets holding only
+    some of the source classes.
+
+    DANN whose source rows are weighted by class: the weight of class ``k`` is the mean
+    probability the classifier gives ``k`` on the target (eq. 5), divided by the largest
+    such mean, so classes the target lacks fade from both the classification loss and the
+    discriminator, and the features of the target are not pulled towards them. The means are
+    a running average over target batches (momentum :attr:`momentum`) instead of the paper's
+    full pass every few epochs, and the weights stay 1 during the first :attr:`warmup` of
+    training, while the classifier is still untrained.
+    """
+
+    momentum = 0.9
+    warmup = 0.1
+
+    def __init__(self, feature_dim: int, n_classes: int, config: TrainConfig) -> None:
+        super().__init__(feature_dim, n_classes, config)
+        discriminator = DomainDiscriminator(feature_dim, hidden=config.hidden, dropout=config.dropout)
+        self.domain_loss = DomainAdversarialLoss(discriminator, coeff=0.0)
+        self.register_buffer("class_mass", torch.full((n_classes,), 1.0 / n_classes))
+        self._active = False
+        self._w_s: torch.Tensor | None = None
+
+    def class_weights(self) -> torch.Tensor:
+        """``(C,)`` class weights in ``(0, 1]``, the largest 1 (all 1 during warm-up)."""
+        if not self._active:
+            return torch.ones_like(self.class_mass)
+        return self.class_mass / self.class_mass.max().clamp(min=1e-12)
+
+    def source_weights(self, y_s: torch.Tensor) -> torch.Tensor:
+        self._w_s = self.class_weights()[y_s]
+        return self._w_s
+
+    def adaptation_loss(
+        self,
+        features_s: torch.Tensor,
+        features_t: torch.Tensor,
+        logits_s: torch.Tensor,
+        logits_t: torch.Tensor,
+        progress: float,
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            batch_mass = torch.softmax(logits_t, dim=1).mean(0)
+            self.class_mass.mul_(self.momentum).add_((1.0 - self.momentum) * batch_mass)
+        self._active = progress >= self.warmup
+        self.domain_loss.grl.coeff = dann_lambda(progress)
+        # the loop hands the source labels to source_weights first; alone, weigh by the predicted classes
+        w_s = self._w_s if self._w_s is not None and len(self._w_s) == len(features_s) else \
+            self.class_weights()[logits_s.argmax(1)]
+        self._w_s = None
+        return self.domain_loss(features_s, features_t, w_s.detach())
+
+    def step_metrics(self) -> dict[str, float]:
+        w = self.class_weights()
+        return {"grl_coeff": self.domain_loss.grl.coeff, "min_class_weight": float(w.min())}
 
 
 def list_methods() -> list[str]:

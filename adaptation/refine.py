@@ -22,7 +22,33 @@ def centred_inputs(x: MultiModal, means: Mapping[str, np.ndarray]) -> np.ndarray
     return z / np.linalg.norm(z, axis=1, keepdims=True).clip(min=1e-12)
 
 
-def centroid_refine(z: np.ndarray, probs: np.ndarray, iterations: int = 2) -> tuple[np.ndarray, np.ndarray]:
+#: A class whose estimated share of the target is below this fraction of ``1 / C`` gets no centroid in refinement.
+MIN_CLASS_SHARE = 0.2
+
+
+def target_class_prior(probs: np.ndarray, source_prior: np.ndarray, iterations: int = 100) -> np.ndarray:
+    """Class shares of the target by EM (Saerens, Latinne & Decaestecker, Neural Computation 2002).
+
+    Alternates re-weighting the classifier's probabilities by ``prior / source_prior`` and
+    setting the prior to their mean; a class the target lacks (a partial catalog) goes towards 0.
+    Shape: ``(N, C)`` probabilities and ``(C,)`` source shares in, ``(C,)`` target shares out.
+    """
+    p = probs.astype(np.float64)
+    ps = np.asarray(source_prior, dtype=np.float64).clip(min=1e-12)
+    prior = ps / ps.sum()
+    for _ in range(iterations):
+        q = p * (prior / ps)
+        q /= q.sum(axis=1, keepdims=True).clip(min=1e-300)
+        new = q.mean(axis=0)
+        if np.abs(new - prior).max() < 1e-8:
+            return new
+        prior = new
+    return prior
+
+
+def centroid_refine(
+    z: np.ndarray, probs: np.ndarray, iterations: int = 2, source_prior: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Spherical k-means on the target seeded by a classifier's soft predictions.
 
     Centroids start as the probability-weighted means of the L2-normalised target
@@ -31,16 +57,31 @@ def centroid_refine(z: np.ndarray, probs: np.ndarray, iterations: int = 2) -> tu
     the cluster structure of the target itself, which a classifier fitted on the
     source cannot see; class identities come from the seeding predictions.
 
+    With ``source_prior`` (the class shares of the source), classes the target seems to lack
+    take no part: a class whose share of the target (:func:`target_class_prior`) is below
+    :data:`MIN_CLASS_SHARE` ``/ C`` gets a zero centroid and no product. Without that, on a
+    partial catalog the centroids of absent classes, seeded from stray probability mass, take
+    products from the present ones (office-caltech-10 with 5 of 10 classes in the target:
+    source-only fell from 96.4% to 89.3% on C->D).
+
     Args:
         z: ``(N, d)`` row-normalised target features; probs: ``(N, C)`` class probabilities.
         iterations: label/centroid updates.
+        source_prior: ``(C,)`` class shares of the source, or None to keep every class.
 
     Returns:
-        ``(centroids (C, d) unit rows, labels (N,))``. A class that loses every product keeps its seeded centroid.
+        ``(centroids (C, d) unit or zero rows, labels (N,))``. A class that loses every product keeps its
+        seeded centroid.
     """
     if z.ndim != 2 or probs.ndim != 2 or z.shape[0] != probs.shape[0] or z.shape[0] == 0:
         raise StageError(f"centroid_refine expects (N, d) features and (N, C) probabilities; got {z.shape} and {probs.shape}")
-    weights = probs.astype(np.float64)
+    n_classes = probs.shape[1]
+    active = np.ones(n_classes, dtype=bool)
+    if source_prior is not None:
+        active = target_class_prior(probs, source_prior) >= MIN_CLASS_SHARE / n_classes
+        if not active.any():
+            active[:] = True
+    weights = probs.astype(np.float64) * active
     centroids = None
     labels = weights.argmax(1)
     for _ in range(max(1, iterations)):
@@ -49,9 +90,10 @@ def centroid_refine(z: np.ndarray, probs: np.ndarray, iterations: int = 2) -> tu
         if centroids is not None:
             new[mass == 0] = centroids[mass == 0]
         new /= np.linalg.norm(new, axis=1, keepdims=True).clip(min=1e-12)
+        new[~active] = 0.0
         centroids = new
-        labels = (z @ centroids.T).argmax(1)
-        weights = np.eye(probs.shape[1])[labels]
+        labels = np.where(active[None, :], z @ centroids.T, -np.inf).argmax(1)
+        weights = np.eye(n_classes)[labels]
     return centroids, labels
 
 

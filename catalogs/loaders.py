@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -321,6 +323,53 @@ def _instacart_domain(product_id: str) -> str:
     return "new" if int(hashlib.sha256(product_id.encode()).hexdigest()[:8], 16) % 5 == 0 else "catalog"
 
 
+#: How many of the most frequent leading words count as generic ("organic", "original", "chocolate", ...): a
+#: title led by one of them names no brand and stays in the catalog of the brand-shift split.
+INSTACART_GENERIC_LEADS = 200
+
+
+def instacart_brand(title: str) -> str:
+    """The brand key of a product title: its first word, lower-cased (letters and digits only; "" for none).
+
+    Instacart titles mostly begin with the brand ("Oikos Greek Yogurt ..."), so the first word is the
+    brand proxy of :func:`instacart_brand_domains`; where it is a generic word instead, that function
+    recognises it by its frequency.
+    """
+    words = re.findall(r"[a-z0-9]+", title.lower())
+    return words[0] if words else ""
+
+
+def instacart_brand_domains(titles: Sequence[str]) -> list[str]:
+    """A fixed split by brand: ``"catalog"`` or ``"new-brands"`` for each title.
+
+    The brand key is :func:`instacart_brand`. The :data:`INSTACART_GENERIC_LEADS` most frequent
+    keys over all titles are generic words, not brands, and their products stay in the catalog.
+    Every other key goes, with all its products, to ``new-brands`` when the first 8 hex digits of
+    its SHA-256 are 0 modulo 5 (a fifth of the brands; seed-free), so no brand of the new
+    supplier ever occurs in the catalog. On the 49,688 products: 4,539 in ``new-brands``.
+    """
+    keys = [instacart_brand(t) for t in titles]
+    counts: dict[str, int] = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    generic = set(sorted(counts, key=lambda k: (-counts[k], k))[:INSTACART_GENERIC_LEADS])
+
+    def domain(k: str) -> str:
+        new = k not in generic and int(hashlib.sha256(k.encode()).hexdigest()[:8], 16) % 5 == 0
+        return "new-brands" if new else "catalog"
+
+    return [domain(k) for k in keys]
+
+
+def build_instacart_brand_shift(root: Path) -> CatalogSource:
+    """instacart-products split by brand (:func:`instacart_brand_domains`) instead of at random: the
+    ``new-brands`` target holds only brands that never occur in the ``catalog`` source."""
+    src = build_instacart(root)
+    frame = src.frame.copy()
+    frame["domain"] = instacart_brand_domains(frame["title"].tolist())
+    return dataclasses.replace(src, name="instacart-brand-shift", frame=frame, default_target=["new-brands"])
+
+
 def build_instacart(root: Path) -> CatalogSource:
     """49,688 product titles, text only; category = aisle, taxonomy department → aisle.
 
@@ -378,5 +427,18 @@ DATASETS.register("instacart-products", aliases=("instacart",))(
             ("departments.csv", "https://raw.githubusercontent.com/wwenrr/btl-datawarehouse/bd9a9ac216e45bb10d01f53b104b89a265ae2e97/data/raw/departments.csv",
              "e6829cea3da95ec22eeb4e0294094a68b929f3bcfda48fdd7d1e33403110fc43"),
         ),
+    )
+)
+
+
+DATASETS.register("instacart-brand-shift", aliases=("instacart-brands",))(
+    dataclasses.replace(
+        DATASETS.get("instacart-products"),
+        name="instacart-brand-shift",
+        build=build_instacart_brand_shift,
+        domains=("catalog", "new-brands"),
+        default_target=("new-brands",),
+        description="instacart-products split by brand: the new-brands target (4,539 titles) holds only brands "
+                    "that never occur in the catalog (brand = a title's first word, see instacart_brand_domains)",
     )
 )

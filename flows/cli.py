@@ -241,6 +241,21 @@ def cmd_serve(args) -> int:
     return 0
 
 
+#: The layout of the feature tables `adapt` and `predict` read (adaptation.byo.load_feature_table); the README repeats it.
+FEATURE_TABLE_LAYOUT = """\
+Feature table layout (Parquet or .npz), one row per product:
+  Parquet: one list/array column per modality (e.g. 'image', 'text'; a null cell = that
+           modality is missing for the product), or scalar columns f0..fN (one modality
+           named 'features', in numeric order of N); 'label' (null or empty = unknown);
+           'domain' (a name per row, used by --source/--target); optional 'id' or
+           'product_id' (unique; default: the row number).
+  .npz:    arrays 'X' (N, d) (modality 'features') and/or 'X_<modality>' (N, d_m); 'label'
+           and 'domain' (N,); optional 'id' (N,). A row holding NaN marks that modality missing.
+  Widths and modality names must match between the table a model was trained on and the rows
+  it scores. 'label' and 'domain' are required by 'adapt', optional for 'predict'.
+"""
+
+
 def cmd_adapt(args) -> int:
     """Adapt and predict from a table of precomputed vectors; writes predictions.parquet and manifest.json."""
     import hashlib
@@ -292,6 +307,61 @@ def cmd_adapt(args) -> int:
         acc = result.metrics.get("target_accuracy")
         print(f"adapted {int(is_source.sum())} source → {int(is_target.sum())} target products with {args.method}{chosen}"
               + (f"; target accuracy {100 * acc:.1f} %" if acc is not None else "") + f"; wrote {out}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    """Score the rows of a feature table with a model saved by ``prodkg adapt``; writes a predictions Parquet file."""
+    import numpy as np
+    import pandas as pd
+
+    from prodkg.adaptation import AdaptedModel
+    from prodkg.adaptation.byo import load_feature_table
+    from prodkg.errors import ModelLoadError
+    from prodkg.extractors.extract import torch_threads
+
+    if args.catalog:
+        raise ConfigError("--catalog is not supported yet: extract the catalog's vectors into a feature table "
+                          "(layout in `prodkg predict --help`) and pass it with --features")
+    run = Path(args.model)
+    model_dir = run / "model" if (run / "model").is_dir() else run
+    manifest_file = run / "manifest.json"
+    if not manifest_file.is_file():
+        raise ConfigError(f"--model {run}: expected a folder written by `prodkg adapt` (manifest.json and model/)")
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        classes = list(manifest["classes"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{manifest_file}: no class list in it ({exc})") from exc
+    temperature = float((manifest.get("metrics") or {}).get("temperature", 1.0))
+    model = AdaptedModel.load(model_dir, device="cpu")
+    if model.n_classes != len(classes):
+        raise ModelLoadError(f"{run}: the model predicts {model.n_classes} classes, its manifest lists {len(classes)}")
+    if not Path(args.features).is_file():
+        raise ConfigError(f"--features {args.features!r} not found")
+    features, labels, domains, ids = load_feature_table(args.features, require_labels=False)
+    keep = np.ones(len(ids), dtype=bool)
+    if args.domain:
+        wanted = [d.strip() for d in args.domain.split(",") if d.strip()]
+        keep = np.isin(domains, wanted)
+        if not keep.any():
+            raise ConfigError(f"no row of {args.features} has domain {wanted}; its domains are {sorted(set(domains.tolist()))}")
+    rows = np.flatnonzero(keep)
+    x = features.subset(rows)
+    if x.dims != model.dims:
+        raise ConfigError(f"{args.features}: the model was trained on modalities {model.dims}; the table has {x.dims}")
+    with torch_threads(1):
+        probs = model.predict_proba(x, temperature)
+    pred = probs.argmax(1)
+    frame = pd.DataFrame({"product_id": ids[rows], "value": [classes[k] for k in pred],
+                          "confidence": probs.max(1).astype(float)})
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out, index=False)
+    if not args.quiet:
+        known = [(classes[k], labels[i]) for k, i in zip(pred, rows) if labels[i] is not None]
+        acc = f"; accuracy on the {len(known)} labelled rows {100 * np.mean([a == b for a, b in known]):.1f} %" if known else ""
+        print(f"scored {len(rows)} products with {model_dir} ({model.config.method}){acc}; wrote {out}")
     return 0
 
 
@@ -485,7 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a host SERVICE and LOAD may reach (repeatable; default: none, no outbound requests)")
     sv.set_defaults(func=cmd_serve)
 
-    a = sub.add_parser("adapt", help="adapt and predict from your own precomputed feature vectors (no extractors)")
+    a = sub.add_parser("adapt", help="adapt and predict from your own precomputed feature vectors (no extractors)",
+                       epilog=FEATURE_TABLE_LAYOUT, formatter_class=argparse.RawDescriptionHelpFormatter)
     a.add_argument("--features", required=True, help="Parquet or .npz table: vectors, 'label' and 'domain' columns")
     a.add_argument("--source", required=True, help="labelled source domain(s), comma-separated")
     a.add_argument("--target", required=True, help="unlabelled target domain(s), comma-separated")
@@ -496,6 +567,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", required=True, help="folder for predictions.parquet, manifest.json and model/")
     a.add_argument("--quiet", action="store_true")
     a.set_defaults(func=cmd_adapt)
+
+    pr = sub.add_parser("predict", help="score any rows of a feature table with a model saved by `prodkg adapt`",
+                        epilog=FEATURE_TABLE_LAYOUT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pr.add_argument("--model", required=True, metavar="RUN", help="output folder of `prodkg adapt` (manifest.json and model/)")
+    what = pr.add_mutually_exclusive_group(required=True)
+    what.add_argument("--features", help="Parquet or .npz feature table of the rows to score (layout below)")
+    what.add_argument("--catalog", help="a catalog to extract and score (not supported yet; use --features)")
+    pr.add_argument("--domain", help="score only the rows of these domain(s), comma-separated (default: every row)")
+    pr.add_argument("--out", required=True, help="Parquet file for product_id, value, confidence")
+    pr.add_argument("--quiet", action="store_true")
+    pr.set_defaults(func=cmd_predict)
 
     sc = sub.add_parser("schedule", help="serve the nightly flow as a Prefect deployment on a cron schedule (needs `prefect server start`)")
     sc.add_argument("--cron", default="0 2 * * *", help="when to run, a cron expression (default '0 2 * * *': 02:00 every night)")

@@ -105,3 +105,55 @@ def test_prodkg_adapt_auto_writes_predictions_and_a_manifest_with_the_choice(tmp
     assert manifest["metrics"]["selection"]["chosen"] == sel["chosen"]
     assert main(["adapt", "--features", str(tmp_path / "mine.parquet"), "--source", "nowhere", "--target", "store",
                  "--out", str(out), "--quiet"]) == 2
+
+
+def test_prodkg_predict_scores_held_out_rows_with_a_saved_model(tmp_path, make_shifted) -> None:
+    from prodkg.flows.cli import main
+
+    xs, ys, xt, _ = make_shifted(seed=5, n=90, dim=6)
+    names = np.array(["red", "green", "blue"])
+    pd.DataFrame({
+        "id": [f"s{i}" for i in range(90)] + [f"t{i}" for i in range(90)],
+        "label": list(names[ys]) + [None] * 90,
+        "domain": ["catalog"] * 90 + ["store"] * 90,
+        "image": list(np.concatenate([xs.blocks["image"], xt.blocks["image"]])),
+    }).to_parquet(tmp_path / "train.parquet")
+    out = tmp_path / "run"
+    assert main(["adapt", "--features", str(tmp_path / "train.parquet"), "--source", "catalog", "--target", "store",
+                 "--method", "dann", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    # held-out rows the model never saw, in the .npz layout, without label or domain arrays
+    _, _, xh, _ = make_shifted(seed=9, n=40, dim=6)
+    np.savez(tmp_path / "held.npz", X_image=xh.blocks["image"], id=np.array([f"h{i}" for i in range(40)]))
+    assert main(["predict", "--model", str(out), "--features", str(tmp_path / "held.npz"),
+                 "--out", str(tmp_path / "held.parquet"), "--quiet"]) == 0
+    scored = pd.read_parquet(tmp_path / "held.parquet")
+    assert list(scored.columns) == ["product_id", "value", "confidence"] and len(scored) == 40
+    assert set(scored["value"]) <= set(names) and scored["confidence"].between(0, 1).all()
+    # the same rows through the saved model directly give the same classes
+    from prodkg.adaptation import AdaptedModel
+
+    model = AdaptedModel.load(out / "model")
+    classes = json.loads((out / "manifest.json").read_text())["classes"]
+    assert scored["value"].tolist() == [classes[k] for k in model.predict(xh)]
+    # --domain filters rows; a width mismatch and a missing run are configuration errors
+    assert main(["predict", "--model", str(out), "--features", str(tmp_path / "train.parquet"), "--domain", "store",
+                 "--out", str(tmp_path / "store.parquet"), "--quiet"]) == 0
+    assert len(pd.read_parquet(tmp_path / "store.parquet")) == 90
+    np.savez(tmp_path / "wide.npz", X_image=np.zeros((3, 7), dtype=np.float32))
+    assert main(["predict", "--model", str(out), "--features", str(tmp_path / "wide.npz"),
+                 "--out", str(tmp_path / "x.parquet"), "--quiet"]) == 2
+    assert main(["predict", "--model", str(tmp_path / "none"), "--features", str(tmp_path / "held.npz"),
+                 "--out", str(tmp_path / "x.parquet"), "--quiet"]) == 2
+
+
+def test_the_table_layout_is_in_the_help_and_the_readme(capsys) -> None:
+    from pathlib import Path
+
+    from prodkg.flows.cli import FEATURE_TABLE_LAYOUT, main
+
+    for command in ("adapt", "predict"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "f0..fN" in capsys.readouterr().out
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert FEATURE_TABLE_LAYOUT.strip() in readme

@@ -63,3 +63,28 @@ def test_ensemble_averages_member_probabilities_and_round_trips(make_shifted, tm
     again = AdaptedModel.load(ens.save(tmp_path / "ens"))
     np.testing.assert_allclose(again.predict_proba(xt), ens.predict_proba(xt), atol=1e-6)
     assert [c["method"] for c in again.describe()["ensemble"]] == ["source_only", "dann"]
+
+
+def test_refinement_gives_no_products_to_classes_a_partial_target_lacks() -> None:
+    from prodkg.adaptation.refine import MIN_CLASS_SHARE, centroid_refine, target_class_prior
+
+    rng = np.random.default_rng(0)
+    # three source classes in equal shares; the target holds classes 0 and 1 only, in tight clusters,
+    # and the classifier puts a little stray mass on class 2 everywhere
+    centres = np.eye(3, 8) * 4.0
+    y = np.repeat([0, 1], 60)
+    z = centres[y] + rng.normal(scale=0.3, size=(120, 8))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    probs = np.full((120, 3), 0.04)
+    probs[np.arange(120), y] = 0.92
+    prior = target_class_prior(probs, np.ones(3) / 3)
+    assert prior[2] < MIN_CLASS_SHARE / 3 and prior[:2].sum() > 0.99
+    centroids, labels = centroid_refine(z, probs, source_prior=np.ones(3) / 3)
+    assert not (labels == 2).any() and np.allclose(centroids[2], 0.0)
+    assert (labels == y).mean() == 1.0
+    # EM by hand on two rows: equal source shares, probabilities (0.8, 0.2) and (0.6, 0.4) -> a fixed point
+    p = np.array([[0.8, 0.2], [0.6, 0.4]])
+    pi = target_class_prior(p, np.array([0.5, 0.5]))
+    q = p * pi / 0.5
+    q /= q.sum(1, keepdims=True)
+    np.testing.assert_allclose(q.mean(0), pi, atol=1e-6)

@@ -124,7 +124,7 @@ def test_stratified_holdout_keeps_two_rows_of_every_class_for_training() -> None
 def test_auto_picks_a_candidate_and_records_why(make_shifted, tmp_path) -> None:
     xs, ys, xt, _ = make_shifted(seed=3, n=150, dim=8)
     config = TrainConfig(method="auto", hidden=16, epochs=3, seed=0)
-    model = train(xs, ys, xt, 3, config)
+    model = auto_train(xs, ys, xt, 3, config, safe=False)  # the selector's own choice; the safety check is tested below
     info = model.describe()
     sel = info["selection"]
     assert sel["selector"] == "dev"
@@ -238,3 +238,112 @@ def test_auto_checks_the_whole_grid_before_training_any_candidate(make_shifted) 
     with pytest.raises(ConfigError, match="lr"):
         # the bad candidate comes last; the error must come before the first one trains (epochs would take long)
         auto_train(xs, ys, xt, 3, TrainConfig(epochs=10_000), candidates=[("source_only", {}), ("dann", {"lr": 0.0})])
+
+
+# --- DEV against an independent reference, and the safety of "auto" ---------------------------------------
+
+
+def _dev_reference(losses: list[float], weights: list[float]) -> float:
+    """You et al. 2019, Algorithm 1, written out with plain sums (no NumPy covariance)."""
+    n = len(losses)
+    big_l = [w * l for w, l in zip(weights, losses)]
+    mean_l, mean_w = sum(big_l) / n, sum(weights) / n
+    cov = sum((a - mean_l) * (b - mean_w) for a, b in zip(big_l, weights)) / (n - 1)
+    var = sum((b - mean_w) ** 2 for b in weights) / (n - 1)
+    eta = -cov / var
+    return mean_l + eta * mean_w - eta
+
+
+def test_dev_matches_a_plain_reference_and_its_score_is_not_positive_in_expectation() -> None:
+    rng = np.random.default_rng(0)
+    scores = []
+    for _ in range(400):
+        # true density ratios of a target N(1, 1) against a source N(0, 1) at source draws: E_s[w] = 1
+        x = rng.normal(size=30)
+        w = np.exp(x - 0.5)
+        losses = rng.exponential(scale=1.0 + (x > 0), size=30)  # a cross-entropy: never negative
+        risk = deep_embedded_validation(losses, w)
+        assert risk == pytest.approx(_dev_reference(losses.tolist(), w.tolist()), rel=1e-9, abs=1e-12)
+        scores.append(-risk)
+    # the score is minus an (almost) unbiased risk estimate of a non-negative loss: <= 0 in expectation
+    assert np.mean(scores) <= 0.0
+
+
+def test_dev_selector_never_scores_above_zero_even_when_estimated_weights_do_not_average_one() -> None:
+    rng = np.random.default_rng(2)
+    # held-out source rows sit between the training rows and the target: a domain classifier gives them
+    # weights far above 1 on average, where the raw DEV formula can go below zero for a cross-entropy
+    train_embed = rng.normal(size=(300, 8))
+    target_embed = rng.normal(loc=2.0, size=(300, 8))
+    val_embed = rng.normal(loc=1.2, size=(60, 8))
+    y_val = rng.integers(0, 3, 60)
+    val_logits = rng.normal(scale=3.0, size=(60, 3))
+    ev = _evidence(np.zeros((300, 3)), val_logits=val_logits, y_val=y_val, val_embed=val_embed,
+                   train_embed=train_embed, target_embed=target_embed)
+    from prodkg.adaptation.selection import importance_weights, normalised_weights
+
+    raw = importance_weights(train_embed, target_embed, val_embed)
+    assert raw.mean() > 2.0  # the estimated ratios do not average 1 here
+    w = normalised_weights(raw)
+    assert w.mean() == pytest.approx(1.0) and w.max() <= 20.0 * (1 + 1e-6)
+    assert SELECTORS.get("dev")(ev) <= 0.0
+
+
+def test_consensus_agreement_and_majority_vote_by_hand() -> None:
+    from prodkg.adaptation.selection import consensus_agreement, majority_vote
+
+    preds = [np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2]), np.array([1, 1, 1, 0])]
+    np.testing.assert_array_equal(majority_vote(preds), [0, 1, 1, 2])
+    np.testing.assert_allclose(consensus_agreement(preds), [3 / 4, 4 / 4, 2 / 4])
+    # a tie goes to the lowest class
+    np.testing.assert_array_equal(majority_vote([np.array([2]), np.array([1])]), [1])
+
+
+def test_safe_choice_adopts_an_adapted_candidate_only_when_every_signal_agrees() -> None:
+    from prodkg.adaptation.selection import SAFETY_SIGNALS, safe_choice
+
+    assert SAFETY_SIGNALS == ("dev", "snd", "consensus")
+    signals = SAFETY_SIGNALS
+    methods = ["source_only", "dann", "cdan"]
+    scores = [{"dev": -1.0, "snd": 5.0}, {"dev": -0.5, "snd": 5.5}, {"dev": -0.8, "snd": 5.1}]
+    agreement = np.array([0.8, 0.9, 0.85])
+    assert safe_choice(methods, scores, agreement, "dev", signals)[0] == 1
+    # the selector's best has a lower SND than source-only: source-only stays, unless scanning finds cdan
+    scores[1]["snd"] = 4.0
+    index, record = safe_choice(methods, scores, agreement, "dev", signals)
+    assert index == 0 and record["overruled"] and record["checks"] == {"dev": True, "snd": False, "consensus": True}
+    assert safe_choice(methods, scores, agreement, "dev", signals, scan=True)[0] == 2
+    # less agreement with the candidates' vote than source-only: overruled, unless consensus is not asked for
+    scores[1]["snd"] = 6.0
+    assert safe_choice(methods, scores, np.array([0.9, 0.8, 0.85]), "dev", signals)[0] == 0
+    assert safe_choice(methods, scores, np.array([0.9, 0.8, 0.85]), "dev", ("dev", "snd"))[0] == 1
+    # source-only scored best by the selector: adopted, nothing overruled
+    scores[0]["dev"] = 0.0
+    index, record = safe_choice(methods, scores, agreement, "dev")
+    assert index == 0 and not record["overruled"]
+
+
+def test_refinement_is_discarded_when_it_relabels_too_much_of_the_target() -> None:
+    from prodkg.adaptation.selection import MAX_REFINE_CHANGE, refinement_verdict
+
+    before = np.arange(100) % 4
+    few, many = before.copy(), before.copy()
+    few[:10] = (few[:10] + 1) % 4
+    many[:30] = (many[:30] + 1) % 4
+    assert MAX_REFINE_CHANGE == 0.15
+    assert refinement_verdict(before, few) == {"changed_fraction": 0.1, "kept": True, "why": ""}
+    verdict = refinement_verdict(before, many)
+    assert not verdict["kept"] and "more than 15%" in verdict["why"]
+
+
+def test_auto_falls_back_to_source_only_when_the_signals_disagree_and_says_why(make_shifted) -> None:
+    xs, ys, xt, _ = make_shifted(seed=3, n=150, dim=8)
+    model = auto_train(xs, ys, xt, 3, TrainConfig(hidden=16, epochs=3, seed=0), refine=False)
+    sel = model.selection
+    assert sel["safety"] is not None and set(sel["candidates"][0]["scores"]) >= {"dev", "snd"}
+    assert sel["safety"]["adopted"] == sel["chosen_method"]
+    assert all(0.0 <= c["consensus"] <= 1.0 for c in sel["candidates"])
+    if sel["chosen"] != sel["selector_choice"]:
+        assert sel["chosen"] == "source_only" and "did not confirm that it beats source-only" in sel["reason"]
+    else:
+        assert sel["chosen"] == "source_only" or all(sel["safety"]["checks"].values())

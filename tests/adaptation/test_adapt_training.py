@@ -189,3 +189,25 @@ def test_bad_labels_and_mismatched_domains_raise_stage_error(make_shifted) -> No
         train(source, ys, MultiModal.complete(text=np.zeros((5, 4))), 3, cfg)
     with pytest.raises(StageError, match="n_classes"):
         train(source, ys, target, 1, cfg)
+
+
+def test_pada_weights_fade_the_classes_the_target_lacks(make_shifted) -> None:
+    import torch
+
+    from prodkg.adaptation.dann import DomainAdversarialLoss
+    from prodkg.adaptation.loop import train_method
+
+    xs, ys, xt, yt = make_shifted(seed=2, n=240, dim=8, separation=5.0, shift=1.0)
+    partial = np.flatnonzero(yt != 2)  # a partial catalog: the target holds classes 0 and 1 only
+    config = TrainConfig(method="pada", hidden=16, epochs=15, seed=0)
+    model = train_method(xs, ys, xt.subset(partial), 3, config)
+    assert model.history[-1]["min_class_weight"] < 0.75 and model.history[0]["min_class_weight"] > 0.9
+    # the weighted discriminator loss: source side a weighted mean of per-row BCE, target side a plain mean
+    torch.manual_seed(0)
+    loss = DomainAdversarialLoss(torch.nn.Linear(4, 1))
+    f_s, f_t, w = torch.randn(5, 4), torch.randn(3, 4), torch.tensor([1.0, 0.0, 0.5, 1.0, 0.2])
+    d_s, d_t = loss.discriminator(f_s).squeeze(1), loss.discriminator(f_t).squeeze(1)
+    ref_s = (w * torch.nn.functional.softplus(-d_s)).sum() / w.sum()
+    ref_t = torch.nn.functional.softplus(d_t).mean()
+    assert loss(f_s, f_t, w).item() == pytest.approx((0.5 * (ref_s + ref_t)).item(), rel=1e-5)
+    assert loss(f_s, f_t, torch.ones(5)).item() == pytest.approx(loss(f_s, f_t).item(), rel=1e-6)

@@ -11,7 +11,7 @@ from prodkg.errors import DataLoadError, UnknownComponentError
 
 def test_registry_lists_datasets_and_rejects_unknown():
     assert {"office-caltech-10", "grocery-store-dataset", "instacart-products"} <= set(list_datasets())
-    with pytest.raises(UnknownComponentError, match="valid names: grocery-store-dataset, instacart-products, office-caltech-10"):
+    with pytest.raises(UnknownComponentError, match="valid names: grocery-store-dataset, instacart-brand-shift, instacart-products, office-caltech-10"):
         load_dataset("office-31")
 
 
@@ -65,3 +65,30 @@ def test_grocery_from_mirror_has_three_level_taxonomy(data_home):
     assert set(src.frame["category"]) <= set(parents)
     iconic = src.frame[src.frame["domain"] == "iconic"].set_index("product_id")
     assert "juicy pulp" in iconic.loc["iconic/Golden-Delicious", "description"]
+
+
+def test_instacart_brand_split_keeps_every_brand_on_one_side_and_generic_leads_in_the_catalog():
+    from prodkg.catalogs.loaders import INSTACART_GENERIC_LEADS, instacart_brand, instacart_brand_domains
+
+    assert instacart_brand("Oikos® Greek Yogurt, Plain") == "oikos" and instacart_brand("  ") == ""
+    titles = [f"Common item {i}" for i in range(5)] + [f"Brand{i} thing" for i in range(400)] + ["brand7 other"]
+    domains = instacart_brand_domains(titles)
+    assert set(domains) == {"catalog", "new-brands"}
+    by_brand: dict[str, set[str]] = {}
+    for t, d in zip(titles, domains):
+        by_brand.setdefault(instacart_brand(t), set()).add(d)
+    assert all(len(v) == 1 for v in by_brand.values())  # no brand on both sides
+    assert by_brand["common"] == {"catalog"}  # the most frequent leading word is generic
+    assert INSTACART_GENERIC_LEADS >= 1
+    assert instacart_brand_domains(titles) == domains  # fixed: no seed
+
+
+@pytest.mark.dataset
+def test_instacart_brand_shift_from_mirror(data_home):
+    src = load_dataset("instacart-brand-shift", data_home)
+    counts = src.frame["domain"].value_counts().to_dict()
+    assert counts == {"catalog": 45149, "new-brands": 4539}
+    from prodkg.catalogs.loaders import instacart_brand
+
+    brands = {d: {instacart_brand(t) for t in g["title"]} for d, g in src.frame.groupby("domain")}
+    assert not brands["catalog"] & brands["new-brands"]

@@ -32,7 +32,7 @@ def test_invalid_configs_name_the_problem(sample_catalog):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"method": "dnan"}, r"unknown method 'dnan'; valid: cdan, coral, dan, dann, rtn, source_only, auto"),
+        ({"method": "dnan"}, r"unknown method 'dnan'; valid: cdan, coral, dan, dann, pada, rtn, source_only, auto"),
         ({"baseline": "dnan"}, r"unknown baseline method 'dnan'"),
         ({"fusion": "late-ish"}, r"unknown fusion 'late-ish'; valid: .*attention.*early.*late"),
         ({"image_encoder": "resnet51"}, r"unknown encoder 'resnet51'; valid: .*efficientnet_lite0"),
@@ -65,7 +65,7 @@ def test_cli_refuses_before_any_work_with_exit_code_2(command, tmp_path, capsys)
     code = main([command, "--dataset", "office-caltech-10", "--source", "amazon", "--target", "webcam", "--method", "dnan", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err == ["prodkg: error: method: unknown method 'dnan'; valid: cdan, coral, dan, dann, rtn, source_only, auto"]
+    assert err == ["prodkg: error: method: unknown method 'dnan'; valid: cdan, coral, dan, dann, pada, rtn, source_only, auto"]
     assert not out.exists()  # nothing written, nothing registered (schedule fails before it looks for a Prefect server)
 
 
