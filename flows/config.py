@@ -131,6 +131,9 @@ class RunConfig(BaseModel):
     use_prefect: bool = Field(True, description="run the stages as a Prefect flow (--no-prefect: call them directly)",
                               json_schema_extra=_cli("execution", flag="--no-prefect", invert=True, run_only=True))
     progress: bool = Field(True, description="show progress and the summary (--quiet: neither)", json_schema_extra=_cli("execution", flag="--quiet", invert=True))
+    full_check: bool = Field(False, description="re-read and re-validate every input even when the catalog, taxonomy, images, code and "
+                                                "config are unchanged since the last run (default: such a re-run republishes without reading them)",
+                             json_schema_extra=_cli("execution"))
     # --- output ----------------------------------------------------------------------------------
     out: str = Field(DEFAULT_OUT, description="output folder: runs/, kg/, cache/", json_schema_extra=_cli("output"))
     cache_dir: str | None = Field(None, description="feature cache folder (default <out>/cache)", json_schema_extra=_cli("output"))
@@ -326,7 +329,7 @@ class RunConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """Hash of what changes results (not where they are written or how progress is shown)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in {"out", "cache_dir", "use_prefect", "progress", "num_workers", "data_home", "workers", "dask_address", "reuse_heads",
+        d = {k: v for k, v in self.to_dict().items() if k not in {"out", "cache_dir", "use_prefect", "progress", "num_workers", "full_check", "data_home", "workers", "dask_address", "reuse_heads",
                                                                  "store_url", "store_update_url", "store_gsp_url",  # where the graph is also published
                                                                  "finetune_max_images_cpu", "finetune_force"}}  # these two only refuse or allow a run
         for key, default in (("eval_labels", ["category"]), ("catalog_name", None)):  # at their defaults they keep earlier hashes valid

@@ -116,6 +116,12 @@ def _eval_labels(cfg: RunConfig, attributes: list[str]) -> list[str]:
 
 def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     """Run every stage in order; write the run directory; return the summary."""
+    from prodkg.flows.fastpath import try_fast_rerun
+
+    # catalog, taxonomy, images, code and config unchanged since the last run (digest, sizes, mtimes): skip reading them again
+    fast = try_fast_rerun(cfg, run_id, runner.use_prefect)
+    if fast is not None:
+        return fast
     from prodkg.extractors.cache import FeatureCache
     from prodkg.extractors.stage import assemble_features, extract_shard, shards
     from prodkg.kb.publish import flat_taxonomy, graph_stage
@@ -149,6 +155,9 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     # Whole-catalog errors have been raised by now: only from here on is anything written.
     run_dir.mkdir(parents=True, exist_ok=True)
     tables["products_ingested"] = write_table(ing.products, layout.table(run_id, "products"))
+    from prodkg.flows.fastpath import stat_signature
+
+    signature = stat_signature(cfg, ing.products["image"].tolist())  # taken after the read: what this run's results come from
     failpoint("after-ingest")
 
     with _timed(durations, "extract", cfg.progress):
@@ -261,6 +270,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "tables": tables,
         "orchestrator": "prefect" if runner.use_prefect else "direct",
         "extraction_ran_on": describe_task_runner(cfg),
+        "stat_signature": signature,  # the next run with the same signature republishes without reading (flows/fastpath.py)
     }
     # a run whose graph is published is a good run: a failing figure only leaves a note in the manifest
     # figures drawn from the same data as the previous run's are copied from it, not drawn again

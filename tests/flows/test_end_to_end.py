@@ -107,7 +107,8 @@ def test_rerun_reuses_cached_features_without_prefect(office_slice, tmp_path, no
     cfg = load_config(catalog=str(office_slice), source=["amazon"], target=["webcam"], method="source_only", baseline=None,
                       epochs=5, out=str(tmp_path / "out"), use_prefect=False, progress=False)
     first = run_pipeline(cfg)
-    second = run_pipeline(cfg)
+    # --full-check: read the inputs again (an unchanged re-run otherwise skips them; tests/flows/test_fastpath.py)
+    second = run_pipeline(cfg.model_copy(update={"full_check": True}))
     assert first["features"]["image"]["computed"] == 54
     assert second["features"]["image"]["computed"] == 0 and second["features"]["image"]["cached"] == 54
     assert second["metrics"]["category"]["target_accuracy"] == first["metrics"]["category"]["target_accuracy"]
