@@ -134,8 +134,8 @@ def format_summary(s: dict, out: str) -> str:
     if s.get("hidden_labels") is not None:
         hidden = ", ".join(s["hidden_labels"]) or "none"
         lines.append(f"  hidden on target     {hidden}  (evaluation labels: never shown to a model or the graph; every other asserted value is kept)")
-    by_task = c.get("predictions_by_task") or {}
-    detail = ", ".join(f"{task} {n}" for task, n in by_task.items())
+    by_task, products = c.get("predictions_by_task") or {}, c.get("predicted_products_by_task") or {}
+    detail = ", ".join(f"{task} {n}" + (f" for {products[task]} products" if products.get(task, n) != n else "") for task, n in by_task.items())
     superseded = c.get("predictions_superseded_by_asserted") or 0
     if superseded:
         detail += f"; {superseded} not written: the catalog asserts that value"

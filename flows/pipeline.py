@@ -222,6 +222,8 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "target_products": int(ext.products["domain"].isin(ing.target).sum()),
         "predictions": len(pred.predictions),
         "predictions_by_task": {str(k): int(v) for k, v in pred.predictions["task"].value_counts().sort_index().items()},
+        # a product may have several rows per task (one per taxonomy level, and one of kind "unknown" when it is flagged)
+        "predicted_products_by_task": {str(k): int(v) for k, v in pred.predictions.groupby("task")["product_id"].nunique().sort_index().items()},
         "predictions_superseded_by_asserted": n_superseded,
         "quads": graph["quads"],
     }

@@ -70,7 +70,8 @@ def test_supplier_facts_are_asserted_and_never_overridden(feed_dir, tmp_path):
     predictions = pd.read_parquet(Path(summary["run_dir"]) / "predictions.parquet")
     # every target row asserts a colour: only categories are predicted
     assert set(predictions["task"]) == {"category"}
-    assert summary["counts"]["predictions_by_task"] == {"category": 27}
+    assert summary["counts"]["predicted_products_by_task"] == {"category": 27}
+    assert summary["counts"]["predictions_by_task"] == {"category": len(predictions)}
     assert summary["counts"]["predictions_superseded_by_asserted"] == 27
 
 

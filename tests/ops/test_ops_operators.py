@@ -110,7 +110,9 @@ def test_counts_reconcile_in_summary_manifest_report_and_store(sample_run):
 
     text = format_summary(summary, out=str(out))
     assert f"stages {summary['stage_seconds']:.1f}, as in the report" in text
-    assert "predictions          27  (category 27" in text
+    rows, products = c["predictions_by_task"]["category"], c["predicted_products_by_task"]["category"]
+    assert products == 27  # every supplier product of the sample has a category prediction (one row per level or unknown flag)
+    assert f"predictions          {c['predictions']}  (category {rows}" + (f" for {products} products" if rows != products else "") in text
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ def _run(catalog: Path, out: Path, failpoint: str | None = None) -> subprocess.C
     if failpoint:
         env[ENV] = failpoint
     cmd = [sys.executable, "-m", "prodkg.flows.cli", "run", "--catalog", str(catalog), "--source", "webshop", "--target", "supplier",
-           "--method", "source_only", "--baseline", "none", "--epochs", "3", "--no-prefect", "--quiet", "--out", str(out)]
+           "--method", "source_only", "--baseline", "none", "--epochs", "3", "--no-prefect", "--full-check", "--quiet", "--out", str(out)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
