@@ -57,6 +57,14 @@ def _grid(suite: str) -> tuple:
     return selection.PARTIAL_CANDIDATES if suite == "partial" else selection.DEFAULT_CANDIDATES
 
 
+def _outcome(winner, target, yt: np.ndarray, accs: dict, sel: dict, secs: float) -> dict:
+    """What every suite records of one `auto` run: its accuracy, each candidate's, and why it chose."""
+    return {"auto": float((winner.predict(target) == yt).mean() * 100), "candidates": accs,
+            "selector_choice": sel["selector_choice"], "chosen": sel["chosen"], "safety": sel["safety"],
+            "refinement": sel["refinement"], "seconds": secs,
+            "scores": {c["candidate"]: {**c["scores"], "consensus": c["consensus"]} for c in sel["candidates"]}}
+
+
 def _office_job(args: tuple) -> dict:
     suite, src, tgt, seed, epochs = args
     import torch
@@ -101,10 +109,7 @@ def _office_job(args: tuple) -> dict:
     PREDS.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(PREDS / f"{suite}_{SHORT[src]}{SHORT[tgt]}_{seed}.npz", y=yt, **preds)
     return {"suite": suite, "task": f"{SHORT[src]}->{SHORT[tgt]}", "seed": seed, "epochs": epochs,
-            "auto": float((winner.predict(target) == yt).mean() * 100), "candidates": accs,
-            "selector_choice": sel["selector_choice"], "chosen": sel["chosen"], "safety": sel["safety"],
-            "refinement": sel["refinement"], "seconds": secs,
-            "scores": {c["candidate"]: {**c["scores"], "consensus": c["consensus"]} for c in sel["candidates"]}}
+            **_outcome(winner, target, yt, accs, sel, secs)}
 
 
 def _instacart_job(args: tuple) -> dict:
@@ -147,10 +152,7 @@ def _instacart_job(args: tuple) -> dict:
     sel = winner.selection
     return {"suite": suite, "task": label, "seed": seed, "epochs": epochs, "n_source": len(s_idx),
             "n_target": len(t_idx), "n_classes": len(classes),
-            "auto": float((winner.predict(target) == yt).mean() * 100), "candidates": accs,
-            "selector_choice": sel["selector_choice"], "chosen": sel["chosen"], "safety": sel["safety"],
-            "refinement": sel["refinement"], "seconds": secs,
-            "scores": {c["candidate"]: {**c["scores"], "consensus": c["consensus"]} for c in sel["candidates"]}}
+            **_outcome(winner, target, yt, accs, sel, secs)}
 
 
 def _grocery_job(args: tuple) -> dict:
@@ -183,10 +185,7 @@ def _grocery_job(args: tuple) -> dict:
     sel = winner.selection
     return {"suite": suite, "task": label, "seed": seed, "epochs": epochs, "n_source": len(s_idx),
             "n_target": len(t_idx), "n_classes": len(classes),
-            "auto": float((winner.predict(target) == yt).mean() * 100), "candidates": accs,
-            "selector_choice": sel["selector_choice"], "chosen": sel["chosen"], "safety": sel["safety"],
-            "refinement": sel["refinement"], "seconds": secs,
-            "scores": {c["candidate"]: {**c["scores"], "consensus": c["consensus"]} for c in sel["candidates"]}}
+            **_outcome(winner, target, yt, accs, sel, secs)}
 
 
 def _job(args: tuple) -> dict:
