@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import re
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,3 +50,21 @@ def write_section(name: str, body: str) -> Path:
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block + "\n"
     BENCHMARKS.write_text(text, encoding="utf-8")
     return BENCHMARKS
+
+def run_once(args: list[str], extra_env: dict[str, str] | None = None) -> tuple[dict, float, float]:
+    """Run `prodkg run ... --json --quiet`; return the summary, wall seconds and peak RSS in GiB."""
+    cmd = [sys.executable, "-m", "prodkg.flows.cli", "run", *args, "--json", "--quiet"]
+    env = {**os.environ, **(extra_env or {})}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
+        # wait4 reaps the child and returns its own resource usage (ru_maxrss in KiB on Linux)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"prodkg run failed ({code}):\n{stderr[-4000:]}")
+    return json.loads(stdout[stdout.index("{"):]), wall, usage.ru_maxrss / 2**20

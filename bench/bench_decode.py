@@ -22,7 +22,6 @@ import io
 import random
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch

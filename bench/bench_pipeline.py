@@ -28,26 +28,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from _common import ROOT, machine, today, write_section  # noqa: E402
-
-
-def run_once(args: list[str], extra_env: dict[str, str] | None = None) -> tuple[dict, float, float]:
-    """Run `prodkg run ... --json --quiet`; return the summary, wall seconds and peak RSS in GiB."""
-    cmd = [sys.executable, "-m", "prodkg.flows.cli", "run", *args, "--json", "--quiet"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(extra_env or {})}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
-        # wait4 reaps the child and returns its own resource usage (ru_maxrss in KiB on Linux)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"prodkg run failed ({code}):\n{stderr[-4000:]}")
-    return json.loads(stdout[stdout.index("{"):]), wall, usage.ru_maxrss / 2**20
+from _common import machine, run_once, today, write_section  # noqa: E402
 
 
 @contextlib.contextmanager

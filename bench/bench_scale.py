@@ -21,35 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-from _common import ROOT, machine, today, write_section  # noqa: E402
+from _common import ROOT, machine, run_once, today, write_section  # noqa: E402
 from synth_catalog import changed, synth_catalog, write  # noqa: E402
 
 STAGES = ("ingest", "extract", "adapt_predict", "graph")
 
 
-def run_once(args: list[str]) -> tuple[dict, float, float]:
-    """Run `prodkg run ... --json --quiet`; return the summary, wall seconds and peak RSS in GiB."""
-    cmd = [sys.executable, "-m", "prodkg.flows.cli", "run", *args, "--json", "--quiet"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
-        proc = __import__("subprocess").Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"prodkg run failed ({code}):\n{stderr[-4000:]}")
-    return json.loads(stdout[stdout.index("{"):]), wall, usage.ru_maxrss / 2**20
 
 
 def du(path: Path) -> int:
@@ -79,7 +60,7 @@ def main() -> None:
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
     work = Path(a.work)
-    rows, notes = [], []
+    rows = []
     variant = "text only" if not a.images else f"{a.images:.0%} with an image"
     for n in (int(s) for s in a.sizes.split(",")):
         frame, taxonomy = synth_catalog(n, images=a.images)
