@@ -25,11 +25,9 @@ import time
 
 import numpy as np
 import torch
-
-
 from _common import machine, today, write_section  # noqa: E402
 
-import catalogs  # noqa: E402
+import prodkg.catalogs as catalogs
 from prodkg.extractors import get_encoder  # noqa: E402
 from prodkg.extractors.base import open_image, read_bytes  # noqa: E402
 
