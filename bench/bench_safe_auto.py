@@ -57,12 +57,23 @@ def _grid(suite: str) -> tuple:
     return selection.PARTIAL_CANDIDATES if suite == "partial" else selection.DEFAULT_CANDIDATES
 
 
-def _outcome(winner, target, yt: np.ndarray, accs: dict, sel: dict, secs: float) -> dict:
-    """What every suite records of one `auto` run: its accuracy, each candidate's, and why it chose."""
-    return {"auto": float((winner.predict(target) == yt).mean() * 100), "candidates": accs,
-            "selector_choice": sel["selector_choice"], "chosen": sel["chosen"], "safety": sel["safety"],
-            "refinement": sel["refinement"], "seconds": secs,
-            "scores": {c["candidate"]: {**c["scores"], "consensus": c["consensus"]} for c in sel["candidates"]}}
+def _auto_run(source, y_source: np.ndarray, target, yt: np.ndarray, n_classes: int, grid, seed: int, epochs: int) -> tuple[list, dict]:
+    """One `auto` run over ``grid``: its candidates' models, and what every suite records of it (its accuracy,
+    each candidate's, and why it chose)."""
+    from prodkg.adaptation import TrainConfig
+    from prodkg.adaptation.selection import auto_train, candidate_label
+
+    models: list = []
+    t0 = time.perf_counter()
+    winner = auto_train(source, y_source, target, n_classes, TrainConfig(method="auto", seed=seed, epochs=epochs),
+                        candidates=grid, candidates_out=models)
+    secs = time.perf_counter() - t0
+    sel = winner.selection
+    accs = {candidate_label(m, o): float((model.predict(target) == yt).mean() * 100) for (m, o), model in zip(grid, models)}
+    return models, {"auto": float((winner.predict(target) == yt).mean() * 100), "candidates": accs,
+                    "selector_choice": sel["selector_choice"], "chosen": sel["chosen"], "safety": sel["safety"],
+                    "refinement": sel["refinement"], "seconds": secs,
+                    "scores": {c["candidate"]: {**c["scores"], "consensus": c["consensus"]} for c in sel["candidates"]}}
 
 
 def _office_job(args: tuple) -> dict:
@@ -72,8 +83,8 @@ def _office_job(args: tuple) -> dict:
     torch.set_num_threads(1)
     from _features import office_caltech
 
-    from prodkg.adaptation import MultiModal, TrainConfig
-    from prodkg.adaptation.selection import auto_train, candidate_label
+    from prodkg.adaptation import MultiModal
+    from prodkg.adaptation.selection import candidate_label
 
     d = office_caltech()
     classes = sorted(set(d["y"].tolist()))
@@ -86,14 +97,8 @@ def _office_job(args: tuple) -> dict:
     t_idx = np.flatnonzero(t_mask)
     source, target = MultiModal.complete(image=d["X"][s_idx]), MultiModal.complete(image=d["X"][t_idx])
     grid = _grid(suite)
-    models: list = []
-    t0 = time.perf_counter()
-    winner = auto_train(source, y[s_idx], target, len(classes), TrainConfig(method="auto", seed=seed, epochs=epochs),
-                        candidates=grid, candidates_out=models)
-    secs = time.perf_counter() - t0
     yt = y[t_idx]
-    accs = {candidate_label(m, o): float((model.predict(target) == yt).mean() * 100) for (m, o), model in zip(grid, models)}
-    sel = winner.selection
+    models, outcome = _auto_run(source, y[s_idx], target, yt, len(classes), grid, seed, epochs)
     # every candidate's target labels, unrefined and centroid-refined, to study other rules without retraining
     from prodkg.adaptation.refine import centred_inputs, centroid_refine
 
@@ -109,7 +114,7 @@ def _office_job(args: tuple) -> dict:
     PREDS.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(PREDS / f"{suite}_{SHORT[src]}{SHORT[tgt]}_{seed}.npz", y=yt, **preds)
     return {"suite": suite, "task": f"{SHORT[src]}->{SHORT[tgt]}", "seed": seed, "epochs": epochs,
-            **_outcome(winner, target, yt, accs, sel, secs)}
+            **outcome}
 
 
 def _instacart_job(args: tuple) -> dict:
@@ -120,8 +125,7 @@ def _instacart_job(args: tuple) -> dict:
     torch.set_num_threads(1)
     from _features import data_home, instacart
 
-    from prodkg.adaptation import MultiModal, TrainConfig
-    from prodkg.adaptation.selection import auto_train, candidate_label
+    from prodkg.adaptation import MultiModal
     from prodkg.catalogs import load_dataset
 
     d = instacart()
@@ -142,17 +146,11 @@ def _instacart_job(args: tuple) -> dict:
     t_idx = t_idx[y[t_idx] >= 0]  # an aisle the sampled catalog never shows cannot be predicted
     source, target = MultiModal.complete(text=d["X"][s_idx]), MultiModal.complete(text=d["X"][t_idx])
     grid = _grid(suite)
-    models: list = []
-    t0 = time.perf_counter()
-    winner = auto_train(source, y[s_idx], target, len(classes), TrainConfig(method="auto", seed=seed, epochs=epochs),
-                        candidates=grid, candidates_out=models)
-    secs = time.perf_counter() - t0
     yt = y[t_idx]
-    accs = {candidate_label(m, o): float((model.predict(target) == yt).mean() * 100) for (m, o), model in zip(grid, models)}
-    sel = winner.selection
+    models, outcome = _auto_run(source, y[s_idx], target, yt, len(classes), grid, seed, epochs)
     return {"suite": suite, "task": label, "seed": seed, "epochs": epochs, "n_source": len(s_idx),
             "n_target": len(t_idx), "n_classes": len(classes),
-            **_outcome(winner, target, yt, accs, sel, secs)}
+            **outcome}
 
 
 def _grocery_job(args: tuple) -> dict:
@@ -163,8 +161,7 @@ def _grocery_job(args: tuple) -> dict:
     torch.set_num_threads(1)
     from _features import grocery
 
-    from prodkg.adaptation import MultiModal, TrainConfig
-    from prodkg.adaptation.selection import auto_train, candidate_label
+    from prodkg.adaptation import MultiModal
 
     g = grocery()
     names = g["y"] if label == "fine" else g["coarse"]
@@ -175,17 +172,11 @@ def _grocery_job(args: tuple) -> dict:
     t_idx = np.flatnonzero((g["domain"] == "instore") & (y >= 0))
     source, target = x.subset(s_idx), x.subset(t_idx)
     grid = _grid(suite)
-    models: list = []
-    t0 = time.perf_counter()
-    winner = auto_train(source, y[s_idx], target, len(classes), TrainConfig(method="auto", seed=seed, epochs=epochs),
-                        candidates=grid, candidates_out=models)
-    secs = time.perf_counter() - t0
     yt = y[t_idx]
-    accs = {candidate_label(m, o): float((model.predict(target) == yt).mean() * 100) for (m, o), model in zip(grid, models)}
-    sel = winner.selection
+    models, outcome = _auto_run(source, y[s_idx], target, yt, len(classes), grid, seed, epochs)
     return {"suite": suite, "task": label, "seed": seed, "epochs": epochs, "n_source": len(s_idx),
             "n_target": len(t_idx), "n_classes": len(classes),
-            **_outcome(winner, target, yt, accs, sel, secs)}
+            **outcome}
 
 
 def _job(args: tuple) -> dict:
