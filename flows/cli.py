@@ -49,7 +49,7 @@ def config_from_args(args: argparse.Namespace, *, check_inputs: bool = True) -> 
 def cmd_run(args) -> int:
     from prodkg.flows.pipeline import run_pipeline
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, check_inputs=False)  # run_pipeline checks the catalog and domains first
     summary = run_pipeline(cfg)
     summary["example_query"] = example_query(cfg.out)
     if args.json:

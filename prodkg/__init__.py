@@ -54,10 +54,10 @@ def run(config: RunConfig | str | Path | None = None, **options: Any) -> dict:
     from prodkg.flows.pipeline import run_pipeline
 
     if isinstance(config, RunConfig):
-        cfg = build_config({**config.model_dump(), **options})
+        cfg = build_config({**config.model_dump(), **options}, check_inputs=False)
     else:
         values = read_config_file(config) if config is not None else {}
-        cfg = build_config({**values, **options})
+        cfg = build_config({**values, **options}, check_inputs=False)
     return run_pipeline(cfg)
 
 
