@@ -58,6 +58,8 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 DRAIN_LIMIT = 16 * 2**20
 #: bytes of a request line and headers uvicorn buffers (h11's default, 16 KiB, resets a long GET without an answer)
 HEAD_LIMIT = 4 * 2**20
+#: seconds a killed worker's replacement may take to open the store on a busy machine
+WORKER_RESTART_S = 10.0
 #: the most connections uvicorn keeps open (past it: 503)
 MAX_CONNECTIONS = 128
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -78,6 +80,10 @@ class EndpointSettings:
         allowed_hosts: names the ``Host`` header may carry besides loopback and the bound address.
         outbound_hosts: hosts SERVICE and LOAD may reach; none by default.
         max_waiting: queries that may wait for a worker (503 past it); default twice ``workers``.
+        queue_wait_s: how long a query waits for a free worker before a 503. The default,
+            ``timeout_s`` plus :data:`WORKER_RESTART_S`, covers the worst case in front of it: a
+            query that runs to its deadline, and the start of the worker that replaces the one
+            killed then.
     """
 
     timeout_s: float = 10.0
@@ -90,6 +96,7 @@ class EndpointSettings:
     allowed_hosts: tuple[str, ...] = ()
     outbound_hosts: tuple[str, ...] = ()
     max_waiting: int | None = None
+    queue_wait_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.timeout_s > 0:
@@ -108,6 +115,10 @@ class EndpointSettings:
         self.outbound_hosts = tuple(h.strip().lower() for h in self.outbound_hosts if h.strip())
         if self.max_waiting is None:
             self.max_waiting = 2 * self.workers
+        if self.queue_wait_s is None:
+            self.queue_wait_s = self.timeout_s + WORKER_RESTART_S
+        if not self.queue_wait_s > 0:
+            raise QueryError(f"queue_wait_s must be > 0, got {self.queue_wait_s!r}")
 
     @property
     def max_query_bytes(self) -> int:
@@ -407,7 +418,7 @@ class Endpoint:
         if current is None:
             raise StoreError(f"no published graph at {kg_root}")
         self.pool = WorkerPool(str(current), size=settings.workers, max_waiting=int(settings.max_waiting or 0),
-                               queue_wait_s=settings.timeout_s, memory_mb=settings.max_memory_mb)
+                               queue_wait_s=float(settings.queue_wait_s or settings.timeout_s), memory_mb=settings.max_memory_mb)
         self.pool.start()
         self.follower = _Follower(kg_root if is_root else None, current, self.pool)
         import anyio
@@ -442,7 +453,8 @@ class Endpoint:
         return {
             **self.follower.describe(), "pool": self.pool.stats(),
             "limits": {"timeout_s": s.timeout_s, "max_rows": s.max_rows, "max_query_kb": s.max_query_kb,
-                       "max_memory_mb": s.max_memory_mb, "workers": s.workers, "max_waiting": s.max_waiting},
+                       "max_memory_mb": s.max_memory_mb, "workers": s.workers, "max_waiting": s.max_waiting,
+                       "queue_wait_s": s.queue_wait_s},
             "updates": s.allow_updates, "outbound_hosts": list(s.outbound_hosts),
         }
 

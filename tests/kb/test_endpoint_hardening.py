@@ -249,7 +249,9 @@ def test_four_timed_out_queries_leave_trivial_queries_answered(served):
     threads = [threading.Thread(target=lambda: results.append(query(port, ENDLESS_COUNT)[0])) for _ in range(4)]
     for t in threads:
         t.start()
-    trivial = query(port, TRIVIAL)  # waits for a free worker at most, never fails with their timeout
+    while status_of(port)["pool"]["busy"] < 4:  # every worker taken: the trivial query must wait out a
+        time.sleep(0.02)                         # deadline and the start of a replacement worker
+    trivial = query(port, TRIVIAL)  # waits for a free worker, never fails with their timeout
     for t in threads:
         t.join()
     assert sorted(results) == [504] * 4
