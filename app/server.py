@@ -9,13 +9,14 @@ from __future__ import annotations
 import io
 import secrets
 import threading
-import time
 from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import parse_qs, quote
 
+import anyio
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -71,6 +72,7 @@ def create_app(out: str | Path, *, auth: Auth | None = None, allowed_hosts: tupl
     env.filters["q"] = lambda s: quote(str(s), safe="")
     thumbs: OrderedDict[tuple[str, int], bytes] = OrderedDict()
     thumbs_lock = threading.Lock()
+    write_lock = threading.Lock()
 
     def browser_id(request: Request) -> tuple[str, bool]:
         cookie = request.cookies.get(CSRF_COOKIE)
@@ -129,7 +131,7 @@ def create_app(out: str | Path, *, auth: Auth | None = None, allowed_hosts: tupl
             return None, error(request, 503, str(exc))
 
     # --- pages ---------------------------------------------------------------------------------------
-    async def home(request: Request) -> Response:
+    def home(request: Request) -> Response:
         snap, err = snapshot_or_error(request)
         if err:
             return err
@@ -138,13 +140,13 @@ def create_app(out: str | Path, *, auth: Auth | None = None, allowed_hosts: tupl
         return render(request, "home.html", live=live, n_products=len(snap.products), n_decisions=len(decisions),
                       queue=data.queue(limit=10), runs=list(reversed(data.run_ids()))[:10], products=snap.products)
 
-    async def browse(request: Request) -> Response:
+    def browse(request: Request) -> Response:
         snap, err = snapshot_or_error(request)
         if err:
             return err
         return render(request, "browse.html", tax=snap.taxonomy, reviewed=data.reviewed_counts())
 
-    async def category(request: Request) -> Response:
+    def category(request: Request) -> Response:
         snap, err = snapshot_or_error(request)
         if err:
             return err
@@ -159,14 +161,14 @@ def create_app(out: str | Path, *, auth: Auth | None = None, allowed_hosts: tupl
         return render(request, "category.html", node=node, tax=snap.taxonomy, which=which, ids=shown, total=len(ids), page=page,
                       pages=(len(ids) + PAGE - 1) // PAGE, products=snap.products)
 
-    async def search(request: Request) -> Response:
+    def search(request: Request) -> Response:
         snap, err = snapshot_or_error(request)
         if err:
             return err
         q = request.query_params.get("q", "")[:200]
         return render(request, "search.html", q=q, ids=snap.search(q), products=snap.products)
 
-    async def product(request: Request) -> Response:
+    def product(request: Request) -> Response:
         snap, err = snapshot_or_error(request)
         if err:
             return err
@@ -178,7 +180,7 @@ def create_app(out: str | Path, *, auth: Auth | None = None, allowed_hosts: tupl
         return render(request, "product.html", pid=pid, info=info, facts=snap.facts(info["iri"]), predictions=snap.predictions(info["iri"]),
                       decisions=list(reversed(decisions)), history=data.history(pid), concepts=_concept_choices(snap))
 
-    async def run_page(request: Request) -> Response:
+    def run_page(request: Request) -> Response:
         snap, err = snapshot_or_error(request)
         if err:
             return err
@@ -194,7 +196,7 @@ def create_app(out: str | Path, *, auth: Auth | None = None, allowed_hosts: tupl
         report = run_report(data, run_id)
         return render(request, "run.html", r=report, runs=list(reversed(ids)), products=snap.products)
 
-    async def review(request: Request) -> Response:
+    def review(request: Request) -> Response:
         snap, err = snapshot_or_error(request)
         if err:
             return err
@@ -213,6 +215,9 @@ def create_app(out: str | Path, *, auth: Auth | None = None, allowed_hosts: tupl
         fields, err = await checked_form(request)
         if err:
             return err
+        return await run_in_threadpool(record_decision, request, fields, reviewer)
+
+    def record_decision(request: Request, fields: dict, reviewer: str) -> Response:
         snap, err = snapshot_or_error(request)
         if err:
             return err
@@ -234,10 +239,11 @@ def create_app(out: str | Path, *, auth: Auth | None = None, allowed_hosts: tupl
                                      run_id=live.run_id if live else None, catalog=snap.catalog)
         except ConfigError as exc:
             return error(request, 400, str(exc))
-        data.decisions.append(decision)
         from prodkg.app.publish import publish_curation
 
-        publish_curation(data)
+        with write_lock:  # two reviewers at once: one append and one curation graph at a time
+            data.decisions.append(decision)
+            publish_curation(data)
         target = fields.get("next", "/review")
         if not target.startswith("/") or target.startswith("//"):
             target = "/review"
@@ -253,7 +259,7 @@ def create_app(out: str | Path, *, auth: Auth | None = None, allowed_hosts: tupl
             return err
         who = auth.check_token(fields.get("token", ""), fields.get("name", ""))
         if who is None:
-            time.sleep(0.2)  # a little friction against guessing
+            await anyio.sleep(0.2)  # a little friction against guessing, without holding up other requests
             return render(request, "login.html", status=401, failed=True)
         response = RedirectResponse("/review", status_code=303)
         response.set_cookie(SESSION_COOKIE, auth.session_cookie(who), max_age=SESSION_SECONDS, httponly=True, samesite="strict", path="/")
@@ -267,7 +273,7 @@ def create_app(out: str | Path, *, auth: Auth | None = None, allowed_hosts: tupl
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
-    async def thumb(request: Request) -> Response:
+    def thumb(request: Request) -> Response:
         snap, err = snapshot_or_error(request)
         if err:
             return err
@@ -287,16 +293,8 @@ def create_app(out: str | Path, *, auth: Auth | None = None, allowed_hosts: tupl
             path = Path(image.removeprefix("file://"))
             if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
                 return Response(status_code=404)
-            try:
-                from PIL import Image
-
-                with Image.open(path) as img:
-                    img = img.convert("RGB")
-                    img.thumbnail((size, size))
-                    buf = io.BytesIO()
-                    img.save(buf, "JPEG", quality=82)
-                cached = buf.getvalue()
-            except Exception:  # noqa: BLE001 - an unreadable image is shown as none
+            cached = _thumbnail(path, size)
+            if cached is None:
                 return Response(status_code=404)
             with thumbs_lock:
                 thumbs[key] = cached
@@ -304,7 +302,7 @@ def create_app(out: str | Path, *, auth: Auth | None = None, allowed_hosts: tupl
                     thumbs.popitem(last=False)
         return Response(cached, media_type="image/jpeg", headers={"cache-control": "private, max-age=3600"})
 
-    async def healthz(request: Request) -> Response:
+    def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
     routes = [
@@ -338,6 +336,27 @@ def _page(request: Request) -> int:
 def _concept_choices(snap) -> list[dict]:
     nodes = snap.taxonomy["nodes"].values()
     return sorted(({"key": n["key"], "label": n["label"], "level": n["level"]} for n in nodes), key=lambda n: n["label"].casefold())
+
+
+def _thumbnail(path: Path, size: int, limits=None) -> bytes | None:
+    """A JPEG thumbnail of a catalog photo, read within the image limits of a run (bytes read, pixels
+    announced by the header, checked before decoding); ``None`` for an image that is refused or unreadable."""
+    from PIL import Image
+
+    from prodkg.extractors.sources import DEFAULT_LIMITS, check_pixels, read_image_bytes
+
+    limits = limits or DEFAULT_LIMITS
+    try:
+        with Image.open(io.BytesIO(read_image_bytes(str(path), limits))) as img:
+            check_pixels(img.size, limits)
+            img.draft("RGB", (size, size))  # JPEG: decode at the nearest scale at or above the thumbnail's
+            rgb = img.convert("RGB")
+        rgb.thumbnail((size, size))
+        buf = io.BytesIO()
+        rgb.save(buf, "JPEG", quality=82)
+        return buf.getvalue()
+    except Exception:  # noqa: BLE001 - a refused or unreadable image is shown as none
+        return None
 
 
 def serve(out: str | Path, *, host: str = "127.0.0.1", port: int = 8765, auth: Auth | None = None, allowed_hosts: tuple[str, ...] = ()) -> None:

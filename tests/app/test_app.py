@@ -248,3 +248,53 @@ def test_a_new_run_is_picked_up_in_the_background_while_pages_keep_answering(dem
         time.sleep(0.05)
     assert data.snapshot().run_id == "20260104T000000Z-dddddd"
     assert "20260104T000000Z-dddddd" in c.get("/run").text
+
+
+def _png_announcing(path, width: int, height: int) -> None:
+    """A valid 8x8 PNG whose header is rewritten to announce ``width`` x ``height`` (CRC fixed): a bomb's header."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buf, "PNG")
+    raw = bytearray(buf.getvalue())
+    ihdr = raw.index(b"IHDR")
+    raw[ihdr + 4:ihdr + 12] = struct.pack(">II", width, height)
+    raw[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(raw[ihdr:ihdr + 17])))
+    path.write_bytes(bytes(raw))
+
+
+def test_thumbnails_are_small_and_refuse_bombs_and_non_images(tmp_path):
+    from PIL import Image
+
+    from app_support import IMAGES
+    from prodkg.app.server import _thumbnail
+
+    photo = sorted(IMAGES.glob("*.png"))[0]
+    thumb = _thumbnail(photo, 64)
+    with Image.open(__import__("io").BytesIO(thumb)) as img:
+        assert img.format == "JPEG" and max(img.size) <= 64 and min(img.size) >= 1
+    bomb = tmp_path / "bomb.png"
+    _png_announcing(bomb, 9_000, 9_000)  # 81 M pixels: under PIL's own bomb limit, over the cap; refused from the header
+    with Image.open(bomb) as img:
+        assert img.size == (9_000, 9_000)
+    assert _thumbnail(bomb, 64) is None
+    from prodkg.extractors.sources import ImageLimits
+
+    with Image.open(photo) as img:
+        pixels = img.size[0] * img.size[1]
+    assert _thumbnail(photo, 64, ImageLimits(max_pixels=pixels - 1)) is None  # a real photo one pixel over a cap
+    assert _thumbnail(photo, 64, ImageLimits(max_pixels=pixels)) is not None
+    fake = tmp_path / "notes.png"
+    fake.write_text("not a picture")
+    assert _thumbnail(fake, 64) is None
+
+
+def test_the_thumbnail_route_serves_a_catalog_photo(demo):
+    c = client(demo, read_only=True)
+    r = c.get("/thumb?id=SUP-0&s=96")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content[:2] == b"\xff\xd8"
+    assert c.get("/thumb?id=no-such-product").status_code == 404
