@@ -26,6 +26,8 @@ from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from rdflib.term import Literal, URIRef
 
 from prodkg.kb.iri import DEFAULT_BASE, _check_base, mint
@@ -42,6 +44,7 @@ from prodkg.kb.triples import (
     catalog_quads,
     datetime_literal,
     double_literal,
+    double_text,
     prediction_quads,
     run_graph,
 )
@@ -53,9 +56,10 @@ __all__ = ["FrameQuads", "catalog_nquads", "prediction_nquads"]
 #: that one chunk's intermediate columns stay a few tens of megabytes
 CHUNK_ROWS = 65_536
 
-_SAFE_PART = r"[A-Za-z0-9_.~\-]+"  # what quote(safe="") leaves as it is
+_SAFE_PART = r"^[A-Za-z0-9_.~\-]+$"  # what quote(safe="") leaves as it is
 _DOTS_ONLY = re.compile(r"^\.+$")
 _NEEDS_ESCAPE = r'[\x00-\x1f\x7f"\\]'
+_EMPTY = pa.scalar("", pa.large_string())
 
 
 @dataclass
@@ -101,30 +105,57 @@ def _nt(term) -> str:
 @lru_cache(maxsize=65536)
 def _part(value: str) -> str:
     """One IRI part encoded as :func:`prodkg.kb.iri.mint` encodes it."""
-    encoded = quote(value, safe="", encoding="utf-8", errors="strict")
+    try:
+        encoded = quote(value, safe="", encoding="utf-8", errors="strict")
+    except UnicodeEncodeError:  # a lone surrogate: mint refuses it with its own error
+        raise _Refused from None
     return "%2E" * len(encoded) if _DOTS_ONLY.match(encoded) else encoded
 
 
-def _parts(values: pd.Series) -> pd.Series:
+def _arrow(values: pd.Series | list) -> pa.Array:
+    """A str column (no missing) as an Arrow large_string array; refused when UTF-8 cannot carry it."""
+    try:
+        arr = pa.array(values, type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowException, UnicodeEncodeError):  # a lone surrogate: the rdflib path raises its own error
+        raise _Refused from None
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _replace_where(arr: pa.Array, mask: pa.Array, fix) -> pa.Array:
+    """``arr`` with each value where ``mask`` is true replaced by ``fix(value)`` (done in Python: such values are rare)."""
+    rows = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+    if len(rows) == 0:
+        return arr
+    fixed = [fix(v) for v in arr.take(pa.array(rows)).to_pylist()]
+    return pc.replace_with_mask(arr, mask, pa.array(fixed, type=pa.large_string()))
+
+
+def _parts(arr: pa.Array) -> pa.Array:
     """Each value of a str column (no missing, no empty) percent-encoded as mint encodes a part."""
-    safe = values.str.fullmatch(_SAFE_PART)
-    out = values.copy()
-    odd = ~safe | values.str.fullmatch(r"\.+")
-    if odd.any():
-        try:
-            out[odd] = [_part(v) for v in values[odd]]
-        except UnicodeEncodeError:  # a lone surrogate: mint refuses it with its own error
-            raise _Refused from None
-    return out
+    odd = pc.or_(pc.invert(pc.match_substring_regex(arr, _SAFE_PART)), pc.match_substring_regex(arr, r"^\.+$"))
+    return _replace_where(arr, odd, _part)
 
 
-def _literals(values: pd.Series) -> pd.Series:
+def _literals(arr: pa.Array) -> pa.Array:
     """Each str value as an N-Triples plain literal, escaped as :func:`term_to_nt` escapes it."""
-    escape = values.str.contains(_NEEDS_ESCAPE, regex=True)
-    out = values.copy()
-    if escape.any():
-        out[escape] = [v.translate(_ESCAPES) for v in values[escape]]
-    return '"' + out + '"'
+    escaped = _replace_where(arr, pc.match_substring_regex(arr, _NEEDS_ESCAPE), lambda v: v.translate(_ESCAPES))
+    return _join('"', escaped, '"')
+
+
+def _join(*pieces) -> pa.Array:
+    """Element-wise concatenation of arrays and str constants."""
+    return pc.binary_join_element_wise(*(pa.scalar(x, pa.large_string()) if isinstance(x, str) else x for x in pieces), _EMPTY)
+
+
+def _text_bytes(lines: list[pa.Array]) -> bytes:
+    """The text of arrays of complete lines, concatenated: the Arrow data buffers themselves, without a str per line."""
+    views = []
+    for arr in lines:
+        if len(arr) == 0:
+            continue
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset: arr.offset + len(arr) + 1]
+        views.append(memoryview(arr.buffers()[2])[offsets[0]: offsets[-1]])
+    return b"".join(views)
 
 
 def _text_column(frame: pd.DataFrame, column: str, *, required: bool = False) -> tuple[pd.Series, np.ndarray]:
@@ -161,13 +192,6 @@ def _identifiers(frame: pd.DataFrame, column: str) -> pd.Series:
     if not present.all():
         raise _Refused
     return values
-
-
-def _bytes(lines: pd.Series) -> bytes:
-    try:
-        return "".join(lines.tolist()).encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate in a literal: the rdflib path raises its error
-        raise _Refused from None
 
 
 # ----------------------------------------------------------------------------- catalog
@@ -227,58 +251,65 @@ def _catalog_columnwise(products, *, catalog, attributes, scheme, base, content_
     out = FrameQuads(hashes={} if content_hash else None)
     product_prefix = f"<{base}product/{_part(catalog)}/"
     concept_prefix = f"<{base}concept/{_part(scheme)}/"
-    head_type = f" {_nt(RDF.type)} {_nt(SDO.Product)}"
+    type_p, product_c = _nt(RDF.type), _nt(SDO.Product)
     props = {"title": _nt(SDO.name), "description": _nt(SDO.description), "domain": _nt(PKG.domain)}
     image_p, any_uri, category_p = _nt(SDO.image), _nt(XSD.anyURI), _nt(SDO.category)
     id_p, hash_p = _nt(SDO.productID), _nt(PKG.contentHash)
 
     for start in range(0, len(products), CHUNK_ROWS):
         rows = slice(start, start + CHUNK_ROWS)
-        pid = ids.iloc[rows]
-        p = product_prefix + _parts(pid) + ">"
-        triples: list[tuple[pd.Series, np.ndarray | None]] = [
-            (p + head_type, None),
-            (p + f" {id_p} " + _literals(pid), None),
+        pid = _arrow(ids.iloc[rows])
+        p = _join(product_prefix, _parts(pid), ">")
+        # (predicate, triple text, present mask or None when every row has it), one per statement a product can have
+        triples: list[tuple[str, pa.Array, np.ndarray | None]] = [
+            (type_p, _join(p, f" {type_p} {product_c}"), None),
+            (id_p, _join(p, f" {id_p} ", _literals(pid)), None),
         ]
-        for column in ("title", "description", "domain"):
+        for column in ("title", "description", "domain", "image", "category"):
             values, present = texts[column][0].iloc[rows], texts[column][1][rows]
-            triples.append((p + f" {props[column]} " + _literals(values), present))
-        values, present = texts["image"][0].iloc[rows], texts["image"][1][rows]
-        triples.append((p + f" {image_p} " + _literals(values) + f"^^{any_uri}", present))
-        values, present = texts["category"][0].iloc[rows], texts["category"][1][rows]
-        triples.append((p + f" {category_p} " + concept_prefix + _parts(values.where(present, "x")) + ">", present))
+            if not present.any():
+                continue
+            values = _arrow(values.where(present, "x"))
+            if column == "image":
+                triples.append((image_p, _join(p, f" {image_p} ", _literals(values), f"^^{any_uri}"), present))
+            elif column == "category":
+                triples.append((category_p, _join(p, f" {category_p} ", concept_prefix, _parts(values), ">"), present))
+            else:
+                triples.append((props[column], _join(p, f" {props[column]} ", _literals(values)), present))
 
         # attributes keep their schema.org mapping (brands, quantities, property values) in one place: the rdflib builder
-        extra: list[list[str]] = [[] for _ in range(len(pid))]
+        extra: dict[int, list[str]] = {}
         if attribute_columns:
-            product_iris = p.str.slice(1, -1).tolist()
-            pid_list = pid.tolist()
+            product_iris = pc.utf8_slice_codeunits(p, 1, -1).to_pylist()
+            pid_list = pid.to_pylist()
             for name, (values, present) in attribute_columns.items():
                 vals, pres = values.iloc[rows].tolist(), present[rows]
-                for i in np.flatnonzero(pres):
+                for i in np.flatnonzero(pres).tolist():
                     quads = _attribute_quads(URIRef(product_iris[i]), name, vals[i], (catalog, pid_list[i], name), None, base)
-                    extra[i].extend(f"{_nt(s)} {_nt(pp)} {_nt(o)}" for s, pp, o, _ in quads)
+                    extra.setdefault(i, []).extend(f"{_nt(s)} {_nt(pp)} {_nt(o)}" for s, pp, o, _ in quads)
 
-        lines = pd.Series([""] * len(pid), index=pid.index, dtype=object)
-        for text, present in triples:
-            full = text + tail
-            lines = lines + (full if present is None else full.where(present, ""))
-        n = len(pid) * 2 + int(sum(int(present.sum()) for _, present in triples[2:]))
-        if attribute_columns:
-            lines = lines + pd.Series(["".join(f"{t}{tail}" for t in e) for e in extra], index=pid.index, dtype=object)
-            n += sum(len(e) for e in extra)
+        lines = [_join(t, tail) if present is None else _join(t.filter(pa.array(present)), tail) for _, t, present in triples]
+        n = sum(len(x) for x in lines)
+        if extra:
+            text = "".join(f"{t}{tail}" for e in extra.values() for t in e)
+            lines.append(pa.array([text], type=pa.large_string()))
+            n += sum(len(e) for e in extra.values())
         if content_hash:
-            columns = [t.tolist() if present is None else t.where(present, "").tolist() for t, present in triples]
-            digests = []
-            for i, row in enumerate(zip(*columns, strict=True)):
-                unique = {t for t in row if t}
-                unique.update(extra[i])
-                digests.append(hashlib.sha256("\n".join(sorted(unique)).encode("utf-8")).hexdigest())
-            digest = pd.Series(digests, index=pid.index, dtype=object)
-            lines = lines + p + f" {hash_p} \"" + digest + '"' + tail
+            # a product's statements all share its subject, so sorting them is sorting by predicate (one each here);
+            # a product with attribute statements is sorted and deduplicated in Python as the rdflib path does
+            columns = [t if present is None else pc.if_else(pa.array(present), t, pa.scalar(None, pa.large_string()))
+                       for _, t, present in sorted(triples, key=lambda item: item[0])]
+            joined = pc.binary_join_element_wise(*columns, pa.scalar("\n", pa.large_string()), null_handling="skip").to_pylist()
+            for i, e in extra.items():
+                own = [t[i].as_py() for _, t, present in triples if present is None or present[i]]
+                joined[i] = "\n".join(sorted(set(own) | set(e)))
+            digests = [hashlib.sha256(x.encode("utf-8")).hexdigest() for x in joined]
+            digest = pa.array(digests, type=pa.large_string())
+            lines.append(_join(p, f" {hash_p} \"", digest, '"', tail))
             n += len(pid)
-            out.hashes.update(zip((URIRef(s) for s in p.str.slice(1, -1)), zip(pid.tolist(), digests, strict=True), strict=True))
-        out.chunks.append(_bytes(lines))
+            out.hashes.update(zip((URIRef(x) for x in pc.utf8_slice_codeunits(p, 1, -1).to_pylist()),
+                                  zip(pid.to_pylist(), digests, strict=True), strict=True))
+        out.chunks.append(_text_bytes(lines))
         out.count += n
     return out
 
@@ -425,54 +456,56 @@ def _predictions_columnwise(frame, run, *, catalog, scheme, threshold, base, min
     decided = set(map(str, no_category_fact))
 
     rows_all = np.flatnonzero(category_rows)
+    model_index = {m: i for i, m in enumerate(models)}
+    model_texts = pa.array([model_text[m] for m in models], type=pa.large_string())
+    task_literal = _nt(Literal(CATEGORY_TASK))
+    double_t = _nt(XSD.double)
     for start in range(0, len(rows_all), CHUNK_ROWS):
         idx = rows_all[start:start + CHUNK_ROWS]
-        sub_pid, sub_value = pid.iloc[idx], value.iloc[idx]
         sub_unknown, sub_level, sub_has_level = unknown[idx], level[idx], has_level[idx]
         sub_publish = publish[idx]
-        enc_pid = _parts(sub_pid)
-        product = product_prefix + enc_pid + ">"
-        variant = pd.Series(np.where(sub_unknown, "/unknown", ""), index=sub_pid.index, dtype=object)
-        if sub_has_level.any():
-            levels = pd.Series(sub_level, index=sub_pid.index).astype(str)
-            variant = variant.where(sub_unknown | ~sub_has_level, "/level-" + levels)
-        pred = prediction_prefix + enc_pid + f"/{_part(CATEGORY_TASK)}" + variant + ">"
-        concept = concept_prefix + _parts(sub_value.where(~sub_unknown, "x")) + ">"
-        obj = concept.where(~sub_unknown, c["out"])
-        conf_text = _by_value(confidence[idx], lambda x: _nt(double_literal(x)))
-        model_t = model.iloc[idx].map(model_text)
+        pid_values = pid.iloc[idx]
+        enc_pid = _parts(_arrow(pid_values))
+        product = _join(product_prefix, enc_pid, ">")
+        variant = np.where(sub_unknown, "/unknown", "").astype(object)
+        with_level = sub_has_level & ~sub_unknown
+        if with_level.any():
+            variant[with_level] = _by_value(sub_level[with_level], lambda x: f"/level-{int(x)}")
+        pred = _join(prediction_prefix, enc_pid, f"/{_part(CATEGORY_TASK)}", _arrow(variant), ">")
+        concept = _join(concept_prefix, _parts(_arrow(value.iloc[idx].where(~sub_unknown, "x"))), ">")
+        obj = pc.if_else(pa.array(sub_unknown), pa.scalar(c["out"], pa.large_string()), concept)
+        conf_text = _arrow(_by_value(confidence[idx], lambda x: f'"{double_text(x)}"^^{double_t}'))
+        model_t = model_texts.take(pa.array(model.iloc[idx].map(model_index).to_numpy(dtype=np.int64)))
 
-        lines = (pred + f" {c['type']} {c['Prediction']}" + tail
-                 + pred + f" {c['subject']} " + product + tail
-                 + pred + f" {c['task']} {_nt(Literal(CATEGORY_TASK))}" + tail
-                 + pred + f" {c['predicate']} {c['category']}" + tail
-                 + pred + f" {c['object']} " + obj + tail
-                 + pred + f" {c['confidence']} " + pd.Series(conf_text, index=sub_pid.index, dtype=object) + tail
-                 + pred + f" {c['model']} " + model_t + tail
-                 + pred + f" {c['by']} {run_t}" + tail)
-        n = 8 * len(idx)
+        lines = [
+            _join(pred, f" {c['type']} {c['Prediction']}{tail}"),
+            _join(pred, f" {c['subject']} ", product, tail),
+            _join(pred, f" {c['task']} {task_literal}{tail}"),
+            _join(pred, f" {c['predicate']} {c['category']}{tail}"),
+            _join(pred, f" {c['object']} ", obj, tail),
+            _join(pred, f" {c['confidence']} ", conf_text, tail),
+            _join(pred, f" {c['model']} ", model_t, tail),
+            _join(pred, f" {c['by']} {run_t}{tail}"),
+        ]
         if generated is not None:
-            lines = lines + pred + generated + tail
-            n += len(idx)
+            lines.append(_join(pred, f"{generated}{tail}"))
         if sub_unknown.any():
-            lines = lines + (pred + f" {c['kind']} {_nt(Literal('unknown'))}" + tail).where(sub_unknown, "")
-            n += int(sub_unknown.sum())
+            lines.append(_join(pred.filter(pa.array(sub_unknown)), f" {c['kind']} {_nt(Literal('unknown'))}{tail}"))
         if sub_has_level.any():
-            level_text = pd.Series(_by_value(sub_level, lambda x: _nt(Literal(int(x), datatype=XSD.integer))), index=sub_pid.index, dtype=object)
-            lines = lines + (pred + f" {c['level']} " + level_text + tail).where(sub_has_level, "")
-            n += int(sub_has_level.sum())
+            mask = pa.array(sub_has_level)
+            level_text = _arrow(_by_value(sub_level[sub_has_level], lambda x: _nt(Literal(int(x), datatype=XSD.integer))))
+            lines.append(_join(pred.filter(mask), f" {c['level']} ", level_text, tail))
         if has_flag:
-            flag_text = np.where(sub_publish, _nt(Literal(True)), _nt(Literal(False)))
-            lines = lines + pred + f" {c['published']} " + pd.Series(flag_text, index=sub_pid.index, dtype=object) + tail
-            n += len(idx)
+            flag_text = _arrow(np.where(sub_publish, _nt(Literal(True)), _nt(Literal(False))).astype(object))
+            lines.append(_join(pred, f" {c['published']} ", flag_text, tail))
         fact = sub_publish & ~sub_unknown
         if decided:
-            fact &= ~sub_pid.isin(decided).to_numpy()
+            fact &= ~pid_values.isin(decided).to_numpy()
         if fact.any():
-            lines = lines + (product + f" {c['category']} " + obj + tail).where(fact, "")
-            n += int(fact.sum())
-        out.chunks.append(_bytes(lines))
-        out.count += n
+            mask = pa.array(fact)
+            lines.append(_join(product.filter(mask), f" {c['category']} ", obj.filter(mask), tail))
+        out.chunks.append(_text_bytes(lines))
+        out.count += sum(len(x) for x in lines)
     return out
 
 

@@ -267,3 +267,37 @@ def test_content_hash_is_the_sha256_of_the_products_sorted_statements():
                     f'{p} <https://schema.org/productID> "p 1"', f'{p} <https://schema.org/name> "say \\"hi\\""',
                     f"{p} <https://schema.org/category> <{mint('concept', 's', 'c')}>"])
     assert built.hashes == {URIRef(p[1:-1]): ("p 1", hashlib.sha256("\n".join(lines).encode()).hexdigest())}
+
+
+def test_double_text_is_the_stored_form_of_double_literal():
+    from rdflib import Literal
+
+    from prodkg.kb.nquads import term_to_nt
+    from prodkg.kb.triples import double_literal, double_text
+
+    rng = np.random.default_rng(5)
+    values = [*rng.uniform(0, 1, 500).tolist(), 0.0, -0.0, 1.0, 1e-300, 5e-324, 1e20, 0.1 + 0.2, 1.3601257419226798e-06,
+              float("inf"), float("-inf"), float("nan")]
+    double = "<http://www.w3.org/2001/XMLSchema#double>"
+    fast = "".join(f'<http://x/{i}> <http://x/v> "{double_text(x)}"^^{double} .\n' for i, x in enumerate(values))
+    slow = "".join(f"<http://x/{i}> <http://x/v> {term_to_nt(double_literal(x))} .\n" for i, x in enumerate(values))
+    assert _store_set([fast.encode()]) == _store_set([slow.encode()])
+    for x in values:
+        if x == x:  # NaN equals nothing, itself included
+            assert Literal(double_text(x), datatype=double_literal(x).datatype) == double_literal(x), x
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_a_store_loaded_with_the_chunks_holds_what_a_strict_parse_reads(tmp_path, on_disk, monkeypatch):
+    import prodkg.kb.frame_nquads as fq
+    from prodkg.kb.store import OxigraphStore
+
+    monkeypatch.setattr(fq, "CHUNK_ROWS", 5)
+    products = _hostile_products()
+    catalog = catalog_nquads(products, catalog="c", attributes=["note"], scheme="s", content_hash=True)
+    preds = prediction_nquads(_hostile_predictions(products), RUN, catalog="c", scheme="s", threshold=None)
+    terms = run_quads(RUN)
+    with OxigraphStore(tmp_path / "kg" if on_disk else None) as store:
+        assert store.add_quads(terms, nquads=[*catalog, *preds]) == len(terms)
+        loaded = set(store._open())
+    assert loaded == _store_set([*catalog, *preds, *encode_quads(terms)])
