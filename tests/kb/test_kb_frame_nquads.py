@@ -301,3 +301,24 @@ def test_a_store_loaded_with_the_chunks_holds_what_a_strict_parse_reads(tmp_path
         assert store.add_quads(terms, nquads=[*catalog, *preds]) == len(terms)
         loaded = set(store._open())
     assert loaded == _store_set([*catalog, *preds, *encode_quads(terms)])
+
+
+def test_the_shacl_gate_of_a_large_catalog_sees_a_spread_sample_and_their_predictions(monkeypatch):
+    import prodkg.kb.publish as publish
+    from prodkg.kb.triples import alt_label_quads
+    from prodkg.kb.validation import validate_quads
+
+    monkeypatch.setattr(publish, "SHACL_SAMPLE", 3)
+    ids = [f"p{i}" for i in range(10)]
+    products = pd.DataFrame({"product_id": ids, "title": ids, "category": "mug"})
+    preds = pd.DataFrame({"product_id": ids, "task": "category", "value": "cup", "confidence": 0.9, "model": "head v1"})
+    settings = publish.GraphSettings(threshold=0.5)
+    sample = publish._shacl_sample(products, preds, RUN, settings, "shop", [], "kitchen", "https://example.org/prodkg/", ["p9"])
+    subjects = {str(s) for s, p, o, g in sample if p == SDO.productID}
+    assert subjects == {str(mint("product", "shop", pid)) for pid in ("p0", "p4", "p9")}  # first, middle, last (rounded)
+    predicted = {str(o) for s, p, o, g in sample if str(p).endswith("#subject")}
+    assert predicted == subjects
+    facts = {str(s) for s, p, o, g in sample if p == SDO.category and str(g) == str(mint("graph", "run", RUN.run_id))}
+    assert facts == {str(mint("product", "shop", pid)) for pid in ("p0", "p4")}  # p9 was decided by a reviewer
+    concepts = [("mug", None), ("cup", None)]
+    assert validate_quads(sample + taxonomy_quads("kitchen", concepts) + alt_label_quads("kitchen", concepts) + run_quads(RUN)).conforms
