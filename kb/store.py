@@ -224,8 +224,9 @@ class OxigraphStore(GraphStore):
         exception propagates unchanged), part of them may already be in the store. Pass
         ``atomic=True`` for small additions to a live store: all or nothing, held in memory.
         An in-memory store always loads transactionally: there its transactional loader is
-        the faster one (1.44 M quads: 5.2 s against 7.2 s for the bulk loader, whose strength
-        is writing RocksDB files: 15 s on disk against 76 s; bench/bench_graph.py).
+        the faster one (1.44 M quads: 2.9 s against 3.5 s for the bulk loader on the same lenient
+        N-Quads, section ``graph`` of docs/BENCHMARKS.md; the bulk loader's strength is writing
+        RocksDB files: 15 s on disk against 76 s).
 
         ``nquads`` are chunks of N-Quads text already serialised (:mod:`prodkg.kb.frame_nquads` builds
         the catalog's and the predictions' that way), read by the same loader after ``quads``, leniently:
