@@ -2,9 +2,11 @@
 
 :func:`catalog_nquads` and :func:`prediction_nquads` write the same statements as
 :func:`prodkg.kb.triples.catalog_quads` and :func:`prodkg.kb.triples.prediction_quads` (the graph
-is isomorphic, every IRI and literal identical), without making an rdflib term per statement:
-IRIs are minted and literals escaped once per column with pandas string operations, and each
-row's lines are concatenated into N-Quads text that Oxigraph's loader parses in Rust.
+is isomorphic: the same IRIs and literals, an xsd:double written in the form Oxigraph stores it
+in), without making an rdflib term per statement: IRIs are minted and literals escaped once per
+column with Arrow string kernels (only values that need percent-encoding or escaping go through
+Python), and the lines of each statement kind are taken straight from the Arrow buffers as
+N-Quads text that Oxigraph's loader parses in Rust.
 
 A frame the column-wise path cannot take as it is (a cell of an unexpected type, a missing
 identifier, a repeated id, an out-of-range confidence, ids that are numbers) is handed to the
@@ -34,12 +36,12 @@ from prodkg.kb.iri import DEFAULT_BASE, _check_base, mint
 from prodkg.kb.nquads import _ESCAPES, encode_quads, term_to_nt
 from prodkg.kb.triples import (
     _PRODUCT_COLUMNS,
+    CATEGORY_TASK,
+    RunInfo,
     _attribute_quads,
     _model_node_quads,
     _run_id,
     _run_node_quads,
-    CATEGORY_TASK,
-    RunInfo,
     catalog_graph,
     catalog_quads,
     datetime_literal,
