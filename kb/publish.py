@@ -47,7 +47,9 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     """Build the run's quads, record what changed since the live graph, validate, publish atomically.
 
     A graph that violates the SHACL shapes is not published: the last good graph stays live,
-    ``shacl_report.txt`` in the run directory says why, and StageError is raised.
+    ``shacl_report.txt`` in the run directory says why, and StageError is raised. The shapes see
+    the taxonomy, provenance, change and curation quads whole and the catalog and predictions of
+    up to :data:`SHACL_SAMPLE` products (all of a catalog that size or smaller; see :func:`_shacl_sample`).
     With ``features`` (the extract stage's MultiModal) it also writes ``embeddings.parquet``; with
     ``mirror`` it copies the published graph to a SPARQL server (see :func:`kb.remote.mirror_to_server`).
     ``curation`` (product id -> :class:`kb.curation.Decision` in force) becomes the curation graph; a decided
@@ -65,7 +67,7 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     from prodkg.digests import features_digest
     from prodkg.errors import StoreError
     from prodkg.kb.iri import DEFAULT_BASE
-    from prodkg.kb.triples import alt_label_quads, catalog_quads, prediction_quads, run_quads, taxonomy_quads
+    from prodkg.kb.triples import alt_label_quads, run_quads, taxonomy_quads
 
     base = settings.base_iri or DEFAULT_BASE
     scheme = catalog_name
@@ -116,19 +118,24 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
                 "changes": unchanged, "shacl": "conforms (unchanged content; this run's provenance validated)",
                 "reused_graph_of": content_run, "server": server}
 
+    # The catalog's and the predictions' statements (nearly all of them) go to the store as N-Quads built
+    # column-wise from the frames, never as a list of rdflib terms; the rest (taxonomy, provenance, change
+    # records, curation) are few and stay rdflib terms.
+    from prodkg.kb.frame_nquads import catalog_nquads, prediction_nquads
+
+    decided = sorted(curation) if curation else []
+    catalog = catalog_nquads(products, catalog=catalog_name, attributes=attributes, scheme=scheme, base=base, content_hash=True)
+    predicted = prediction_nquads(predictions, run_info, catalog=catalog_name, scheme=scheme, threshold=settings.threshold, base=base,
+                                  min_precision=settings.min_precision if settings.threshold is None else None,
+                                  no_category_fact=decided)
     quads = []
     quads += taxonomy_quads(scheme, taxonomy, base=base)
     quads += alt_label_quads(scheme, taxonomy, base=base)
-    catalog = catalog_quads(products, catalog=catalog_name, attributes=attributes, scheme=scheme, base=base, content_hash=True)
-    quads += catalog
     quads += run_quads(run_info, base=base)
     quads += digest_quads(run_info.run_id, digest, base=base)
-    quads += prediction_quads(predictions, run_info, catalog=catalog_name, scheme=scheme, threshold=settings.threshold, base=base,
-                              min_precision=settings.min_precision if settings.threshold is None else None)
     if curation:
-        from prodkg.kb.curation import curation_quads, without_predicted_categories
+        from prodkg.kb.curation import curation_quads
 
-        quads = without_predicted_categories(quads, curation, catalog=catalog_name, base=base)
         quads += curation_quads(curation, catalog=catalog_name, scheme=scheme, product_ids=products["product_id"].astype(str),
                                 concepts=[t[0] for t in taxonomy], base=base)
     previous = None
@@ -138,15 +145,17 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
                 previous = stored_hashes(live)
     except StoreError:
         previous = None  # a broken CURRENT pointer: this publish repairs it, and every product counts as added
-    current = product_hashes(catalog)
+    current = catalog.hashes
     changes = diff_products(previous, current)
     quads += change_quads(run_info.run_id, catalog_name, changes, previous, current, base=base)
-    _validate_or_refuse(quads, run_dir)
+    sample = _shacl_sample(products, predictions, run_info, settings, catalog_name, attributes, scheme, base, decided)
+    _validate_or_refuse(quads + sample, run_dir)
+    del sample
     if features is not None:
         write_embeddings(products, features, layout.table(run_info.run_id, "embeddings"),
                          embeddings_metadata(features, run_info.run_id, _encoders(run_info)))
-    path = kg.publish(quads, run_info.run_id)
-    del quads  # the store holds them now: do not keep a second copy alive through the mirror
+    path = kg.publish(quads, run_info.run_id, nquads=[*catalog.chunks, *predicted.chunks])
+    del quads, catalog, predicted  # the store holds them now: do not keep a second copy alive through the mirror
     server = mirror(path, run_info.run_id) if mirror else None
     # distinct statements, as the store counts them (a fact asserted by two builders is one statement); counted
     # by the store rather than by a Python set of every quad, which at a million products costs gigabytes
@@ -159,6 +168,36 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
 def _encoders(run_info) -> dict[str, str]:
     """modality -> encoder id, from the run's models (kind ``<modality>-encoder``)."""
     return {m.kind.removesuffix("-encoder"): m.model_id for m in getattr(run_info, "models", []) if str(m.kind).endswith("-encoder")}
+
+
+#: products whose catalog and prediction statements the SHACL gate checks as rdflib terms; a catalog up to
+#: this size is checked whole, a larger one through this many products spread evenly over it
+SHACL_SAMPLE = 5000
+
+
+def _shacl_sample(products: pd.DataFrame, predictions: pd.DataFrame, run_info, settings: GraphSettings, catalog_name: str,
+                  attributes: list[str], scheme: str, base: str, decided: list[str]) -> list[tuple]:
+    """The catalog and prediction quads of at most :data:`SHACL_SAMPLE` products, as rdflib terms for the SHACL gate.
+
+    The column-wise builder writes every product with the same statements from the same column
+    rules, so what the shapes check per product (one id, datatypes, categories that are concepts,
+    predictions with one subject, confidence, model and run each) holds for the unsampled ones as
+    it holds for these; the taxonomy, provenance, change and curation quads are always checked whole.
+    """
+    from prodkg.kb.curation import without_predicted_categories
+    from prodkg.kb.triples import catalog_quads, prediction_quads
+
+    rows = products
+    if len(products) > SHACL_SAMPLE:
+        rows = products.iloc[np.linspace(0, len(products) - 1, SHACL_SAMPLE).round().astype(int)]
+    ids = set(rows["product_id"].astype(str))
+    sampled = predictions[predictions["product_id"].astype(str).isin(ids)] if len(rows) < len(products) else predictions
+    quads = catalog_quads(rows, catalog=catalog_name, attributes=attributes, scheme=scheme, base=base, content_hash=True)
+    quads += prediction_quads(sampled, run_info, catalog=catalog_name, scheme=scheme, threshold=settings.threshold, base=base,
+                              min_precision=settings.min_precision if settings.threshold is None else None)
+    if decided:
+        quads = without_predicted_categories(quads, dict.fromkeys(decided), catalog=catalog_name, base=base)
+    return quads
 
 
 def _validate_or_refuse(quads: list[tuple], run_dir: Path) -> None:

@@ -101,6 +101,15 @@ def double_literal(value: float) -> Literal:
     Oxigraph canonicalises numbers on the way in (``1.0`` comes back as ``"1"``); writing that
     form ourselves keeps a graph identical, not merely equal in value, after a store round trip.
     """
+    return Literal(double_text(value), datatype=_XSD_DOUBLE)
+
+
+def double_text(value: float) -> str:
+    """Oxigraph's lexical form of an xsd:double, without making an rdflib term.
+
+    rdflib re-normalises a double literal's text to Python's ``repr`` (``"1.0"``), which Oxigraph
+    reads back as ``"1"``: the text here and :func:`double_literal` give the same stored term.
+    """
     x = float(value)
     text = repr(x)
     if "e" in text or "n" in text:  # exponent, inf or nan: rare, so the slow exact path
@@ -112,7 +121,7 @@ def double_literal(value: float) -> Literal:
             text = format(Decimal(text), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
-    return Literal(text, datatype=_XSD_DOUBLE)
+    return text
 
 
 def parse_quantity(text: str) -> tuple[float, str] | None:
