@@ -98,6 +98,7 @@ def _extract_shard(items: list[str | None], settings: ExtractSettings, modality:
         "seconds": sum(r.seconds for r in parts),
         "dim": int(features.shape[1]),
         "encoder": encoder.name,
+        "precision": encoder.precision,  # resolved ("auto" → fp32 or bf16); `prodkg predict` pins it for new rows
         "worker": f"{socket.gethostname()}:{os.getpid()}",  # which process did the work (several under Dask)
     }
 
@@ -134,6 +135,7 @@ def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) ->
         stats[modality] = {
             "encoder": parts[0]["encoder"] if parts else None,
             "encoder_id": parts[0]["encoder_id"] if parts else None,
+            "precision": parts[0].get("precision") if parts else None,
             "dim": int(feats.shape[1]) if feats.ndim == 2 else 0,
             "computed": int(sum(p["n_computed"] for p in parts)),  # distinct contents encoded
             "cached": int(sum(p["n_cached"] for p in parts)),  # products served from the cache
