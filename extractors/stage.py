@@ -64,16 +64,19 @@ def encoder_for(settings: ExtractSettings, modality: str):
 _EXTRACT_LOCK = threading.Lock()
 
 
-def extract_shard(items: list[str | None], settings: ExtractSettings, modality: str, cache: FeatureCache) -> dict:
-    """Features of one shard of products for one modality (cached by content hash + encoder id)."""
+def extract_shard(items: list[str | None], settings: ExtractSettings, modality: str, cache: FeatureCache, encoder=None) -> dict:
+    """Features of one shard of products for one modality (cached by content hash + encoder id).
+
+    ``encoder``: an encoder already built (a fine-tuned one) instead of the settings' own.
+    """
     with _EXTRACT_LOCK:
-        return _extract_shard(items, settings, modality, cache)
+        return _extract_shard(items, settings, modality, cache, encoder)
 
 
-def _extract_shard(items: list[str | None], settings: ExtractSettings, modality: str, cache: FeatureCache) -> dict:
+def _extract_shard(items: list[str | None], settings: ExtractSettings, modality: str, cache: FeatureCache, encoder=None) -> dict:
     from prodkg.extractors import extract_features
 
-    encoder = encoder_for(settings, modality)
+    encoder = encoder if encoder is not None else encoder_for(settings, modality)
     # ~10 steps of whole batches: progress is reported between steps and a batch is never split
     step = settings.batch_size * max(1, -(-len(items) // (10 * settings.batch_size)))
     parts = []

@@ -396,9 +396,11 @@ def cmd_predict(args) -> int:
         for task, s in summary.items():
             rule = {"threshold": f"fixed threshold {s.get('threshold')}", "min_precision": f"the run's thresholds for precision "
                     f"{100 * s.get('min_precision', 0):g} %"}.get(s["rule"], "no rule")
-            line = f"  {task}: {s['n_published']} of {s['n_products']} published ({rule})"
-            if s.get("n_unknown"):
-                line += f", {s['n_unknown']} unknown"
+            rows = predictions[predictions["task"] == task]  # what was written: asserted values left out
+            line = (f"  {task}: {rows.loc[rows['published'], 'product_id'].nunique()} of {rows['product_id'].nunique()} products "
+                    f"published ({rule})")
+            if (rows["kind"] == "unknown").any():
+                line += f", {int((rows['kind'] == 'unknown').sum())} unknown"
             if task == "category" and labels:
                 pred = deepest_class(predictions)
                 known = [(pred.get(pid), lab) for pid, lab in labels.items() if pid in pred.index]

@@ -5,7 +5,7 @@ A model is the folder ``prodkg adapt`` writes (``manifest.json`` + ``model/``) o
 record). :func:`load_saved_model` reads either; :func:`score_features` scores a :class:`adaptation.MultiModal`
 into the predictions table (:data:`prodkg.contracts.PREDICTIONS`); :func:`score_catalog` first validates a
 catalog as ingest does (bad rows are quarantined with their reason) and extracts its vectors through the run's
-feature cache, with the same encoders, options and precision as the run.
+feature cache, with the same encoders, options and precision as the run (and its fine-tuned image block, if any).
 
 What is published for a new row follows the run's own rule, not a new estimate: under ``min_precision`` the
 threshold the run picked at each taxonomy level, the agreement with the run's baseline head where the run required
@@ -56,6 +56,7 @@ class SavedModel:
     features: dict | None  # modality -> the run's extract stats (encoder, encoder_id, precision, dim); None: a feature table
     config: dict
     cache_dir: Path | None  # the run's feature cache
+    finetune: dict | None = None  # the run's fine-tuning record (its saved block under "path"), when it fine-tuned
 
     @property
     def modalities(self) -> dict[str, int]:
@@ -143,7 +144,8 @@ def load_saved_model(path: str | Path) -> SavedModel:
         heads.append(head)
     config = dict(manifest.get("config") or {})
     cache = Path(config["cache_dir"]) if config.get("cache_dir") and Path(config["cache_dir"]).is_absolute() else run.parent.parent / "cache"
-    return SavedModel(path=run, kind="run", heads=heads, features=manifest.get("features"), config=config, cache_dir=cache)
+    return SavedModel(path=run, kind="run", heads=heads, features=manifest.get("features"), config=config, cache_dir=cache,
+                      finetune=manifest.get("finetune") if (manifest.get("finetune") or {}).get("ran") else None)
 
 
 # --- scoring ---------------------------------------------------------------------------------------------
@@ -283,7 +285,6 @@ def extract_settings_for(saved: SavedModel, modalities: list[str], *, progress: 
 
     Raises:
         ModelLoadError: an encoder cannot be built offline, or builds with an id other than the run's.
-        ConfigError: the run fine-tuned its image encoder (not supported for catalogs yet).
     """
     from prodkg.extractors import LazyEncoder
     from prodkg.extractors.stage import ExtractSettings
@@ -295,9 +296,8 @@ def extract_settings_for(saved: SavedModel, modalities: list[str], *, progress: 
         rec = (saved.features or {}).get(m) or {}
         if not rec.get("encoder_id"):
             raise ModelLoadError(f"{saved.path}: its manifest records no {m} encoder id")
-        if rec.get("finetuned"):
-            raise ConfigError(f"{saved.path}: the run fine-tuned its image encoder (--finetune-backbone); scoring a catalog with a "
-                              f"fine-tuned encoder is not supported yet: extract its vectors and pass them with --features")
+        # a fine-tuned image encoder is the frozen one plus the saved block (finetuned_encoder): check the frozen one here
+        wanted = rec["frozen_encoder_id"] if rec.get("finetuned") else rec["encoder_id"]
         recorded = rec.get("precision")
         tried = []
         for precision in dict.fromkeys([recorded, options[m].get("precision"), "fp32", "bf16"]):
@@ -307,18 +307,41 @@ def extract_settings_for(saved: SavedModel, modalities: list[str], *, progress: 
             try:
                 encoder_id = LazyEncoder(names[m], trial).encoder_id
             except (ModelLoadError, OSError, ImportError) as exc:
-                raise ModelLoadError(f"the run's {m} encoder {names[m]!r} ({rec['encoder_id']}) is not available offline "
+                raise ModelLoadError(f"the run's {m} encoder {names[m]!r} ({wanted}) is not available offline "
                                      f"on this machine: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
             tried.append(encoder_id)
-            if encoder_id == rec["encoder_id"]:
+            if encoder_id == wanted:
                 options[m] = trial
                 break
         else:
-            raise ModelLoadError(f"the run's {m} features came from {rec['encoder_id']}; this machine builds {' or '.join(tried) or 'nothing'} "
+            raise ModelLoadError(f"the run's {m} features came from {wanted}; this machine builds {' or '.join(tried) or 'nothing'} "
                                  f"from encoder {names[m]!r} (other weights or preprocessing): its vectors would not match the model")
     return ExtractSettings(image_encoder=names["image"], text_encoder=names["text"], image_options=options["image"],
                            text_options=options["text"], batch_size=int(cfg.get("batch_size") or 64), progress=progress,
                            image_limits=image_limits)
+
+
+def finetuned_encoder(saved: SavedModel, settings):
+    """The run's fine-tuned image encoder: the frozen encoder of ``settings`` with the block the run saved.
+
+    Raises:
+        ModelLoadError: the block is missing or unreadable, or does not give the run's encoder id.
+    """
+    from prodkg.adaptation.stage import FINETUNE_FILE
+    from prodkg.extractors.image_cnn import FineTunedImageEncoder
+    from prodkg.extractors.stage import shared_encoder
+
+    path = Path((saved.finetune or {}).get("path") or "")
+    if not path.is_file():
+        path = saved.path / "models" / FINETUNE_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"the run fine-tuned its image encoder but its block {path} is not there")
+    name, options = settings.encoder("image")
+    encoder = FineTunedImageEncoder.load(path, shared_encoder(name, json.dumps(options, sort_keys=True)))
+    if encoder.encoder_id != saved.features["image"]["encoder_id"]:
+        raise ModelLoadError(f"{path} gives the image encoder {encoder.encoder_id}, the run's features came from "
+                             f"{saved.features['image']['encoder_id']}")
+    return encoder
 
 
 def score_catalog(saved: SavedModel, catalog: str, *, domains: list[str] | None = None, image_roots: list[str] | tuple = (),
@@ -380,7 +403,8 @@ def score_catalog(saved: SavedModel, catalog: str, *, domains: list[str] | None 
     results = {}
     for m in needed:
         items = modality_items(products, m)
-        results[m] = [extract_shard(items[a:b], settings, m, cache) for a, b in shards(len(items), 4096)]
+        encoder = finetuned_encoder(saved, settings) if saved.features[m].get("finetuned") else None
+        results[m] = [extract_shard(items[a:b], settings, m, cache, encoder) for a, b in shards(len(items), 4096)]
     for m, parts in results.items():
         got = parts[0]["encoder_id"]
         if got != saved.features[m]["encoder_id"]:  # never score with vectors of another encoder

@@ -13,7 +13,7 @@ import pytest
 from prodkg.contracts import PREDICTIONS, QUARANTINE
 from prodkg.flows.cli import main
 
-pytestmark = pytest.mark.slow  # one pipeline run on the sample catalog with the real encoders (~30 s)
+pytestmark = pytest.mark.slow  # two pipeline runs on the sample catalog with the real encoders (~70 s)
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +108,21 @@ def test_refusals_are_one_line(trained, new_catalog, tmp_path, capsys) -> None:
     shutil.copytree(run / "models" / "category", tmp_path / "adapted" / "model")
     assert main(["predict", "--model", str(tmp_path / "adapted"), "--catalog", str(new_catalog), "--out", dest, "--quiet"]) == 2
     assert "--features" in capsys.readouterr().err
+
+
+def test_a_finetuned_run_scores_with_its_saved_block(sample_catalog, new_catalog, tmp_path) -> None:
+    out = tmp_path / "out"
+    assert main(["run", "--catalog", str(sample_catalog), "--source", "webshop", "--target", "supplier", "--epochs", "3", "--out", str(out),
+                 "--no-prefect", "--quiet", "--finetune-backbone", "--finetune-epochs", "1"]) == 0
+    (run,) = (out / "runs").iterdir()
+    assert json.loads((run / "manifest.json").read_text())["features"]["image"]["finetuned"]
+    # an empty feature cache: every image goes through the frozen trunk and the saved fine-tuned block again
+    scored_file = tmp_path / "scored.parquet"
+    assert main(["predict", "--model", str(run), "--catalog", str(new_catalog), "--out", str(scored_file),
+                 "--cache-dir", str(tmp_path / "empty-cache"), "--quiet"]) == 0
+    key = ["product_id", "kind", "value"]
+    mine = pd.read_parquet(scored_file).query("task == 'category'")
+    theirs = pd.read_parquet(run / "predictions.parquet").query("task == 'category'").sort_values(key).reset_index(drop=True)
+    mine = mine[mine["product_id"].isin(set(theirs["product_id"]))].sort_values(key).reset_index(drop=True)
+    assert mine[key].astype(str).equals(theirs[key].astype(str))
+    np.testing.assert_allclose(mine["confidence"].to_numpy(), theirs["confidence"].to_numpy(), rtol=1e-4, atol=1e-6)
