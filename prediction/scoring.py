@@ -368,6 +368,8 @@ def score_catalog(saved: SavedModel, catalog: str, *, domains: list[str] | None 
     if saved.kind != "run" or not saved.features:
         raise ConfigError(f"{saved.path} was trained by `prodkg adapt` on a feature table: which encoders made its vectors is not "
                           "recorded, so a catalog cannot be extracted for it; extract the vectors yourself and pass --features")
+    if "://" not in str(catalog) and not Path(catalog).is_file():  # a usage error, as for `prodkg run`
+        raise ConfigError(f"--catalog {str(catalog)!r} {'is a directory, not a file' if Path(catalog).is_dir() else 'not found'}")
     needed = sorted(saved.modalities)
     frame, unparsed = read_catalog(catalog)
     if domains:

@@ -81,6 +81,10 @@ def test_refusals_are_one_line(trained, new_catalog, tmp_path, capsys) -> None:
     # the output folder stands for its newest run
     assert main(["predict", "--model", str(out), "--catalog", str(new_catalog), "--domain", "newshop", "--out", dest, "--quiet"]) == 0
     assert set(pd.read_parquet(dest)["product_id"]) == {"NEW-0"}
+    # a missing catalog is a usage error; a file without the catalog columns is unusable data
+    assert main(["predict", "--model", str(run), "--catalog", str(tmp_path / "none.csv"), "--out", dest, "--quiet"]) == 2
+    (tmp_path / "columns.csv").write_text("product_id,title\nx,y\n")
+    assert main(["predict", "--model", str(run), "--catalog", str(tmp_path / "columns.csv"), "--out", dest, "--quiet"]) == 3
     # a catalog without images for a model that reads images and text
     frame = pd.read_csv(new_catalog, dtype=str, keep_default_na=False).assign(image="")
     frame.to_csv(tmp_path / "no-images.csv", index=False)
