@@ -79,6 +79,10 @@ def _load_head(path: Path):
     return AdaptedModel.load(path, device="cpu")
 
 
+def _beside(local: Path, recorded: str | None) -> Path:
+    return local if local.exists() or not recorded else Path(recorded)
+
+
 def load_saved_model(path: str | Path) -> SavedModel:
     """The model saved in ``path``: a ``prodkg adapt`` folder, a run folder (``<out>/runs/<run_id>``), or an output
     folder of ``prodkg run`` (its newest run).
@@ -120,9 +124,9 @@ def load_saved_model(path: str | Path) -> SavedModel:
     heads = []
     for entry in entries:
         task = entry["task"]
-        head_dir = Path(entry.get("path", ""))
-        if not head_dir.is_dir():  # a moved or copied output folder: the head beside this manifest
-            head_dir = run / "models" / _safe(task)
+        # the head beside this manifest (a moved or copied run folder too), else where the run recorded it (a fast-path
+        # re-run's heads are its previous run's)
+        head_dir = _beside(run / "models" / _safe(task), entry.get("path"))
         model = _load_head(head_dir)
         classes = list(entry["classes"])
         if model.n_classes != len(classes):
@@ -132,11 +136,13 @@ def load_saved_model(path: str | Path) -> SavedModel:
                          taxonomy=[tuple(t) for t in entry.get("taxonomy") or []])
         base = entry.get("baseline")
         if base:
-            base_dir = Path(base["path"]) if Path(base["path"]).is_dir() else run / "models" / f"{_safe(task)}.baseline"
+            base_dir = _beside(run / "models" / f"{_safe(task)}.baseline", base.get("path"))
             head.baseline, head.baseline_temperature = _load_head(base_dir), float(base.get("temperature", 1.0))
         protos = entry.get("prototypes")
+        if not protos and ((manifest.get("metrics") or {}).get(task) or {}).get("unknown"):
+            head.notes.append("the run flagged unknown products but saved no prototypes: no product is flagged unknown here")
         if protos:
-            proto_path = Path(protos) if Path(protos).is_file() else run / "models" / f"{_safe(task)}.prototypes.npz"
+            proto_path = _beside(run / "models" / f"{_safe(task)}.prototypes.npz", protos)
             try:
                 head.prototypes, head.unknown_bar = load_prototypes(proto_path)
             except (OSError, KeyError, ValueError) as exc:
