@@ -64,16 +64,19 @@ def encoder_for(settings: ExtractSettings, modality: str):
 _EXTRACT_LOCK = threading.Lock()
 
 
-def extract_shard(items: list[str | None], settings: ExtractSettings, modality: str, cache: FeatureCache) -> dict:
-    """Features of one shard of products for one modality (cached by content hash + encoder id)."""
+def extract_shard(items: list[str | None], settings: ExtractSettings, modality: str, cache: FeatureCache, encoder=None) -> dict:
+    """Features of one shard of products for one modality (cached by content hash + encoder id).
+
+    ``encoder``: an encoder already built (a fine-tuned one) instead of the settings' own.
+    """
     with _EXTRACT_LOCK:
-        return _extract_shard(items, settings, modality, cache)
+        return _extract_shard(items, settings, modality, cache, encoder)
 
 
-def _extract_shard(items: list[str | None], settings: ExtractSettings, modality: str, cache: FeatureCache) -> dict:
+def _extract_shard(items: list[str | None], settings: ExtractSettings, modality: str, cache: FeatureCache, encoder=None) -> dict:
     from prodkg.extractors import extract_features
 
-    encoder = encoder_for(settings, modality)
+    encoder = encoder if encoder is not None else encoder_for(settings, modality)
     # ~10 steps of whole batches: progress is reported between steps and a batch is never split
     step = settings.batch_size * max(1, -(-len(items) // (10 * settings.batch_size)))
     parts = []
@@ -98,6 +101,7 @@ def _extract_shard(items: list[str | None], settings: ExtractSettings, modality:
         "seconds": sum(r.seconds for r in parts),
         "dim": int(features.shape[1]),
         "encoder": encoder.name,
+        "precision": encoder.precision,  # resolved ("auto" → fp32 or bf16); `prodkg predict` pins it for new rows
         "worker": f"{socket.gethostname()}:{os.getpid()}",  # which process did the work (several under Dask)
     }
 
@@ -134,6 +138,7 @@ def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) ->
         stats[modality] = {
             "encoder": parts[0]["encoder"] if parts else None,
             "encoder_id": parts[0]["encoder_id"] if parts else None,
+            "precision": parts[0].get("precision") if parts else None,
             "dim": int(feats.shape[1]) if feats.ndim == 2 else 0,
             "computed": int(sum(p["n_computed"] for p in parts)),  # distinct contents encoded
             "cached": int(sum(p["n_cached"] for p in parts)),  # products served from the cache

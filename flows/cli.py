@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import prodkg
-from prodkg.errors import ConfigError, ProdkgError
+from prodkg.errors import CatalogError, ConfigError, ProdkgError
 from prodkg.flows.config import DEFAULT_OUT, RunConfig, build_config, read_config_file
 from prodkg.layout import RunLayout
 
@@ -281,6 +281,20 @@ Feature table layout (Parquet or .npz), one row per product:
 """
 
 
+#: What `prodkg predict` does (its --help; the README says the same).
+PREDICT_DESCRIPTION = """\
+Score rows with a saved model. --features takes a feature table (layout below); --catalog takes a
+catalog, validates it as `prodkg run` does (bad rows go to the quarantine file with their reason),
+extracts its vectors with the encoders, options and precision the run recorded, through the run's
+feature cache, and refuses when the model's modalities do not match what the catalog holds or an
+encoder is not available offline. Every head of the run scores every row, except where a catalog row
+asserts the task's value (asserted beats predicted; the run's evaluation labels, default category, are
+predicted). What is published follows the run's recorded rule: under --min-precision the thresholds it
+picked per taxonomy level, agreement with its baseline head and its unknown-product bar; under
+--threshold that threshold. A `prodkg adapt` model records no rule: give --threshold to publish.
+"""
+
+
 def cmd_adapt(args) -> int:
     """Adapt and predict from a table of precomputed vectors; writes predictions.parquet and manifest.json."""
     import hashlib
@@ -336,57 +350,65 @@ def cmd_adapt(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    """Score the rows of a feature table with a model saved by ``prodkg adapt``; writes a predictions Parquet file."""
-    import numpy as np
-    import pandas as pd
+    """Score a feature table or a catalog with a saved model (prediction/scoring.py); writes a predictions Parquet file."""
+    import time
 
-    from prodkg.adaptation import AdaptedModel
-    from prodkg.adaptation.byo import load_feature_table
-    from prodkg.errors import ModelLoadError
-    from prodkg.extractors.extract import torch_threads
+    from prodkg.contracts import QUARANTINE
+    from prodkg.prediction.scoring import deepest_class, load_saved_model, score_catalog, score_table
 
-    if args.catalog:
-        raise ConfigError("--catalog is not supported yet: extract the catalog's vectors into a feature table "
-                          "(layout in `prodkg predict --help`) and pass it with --features")
-    run = Path(args.model)
-    model_dir = run / "model" if (run / "model").is_dir() else run
-    manifest_file = run / "manifest.json"
-    if not manifest_file.is_file():
-        raise ConfigError(f"--model {run}: expected a folder written by `prodkg adapt` (manifest.json and model/)")
-    try:
-        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-        classes = list(manifest["classes"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ModelLoadError(f"{manifest_file}: no class list in it ({exc})") from exc
-    temperature = float((manifest.get("metrics") or {}).get("temperature", 1.0))
-    model = AdaptedModel.load(model_dir, device="cpu")
-    if model.n_classes != len(classes):
-        raise ModelLoadError(f"{run}: the model predicts {model.n_classes} classes, its manifest lists {len(classes)}")
-    if not Path(args.features).is_file():
-        raise ConfigError(f"--features {args.features!r} not found")
-    features, labels, domains, ids = load_feature_table(args.features, require_labels=False)
-    keep = np.ones(len(ids), dtype=bool)
-    if args.domain:
-        wanted = [d.strip() for d in args.domain.split(",") if d.strip()]
-        keep = np.isin(domains, wanted)
-        if not keep.any():
-            raise ConfigError(f"no row of {args.features} has domain {wanted}; its domains are {sorted(set(domains.tolist()))}")
-    rows = np.flatnonzero(keep)
-    x = features.subset(rows)
-    if x.dims != model.dims:
-        raise ConfigError(f"{args.features}: the model was trained on modalities {model.dims}; the table has {x.dims}")
-    with torch_threads(1):
-        probs = model.predict_proba(x, temperature)
-    pred = probs.argmax(1)
-    frame = pd.DataFrame({"product_id": ids[rows], "value": [classes[k] for k in pred],
-                          "confidence": probs.max(1).astype(float)})
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise ConfigError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    started = time.perf_counter()
+    domains = [d.strip() for d in (args.domain or "").split(",") if d.strip()] or None
+    saved = load_saved_model(args.model)
     out = Path(args.out)
+    quarantined = None
+    if args.catalog:
+        quarantine_path = Path(args.quarantine) if args.quarantine else out.with_name(out.stem + ".quarantine.parquet")
+        roots = [r.strip() for r in (args.image_roots or "").split(",") if r.strip()]
+        try:
+            scored = score_catalog(saved, args.catalog, domains=domains, image_roots=roots, cache_dir=args.cache_dir,
+                                   threshold=args.threshold, progress=not args.quiet)
+        except CatalogError as exc:
+            rows = getattr(exc, "quarantine", None)
+            if rows is None or not len(rows):
+                raise
+            quarantine_path.parent.mkdir(parents=True, exist_ok=True)
+            rows.astype({"source_row": "Int64"})[QUARANTINE.columns].to_parquet(quarantine_path, index=False)
+            raise CatalogError(f"{exc}; every reason is in {quarantine_path}") from None
+        predictions, summary = scored.predictions, scored.summary
+        labels = {str(p): str(c) for p, c in zip(scored.products["product_id"], scored.products["category"]) if isinstance(c, str) and c}
+        quarantine_path.parent.mkdir(parents=True, exist_ok=True)
+        scored.quarantine.to_parquet(quarantine_path, index=False)
+        quarantined = (len(scored.quarantine), quarantine_path, scored.n_in, scored.n_superseded)
+    else:
+        predictions, summary, labels = score_table(saved, args.features, domains=domains, threshold=args.threshold)
     out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(out, index=False)
+    predictions.to_parquet(out, index=False)
     if not args.quiet:
-        known = [(classes[k], labels[i]) for k, i in zip(pred, rows) if labels[i] is not None]
-        acc = f"; accuracy on the {len(known)} labelled rows {100 * np.mean([a == b for a, b in known]):.1f} %" if known else ""
-        print(f"scored {len(rows)} products with {model_dir} ({model.config.method}){acc}; wrote {out}")
+        n = predictions["product_id"].nunique()
+        head = f"scored {n} products with {saved.path} ({', '.join(h.task for h in saved.heads)})"
+        if quarantined:
+            head += f"; {quarantined[0]} of {quarantined[2]} catalog rows quarantined (reasons in {quarantined[1]})"
+            if quarantined[3]:
+                head += f"; {quarantined[3]} predictions not written: the catalog asserts that value"
+        print(head + f"; wrote {out} in {time.perf_counter() - started:.1f} s")
+        for task, s in summary.items():
+            rule = {"threshold": f"fixed threshold {s.get('threshold')}", "min_precision": f"the run's thresholds for precision "
+                    f"{100 * s.get('min_precision', 0):g} %"}.get(s["rule"], "no rule")
+            rows = predictions[predictions["task"] == task]  # what was written: asserted values left out
+            line = (f"  {task}: {rows.loc[rows['published'], 'product_id'].nunique()} of {rows['product_id'].nunique()} products "
+                    f"published ({rule})")
+            if (rows["kind"] == "unknown").any():
+                line += f", {int((rows['kind'] == 'unknown').sum())} unknown"
+            if task == "category" and labels:
+                pred = deepest_class(predictions)
+                known = [(pred.get(pid), lab) for pid, lab in labels.items() if pid in pred.index]
+                if known:
+                    line += f"; accuracy on the {len(known)} labelled rows {100 * sum(a == b for a, b in known) / len(known):.1f} %"
+            print(line)
+            for note in s.get("notes") or []:
+                print(f"    note: {note}")
     return 0
 
 
@@ -610,14 +632,21 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--quiet", action="store_true")
     a.set_defaults(func=cmd_adapt)
 
-    pr = sub.add_parser("predict", help="score any rows of a feature table with a model saved by `prodkg adapt`",
-                        epilog=FEATURE_TABLE_LAYOUT, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pr.add_argument("--model", required=True, metavar="RUN", help="output folder of `prodkg adapt` (manifest.json and model/)")
+    pr = sub.add_parser("predict", help="score a feature table or a catalog with a saved model (`prodkg run` or `prodkg adapt`)",
+                        description=PREDICT_DESCRIPTION, epilog=FEATURE_TABLE_LAYOUT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pr.add_argument("--model", required=True, metavar="RUN",
+                    help="a run folder of `prodkg run` (<out>/runs/<run_id>, or <out> for its newest run) or the output folder of `prodkg adapt`")
     what = pr.add_mutually_exclusive_group(required=True)
     what.add_argument("--features", help="Parquet or .npz feature table of the rows to score (layout below)")
-    what.add_argument("--catalog", help="a catalog to extract and score (not supported yet; use --features)")
+    what.add_argument("--catalog", help="a catalog file (CSV, JSONL, Parquet; columns as for `prodkg run`) to validate, extract with the "
+                                        "run's encoders and score (a `prodkg run` model only)")
     pr.add_argument("--domain", help="score only the rows of these domain(s), comma-separated (default: every row)")
-    pr.add_argument("--out", required=True, help="Parquet file for product_id, value, confidence")
+    pr.add_argument("--out", required=True, help="Parquet file of the predictions: product_id, task, value, confidence, model, level, kind, published")
+    pr.add_argument("--quarantine", help="with --catalog: Parquet file of the rows set aside and why (default: <out>.quarantine.parquet)")
+    pr.add_argument("--threshold", type=float, help="publish every prediction whose confidence reaches this (default: the run's recorded rule)")
+    pr.add_argument("--image-roots", metavar="DIRS", help="with --catalog: more folders local images may be read from, comma-separated "
+                                                          "(besides the catalog's own folder)")
+    pr.add_argument("--cache-dir", help="with --catalog: feature cache folder (default: the run's, <out>/cache)")
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=cmd_predict)
 

@@ -128,28 +128,41 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
             baseline = other.metrics
         # reviewed target rows were trained on: their held-out labels are not evaluated
         eval_labels = [None if i in rows else lab for i, lab in enumerate(labels)] if rows else labels
+        prototypes = models_dir / f"{_safe(task)}.prototypes.npz" if task == "category" else None
         frame, publication = publish_task(result, other, settings, task, mid, eval_labels, is_source, is_target, features,
-                                          taxonomy if task == "category" else [])
+                                          taxonomy if task == "category" else [], prototypes_to=prototypes)
         frames.append(frame[frame["value"] != NO_VALUE].reset_index(drop=True))
         metrics[task] = {**result.metrics, **publication}
-        models.append({"model_id": mid, "task": task, "method": chosen, "requested_method": settings.method, "path": str(path),
-                       "classes": result.labels.classes, "temperature": result.temperature, "details": result.model.describe()})
+        entry = {"model_id": mid, "task": task, "method": chosen, "requested_method": settings.method, "path": str(path),
+                 "classes": result.labels.classes, "temperature": result.temperature, "details": result.model.describe()}
+        # what `prodkg predict` needs to decide publication for new rows as this run did (prediction/scoring.py):
+        # the taxonomy of the back-off levels, the baseline head the agreement rule compares with, the unknown prototypes
+        if task == "category":
+            entry["taxonomy"] = [list(t) for t in taxonomy]
+        if other is not None and other.labels.classes == result.labels.classes:
+            other_path = models_dir / f"{_safe(task)}.baseline"
+            other.model.save(other_path)
+            entry["baseline"] = {"method": other.model.config.method, "path": str(other_path), "temperature": other.temperature}
+        if prototypes is not None and prototypes.is_file():
+            entry["prototypes"] = str(prototypes)
+        models.append(entry)
     predictions = pd.concat(frames, ignore_index=True) if frames else PREDICTIONS.empty()
     return PredictOutput(predictions=predictions[PREDICTIONS.columns], metrics=metrics, baseline=baseline, models=models, skipped=skipped,
                          embedding_sample=embedding_sample)
 
 
 def publish_task(result, other, settings: PredictSettings, task: str, mid: str, labels: list[str | None], is_source: np.ndarray,
-                 is_target: np.ndarray, features, taxonomy: list[tuple]) -> tuple[pd.DataFrame, dict]:
+                 is_target: np.ndarray, features, taxonomy: list[tuple], prototypes_to: Path | None = None) -> tuple[pd.DataFrame, dict]:
     """One task's prediction rows (every back-off level, unknown products) and its publication record.
 
     The rule is :func:`prediction.publication.decide`: ``settings.min_precision`` by the label-free estimate, or the
     fixed ``settings.threshold``; ``other`` (the baseline head, or None) gives the agreement estimate. Unknown
     products are scored for the category task only. Target labels, where the catalog has them, are read afterwards
-    by :func:`prediction.publication.evaluate`, for the manifest and report only.
+    by :func:`prediction.publication.evaluate`, for the manifest and report only. ``prototypes_to``: where to save the
+    unknown scores' source class prototypes (category task), so new rows can be scored later without the source.
     """
     from prodkg.prediction.publication import decide, evaluate, publication_frame
-    from prodkg.prediction.unknown import fused_unit_features, score_unknown, subset
+    from prodkg.prediction.unknown import class_prototypes, fused_unit_features, score_unknown, subset
 
     ev = result.evidence
     classes = result.labels.classes
@@ -158,7 +171,10 @@ def publish_task(result, other, settings: PredictSettings, task: str, mid: str, 
     if task == "category":
         unit = fused_unit_features(features.blocks, features.present)
         src = np.flatnonzero(is_source & np.array([lab is not None for lab in labels]))
-        unknown = score_unknown(subset(unit, src), np.array([labels[i] for i in src], dtype=object).astype(str), subset(unit, target_idx))
+        src_labels = np.array([labels[i] for i in src], dtype=object).astype(str)
+        unknown = score_unknown(subset(unit, src), src_labels, subset(unit, target_idx))
+        if prototypes_to is not None:
+            save_prototypes(prototypes_to, class_prototypes(subset(unit, src), src_labels), unknown.threshold)
     other_probs = other.evidence.get("target_logp") if other is not None and other.labels.classes == classes else None
     decision = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
                       min_precision=settings.min_precision, threshold=settings.threshold, unknown=None if unknown is None else unknown.unknown,
@@ -211,6 +227,21 @@ def sample_embeddings(features, model, is_source: np.ndarray, is_target: np.ndar
         rows = np.sort(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
     part = features.subset(rows)
     return {"is_target": np.asarray(is_target, bool)[rows], "before": fused_input(part), "after": np.asarray(model.embed(part), np.float32)}
+
+
+def save_prototypes(path: Path, prototypes: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float) -> None:
+    """Write the unknown scores' class prototypes (:func:`prediction.unknown.class_prototypes`) and the bar to ``path`` (.npz)."""
+    arrays = {"threshold": np.float64(threshold), "modalities": np.array(sorted(prototypes), dtype=str)}
+    for m, (protos, has) in prototypes.items():
+        arrays[f"protos_{m}"], arrays[f"has_{m}"] = protos.astype(np.float64), has
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def load_prototypes(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float]:
+    """Inverse of :func:`save_prototypes`: (prototypes, the unknown bar)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {str(m): (z[f"protos_{m}"], z[f"has_{m}"].astype(bool)) for m in z["modalities"]}, float(z["threshold"])
 
 
 def _safe(name: str) -> str:

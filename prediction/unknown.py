@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BIMODAL", "UnknownScores", "fused_unit_features", "otsu_threshold", "prototype_similarity", "score_unknown", "separability",
-           "subset", "target_bar", "unknown_threshold"]
+__all__ = ["BIMODAL", "UnknownScores", "class_prototypes", "fused_unit_features", "nearest_prototype_similarity", "otsu_threshold",
+           "prototype_similarity", "score_unknown", "separability", "subset", "target_bar", "unknown_threshold"]
 
 
 def fused_unit_features(blocks: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -96,6 +96,38 @@ def prototype_similarity(source, source_labels: np.ndarray, target) -> tuple[np.
     target_sim = (t_sum / np.maximum(t_cnt, 1)).max(axis=1) if n_t else np.zeros(0)
     keep = s_cnt > 0
     return target_sim, (s_sum / np.maximum(s_cnt, 1))[keep]
+
+
+def class_prototypes(source, source_labels: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per modality, the source class prototypes (K, D) -- unit class means, in the order of ``np.unique(labels)`` --
+    and which classes have the modality at all (K,): what a saved model needs to score new items'
+    similarity (:func:`nearest_prototype_similarity`) without the source rows."""
+    src = _as_modalities(source)
+    labels = np.asarray(source_labels)
+    classes, own = np.unique(labels, return_inverse=True)
+    out = {}
+    for modality, (xs, ps) in src.items():
+        onehot = np.zeros((len(labels), len(classes)))
+        onehot[np.flatnonzero(ps), own[ps]] = 1.0
+        out[modality] = (_unit(onehot.T @ xs), onehot.sum(0) > 0)
+    return out
+
+
+def nearest_prototype_similarity(prototypes: dict[str, tuple[np.ndarray, np.ndarray]], target) -> np.ndarray:
+    """Each target item's similarity to its nearest prototype of :func:`class_prototypes`: the target half of
+    :func:`prototype_similarity`, with the same arithmetic (the mean over the item's modalities, then the max)."""
+    tgt = _as_modalities(target)
+    n_t = len(next(iter(tgt.values()))[0]) if tgt else 0
+    if not n_t or not prototypes:
+        return np.zeros(n_t)
+    k = len(next(iter(prototypes.values()))[1])
+    t_sum, t_cnt = np.zeros((n_t, k)), np.zeros((n_t, 1))
+    for modality in sorted(prototypes):
+        protos, has = prototypes[modality]
+        xt, pt = tgt[modality]
+        t_sum += np.where(pt[:, None] & has[None, :], xt @ protos.T, 0.0)
+        t_cnt += pt[:, None]
+    return (t_sum / np.maximum(t_cnt, 1)).max(axis=1)
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 64) -> float:

@@ -127,14 +127,25 @@ def test_prodkg_predict_scores_held_out_rows_with_a_saved_model(tmp_path, make_s
     assert main(["predict", "--model", str(out), "--features", str(tmp_path / "held.npz"),
                  "--out", str(tmp_path / "held.parquet"), "--quiet"]) == 0
     scored = pd.read_parquet(tmp_path / "held.parquet")
-    assert list(scored.columns) == ["product_id", "value", "confidence"] and len(scored) == 40
+    from prodkg.contracts import PREDICTIONS
+
+    assert list(scored.columns) == PREDICTIONS.columns and len(scored) == 40
     assert set(scored["value"]) <= set(names) and scored["confidence"].between(0, 1).all()
-    # the same rows through the saved model directly give the same classes
+    assert set(scored["task"]) == {"category"} and set(scored["kind"]) == {"class"}
+    assert not scored["published"].any()  # `adapt` records no publication rule: nothing is published without --threshold
+    # the same rows through the saved model directly give the same classes and calibrated confidences
     from prodkg.adaptation import AdaptedModel
 
     model = AdaptedModel.load(out / "model")
-    classes = json.loads((out / "manifest.json").read_text())["classes"]
-    assert scored["value"].tolist() == [classes[k] for k in model.predict(xh)]
+    manifest = json.loads((out / "manifest.json").read_text())
+    probs = model.predict_proba(xh, manifest["metrics"]["temperature"])
+    assert scored["value"].tolist() == [manifest["classes"][k] for k in model.predict(xh)]
+    np.testing.assert_allclose(scored["confidence"].to_numpy(), probs.max(1), rtol=1e-5)
+    # a fixed threshold publishes exactly the rows whose confidence reaches it
+    bar = float(np.median(probs.max(1)))
+    assert main(["predict", "--model", str(out), "--features", str(tmp_path / "held.npz"), "--threshold", str(bar),
+                 "--out", str(tmp_path / "bar.parquet"), "--quiet"]) == 0
+    assert pd.read_parquet(tmp_path / "bar.parquet")["published"].tolist() == (probs.max(1) >= bar).tolist()
     # --domain filters rows; a width mismatch and a missing run are configuration errors
     assert main(["predict", "--model", str(out), "--features", str(tmp_path / "train.parquet"), "--domain", "store",
                  "--out", str(tmp_path / "store.parquet"), "--quiet"]) == 0

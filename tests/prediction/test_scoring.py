@@ -1,0 +1,71 @@
+"""Scoring new rows with a saved model: the recorded publication rule and the saved unknown prototypes, replayed on
+the rows the run decided, give the run's own decisions (prediction.publication.decide, prediction.unknown are the reference)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prodkg.prediction.publication import decide
+from prodkg.prediction.scoring import SavedHead, recorded_decision
+from prodkg.prediction.unknown import class_prototypes, fused_unit_features, nearest_prototype_similarity, prototype_similarity, subset
+
+CLASSES = ["gala", "fuji", "cheddar", "brie"]
+TAXONOMY = [("apple", "fruit"), ("gala", "apple"), ("fuji", "apple"), ("fruit", None), ("cheese", None),
+            ("cheddar", "cheese"), ("brie", "cheese")]
+
+
+def _logp(rng, n, strength):
+    logits = rng.normal(size=(n, len(CLASSES)))
+    logits[np.arange(n), rng.integers(0, len(CLASSES), n)] += strength
+    return logits - np.log(np.exp(logits).sum(1, keepdims=True))
+
+
+@pytest.mark.parametrize("with_other", [True, False])
+def test_the_recorded_min_precision_rule_replays_the_runs_decision(with_other):
+    rng = np.random.default_rng(4)
+    source, target = _logp(rng, 300, 4.0), _logp(rng, 200, 3.0)
+    labels = source.argmax(1)
+    flip = rng.random(len(labels)) < 0.15  # some held-out errors, so ATC drives the estimate
+    labels[flip] = rng.integers(0, len(CLASSES), flip.sum())
+    other = target + rng.normal(scale=1.0, size=target.shape) if with_other else None
+    unknown = rng.random(len(target)) < 0.05
+    run = decide(target, CLASSES, source_probs=source, source_labels=labels, taxonomy=TAXONOMY, other_probs=other, unknown=unknown,
+                 min_precision=0.8)
+    published = run.summary()["levels"]
+    assert run.n_levels == 3 and sum(lv["n_published"] > 0 for lv in published) >= 2  # fine and broader levels both publish
+    head = SavedHead(task="category", model=None, classes=CLASSES, temperature=1.0, model_id="m", publication=run.summary(),
+                     taxonomy=TAXONOMY)
+    replay = recorded_decision(head, target, other_logp=other, unknown=unknown)
+    assert replay.published == run.published
+    assert replay.published_level.tolist() == run.published_level.tolist()
+    cols = ["item", "level", "value", "published"]
+    assert replay.predictions[cols].equals(run.predictions[cols])
+    np.testing.assert_allclose(replay.predictions["confidence"], run.predictions["confidence"])
+    if with_other:  # the agreement rule without the baseline head publishes nothing rather than more
+        assert (recorded_decision(head, target, unknown=unknown).published_level < 0).all()
+
+
+def test_a_fixed_threshold_is_the_same_rule_as_the_runs():
+    rng = np.random.default_rng(1)
+    target = _logp(rng, 150, 1.5)
+    run = decide(target, CLASSES, source_probs=np.zeros((0, 4)), source_labels=np.zeros(0, int), taxonomy=TAXONOMY, threshold=0.8)
+    for recorded, given in ((run.summary(), None), (None, 0.8)):
+        head = SavedHead(task="category", model=None, classes=CLASSES, temperature=1.0, model_id="m", publication=recorded,
+                         taxonomy=TAXONOMY)
+        assert recorded_decision(head, target, threshold=given).published == run.published
+    head = SavedHead(task="category", model=None, classes=CLASSES, temperature=1.0, model_id="m")
+    assert all(p is None for p in recorded_decision(head, target).published)  # no rule recorded: nothing published
+
+
+def test_saved_prototypes_give_the_runs_similarities():
+    rng = np.random.default_rng(2)
+    n = 120
+    blocks = {"image": rng.normal(size=(n, 16)), "text": rng.normal(size=(n, 8))}
+    present = {"image": rng.random(n) > 0.2, "text": rng.random(n) > 0.1}
+    unit = fused_unit_features(blocks, present)
+    src, tgt = np.arange(80), np.arange(80, n)
+    labels = np.array(["a", "b", "c", "d"])[rng.integers(0, 4, 80)]
+    expected, _ = prototype_similarity(subset(unit, src), labels, subset(unit, tgt))
+    got = nearest_prototype_similarity(class_prototypes(subset(unit, src), labels), subset(unit, tgt))
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
