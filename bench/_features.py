@@ -1,4 +1,10 @@
-"""Frozen features of the benchmark datasets, extracted once through prodkg's own extractors and cached on disk."""
+"""Frozen features of the benchmark datasets, extracted once through prodkg's own extractors and cached on disk.
+
+Image features are cached per image encoder (``office_caltech("efficientnet_lite2")``): each encoder has its own
+``.npz`` file, named after it and holding its ``encoder_id``, and ``extract_features`` keys its per-item cache by
+that id, so vectors of two encoders never mix. ``PRODKG_BENCH_THREADS`` sets the torch threads of an extraction
+(default 1).
+"""
 
 from __future__ import annotations
 
@@ -18,42 +24,73 @@ def data_home() -> Path:
     return Path(home)
 
 
+DEFAULT_IMAGE = "efficientnet_lite0"
+
+
+def short_name(encoder_name: str) -> str:
+    """``efficientnet_lite2`` -> ``lite2``: the encoder's part of a cache file name."""
+    return encoder_name.removeprefix("efficientnet_")
+
+
+def image_encoder_id(encoder_name: str) -> str:
+    """The fp32 ``encoder_id`` of a registered image encoder, from its weight files (the model is not built)."""
+    from prodkg.extractors import lazy_encoder
+
+    return lazy_encoder(encoder_name, precision="fp32").encoder_id
+
+
 def _extract(items: list[str | None], encoder_name: str) -> tuple[np.ndarray, np.ndarray]:
     from prodkg.extractors import FeatureCache, extract_features, get_encoder
 
     encoder = get_encoder(encoder_name, precision="fp32")
     result = extract_features(items, encoder, cache=FeatureCache(CACHE / "features"), batch_size=32,
-                              progress=True, num_threads=1)
+                              progress=True, num_threads=int(os.environ.get("PRODKG_BENCH_THREADS") or 1))
     return result.features, result.ok
 
 
-def office_caltech() -> dict[str, np.ndarray]:
-    """``X`` (N, 1280) EfficientNet-Lite0 features, ``y`` class names, ``domain`` names, ``id`` product ids."""
-    out = CACHE / "office_caltech_lite0.npz"
+def _load(out: Path, encoder_name: str) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None when there are none; refuses a file written by another image encoder."""
     if not out.is_file():
+        return None
+    data = dict(np.load(out))
+    # files written before the per-encoder caching hold no id; they are Lite0's
+    if "image_encoder_id" in data and str(data["image_encoder_id"]) != image_encoder_id(encoder_name):
+        raise SystemExit(f"{out} holds features of {data['image_encoder_id']}, not of {image_encoder_id(encoder_name)}; "
+                         "delete it to extract again")
+    return data
+
+
+def office_caltech(image_encoder: str = DEFAULT_IMAGE) -> dict[str, np.ndarray]:
+    """``X`` (N, dim) features of ``image_encoder`` (default EfficientNet-Lite0), ``y`` class names, ``domain``
+    names, ``id`` product ids."""
+    out = CACHE / f"office_caltech_{short_name(image_encoder)}.npz"
+    data = _load(out, image_encoder)
+    if data is None:
         from prodkg.catalogs import load_dataset
 
         frame = load_dataset("office-caltech-10", data_home()).frame
-        feats, ok = _extract(frame["image"].tolist(), "efficientnet_lite0")
+        feats, ok = _extract(frame["image"].tolist(), image_encoder)
         if not ok.all():
             raise SystemExit(f"{int((~ok).sum())} office-caltech images failed to encode")
         CACHE.mkdir(parents=True, exist_ok=True)
         np.savez(out, X=feats, y=frame["category"].to_numpy(str), domain=frame["domain"].to_numpy(str),
-                 id=frame["product_id"].to_numpy(str))
-    return dict(np.load(out))
+                 id=frame["product_id"].to_numpy(str), image_encoder_id=np.array(image_encoder_id(image_encoder)))
+        data = dict(np.load(out))
+    return data
 
 
-def grocery() -> dict[str, np.ndarray]:
-    """Image features of iconic and in-store photos, MiniLM text features of the iconic descriptions,
-    fine and coarse labels, domain and split."""
-    out = CACHE / "grocery_lite0_minilm.npz"
-    if not out.is_file():
+def grocery(image_encoder: str = DEFAULT_IMAGE) -> dict[str, np.ndarray]:
+    """Image features (``image_encoder``, default EfficientNet-Lite0) of iconic and in-store photos, MiniLM text
+    features of the iconic descriptions, fine and coarse labels, domain and split."""
+    out = CACHE / f"grocery_{short_name(image_encoder)}_minilm.npz"
+    data = _load(out, image_encoder)
+    if data is None:
         from prodkg.catalogs import load_dataset
 
         src = load_dataset("grocery-store-dataset", data_home())
         frame = src.frame
         parent = dict(src.taxonomy)
-        img, ok = _extract(frame["image"].tolist(), "efficientnet_lite0")
+        img, ok = _extract(frame["image"].tolist(), image_encoder)
         texts = [f"{t}. {d}".strip() if dom == "iconic" else None
                  for t, d, dom in zip(frame["title"], frame["description"], frame["domain"])]
         txt, txt_ok = _extract(texts, "minilm")
@@ -61,8 +98,9 @@ def grocery() -> dict[str, np.ndarray]:
         CACHE.mkdir(parents=True, exist_ok=True)
         np.savez(out, image=img, image_ok=ok, text=txt, text_ok=txt_ok, y=frame["category"].to_numpy(str),
                  coarse=coarse, domain=frame["domain"].to_numpy(str), split=frame["_split"].to_numpy(str),
-                 id=frame["product_id"].to_numpy(str))
-    return dict(np.load(out))
+                 id=frame["product_id"].to_numpy(str), image_encoder_id=np.array(image_encoder_id(image_encoder)))
+        data = dict(np.load(out))
+    return data
 
 
 def instacart() -> dict[str, np.ndarray]:
@@ -80,7 +118,10 @@ def instacart() -> dict[str, np.ndarray]:
 
 
 if __name__ == "__main__":
-    o = office_caltech()
-    print("office", o["X"].shape)
-    g = grocery()
-    print("grocery", g["image"].shape, g["text"].shape)
+    import sys
+
+    for name in sys.argv[1:] or [DEFAULT_IMAGE]:
+        o = office_caltech(name)
+        print(name, "office", o["X"].shape, flush=True)
+        g = grocery(name)
+        print(name, "grocery", g["image"].shape, g["text"].shape, flush=True)

