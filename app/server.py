@@ -6,6 +6,7 @@ everything is served from the package, so it works offline. See :mod:`prodkg.app
 
 from __future__ import annotations
 
+import asyncio
 import io
 import secrets
 import threading
@@ -13,7 +14,6 @@ from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import parse_qs, quote
 
-import anyio
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -259,7 +259,7 @@ def create_app(out: str | Path, *, auth: Auth | None = None, allowed_hosts: tupl
             return err
         who = auth.check_token(fields.get("token", ""), fields.get("name", ""))
         if who is None:
-            await anyio.sleep(0.2)  # a little friction against guessing, without holding up other requests
+            await asyncio.sleep(0.2)  # a little friction against guessing, without holding up other requests
             return render(request, "login.html", status=401, failed=True)
         response = RedirectResponse("/review", status_code=303)
         response.set_cookie(SESSION_COOKIE, auth.session_cookie(who), max_age=SESSION_SECONDS, httponly=True, samesite="strict", path="/")
