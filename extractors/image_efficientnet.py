@@ -37,7 +37,7 @@ PREPROCESSING_TAG = f"bicubic{RESIZE}-crop{CROP}-m127s128"
 # PIL's: its vectors stay within cosine 0.999 of the PIL path's (bench/bench_decode.py), but they are not the
 # same vectors, so the decoder is part of the preprocessing tag and the two never share cache entries. The PIL
 # path keeps the tag it always had: vectors cached before the decoder option existed stay valid for it.
-DECODER_TAGS = {"pil": PREPROCESSING_TAG, "turbo": f"turbo-torchaa-{PREPROCESSING_TAG}"}
+DECODER_TAGS = {"turbo": f"turbo-torchaa-{PREPROCESSING_TAG}", "pil": PREPROCESSING_TAG}
 FEATURE_DIM = 1280  # Lite0's head convolution width, i.e. model._fc.in_features
 
 if TYPE_CHECKING:
