@@ -68,18 +68,20 @@ def lite0_tensor_transform() -> Callable[[torch.Tensor], torch.Tensor]:
     torch's uint8 antialiased bicubic resize is PIL's filter (same support and a = -0.5 kernel), vectorised:
     0.36 ms against PIL's 1.6 ms per office-caltech-10 photo. The float conversion runs in numpy because torch
     splits a 150k-element op over its intra-op threads, and on 2 cores busy with a forward pass (or other
-    jobs) waiting for those threads took up to 18 ms per image instead of 0.3 ms.
+    jobs) waiting for those threads took up to 18 ms per image instead of 0.3 ms. The function is module-level
+    so an encoder pickled to DataLoader workers (``spawn``) carries it.
     """
+    return _lite0_tensor_preprocess
+
+
+def _lite0_tensor_preprocess(pixels: torch.Tensor) -> torch.Tensor:
     from torchvision.transforms.v2 import functional as F
 
-    def transform(pixels: torch.Tensor) -> torch.Tensor:
-        x = F.resize(pixels, [RESIZE], interpolation=F.InterpolationMode.BICUBIC, antialias=True)
-        x = F.center_crop(x, [CROP, CROP]).numpy()
-        out = np.subtract(x, 127.0, dtype=np.float32)  # (x / 255 - 127 / 255) / (128 / 255), as lite0_transform
-        out /= 128.0
-        return torch.from_numpy(out)
-
-    return transform
+    x = F.resize(pixels, [RESIZE], interpolation=F.InterpolationMode.BICUBIC, antialias=True)
+    x = F.center_crop(x, [CROP, CROP]).numpy()
+    out = np.subtract(x, 127.0, dtype=np.float32)  # (x / 255 - 127 / 255) / (128 / 255), as lite0_transform
+    out /= 128.0
+    return torch.from_numpy(out)
 
 
 def bundled_weights_path() -> str:
