@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import random
 import sys
 import tempfile
@@ -98,6 +99,7 @@ def main() -> None:
         return out
 
     stage("turbo"), stage("pil"), forward()  # build the shared models, warm every path
+    load_before = os.getloadavg()[0]
 
     steps = {"decode + preprocess, pil": lambda: decode("pil"),
              "decode + preprocess, turbo (default)": lambda: decode("turbo"),
@@ -114,6 +116,7 @@ def main() -> None:
             if name.startswith("stage"):
                 results[name] = got
 
+    load_after = os.getloadavg()[0]
     f_pil, f_turbo = results["stage, pil"]["features"], results["stage, turbo (default)"]["features"]
 
     def cosine(x, y):
@@ -145,7 +148,10 @@ def main() -> None:
         f"{len(paths)} office-caltech-10 photos drawn at random over the four domains (all JPEG, distinct contents); EfficientNet-Lite0, {precision}"
         + (" (`auto` on this CPU)" if a.precision == "auto" else "") + f"; best of {a.repeats} interleaved repeats. "
         "The stage is `extract_shard` as `prodkg run` calls it (batches of 64, no DataLoader workers, "
-        "every file hashed, an empty feature cache).",
+        "every file hashed, an empty feature cache). "
+        f"Load average (1 min) {load_before:.2f} before the timed repeats, {load_after:.2f} after: other jobs' light work "
+        "shares the 2 cores, so absolute rates move between runs (the forward ran 103.5 images/s in this section's "
+        "2026-11-29 version); the shares compare steps timed in the same interleaved repeats.",
         "",
         "| step | images/s | share of the raw forward |",
         "|---|---:|---:|",
