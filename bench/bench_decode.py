@@ -1,132 +1,184 @@
-"""Where the image stage's time goes: decoding + preprocessing against the forward pass, and what JPEG draft decoding would buy.
+"""The image stage against the raw forward pass: how much of the forward's throughput the stage keeps, per decoder.
 
 Run from the repository root::
 
     PRODKG_DATA_HOME=../shared/datasets .venv/bin/python bench/bench_decode.py
 
 On a 2-core CPU the forward pass already uses both cores, so decoding cannot overlap with it (DataLoader
-workers only compete for the same cores: see the extraction section). A stage that decodes and then
-forwards in turn is bounded by ``1 / (1/decode_rate + 1/forward_rate)``; this script measures both rates
-on real office-caltech-10 photos (300 to 1000 px) and prints that ceiling as a share of the raw forward rate.
+workers only compete for the same cores: see the extraction section), and a stage that decodes and then
+forwards in turn is bounded by ``1 / (1/decode_rate + 1/forward_rate)``. This script measures, on real
+office-caltech-10 photos (130 to 1280 px):
 
-It also measures the one decode speed-up that changes pixels: libjpeg's DCT-domain downscaling
-(``PIL.Image.draft``), decoding a large JPEG at 1/2, 1/4 or 1/8 of its size while keeping the short side
-above the resize target. Its vectors are compared with full decoding (cosine, and the 5-fold
-logistic-regression accuracy on the office-caltech category), the guard a default must pass.
+* decode + preprocess alone, for each decoder (``pil``: PIL decodes, resizes and converts; ``turbo``, the
+  default: libjpeg-turbo decodes JPEGs into tensors, torch resizes, numpy converts);
+* the raw forward: EfficientNet-Lite0 on tensors already in memory, in the stage's batches (64);
+* the stage itself: :func:`prodkg.extractors.stage.extract_shard`, as ``prodkg run`` calls it (settings and
+  image limits built from a ``RunConfig`` for office-caltech-10, an empty feature cache each time), which also
+  hashes every file and writes the cache.
+
+The guard a new default must pass: per image, the cosine between the ``turbo`` stage's vector and the
+``pil`` stage's is at least 0.999 (and the 5-fold logistic-regression accuracy on the office-caltech
+category does not drop). Under bf16 the drift from the fp32 PIL vectors (decoder and precision together)
+is printed too. An earlier version of this script measured PIL's JPEG draft decoding (DCT scaling to at least
+256 px): 71 % of the forward, but min cosine 0.9916, so it was never used.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import hashlib
+import os
 import random
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from _common import machine, today, write_section  # noqa: E402
 
-import prodkg.catalogs as catalogs
-from prodkg.extractors import get_encoder  # noqa: E402
-from prodkg.extractors.base import open_image, read_bytes  # noqa: E402
+from prodkg.extractors import FeatureCache, get_encoder  # noqa: E402
+from prodkg.extractors.stage import extract_shard  # noqa: E402
+from prodkg.flows.config import RunConfig  # noqa: E402
+from prodkg.flows.guard import image_limits_for  # noqa: E402
 
-
-def open_draft(path: str, size: int):
-    """Decode with libjpeg scaling so that both sides stay at least ``size`` (non-JPEG files decode in full)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(read_bytes(path))) as img:
-        img.draft("RGB", (size, size))
-        img.load()
-        return img.convert("RGB")
-
-
-def best_rate(fn, n: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return n / best
+TARGET = 0.80  # the stage should keep this share of the raw forward's throughput
+GUARD = 0.999
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--images", type=int, default=400)
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2: both cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="auto", help="the encoder's precision (default: auto, as the pipeline runs it)")
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
+    torch.set_num_threads(a.threads)
+
+    cfg = RunConfig(dataset="office-caltech-10", source="amazon", target="webcam", progress=False)
+    limits = image_limits_for(cfg)
+    import prodkg.catalogs as catalogs
 
     frame = catalogs.load_dataset("office-caltech-10", download=False).frame
-    rows = random.Random(a.seed).sample(range(len(frame)), min(a.images, len(frame)))
+    rows, seen = [], set()
+    for i in random.Random(a.seed).sample(range(len(frame)), len(frame)):
+        # distinct contents only: the stage encodes a repeated file once, which would flatter it
+        digest = hashlib.sha256(Path(frame["image"].iloc[i]).read_bytes()).hexdigest()
+        if digest not in seen:
+            seen.add(digest)
+            rows.append(i)
+        if len(rows) == a.images:
+            break
     paths = [frame["image"].iloc[i] for i in rows]
     labels = [frame["category"].iloc[i] for i in rows]
-    enc = get_encoder("efficientnet_lite0", precision=a.precision)
-    resize = 256  # the encoder's resize target (short side)
+    settings = {dec: cfg.model_copy(update={"image_options": {"precision": a.precision, **({"decoder": "pil"} if dec == "pil" else {})}})
+                .extract_settings(limits) for dec in ("turbo", "pil")}
+    enc = {dec: get_encoder("efficientnet_lite0", precision=a.precision, decoder=dec) for dec in ("turbo", "pil")}
+    precision = enc["turbo"].precision
+    assert "decoder" not in cfg.image_options  # the turbo settings are the defaults prodkg run uses
 
-    def decode_full():
-        return [enc.transform(open_image(q)) for q in paths]
+    from prodkg.extractors.sources import using_limits
 
-    def decode_draft():
-        return [enc.transform(open_draft(q, resize)) for q in paths]
+    def decode(dec):
+        with using_limits(limits):
+            return [enc[dec].load_item(q) for q in paths]
 
-    full, draft = decode_full(), decode_draft()  # warm the page cache and the allocator
+    tensors = decode("turbo")  # also warms the page cache and the allocator
+    decode("pil")
 
-    def forward(xs):
-        out = []
-        with torch.inference_mode(), enc.autocast():
-            for i in range(0, len(xs), 32):
-                out.append(enc.forward_features(enc.stack_items(xs[i : i + 32])).float().numpy())
-        return np.concatenate(out)
+    def forward():
+        return np.concatenate([enc["turbo"].encode_batch(tensors[i : i + 64]) for i in range(0, len(tensors), 64)])
 
-    rates = {}
-    for _ in range(a.repeats):  # interleaved, best kept
-        rates["decode + preprocess, full decode"] = max(rates.get("decode + preprocess, full decode", 0),
-                                                         best_rate(decode_full, len(paths), 1))
-        rates["decode + preprocess, JPEG draft"] = max(rates.get("decode + preprocess, JPEG draft", 0),
-                                                        best_rate(decode_draft, len(paths), 1))
-        rates["forward (raw)"] = max(rates.get("forward (raw)", 0), best_rate(lambda: forward(full), len(paths), 1))
-    f_full, f_draft = forward(full), forward(draft)
-    cos = (f_full * f_draft).sum(1) / np.linalg.norm(f_full, axis=1) / np.linalg.norm(f_draft, axis=1)
+    def stage(dec):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = extract_shard(paths, settings[dec], "image", FeatureCache(tmp))
+        assert out["n_computed"] == len(paths) and not out["errors"], (out["n_computed"], out["errors"])
+        return out
+
+    stage("turbo"), stage("pil"), forward()  # build the shared models, warm every path
+    load_before = os.getloadavg()[0]
+
+    steps = {"decode + preprocess, pil": lambda: decode("pil"),
+             "decode + preprocess, turbo (default)": lambda: decode("turbo"),
+             "forward (raw), batches of 64": forward,
+             "stage, pil": lambda: stage("pil"),
+             "stage, turbo (default)": lambda: stage("turbo")}
+    rates: dict[str, float] = {}
+    results: dict[str, dict] = {}
+    for _ in range(a.repeats):  # interleaved so a busy spell of the shared machine hits every step alike
+        for name, fn in steps.items():
+            start = time.perf_counter()
+            got = fn()
+            rates[name] = max(rates.get(name, 0.0), len(paths) / (time.perf_counter() - start))
+            if name.startswith("stage"):
+                results[name] = got
+
+    load_after = os.getloadavg()[0]
+    f_pil, f_turbo = results["stage, pil"]["features"], results["stage, turbo (default)"]["features"]
+
+    def cosine(x, y):
+        return (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+
+    cos = cosine(f_turbo, f_pil)
+    drift = None
+    if precision != "fp32":  # decoder and precision together, against the fp32 PIL vectors
+        ref = get_encoder("efficientnet_lite0", precision="fp32", decoder="pil")
+        with using_limits(limits):
+            f_ref = np.concatenate([ref.encode_batch([ref.load_item(q) for q in paths[i : i + 64]])
+                                    for i in range(0, len(paths), 64)])
+        drift = cosine(f_turbo, f_ref)
 
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
     acc = {name: cross_val_score(LogisticRegression(max_iter=2000), x, labels, cv=5).mean()
-           for name, x in (("full", f_full), ("draft", f_draft))}
-    fwd = rates["forward (raw)"]
-    ceiling = {k: 1 / (1 / v + 1 / fwd) for k, v in rates.items() if k.startswith("decode")}
+           for name, x in (("pil", f_pil), ("turbo", f_turbo))}
+    fwd = rates["forward (raw), batches of 64"]
+    passed = cos.min() >= GUARD and acc["turbo"] >= acc["pil"] - 1e-9
+    stage_share = rates["stage, turbo (default)"] / fwd
 
     lines = [
-        "## Image stage ceiling: decoding vs forward, and JPEG draft decoding",
+        "## Image stage against the raw forward: decoders",
         "",
-        "Command: `" + " ".join(["PRODKG_DATA_HOME=../shared/datasets .venv/bin/python bench/bench_decode.py",
-                                 *sys.argv[1:]]) + "`  ",
+        "Command: `" + " ".join(["PRODKG_DATA_HOME=../shared/datasets .venv/bin/python bench/bench_decode.py", *sys.argv[1:]]) + "`  ",
         f"Machine: {machine()}. Date: {today()}. torch threads: {torch.get_num_threads()}.  ",
-        f"{len(paths)} office-caltech-10 photos drawn at random over the four domains; EfficientNet-Lite0, {enc.precision}"
-        + (" (`auto` on this CPU)" if a.precision == "auto" else "") + ", "
-        "best of interleaved repeats.",
+        f"{len(paths)} office-caltech-10 photos drawn at random over the four domains (all JPEG, distinct contents); EfficientNet-Lite0, {precision}"
+        + (" (`auto` on this CPU)" if a.precision == "auto" else "") + f"; best of {a.repeats} interleaved repeats. "
+        "The stage is `extract_shard` as `prodkg run` calls it (batches of 64, no DataLoader workers, "
+        "every file hashed, an empty feature cache). "
+        f"Load average (1 min) {load_before:.2f} before the timed repeats, {load_after:.2f} after: other jobs' light work "
+        "shares the 2 cores, so absolute rates move between runs (the forward ran 103.5 images/s in this section's "
+        "2026-11-29 version); the shares compare steps timed in the same interleaved repeats.",
         "",
-        "| step | images/s | decode-then-forward ceiling | ceiling / raw forward |",
-        "|---|---:|---:|---:|",
+        "| step | images/s | share of the raw forward |",
+        "|---|---:|---:|",
     ]
-    for k, v in rates.items():
-        if k in ceiling:
-            lines.append(f"| {k} | {v:.1f} | {ceiling[k]:.1f} | {100 * ceiling[k] / fwd:.0f}% |")
+    for name, v in rates.items():
+        if name.startswith("decode"):
+            ceiling = 1 / (1 / v + 1 / fwd)
+            lines.append(f"| {name} | {v:.1f} | (decode-then-forward ceiling {ceiling:.1f}/s, {100 * ceiling / fwd:.0f}%) |")
+        elif name.startswith("forward"):
+            lines.append(f"| {name} | {v:.1f} | 100% |")
         else:
-            lines.append(f"| {k} | {v:.1f} | | |")
+            lines.append(f"| **{name}** | **{v:.1f}** | **{100 * v / fwd:.0f}%** |")
     lines += [
         "",
-        f"JPEG draft against full decoding: cosine of the vectors min {cos.min():.5f}, mean {cos.mean():.5f}, "
-        f"1st percentile {np.percentile(cos, 1):.5f}; 5-fold logistic-regression accuracy {100 * acc['full']:.1f} % "
-        f"(full) vs {100 * acc['draft']:.1f} % (draft). "
-        + ("It stays within cosine 0.999 and could become a default."
-           if cos.min() >= 0.999 and acc["draft"] >= acc["full"]
-           else "It fails the 0.999 cosine guard, so the stage keeps full decoding."),
+        f"Target: the stage at {100 * TARGET:.0f} % of the raw forward or more; "
+        + (f"met ({100 * stage_share:.0f} %)." if stage_share >= TARGET else f"missed ({100 * stage_share:.0f} %)."),
+        "",
+        f"Guard, turbo against PIL vectors (same model, {precision}), per image: cosine min {cos.min():.5f}, "
+        f"1st percentile {np.percentile(cos, 1):.5f}, mean {cos.mean():.5f} over {len(cos)} images; "
+        f"5-fold logistic-regression accuracy on the category {100 * acc['turbo']:.1f} % (turbo) vs {100 * acc['pil']:.1f} % (pil). "
+        + (f"It passes (min >= {GUARD}), so `turbo` is the default; its encoder id names the decoder, so cached PIL "
+           "vectors are never reused for it." if passed else f"It fails the {GUARD} guard."),
     ]
+    if drift is not None:
+        lines.append("")
+        lines.append(f"Decoder and precision together ({precision} turbo against fp32 PIL, the vectors before either change): "
+                     f"cosine min {drift.min():.5f}, mean {drift.mean():.5f}.")
     body = "\n".join(lines)
     print(body)
     if not a.no_write:

@@ -11,6 +11,7 @@ import io
 import os
 import struct
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,7 +311,11 @@ def open_image(item: str, limits: ImageLimits | None = None) -> Image.Image:
     An image whose header announces more than ``limits.max_pixels`` is refused before decoding.
     """
     limits = limits or current_limits()
-    data = read_bytes(item, limits)
+    return _open_image_bytes(read_bytes(item, limits), item, limits)
+
+
+def _open_image_bytes(data: bytes, item: str, limits: ImageLimits) -> Image.Image:
+    """:func:`open_image` on bytes already read (``item`` names them in reasons)."""
     if not data:
         raise ItemError(f"image unreadable: {item}: empty file (0 bytes)")
     try:
@@ -329,3 +334,75 @@ def open_image(item: str, limits: ImageLimits | None = None) -> Image.Image:
         raise ItemError(f"image unreadable: {item}: cannot identify image file") from None
     except _DECODE_ERRORS as exc:
         raise ItemError(f"image unreadable: {item}: {exc}") from None
+
+
+#: The decoders :func:`decode_image` can use; the name is part of an encoder's ``encoder_id`` (the two give
+#: slightly different pixels, so their vectors must never share cache entries).
+DECODERS = ("turbo", "pil")
+
+
+def decode_image(item: str, limits: ImageLimits | None = None, *, decoder: str = "turbo") -> torch.Tensor:
+    """Decode an image path/URL into an upright RGB ``(3, H, W)`` uint8 tensor.
+
+    ``decoder="turbo"`` decodes plain JPEGs (baseline or progressive, RGB or greyscale) with torchvision's
+    libjpeg-turbo binding, straight into a tensor: 0.55 ms against 1.2 ms for PIL's decode, EXIF rotation and
+    RGB copy on office-caltech-10 photos (bench/bench_decode.py). Everything else goes through
+    :func:`open_image`, whose protections hold for both paths: the bytes are read within ``limits``, the
+    header's dimensions are checked against ``limits.max_pixels`` before any pixel is decoded, and a file the
+    fast decoder refuses (truncated, corrupt, CMYK, a format it does not read) is decoded by PIL or
+    quarantined with PIL's reason. ``decoder="pil"`` always uses :func:`open_image`.
+
+    Shape:
+        returns ``(3, H, W)`` uint8, contiguous.
+    """
+    if decoder not in DECODERS:
+        raise ConfigError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    limits = limits or current_limits()
+    if decoder == "turbo":
+        data = read_bytes(item, limits)
+        pixels = _decode_jpeg_turbo(data, limits, item)
+        if pixels is not None:
+            return pixels
+        return _pil_to_tensor(_open_image_bytes(data, item, limits))
+    return _pil_to_tensor(open_image(item, limits))
+
+
+# torchvision 0.29 announces once per process that its image codecs will move to TorchCodec; decode_jpeg is
+# pinned with torchvision in pyproject.toml, and the test suite would otherwise show the notice on every run
+_TV_CODEC_NOTICE = "The image decoding and encoding capabilities of TorchVision are deprecated"
+
+
+def _decode_jpeg_turbo(data: bytes, limits: ImageLimits, item: str) -> torch.Tensor | None:
+    """libjpeg-turbo pixels of a plain JPEG, or ``None`` when PIL should decode ``data`` instead.
+
+    Raises ItemError when the header announces more than ``limits.max_pixels`` (nothing is decoded then).
+    """
+    if not data.startswith(b"\xff\xd8\xff"):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as img:  # reads the header only
+            size, mode, fmt = img.size, img.mode, img.format
+    except (UnidentifiedImageError, *_DECODE_ERRORS):
+        return None  # PIL decodes it again and names the reason
+    if fmt != "JPEG" or mode not in ("RGB", "L"):
+        return None  # MPO, CMYK/YCCK: PIL's own conversions keep their colours
+    try:
+        check_pixels(size, limits)
+    except SourceRefused as exc:
+        raise ItemError(f"image refused: {item}: {exc}") from None
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    warnings.filterwarnings("ignore", message=_TV_CODEC_NOTICE, category=DeprecationWarning)
+    try:
+        pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
+                             apply_exif_orientation=True)
+    except RuntimeError:  # truncated or corrupt: PIL decides, and its reason is the one quarantined
+        return None
+    expected = {size, size[::-1]}  # EXIF orientations 5-8 swap the sides
+    if pixels.ndim != 3 or pixels.shape[0] != 3 or (pixels.shape[2], pixels.shape[1]) not in expected:
+        return None
+    return pixels.contiguous()
+
+
+def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()
