@@ -298,9 +298,9 @@ NOTES = """### How to read these runs
   held out, so SND alone chose and preferred source-only; on the coarse labels DEV preferred DANN (trade-off
   1.0, 38.4%) and SND vetoed it. Here the label-free signals fail the other way: safe, but
   far from the issue's 35% / 60%. Refinement would have relabelled 75-99% of the in-store photos.
-- Not done in this round: EfficientNet-Lite1/Lite2 were neither registered nor measured, so the image encoder
-  default stays EfficientNet-Lite0 (no numbers to change it on); no shelf-photo augmentation or target
-  self-training for grocery; no text-encoder fine-tuning.
+- These runs use EfficientNet-Lite0 features. Lite1 and Lite2 are measured in the `encoders` section (Lite0
+  stays the default; Lite2 helps grocery coarse labels, +6.8 with DANN) but `auto` was not run on them. Not
+  done: shelf-photo augmentation or target self-training for grocery; text-encoder fine-tuning.
 - PADA alone (frozen Lite0 features, 10 epochs) does not beat source-only on the partial targets (91.7 against
   92.7). What helps there is refinement that estimates the target's class shares by EM and gives absent
   classes no centroid (`adaptation.refine.centroid_refine(source_prior=...)`); before that change the same
