@@ -318,7 +318,7 @@ class AppData:
         self._building: Path | None = None
         self._lock = threading.Lock()
         self._runs: OrderedDict[str, RunTables] = OrderedDict()
-        self._queue_models: dict[str, Any] = {}
+        self._queue_models: dict[tuple[str, int], Any] = {}
 
     # --- the graph ---------------------------------------------------------------------------------
     def snapshot(self) -> GraphSnapshot:
@@ -439,13 +439,17 @@ class AppData:
     # --- the review queue --------------------------------------------------------------------------
     def queue(self, limit: int = 50) -> list[dict]:
         """Unreviewed target products of the live run, most useful answer first (see :mod:`app.queue`)."""
-        from prodkg.app.queue import fit_queue_model, review_order
+        from prodkg.app.queue import fit_queue_model, n_clusters_for, review_order
 
         tables = self.live_run()
         if tables is None:
             return []
         ids = tables.target_ids
-        model = self._queue_models.get(tables.run_id)
+        decided = self.decisions_in_force()
+        reviewed = np.array([pid in decided for pid in ids], dtype=bool)
+        # one cluster per answer expected by the end of this review round: refitted once per round, not per answer
+        key = (tables.run_id, n_clusters_for(len(ids), int(reviewed.sum())))
+        model = self._queue_models.get(key)
         if model is None:
             emb = tables.embeddings
             if emb is not None:
@@ -454,12 +458,10 @@ class AppData:
                 vectors = np.stack([emb[1][index[pid]] if pid in index else np.zeros(dim, np.float32) for pid in ids]) if ids else np.zeros((0, dim))
             else:
                 vectors = np.zeros((len(ids), 1), np.float32)
-            model = fit_queue_model(ids, vectors)
-            self._queue_models = {tables.run_id: model}
+            model = fit_queue_model(ids, vectors, n_clusters=key[1])
+            self._queue_models = {key: model}
         cats = tables.categories
         conf = cats["confidence"].reindex(ids).to_numpy(dtype=float) if len(cats) else np.full(len(ids), np.nan)
-        decided = self.decisions_in_force()
-        reviewed = np.array([pid in decided for pid in ids], dtype=bool)
         order, scores = review_order(model, conf, reviewed, limit=limit)
         out = []
         for i, score in zip(order, scores, strict=True):
