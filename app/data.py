@@ -43,10 +43,10 @@ def compact(iri: str) -> str:
     return iri
 
 
-def graph_kind(graph: str) -> tuple[str, str]:
-    """(kind, name) of a named graph prodkg writes: catalog, run, taxonomy or curation."""
+def graph_kind(graph: str, base: str = DEFAULT_BASE) -> tuple[str, str]:
+    """(kind, name) of a named graph prodkg writes under ``base``: catalog, run, taxonomy or curation."""
     try:
-        kind, parts = unmint(URIRef(graph))
+        kind, parts = unmint(URIRef(graph), base)
         if kind == "graph" and parts:
             return parts[0], "/".join(parts[1:])
     except (ValueError, TypeError):
@@ -138,7 +138,6 @@ class GraphSnapshot:
 
     path: Path
     store: OxigraphStore
-    base: str = DEFAULT_BASE
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def records(self, sparql: str, bindings: dict | None = None) -> list[dict[str, Any]]:
@@ -155,6 +154,15 @@ class GraphSnapshot:
             cur["started"] = cur["started"] or r["started"]
             cur["catalog"] = cur["catalog"] or r["catalog"]
         return sorted(by_id.values(), key=lambda r: (str(r["started"] or ""), r["run_id"]), reverse=True)
+
+    @cached_property
+    def base(self) -> str:
+        """The IRI base the graph was published under (``--base-iri``), read from its run resources."""
+        for r in self.records("SELECT ?r ?id WHERE { ?r a pkg:Run ; pkg:runId ?id }"):
+            iri, suffix = str(r["r"]), _run_suffix(str(r["id"]))
+            if suffix and iri.endswith(suffix) and len(iri) > len(suffix):
+                return iri[: -len(suffix)]
+        return DEFAULT_BASE
 
     @cached_property
     def run_id(self) -> str | None:
@@ -203,7 +211,7 @@ class GraphSnapshot:
                 nodes[r["parent"]]["children"].append(r["c"])
         for r in asserted:
             if r["c"] in nodes:
-                kind = graph_kind(r["g"])[0]
+                kind = graph_kind(r["g"], self.base)[0]
                 key = {"catalog": "asserted", "curation": "reviewed", "run": "run_facts"}.get(kind)
                 if key:
                     nodes[r["c"]][key] += int(r["n"])
@@ -212,7 +220,7 @@ class GraphSnapshot:
                 nodes[r["c"]]["predicted"] += int(r["n"])
         for node in nodes.values():
             node["children"].sort(key=lambda c: nodes[c]["label"].casefold())
-            node["key"] = _concept_key(node["iri"])
+            node["key"] = _concept_key(node["iri"], self.base)
         depth: dict[str, int] = {}
 
         def level(c: str, seen: frozenset = frozenset()) -> int:
@@ -232,9 +240,9 @@ class GraphSnapshot:
         """concept key -> {"asserted": product ids, "predicted": product ids}."""
         out: dict[str, dict[str, list[str]]] = {}
         for r in self.records("SELECT ?id ?c WHERE { ?p schema:category ?c ; schema:productID ?id }"):
-            out.setdefault(_concept_key(r["c"]), {"asserted": [], "predicted": []})["asserted"].append(str(r["id"]))
+            out.setdefault(_concept_key(r["c"], self.base), {"asserted": [], "predicted": []})["asserted"].append(str(r["id"]))
         for r in self.records("SELECT ?id ?c WHERE { ?x pkg:task \"category\" ; pkg:object ?c ; pkg:subject ?p . ?p schema:productID ?id }"):
-            out.setdefault(_concept_key(r["c"]), {"asserted": [], "predicted": []})["predicted"].append(str(r["id"]))
+            out.setdefault(_concept_key(r["c"], self.base), {"asserted": [], "predicted": []})["predicted"].append(str(r["id"]))
         for v in out.values():
             v["asserted"] = sorted(set(v["asserted"]))
             v["predicted"] = sorted(set(v["predicted"]))
@@ -248,7 +256,7 @@ class GraphSnapshot:
             {"product": URIRef(iri)})
         out = []
         for r in rows:
-            kind, name = graph_kind(r["g"])
+            kind, name = graph_kind(r["g"], self.base)
             value = r["l1"] or r["l2"]
             if value is None and r["pn"] is not None:
                 value = f"{r['pn']} = {r['pv']}"
@@ -281,9 +289,17 @@ class GraphSnapshot:
         self.store.close()
 
 
-def _concept_key(iri: str) -> str:
+def _run_suffix(run_id: str) -> str | None:
+    """What :func:`mint` appends to the base for the run ``run_id`` (None: not a valid run id)."""
     try:
-        kind, parts = unmint(URIRef(iri))
+        return str(mint("run", run_id, base="urn:x:"))[len("urn:x:"):]
+    except (ValueError, TypeError):
+        return None
+
+
+def _concept_key(iri: str, base: str = DEFAULT_BASE) -> str:
+    try:
+        kind, parts = unmint(URIRef(iri), base)
         if kind == "concept":
             return parts[-1]
     except (ValueError, TypeError):
@@ -302,7 +318,7 @@ class AppData:
         self._building: Path | None = None
         self._lock = threading.Lock()
         self._runs: OrderedDict[str, RunTables] = OrderedDict()
-        self._queue_models: dict[str, Any] = {}
+        self._queue_models: dict[tuple[str, int], Any] = {}
 
     # --- the graph ---------------------------------------------------------------------------------
     def snapshot(self) -> GraphSnapshot:
@@ -349,7 +365,7 @@ class AppData:
         are taken from the decisions store, not from these)."""
         new = self._replace_now()
         if new is not old:
-            for name in ("runs", "run_id", "catalog", "products", "search_index", "taxonomy", "members"):
+            for name in ("runs", "run_id", "base", "catalog", "products", "search_index", "taxonomy", "members"):
                 if name in old.__dict__:
                     new.__dict__[name] = old.__dict__[name]
 
@@ -423,13 +439,17 @@ class AppData:
     # --- the review queue --------------------------------------------------------------------------
     def queue(self, limit: int = 50) -> list[dict]:
         """Unreviewed target products of the live run, most useful answer first (see :mod:`app.queue`)."""
-        from prodkg.app.queue import fit_queue_model, review_order
+        from prodkg.app.queue import fit_queue_model, n_clusters_for, review_order
 
         tables = self.live_run()
         if tables is None:
             return []
         ids = tables.target_ids
-        model = self._queue_models.get(tables.run_id)
+        decided = self.decisions_in_force()
+        reviewed = np.array([pid in decided for pid in ids], dtype=bool)
+        # one cluster per answer expected by the end of this review round: refitted once per round, not per answer
+        key = (tables.run_id, n_clusters_for(len(ids), int(reviewed.sum())))
+        model = self._queue_models.get(key)
         if model is None:
             emb = tables.embeddings
             if emb is not None:
@@ -438,12 +458,10 @@ class AppData:
                 vectors = np.stack([emb[1][index[pid]] if pid in index else np.zeros(dim, np.float32) for pid in ids]) if ids else np.zeros((0, dim))
             else:
                 vectors = np.zeros((len(ids), 1), np.float32)
-            model = fit_queue_model(ids, vectors)
-            self._queue_models = {tables.run_id: model}
+            model = fit_queue_model(ids, vectors, n_clusters=key[1])
+            self._queue_models = {key: model}
         cats = tables.categories
         conf = cats["confidence"].reindex(ids).to_numpy(dtype=float) if len(cats) else np.full(len(ids), np.nan)
-        decided = self.decisions_in_force()
-        reviewed = np.array([pid in decided for pid in ids], dtype=bool)
         order, scores = review_order(model, conf, reviewed, limit=limit)
         out = []
         for i, score in zip(order, scores, strict=True):

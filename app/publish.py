@@ -13,7 +13,6 @@ import pyoxigraph as ox
 
 from prodkg.errors import StoreError
 from prodkg.kb.curation import curation_graph, curation_quads
-from prodkg.kb.iri import DEFAULT_BASE
 from prodkg.kb.vocab import SDO
 
 __all__ = ["curation_in_sync", "publish_curation"]
@@ -22,8 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def _base(data) -> str:
-    live = data.live_run()
-    return (live.manifest.get("config", {}).get("base_iri") if live else None) or DEFAULT_BASE
+    """The IRI base of the live graph (the run's ``--base-iri``): the curation graph is written under it too."""
+    return data.snapshot().base
 
 
 def _expected(data, snap) -> list[tuple]:

@@ -61,7 +61,7 @@ def _predictions(products: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 
 def publish_run(out: Path, run_id: str, *, seed: int = 0, started: datetime | None = None, renamed: dict | None = None,
-                catalog: str = "feed", curation: dict | None = None) -> None:
+                catalog: str = "feed", curation: dict | None = None, base_iri: str | None = None) -> None:
     """Write one run folder (products, predictions, quarantine, embeddings, manifest) and publish its graph."""
     layout = RunLayout(out)
     run_dir = layout.run_dir(run_id)
@@ -84,10 +84,10 @@ def publish_run(out: Path, run_id: str, *, seed: int = 0, started: datetime | No
 
     graph_products = hide_target_labels(products, ["supplier"], ["category"])
     taxonomy = [(c, None) for c in CLASSES]
-    graph = graph_stage(graph_products, predictions, taxonomy, [], info, GraphSettings(), catalog, layout=layout, curation=curation)
+    graph = graph_stage(graph_products, predictions, taxonomy, [], info, GraphSettings(base_iri=base_iri), catalog, layout=layout, curation=curation)
     manifest = {"run_id": run_id, "catalog": catalog, "source": ["webshop"], "target": ["supplier"], "method": "dann", "threshold": 0.5,
                 "counts": {"products": len(products), "target_products": int((products["domain"] == "supplier").sum())},
-                "metrics": {"category": {"target_accuracy": 0.8}}, "changes": graph["changes"], "config": {"threshold": 0.5}}
+                "metrics": {"category": {"target_accuracy": 0.8}}, "changes": graph["changes"], "config": {"threshold": 0.5, "base_iri": base_iri}}
     (run_dir / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 
 

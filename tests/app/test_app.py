@@ -298,3 +298,35 @@ def test_the_thumbnail_route_serves_a_catalog_photo(demo):
     r = c.get("/thumb?id=SUP-0&s=96")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content[:2] == b"\xff\xd8"
     assert c.get("/thumb?id=no-such-product").status_code == 404
+
+
+def test_a_graph_published_under_another_base_iri_is_read_as_prodkg_graphs(tmp_path):
+    from datetime import UTC, datetime
+
+    from app_support import CLASSES, publish_run
+
+    base = "https://shop.example.com/kg#"
+    out = tmp_path / "out"
+    publish_run(out, "20260101T000000Z-aaaaaa", seed=0, started=datetime(2026, 1, 1, tzinfo=UTC), base_iri=base)
+    with KnowledgeGraph(RunLayout(out).kg).open() as store:
+        graphs = set(store.query("SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } }").column("g"))
+    assert graphs and all(str(g).startswith(base) for g in graphs)  # the reference: nothing minted under the default base
+    c = client(out)
+    snap = c.app.state.data.snapshot()
+    kinds = {f["graph"] for f in snap.facts(snap.products["SUP-1"]["iri"])}
+    assert kinds == {"catalog", "run"}  # SUP-1's category is predicted above the threshold: a fact of the run's graph
+    assert snap.base == base
+    assert sorted(snap.taxonomy["by_key"]) == sorted(CLASSES)  # concept keys are the labels, not whole IRIs
+    assert sum(n["run_facts"] for n in snap.taxonomy["nodes"].values()) == len(store_run_facts(out, base))
+    assert "model (above threshold)" in c.get("/product?id=SUP-1").text
+    login(c, "Ada")
+    assert decide(c, "SUP-3", "relabel", "backpack").status_code == 303
+    with KnowledgeGraph(RunLayout(out).kg).open() as store:
+        assert store.query(f"ASK {{ GRAPH <{curation_graph(base=base)}> {{ ?d a pkg:Decision }} }}").boolean
+        assert not store.query(f"ASK {{ GRAPH <{curation_graph()}> {{ ?s ?p ?o }} }}").boolean
+    assert "reviewer" in c.get("/product?id=SUP-3").text
+
+
+def store_run_facts(out, base: str) -> list:
+    with KnowledgeGraph(RunLayout(out).kg).open() as store:
+        return store.query(f"SELECT ?p WHERE {{ GRAPH ?g {{ ?p schema:category ?c }} FILTER(STRSTARTS(STR(?g), '{base}graph/run/')) }}").column("p")
