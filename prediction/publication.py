@@ -271,7 +271,7 @@ def decide(
                        "n_published": int(new.sum()),
                        "estimated_precision": round(float(correctness[new].mean()), 6) if new.any() else None})
     level_values.reverse()  # index by level, root first
-    rule = {"rule": "threshold", "threshold": float(threshold)} if threshold is not None else {"rule": "min_precision", "min_precision": float(min_precision), "z": float(z)}
+    rule = {"rule": "threshold", "threshold": float(threshold)} if threshold is not None else {"rule": "min_precision", "min_precision": float(min_precision), "z": float(z), "estimate_error": float(estimate_error)}
     if threshold is None:
         rule["class_evidence"] = class_evidence
     rule["require_agreement"] = bool(other_probs is not None and require_agreement and threshold is None)
