@@ -143,6 +143,7 @@ def decide(
     z: float = DEFAULT_Z,
     class_evidence: str = DEFAULT_CLASS_EVIDENCE,
     class_prior: float = DEFAULT_CLASS_PRIOR,
+    pool: bool = True,
 ) -> Decision:
     """Predictions at every level and the published ones (see the module docstring).
 
@@ -177,6 +178,11 @@ def decide(
             per-item estimates expect; ``agreement`` the target items' disagreement with the second head per
             class; ``none`` one shared estimate. A class with few rows keeps the shared estimate (the prior).
         class_prior: the ratios' prior strength, in expected errors.
+        pool: ``min_precision`` is for all the facts published, over every level: a broader level's bar is the lowest
+            at which the facts of the finer levels and its own together reach it (False: each level's own facts
+            must). Products published at a finer level were the easy ones; judged without them, the products left
+            for the broader level are the hard ones, and on instacart the back-off covered less than publishing every
+            product at the department would have.
     """
     target_lp = _as_logp(target_probs)
     source_lp = _as_logp(source_probs)
@@ -198,6 +204,7 @@ def decide(
     published_level = np.full(n, -1)
     rows, levels, level_values = [], [], []
     known = ~unknown
+    done: list[np.ndarray] = []  # per level so far, the estimated correctness of what it published
     seen: list[dict[str, int]] = [{} for _ in range(n)]  # per item: concept -> its row, so a class repeated at a broader level is one row
     for level in range(tax.depth, -1, -1):
         p, names = tax.aggregate_log(target_lp, level)  # log-probabilities of the level's concepts
@@ -244,9 +251,11 @@ def decide(
             t = float(np.log(threshold)) if threshold > 0 else -np.inf
             new = remaining & (conf_log >= t)
         else:
-            bar = threshold_for_precision(key[remaining], correctness[remaining], min_precision, min_items=min_items, z=z)
+            bar = threshold_for_precision(key[remaining], correctness[remaining], min_precision, min_items=min_items, z=z,
+                                          already=_published_so_far(done, pool))
             new = remaining & (key >= bar)
             t = float(conf_log[new].min()) if new.any() else NEVER  # the lowest confidence published
+        done.append(np.clip(correctness[new], 0.0, 1.0))
         class_thresholds = ({names[k]: float(np.exp(conf_log[new & (pred == k)].min())) for k in np.unique(pred[new])}
                             if ratios is not None else None)
         values = [names[k] for k in pred]
@@ -271,7 +280,8 @@ def decide(
                        "n_published": int(new.sum()),
                        "estimated_precision": round(float(correctness[new].mean()), 6) if new.any() else None})
     level_values.reverse()  # index by level, root first
-    rule = {"rule": "threshold", "threshold": float(threshold)} if threshold is not None else {"rule": "min_precision", "min_precision": float(min_precision), "z": float(z), "estimate_error": float(estimate_error)}
+    rule = {"rule": "threshold", "threshold": float(threshold)} if threshold is not None else {"rule": "min_precision", "min_precision": float(min_precision), "z": float(z), "estimate_error": float(estimate_error),
+                                                                                                    "pool": bool(pool)}
     if threshold is None:
         rule["class_evidence"] = class_evidence
     rule["require_agreement"] = bool(other_probs is not None and require_agreement and threshold is None)
@@ -301,6 +311,15 @@ def _class_ratios(evidence: str, prior: float, n_concepts: int, source_lp: np.nd
             return None
         return class_error_ratios(predicted, disagree, wrong * disagree.sum() / wrong.sum(), n_concepts, prior=prior)
     return None
+
+
+def _published_so_far(done: list[np.ndarray], pool: bool) -> tuple[float, float, int]:
+    """The facts finer levels published, for a precision target pooled over levels: their summed correctness, its
+    summed q (1 - q), their count (all 0 when each level meets the target on its own)."""
+    if not pool or not done:
+        return 0.0, 0.0, 0
+    q = np.concatenate(done)
+    return float(q.sum()), float((q * (1 - q)).sum()), len(q)
 
 
 def _rank(correctness: np.ndarray, conf_log: np.ndarray) -> np.ndarray:

@@ -55,7 +55,7 @@ def precision_lower_bound(correct: np.ndarray, variance: np.ndarray, count: np.n
 
 
 def threshold_for_precision(confidence: np.ndarray, correctness: np.ndarray, min_precision: float, *, min_items: int = 1,
-                            z: float = 0.0) -> float:
+                            z: float = 0.0, already: tuple[float, float, int] = (0.0, 0.0, 0)) -> float:
     """Smallest threshold t whose published set (confidence >= t, at least ``min_items`` items) has estimated
     precision >= ``min_precision``; :data:`NEVER` when no threshold reaches it.
 
@@ -67,11 +67,15 @@ def threshold_for_precision(confidence: np.ndarray, correctness: np.ndarray, min
             items says little).
         z: with ``z`` > 0 the bound of :func:`precision_lower_bound` must reach the target, not the estimate
             itself (0: the estimate, as it is).
+        already: facts published before (a finer taxonomy level) that the target is for together with these:
+            the sum of their estimated correctness, of its q (1 - q) and their count.
     """
     if not 0.0 < float(min_precision) <= 1.0:
         raise ValueError(f"min_precision must be in (0, 1], got {min_precision!r}")
     t, prec, count, var = _cumulative(confidence, correctness)
-    bound = precision_lower_bound(prec, var, count, z=z) if z > 0 else prec
+    right, var0, n0 = already
+    pooled = (prec * count + right) / np.maximum(count + n0, 1)
+    bound = precision_lower_bound(pooled, var + var0, count + n0, z=z) if z > 0 else pooled
     ok = (bound >= min_precision - 1e-12) & (count >= min_items)
     if not ok.any():
         return NEVER

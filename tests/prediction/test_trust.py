@@ -266,6 +266,20 @@ def test_precision_lower_bound_by_hand():
     assert threshold_for_precision(conf, corr, 0.85) == 0.7  # without the bound, all three (0.9)
 
 
+def test_a_broader_level_pools_its_target_with_the_facts_published_before():
+    # 10 facts published at a finer level, right with 0.99 each; the broader level's candidates 0.9, 0.9, 0.8, 0.7:
+    # pooled means (9.9 + 0.9) / 11 = 0.982, (9.9 + 1.8) / 12 = 0.975, (9.9 + 2.6) / 13 = 0.962, (9.9 + 3.3) / 14 = 0.943
+    conf = np.array([0.95, 0.94, 0.8, 0.7])
+    corr = np.array([0.9, 0.9, 0.8, 0.7])
+    assert threshold_for_precision(conf, corr, 0.95, already=(9.9, 10 * 0.99 * 0.01, 10)) == 0.8
+    assert threshold_for_precision(conf, corr, 0.95) == NEVER  # on their own not one reaches 0.95
+    # with one standard error the first alone is 0.982 - sqrt(0.099 + 0.09) / 11 = 0.942: none; with 40 facts
+    # before (39.6 right, variance 0.396) the first two are 41.4 / 42 - sqrt(0.576) / 42 = 0.9676, the third
+    # 42.2 / 43 - sqrt(0.736) / 43 = 0.9614, the fourth 42.9 / 44 - sqrt(0.946) / 44 = 0.9529: all four
+    assert threshold_for_precision(conf, corr, 0.95, z=1.0, already=(9.9, 0.099, 10)) == NEVER
+    assert threshold_for_precision(conf, corr, 0.95, z=1.0, already=(39.6, 0.396, 40)) == 0.7
+
+
 def test_a_small_published_set_needs_a_wider_margin():
     # every item right with probability 0.96: the bound is 0.96 - sqrt(0.96 * 0.04 / n), >= 0.95 from n = 384 on
     for n, expected in ((300, NEVER), (400, 1.0 / 400)):
