@@ -280,10 +280,11 @@ def decide(
                        "n_published": int(new.sum()),
                        "estimated_precision": round(float(correctness[new].mean()), 6) if new.any() else None})
     level_values.reverse()  # index by level, root first
-    rule = {"rule": "threshold", "threshold": float(threshold)} if threshold is not None else {"rule": "min_precision", "min_precision": float(min_precision), "z": float(z), "estimate_error": float(estimate_error),
-                                                                                                    "pool": bool(pool)}
-    if threshold is None:
-        rule["class_evidence"] = class_evidence
+    if threshold is not None:
+        rule = {"rule": "threshold", "threshold": float(threshold)}
+    else:
+        rule = {"rule": "min_precision", "min_precision": float(min_precision), "z": float(z), "estimate_error": float(estimate_error),
+                "class_evidence": class_evidence, "pool": bool(pool)}
     rule["require_agreement"] = bool(other_probs is not None and require_agreement and threshold is None)
     frame = pd.DataFrame(rows, columns=["item", "level", "value", "confidence", "correctness", "published"])
     return Decision(predictions=frame, published=published, published_level=published_level, unknown=unknown, levels=levels,
