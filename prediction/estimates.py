@@ -20,8 +20,20 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SCORES", "agreement_estimate", "apply_class_ratios", "class_error_ratios", "atc_estimate", "atc_threshold", "doc_estimate", "log_softmax", "match_accuracy",
-           "match_accuracy_reliable", "score", "source_reliability"]
+__all__ = [
+    "SCORES",
+    "agreement_estimate",
+    "apply_class_ratios",
+    "atc_estimate",
+    "atc_threshold",
+    "class_error_ratios",
+    "doc_estimate",
+    "log_softmax",
+    "match_accuracy",
+    "match_accuracy_reliable",
+    "score",
+    "source_reliability",
+]
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
