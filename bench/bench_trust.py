@@ -332,7 +332,7 @@ def report(result: dict) -> str:
             if all("variants" in r for r in recs):
                 sp = np.array([r["variants"]["shared"]["precision"] for r in recs])
                 sc = np.array([r["variants"]["shared"]["coverage"] for r in recs])
-                lines += [f"One shared estimate instead of per-class ratios: mean precision {_pct(sp.mean())} %, worst {_pct(sp.min())} %; "
+                lines += [f"One shared estimate instead of per-class ratios: mean precision {_pct(np.nanmean(sp))} %, worst {_pct(np.nanmin(sp))} %; "
                           f"mean coverage {_pct(sc.mean())} %; tasks at ≥ 95 %: {int((sp >= 0.95).sum())} of {len(recs)}."]
             if all("oracle_coverage" in r for r in recs):
                 oc = np.array([r["oracle_coverage"] for r in recs])
@@ -378,9 +378,16 @@ NOTES = """\
 * **Agreement filter.** An item is published at a level only where the run's head and the source-only baseline
   agree; without it, A->D published 98.7 % of the target at 92.9 % precision under the earlier rule, with it 89.8 %
   at 99.3 %.
-* **grocery and the open set** were not re-run under this rule (see the history of this file for their figures
-  under the earlier one: grocery published 2.3 % of the in-store photos, all correct, with the estimate 11-19 points
-  low at the coarse and top levels; open-set office published at most 7.8 % of the unknown-class products).
+* **Open set.** Unknown products are flagged before anything is estimated; with the source restricted to 6 office
+  classes, 92-99 % of the other 4 classes' products are flagged and at most 7.8 % get a category. The estimate is of
+  the unflagged products; where unknown products slip through it counts them as right and runs 6-8 points high
+  (A->C, D->C, W->C), more than the bound allows for, and precision stays at 91-93 % there, as under the earlier
+  rule. On A->W the bound publishes nothing (the earlier rule: 42.7 % at 94.4 %): the head's confidences are
+  uniformly high, re-tempered to the 89.7 % bound they are all near 0.9-0.97, and no set of them has a lower bound
+  of 95 %.
+* **grocery** was not re-run under this rule (its figures under the earlier one are in the history of this file:
+  2.3 % of the in-store photos published, all correct, with the estimate 11-19 points low at the coarse and top
+  levels; with a lower bound it can only publish less).
 * **Calibration.** Target ECE of the source-calibrated confidence is 0-8 % on office-caltech-10 closed set and 3 %
   on instacart: source temperatures do not carry over, which is why thresholds come from the target estimate, not
   the confidence.
