@@ -385,9 +385,11 @@ NOTES = """\
   rule. On A->W the bound publishes nothing (the earlier rule: 42.7 % at 94.4 %): the head's confidences are
   uniformly high, re-tempered to the 89.7 % bound they are all near 0.9-0.97, and no set of them has a lower bound
   of 95 %.
-* **grocery** was not re-run under this rule (its figures under the earlier one are in the history of this file:
-  2.3 % of the in-store photos published, all correct, with the estimate 11-19 points low at the coarse and top
-  levels; with a lower bound it can only publish less).
+* **grocery.** 81 catalog products, one per class, leave no source hold-out for ATC; the agreement between the two
+  heads is the estimate. It is right at the fine level (25.5 vs 25.8 %) but 11-19 points low at the coarse and top
+  levels; the earlier rule published 2.3 % of the in-store photos, all correct, and the bound now publishes none.
+  With the labels, the best bar on the top-level confidence would cover the oracle share under the table at ≥ 95 %:
+  the 50 % goal needs a better head, not only a better estimate.
 * **Calibration.** Target ECE of the source-calibrated confidence is 0-8 % on office-caltech-10 closed set and 3 %
   on instacart: source temperatures do not carry over, which is why thresholds come from the target estimate, not
   the confidence.
@@ -407,10 +409,12 @@ def goals(result: dict) -> list[str]:
 
     everything = [r for suite in ("office", "grocery", "instacart") for r in recs(suite, False)]
     if everything:
-        below = [f"{r['task']} {_pct(r['precision'])} %" for r in everything if not r["precision"] >= 0.95]
+        below = [f"{r['task']} {_pct(r['precision'])} %" for r in everything if r["precision"] < 0.95]
+        empty = [r["task"] for r in everything if not np.isfinite(r["precision"])]
         measured = [suite for suite in ("office", "grocery", "instacart") if recs(suite, False)]
         out.append(f"- Published precision ≥ 95 % on every closed-set target: {ok(not below)} on {', '.join(measured)}"
-                   + (f" (below: {', '.join(below)})" if below else "") + ".")
+                   + (f" (below: {', '.join(below)})" if below else "")
+                   + (f"; nothing published on {', '.join(empty)}" if empty else "") + ".")
     office = recs("office")
     if office:
         cov = np.mean([r["coverage"] for r in office])
