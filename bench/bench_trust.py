@@ -100,10 +100,41 @@ def rescore(path: Path, args: argparse.Namespace, *, flat: bool = False) -> dict
     truth = [t or None for t in ev["truth"].tolist()]
     result = evaluate(decision, classes, taxonomy, truth, target_probs=ev["target_logp"])
     result.pop("risk_coverage", None)
+    variants = {"shared": {"class_evidence": "none"}, **({"per_level": {"pool": False}} if taxonomy else {})}
+    result["variants"] = {}
+    for name, kw in variants.items():  # the same rule less one of its parts, for the notes
+        alt = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
+                     min_precision=args.min_precision, unknown=None if args.no_unknown else ev["unknown"], other_probs=ev["other_logp"], **kw)
+        scored = evaluate(alt, classes, taxonomy, truth)
+        result["variants"][name] = {"precision": scored["precision"], "coverage": scored["coverage"]}
+    result["oracle_coverage"] = oracle_coverage(ev, classes, truth, args.min_precision, taxonomy)
+    if taxonomy:
+        result["oracle_coverage_root"] = oracle_coverage(ev, classes, truth, args.min_precision, taxonomy, 0)
     result.update({"task": meta["task"] + (" flat" if flat else " back-off" if meta["taxonomy"] else ""), "flat": flat, "n_classes": len(classes), "n_source": meta["n_source"], "n_target": len(truth),
                    "n_source_holdout": int(len(ev["source_labels"])), "decision": decision.summary(),
                    "unknown": None if args.no_unknown else unknown_meta, "seconds": meta["seconds"], "evidence": path.name})
     return result
+
+
+def oracle_coverage(ev: dict, classes: list[str], truth: list[str | None], min_precision: float, taxonomy=(), level: int | None = None) -> float:
+    """With the labels (an oracle, not a rule): the most of the target any confidence bar publishes at ``level`` (None:
+    the finest) with precision >= ``min_precision``, among the products the two heads agree on there and not flagged
+    unknown -- the most coverage the agreement filter leaves to a threshold on the head's confidence. At the taxonomy's
+    root it bounds what any back-off could cover with that ranking (a broader fact is right whenever a finer one is)."""
+    from prodkg.prediction.backoff import TaxonomyLevels
+
+    tax = TaxonomyLevels(classes, taxonomy)
+    level = tax.depth if level is None else level
+    lp, names = tax.aggregate_log(ev["target_logp"], level)
+    op, _ = tax.aggregate_log(ev["other_logp"], level)
+    pred, other = lp.argmax(1), op.argmax(1)
+    at = tax.labels_at(truth, level)
+    right = np.array([t is not None and names[p] == t for t, p in zip(at, pred)])
+    idx = np.flatnonzero((pred == other) & ~np.asarray(ev["unknown"], bool))
+    idx = idx[np.argsort(-lp.max(1)[idx], kind="stable")]
+    prec = np.cumsum(right[idx]) / np.arange(1, len(idx) + 1)
+    ok = np.flatnonzero(prec >= min_precision)
+    return float((ok[-1] + 1) / len(truth)) if len(ok) else 0.0
 
 
 def _office(args, open_set: bool) -> list[dict]:
@@ -228,9 +259,17 @@ def report(result: dict) -> str:
              "back-off; target labels are read only afterwards, to score. *Precision* is the share of published category facts "
              "that are right at the level they were published; *coverage* the share of target products with a published fact; "
              "*accuracy* that of every fine prediction; *ECE* the target expected calibration error of the source-calibrated "
-             "confidence; *est.* the label-free accuracy estimate that drove the threshold (ATC where the source hold-out has at "
+             "confidence; *est.* the label-free accuracy estimate (ATC where the source hold-out has at "
              "least 20 rows and 3 errors, else the agreement between the head and the baseline head), of the products not flagged unknown, and *|err|* its distance from their true accuracy, in points "
-             "(closed set: nearly all products).", "",
+             "(closed set: nearly all products); *bound* the lower bound that drove the threshold.", "",
+             "**Rule.** At each level (finest first) every product gets an estimated chance of being right: its confidence "
+             "re-tempered so the mean equals the *bound*, the estimate less one standard error (its sampling error and 2 points "
+             "for its bias under shift, the mean |err| of the office-caltech-10 estimates), read through the source hold-out's "
+             "reliability curve where it has 20 rows and 3 errors (each step by Laplace's rule), and scaled per class by how "
+             "much more or less often the hold-out found that class wrong than expected (shrunk to 1 with a prior of 5 expected "
+             "errors). Products are published, best first, while the estimated precision of the published set less one standard "
+             "error of its count stays at or above 0.95 (at a broader level, pooled with the facts the finer levels published); "
+             "only where the head and the baseline head agree.", "",
              "**Protocol.** Closed set: office-caltech-10, every ordered pair of amazon (A), caltech10 (C), dslr (D), webcam (W), "
              "all 10 classes in source and target; grocery-store-dataset, the 81 iconic catalog products (photo + description) as "
              "source, the 5,421 in-store photos as target, fine classes with back-off along top → coarse → fine (and flat, the same "
@@ -253,24 +292,34 @@ def report(result: dict) -> str:
         lines += [f"### {suite}", "", f"`{meta['command']}` ({meta['date']}, method {meta['method']}, {meta['epochs']} epochs, seed {meta['seed']}, "
                   f"{meta['seconds']:.0f} s)", ""]
         open_set = any("open_set" in r for r in recs)
-        head = "| task | accuracy | est. (estimator) | \\|err\\| | ECE | precision | coverage | coverage by level (deep → top) |"
-        sep = "|---|---|---|---|---|---|---|---|"
+        head = "| task | accuracy | est. (estimator) | \\|err\\| | bound | ECE | precision | coverage | coverage by level (deep → top) |"
+        sep = "|---|---|---|---|---|---|---|---|---|"
         if open_set:
             head += " H-score | known acc. | unknown recall | unknowns published |"
             sep += "---|---|---|---|"
         lines += [head, sep]
+        notes = []
         for r in recs:
             lv0 = r["levels"][0]
             est = lv0["estimated_accuracy"]
             estimator = r["decision"]["levels"][0]["estimator"]
             err = abs(est - lv0["accuracy_unflagged"]) * 100 if est is not None else None
             by_level = " / ".join(f"{_pct(lv['coverage'])} ({_pct(lv['precision'])})" for lv in r["levels"])
+            bound = r["decision"]["levels"][0].get("accuracy_bound")
+            oracle = "" if "oracle_coverage_root" not in r else f" Oracle (labels) at ≥ 95 %: {_pct(r['oracle_coverage'])} % finest, {_pct(r['oracle_coverage_root'])} % top level."
+            v = r.get("variants", {})
+            if oracle and not r.get("flat"):
+                notes.append(f"{r['task']}:{oracle} One shared estimate instead of per-class ratios: {_pct(v['shared']['coverage'])} % at "
+                             f"{_pct(v['shared']['precision'])} %; each level's target on its own facts: {_pct(v['per_level']['coverage'])} % at "
+                             f"{_pct(v['per_level']['precision'])} %.")
             row = (f"| {r['task']} | {_pct(r['accuracy'])} | {_pct(est)} ({estimator}) | {'–' if err is None else f'{err:.1f}'} | "
-                   f"{_pct(r['target_ece'])} | {_pct(r['precision'])} | {_pct(r['coverage'])} | {by_level} |")
+                   f"{_pct(bound)} | {_pct(r['target_ece'])} | {_pct(r['precision'])} | {_pct(r['coverage'])} | {by_level} |")
             if open_set:
                 o = r["open_set"]
                 row += f" {_pct(o['h_score'])} | {_pct(o['known_accuracy'])} | {_pct(o['unknown_recall'])} | {_pct(o['unknown_published'])} |"
             lines.append(row)
+        if notes:
+            lines += [""] + notes
         if len(recs) > 2:
             prec = np.array([r["precision"] for r in recs], float)
             cov = np.array([r["coverage"] for r in recs], float)
@@ -280,12 +329,24 @@ def report(result: dict) -> str:
                       f"worst {_pct(cov.min())} % ({recs[int(cov.argmin())]['task']}); tasks at ≥ 95 % precision: {int((prec >= 0.95).sum())} of {len(recs)}; "
                       f"estimate within 3 points on {int((errs <= 3).sum())} of {len(recs)}, within 5 on {int((errs <= 5).sum())} "
                       f"(mean |err| {np.nanmean(errs):.1f})."]
+            if all("variants" in r for r in recs):
+                sp = np.array([r["variants"]["shared"]["precision"] for r in recs])
+                sc = np.array([r["variants"]["shared"]["coverage"] for r in recs])
+                lines += [f"One shared estimate instead of per-class ratios: mean precision {_pct(np.nanmean(sp))} %, worst {_pct(np.nanmin(sp))} %; "
+                          f"mean coverage {_pct(sc.mean())} %; tasks at ≥ 95 %: {int((sp >= 0.95).sum())} of {len(recs)}."]
+            if all("oracle_coverage" in r for r in recs):
+                oc = np.array([r["oracle_coverage"] for r in recs])
+                lines += [f"With the labels (an oracle), the best confidence bar per task among the products both heads agree on "
+                          f"would cover {_pct(oc.mean())} % on average (worst {_pct(oc.min())} %) at ≥ 95 % precision."]
             if open_set:
                 hs = np.array([r["open_set"]["h_score"] for r in recs])
                 up = np.array([r["open_set"]["unknown_published"] for r in recs])
                 lines += [f"Mean H-score {_pct(hs.mean())} %, worst {_pct(hs.min())} %; unknown-class products published: mean {_pct(up.mean())} %, "
                           f"worst {_pct(up.max())} % ({recs[int(up.argmax())]['task']})."]
         lines.append("")
+    missing = [suite for suite in SUITES if suite not in result]
+    if missing:
+        lines += [f"Not re-run under this rule: {', '.join(missing)} (their figures under the earlier rule are in this file's history).", ""]
     lines.append("Coverage by level lists, per taxonomy level from the finest up, the share of target products published at that level "
                  "and (in brackets) the precision of those facts.")
     lines += ["", "### Against the goals", ""] + goals(result)
@@ -294,33 +355,44 @@ def report(result: dict) -> str:
 
 
 NOTES = """\
-* **office-caltech-10.** ATC is the estimate where the source hold-out has at least 20 rows and 3 errors (amazon and
-  caltech10 sources, 11 of 12 tasks within 3 points overall; A->D is 6.4 points high). dslr and webcam hold out 14
-  and 30 source rows with no error, so their ATC threshold would be the lowest held-out score (it misses by up to
-  17 points, W->C): the agreement with the baseline head is used there. Where the estimate runs 2-3 points above
-  the truth (C->D, D->C, W->C), the published precision lands 0.3-0.5 points under 95 %. These rules were settled
-  looking at these same tasks (one seed): there is no held-out confirmation.
+* **office-caltech-10.** The estimates are those of the earlier rule (same heads, same estimators): ATC where the
+  source hold-out has at least 20 rows and 3 errors, agreement with the baseline head elsewhere; 11 of 12 within 3
+  points, A->D 6.4 high. Taken at its word (the earlier rule), an estimate 2-3 points high put C->D, D->C and W->C
+  0.3-0.5 points under 95 % (94.7, 94.5, 94.6 % at 95.2 % mean coverage). The bound (one standard error of sampling
+  and a 2-point bias term) brings all 12 to ≥ 95 % (worst D->C 95.4 %) and the mean coverage down to 92.6 %: the
+  coverage goal is no longer met. It could not be met together with the precision goal by any bar on this head's
+  confidence: with the labels, the best bar per task among the products both heads agree on covers 94.9 % on
+  average. The agreement filter sets that ceiling (under the earlier rule coverage was the agreement rate on all 12 tasks);
+  the products the heads disagree on were right 14-100 % of the time (a rule that admitted them, judged by both heads'
+  product of probabilities, covered more but fell under 95 % on several tasks; tried while settling this rule, not
+  kept). The 2-point term and one standard error were settled looking at these same tasks (one seed): no held-out confirmation.
 * **instacart.** Catalog and new feed are a random split, so ATC is close (71.3 against 70.1 %), while agreement says
-  92 %: two heads that see the same distribution share their mistakes. The confidence is overconfident at the top
-  (above 0.95 it averages 0.98, and 96 % are right: some aisles are ambiguous); the per-item estimates follow the
-  source hold-out's reliability curve (isotonic), which sees that ceiling, and published precision is 94.0 % at
-  50.5 % coverage (36.8 % as aisles, 13.7 % backed off to departments). A single temperature gave 91.9 % at 58.3 %.
+  92 %: two heads that see the same distribution share their mistakes. The head is overconfident at the top (above
+  0.95 it averages 0.98, and 96 % are right: some aisles are ambiguous); the per-item estimates follow the source
+  hold-out's reliability curve. Per-class ratios matter here (30 hold-out rows per aisle on average; see the line
+  under the table for the rule without them, and with each level's target on its own facts). The earlier rule
+  published 50.5 % at 94.0 %.
+  The 70 % goal is out of this head's reach at 95 %: with the labels, the best bar on the department confidence
+  covers 56.0 %, on the aisle confidence 31.4 %; the bound, 2.1 points under the estimate where the estimate was 1.2
+  high, leaves about a point of precision unused.
 * **Agreement filter.** An item is published at a level only where the run's head and the source-only baseline
-  agree; without it, A->D published 98.7 % of the target at 92.9 % precision, with it 89.8 % at 99.3 %.
-* **grocery.** 81 catalog products, one per class, leave no source hold-out for ATC; the agreement between the two
-  heads is the estimate. It is right at the fine level (25.5 vs 25.8 %) but 19 points low at the coarse level and
-  11 low at the top (68 vs 79 %), so the rule publishes 2.3 % of the in-store photos, all correct. With the true
-  top-level accuracy as the estimate the same rule would publish 29-34 % at 96-97 % precision, and ranking by
-  confidence with the labels (an oracle) reaches 95 % precision at 43 % coverage at the top level, 4-6 % at the
-  coarse one: the 50 % goal needs a better head, not only a better estimate.
+  agree; without it, A->D published 98.7 % of the target at 92.9 % precision under the earlier rule, with it 89.8 %
+  at 99.3 %.
 * **Open set.** Unknown products are flagged before anything is estimated; with the source restricted to 6 office
   classes, 92-99 % of the other 4 classes' products are flagged and at most 7.8 % get a category. The estimate is of
-  the unflagged products; where unknown products slip through, it counts them as right and overestimates
-  (A->C, D->C, W->C by 6-8 points), and precision falls to 91-93 %. In grocery without Packages, 99.7 % of the
-  Packages photos are flagged, but so are many known ones (known-class accuracy 20 %), and nothing is published.
-* **Calibration.** Target ECE of the source-calibrated confidence is 0-8 % on office-caltech-10 closed set,
-  40-46 % on the open set (confident predictions for unknown products) and 16-29 % on grocery: source
-  temperatures do not carry over, which is why thresholds come from the target estimate, not the confidence.
+  the unflagged products; where unknown products slip through it counts them as right and runs 6-8 points high
+  (A->C, D->C, W->C), more than the bound allows for, and precision stays at 91-93 % there, as under the earlier
+  rule. On A->W the bound publishes nothing (the earlier rule: 42.7 % at 94.4 %): the head's confidences are
+  uniformly high, re-tempered to the 89.7 % bound they are all near 0.9-0.97, and no set of them has a lower bound
+  of 95 %.
+* **grocery.** 81 catalog products, one per class, leave no source hold-out for ATC; the agreement between the two
+  heads is the estimate. It is right at the fine level (25.5 vs 25.8 %) but 11-19 points low at the coarse and top
+  levels; the earlier rule published 2.3 % of the in-store photos, all correct, and the bound now publishes none.
+  With the labels, the best bar on the top-level confidence would cover the oracle share under the table at ≥ 95 %:
+  the 50 % goal needs a better head, not only a better estimate.
+* **Calibration.** Target ECE of the source-calibrated confidence is 0-8 % on office-caltech-10 closed set and 3 %
+  on instacart: source temperatures do not carry over, which is why thresholds come from the target estimate, not
+  the confidence.
 """
 
 
@@ -337,9 +409,12 @@ def goals(result: dict) -> list[str]:
 
     everything = [r for suite in ("office", "grocery", "instacart") for r in recs(suite, False)]
     if everything:
-        below = [f"{r['task']} {_pct(r['precision'])} %" for r in everything if not r["precision"] >= 0.95]
-        out.append(f"- Published precision ≥ 95 % on every closed-set target: {ok(not below)}"
-                   + (f" (below: {', '.join(below)})" if below else "") + ".")
+        below = [f"{r['task']} {_pct(r['precision'])} %" for r in everything if r["precision"] < 0.95]
+        empty = [r["task"] for r in everything if not np.isfinite(r["precision"])]
+        measured = [suite for suite in ("office", "grocery", "instacart") if recs(suite, False)]
+        out.append(f"- Published precision ≥ 95 % on every closed-set target: {ok(not below)} on {', '.join(measured)}"
+                   + (f" (below: {', '.join(below)})" if below else "")
+                   + (f"; nothing published on {', '.join(empty)}" if empty else "") + ".")
     office = recs("office")
     if office:
         cov = np.mean([r["coverage"] for r in office])

@@ -5,10 +5,15 @@ the published ones, from the deepest level up:
 
 1. the level's probabilities are the sums over its concepts' classes (:mod:`prediction.backoff`);
 2. its accuracy on the target is estimated without labels (ATC, with DoC and, given a second head,
-   agreement recorded beside it; :mod:`prediction.estimates`);
-3. the items not yet published and not unknown get the smallest threshold whose estimated precision reaches
-   ``min_precision`` (:mod:`prediction.thresholds`), or the fixed ``threshold`` when one is given;
-4. what clears it is published at that level; the rest try the next broader level.
+   agreement recorded beside it; :mod:`prediction.estimates`), and so is a lower bound on it: ``z`` standard
+   errors down, the estimate's sampling error and its typical error under shift (``estimate_error``) together;
+3. every item gets an estimated probability of being right, its confidence re-tempered so the mean is that
+   lower bound; where the source hold-out shows a class wrong more (or less) often than the shared estimate
+   expects, its items' chances of being wrong are scaled by the class's shrunk ratio (per-class thresholds);
+4. the items not yet published and not unknown get the lowest bar at which the published set's estimated
+   precision, less ``z`` standard errors of its own count, reaches ``min_precision`` (:mod:`prediction.thresholds`),
+   or the fixed ``threshold`` when one is given;
+5. what clears it is published at that level; the rest try the next broader level.
 
 :func:`evaluate` measures the outcome against target labels; it is for reports and benchmarks only and
 never feeds back into :func:`decide`.
@@ -26,7 +31,9 @@ from prodkg.prediction.backoff import TaxonomyLevels
 from prodkg.prediction.estimates import (
     _as_logp,
     agreement_estimate,
+    apply_class_ratios,
     atc_estimate,
+    class_error_ratios,
     doc_estimate,
     match_accuracy,
     match_accuracy_reliable,
@@ -35,9 +42,17 @@ from prodkg.prediction.estimates import (
 from prodkg.prediction.metrics import confidence_ece, open_set_scores, risk_coverage
 from prodkg.prediction.thresholds import NEVER, threshold_for_precision
 
-__all__ = ["DEFAULT_MIN_PRECISION", "Decision", "decide", "evaluate", "pick_estimator"]
+__all__ = ["DEFAULT_ESTIMATE_ERROR", "DEFAULT_MIN_PRECISION", "DEFAULT_Z", "Decision", "decide", "estimate_standard_error", "evaluate", "pick_estimator"]
 
 DEFAULT_MIN_PRECISION = 0.95
+CLASS_EVIDENCE = ("none", "source", "agreement")
+DEFAULT_CLASS_EVIDENCE = "source"
+#: the per-class rate ratios' prior strength, in expected errors (see :func:`prediction.estimates.class_error_ratios`)
+DEFAULT_CLASS_PRIOR = 5.0
+#: the accuracy estimate's error beyond sampling (its bias under shift), as a standard deviation; see :func:`decide`
+DEFAULT_ESTIMATE_ERROR = 0.02
+#: standard errors between the estimated precision of what is published and ``min_precision`` (see :func:`decide`)
+DEFAULT_Z = 1.0
 ESTIMATORS = ("auto", "atc", "atc_mc", "doc", "agreement", "atc+agreement", "none")
 #: ATC's threshold is the (k+1)-th smallest held-out source score, k the number of held-out errors: with fewer
 #: rows or errors than these it is an extreme order statistic, and ``auto`` leans on agreement instead
@@ -60,6 +75,25 @@ def pick_estimator(n_source_rows: int, has_other: bool, n_source_errors: int | N
     if has_other:
         return "agreement"
     return "atc" if n_source_rows >= MIN_SOURCE_ROWS else "none"
+
+
+def estimate_standard_error(estimator: str, accuracy: float, *, n_target: int, source_correct: np.ndarray) -> float:
+    """The standard error of a label-free accuracy estimate from the counts behind it.
+
+    Every estimate counts target items (a share of ``n_target``: binomial, ``a (1 - a) / n``); ATC's threshold is
+    also a quantile of the held-out source rows, whose accuracy is itself a share of ``len(source_correct)``. The
+    two variances add. It is sampling error only: an estimator's bias under shift (agreement where two heads share
+    their mistakes) is not in it. NaN accuracy or ``none``: 0.
+    """
+    if not np.isfinite(accuracy) or estimator == "none" or n_target <= 0:
+        return 0.0
+    a = float(np.clip(accuracy, 0.0, 1.0))
+    var = a * (1 - a) / n_target
+    m = len(source_correct)
+    if "atc" in estimator and m:
+        s = float(np.mean(source_correct))
+        var += s * (1 - s) / m
+    return float(np.sqrt(var))
 
 
 @dataclass
@@ -105,6 +139,11 @@ def decide(
     estimator: str = "auto",
     min_items: int = 5,
     require_agreement: bool = True,
+    estimate_error: float = DEFAULT_ESTIMATE_ERROR,
+    z: float = DEFAULT_Z,
+    class_evidence: str = DEFAULT_CLASS_EVIDENCE,
+    class_prior: float = DEFAULT_CLASS_PRIOR,
+    pool: bool = True,
 ) -> Decision:
     """Predictions at every level and the published ones (see the module docstring).
 
@@ -126,6 +165,24 @@ def decide(
             only. Two heads that
             disagree cannot both be right; on office-caltech-10 the items they disagree on were right 38-41 % of
             the time against 92-99 % for the rest.
+        estimate_error: the accuracy estimate's error beyond sampling, as a standard deviation (default 0.02:
+            the estimates behind the office-caltech-10 benchmark were 2.0 points from the truth on average, the
+            errors of ATC and agreement under shift are mostly bias, which no count of items shows).
+        z: how many standard errors of caution, twice: the per-item estimates are set by the accuracy estimate
+            less ``z`` times ``hypot(sampling error, estimate_error)`` (:func:`estimate_standard_error`), and the
+            published set's estimated precision less ``z`` standard errors of its own count
+            (:func:`prediction.thresholds.precision_lower_bound`) must reach ``min_precision``. 0 takes the
+            estimate at its word.
+        class_evidence: what sets per-class error ratios (:func:`prediction.estimates.class_error_ratios`):
+            ``source`` (default) the held-out source rows predicted as each class, their errors against those the
+            per-item estimates expect; ``agreement`` the target items' disagreement with the second head per
+            class; ``none`` one shared estimate. A class with few rows keeps the shared estimate (the prior).
+        class_prior: the ratios' prior strength, in expected errors.
+        pool: ``min_precision`` is for all the facts published, over every level: a broader level's bar is the lowest
+            at which the facts of the finer levels and its own together reach it (False: each level's own facts
+            must). Products published at a finer level were the easy ones; judged without them, the products left
+            for the broader level are the hard ones, and on instacart the back-off covered less than publishing every
+            product at the department would have.
     """
     target_lp = _as_logp(target_probs)
     source_lp = _as_logp(source_probs)
@@ -136,6 +193,8 @@ def decide(
         raise ValueError(f"unknown estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
     if "agreement" in estimator and other_probs is None:
         raise ValueError("the agreement estimator needs a second head's probabilities (other_probs)")
+    if class_evidence not in CLASS_EVIDENCE:
+        raise ValueError(f"unknown class evidence {class_evidence!r}; expected one of {', '.join(CLASS_EVIDENCE)}")
     if estimator == "auto":
         n_errors = int((source_lp.argmax(1) != source_labels).sum()) if len(source_labels) else 0
         estimator = pick_estimator(len(source_labels), other_probs is not None, n_errors)
@@ -145,6 +204,7 @@ def decide(
     published_level = np.full(n, -1)
     rows, levels, level_values = [], [], []
     known = ~unknown
+    done: list[np.ndarray] = []  # per level so far, the estimated correctness of what it published
     seen: list[dict[str, int]] = [{} for _ in range(n)]  # per item: concept -> its row, so a class repeated at a broader level is one row
     for level in range(tax.depth, -1, -1):
         p, names = tax.aggregate_log(target_lp, level)  # log-probabilities of the level's concepts
@@ -167,19 +227,37 @@ def decide(
         conf = np.exp(conf_log)
         pred = p.argmax(1)
         correctness = conf.copy()
+        se = estimate_standard_error(estimator, driver, n_target=int(known.sum()), source_correct=sp.argmax(1) == s_lab)
+        # the per-item estimates are set by the accuracy's lower bound, z standard errors (sampling and bias) down
+        bound = float(np.clip(driver - z * np.hypot(se, estimate_error), 0.0, 1.0)) if np.isfinite(driver) and threshold is None else driver
         if np.isfinite(driver) and len(pk):
             # the source hold-out's reliability curve gives the shape where it has enough rows and errors
             reliability = source_reliability(sp, s_lab, min_rows=MIN_SOURCE_ROWS, min_errors=MIN_SOURCE_ERRORS) if len(sp) else None
-            correctness[known] = (match_accuracy_reliable(pk, driver, reliability) if reliability is not None
-                                  else match_accuracy(pk, driver).max(1))
+            correctness[known] = (match_accuracy_reliable(pk, bound, reliability) if reliability is not None
+                                  else match_accuracy(pk, bound).max(1))
+            ratios = _class_ratios(class_evidence, class_prior, len(names), sp, s_lab, reliability, pred[known], correctness[known],
+                                   None if op is None else op[known].argmax(1))
+            if ratios is not None:
+                correctness[known] = apply_class_ratios(correctness[known], pred[known], ratios)
+        else:
+            ratios = None
+        # with per-class ratios the items are ranked by their estimated correctness (within a class that is their
+        # confidence's order), so the one bar below is a confidence threshold per class
+        key = conf_log if ratios is None else _rank(correctness, conf_log)
         remaining = (published_level < 0) & ~unknown
         if op is not None and require_agreement and threshold is None:
             remaining &= pred == op.argmax(1)
         if threshold is not None:
             t = float(np.log(threshold)) if threshold > 0 else -np.inf
+            new = remaining & (conf_log >= t)
         else:
-            t = threshold_for_precision(conf_log[remaining], correctness[remaining], min_precision, min_items=min_items)
-        new = remaining & (conf_log >= t)
+            bar = threshold_for_precision(key[remaining], correctness[remaining], min_precision, min_items=min_items, z=z,
+                                          already=_published_so_far(done, pool))
+            new = remaining & (key >= bar)
+            t = float(conf_log[new].min()) if new.any() else NEVER  # the lowest confidence published
+        done.append(np.clip(correctness[new], 0.0, 1.0))
+        class_thresholds = ({names[k]: float(np.exp(conf_log[new & (pred == k)].min())) for k in np.unique(pred[new])}
+                            if ratios is not None else None)
         values = [names[k] for k in pred]
         level_values.append(values)
         for i in np.flatnonzero(new):
@@ -196,14 +274,61 @@ def decide(
                        "threshold_log": None if t == NEVER else float(t),
                        "estimates": {k: round(v, 6) for k, v in estimates.items()}, "estimator": estimator,
                        "estimated_accuracy": round(float(driver), 6) if np.isfinite(driver) else None,
+                       "estimate_se": round(se, 6),
+                       "accuracy_bound": round(float(bound), 6) if np.isfinite(bound) else None,
+                       "class_thresholds": class_thresholds,
                        "n_published": int(new.sum()),
                        "estimated_precision": round(float(correctness[new].mean()), 6) if new.any() else None})
     level_values.reverse()  # index by level, root first
-    rule = {"rule": "threshold", "threshold": float(threshold)} if threshold is not None else {"rule": "min_precision", "min_precision": float(min_precision)}
+    if threshold is not None:
+        rule = {"rule": "threshold", "threshold": float(threshold)}
+    else:
+        rule = {"rule": "min_precision", "min_precision": float(min_precision), "z": float(z), "estimate_error": float(estimate_error),
+                "class_evidence": class_evidence, "pool": bool(pool)}
     rule["require_agreement"] = bool(other_probs is not None and require_agreement and threshold is None)
     frame = pd.DataFrame(rows, columns=["item", "level", "value", "confidence", "correctness", "published"])
     return Decision(predictions=frame, published=published, published_level=published_level, unknown=unknown, levels=levels,
                     rule=rule, n_levels=tax.n_levels, level_values=level_values)
+
+
+def _class_ratios(evidence: str, prior: float, n_concepts: int, source_lp: np.ndarray, source_labels: np.ndarray, reliability,
+                  predicted: np.ndarray, correctness: np.ndarray, other_predicted: np.ndarray | None) -> np.ndarray | None:
+    """Per-concept error-rate ratios from the chosen evidence (None: no per-class adjustment).
+
+    * ``source``: the held-out source rows, each expected wrong with 1 - its estimated correctness (the
+      reliability curve, or the confidence without one) against whether it was wrong;
+    * ``agreement``: the target items, their disagreement with the second head against their estimated chance of
+      being wrong, scaled to the same total.
+    """
+    if evidence == "source" and len(source_lp):
+        s_pred = source_lp.argmax(1)
+        s_conf = source_lp.max(1)
+        expected = 1.0 - (reliability(s_conf) if reliability is not None else np.exp(s_conf))
+        return class_error_ratios(s_pred, s_pred != source_labels, expected, n_concepts, prior=prior)
+    if evidence == "agreement" and other_predicted is not None and len(predicted):
+        wrong = 1.0 - correctness
+        disagree = (predicted != other_predicted).astype(float)
+        if wrong.sum() <= 0 or disagree.sum() <= 0:
+            return None
+        return class_error_ratios(predicted, disagree, wrong * disagree.sum() / wrong.sum(), n_concepts, prior=prior)
+    return None
+
+
+def _published_so_far(done: list[np.ndarray], pool: bool) -> tuple[float, float, int]:
+    """The facts finer levels published, for a precision target pooled over levels: their summed correctness, its
+    summed q (1 - q), their count (all 0 when each level meets the target on its own)."""
+    if not pool or not done:
+        return 0.0, 0.0, 0
+    q = np.concatenate(done)
+    return float(q.sum()), float((q * (1 - q)).sum()), len(q)
+
+
+def _rank(correctness: np.ndarray, conf_log: np.ndarray) -> np.ndarray:
+    """Items' ranks (0 = least likely right) by estimated correctness, ties broken by confidence."""
+    order = np.lexsort((conf_log, correctness))
+    rank = np.empty(len(order), dtype=np.float64)
+    rank[order] = np.arange(len(order))
+    return rank
 
 
 def evaluate(decision: Decision, classes: Sequence[str], taxonomy: Iterable[tuple], true_labels: Sequence[str | None],

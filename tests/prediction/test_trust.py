@@ -191,7 +191,7 @@ def test_items_the_two_heads_disagree_on_back_off_or_abstain():
     other = np.array([[0.9, 0.0, 0.05, 0.05], [0.1, 0.0, 0.0, 0.9], [0.1, 0.9, 0.0, 0.0]])
     kw = dict(source_probs=np.zeros((0, 4)), source_labels=np.zeros(0, int), taxonomy=TAXONOMY, other_probs=other,
               estimator="none", min_items=1)
-    d = decide(probs, CLASSES, min_precision=0.9, **kw)
+    d = decide(probs, CLASSES, min_precision=0.9, z=0.0, **kw)  # three items: no margin, the estimate as it is
     assert d.published == ["apple", "fruit", "food"]
     # a fixed threshold is the old rule: no agreement asked
     assert decide(probs, CLASSES, threshold=0.9, **kw).published == ["apple", "apple", "apple"]
@@ -250,3 +250,128 @@ def test_the_source_reliability_curve_keeps_a_ceiling_a_temperature_would_miss()
     c = match_accuracy_reliable(probs, 0.75, rel)
     assert c.mean() == pytest.approx(0.75, abs=0.01) and c.max() <= 0.92
     assert source_reliability(probs[:10], labels[:10]) is None  # too few rows
+
+
+def test_precision_lower_bound_by_hand():
+    from prodkg.prediction.thresholds import precision_lower_bound
+
+    # items right with probability 1.0, 0.9, 0.8 (in confidence order): the top two have mean 0.95 and
+    # Poisson-binomial variance 0 + 0.09, so the standard error of their precision is sqrt(0.09) / 2 = 0.15
+    conf = np.array([0.9, 0.8, 0.7])
+    corr = np.array([1.0, 0.9, 0.8])
+    assert precision_lower_bound(0.95, 0.09, 2, z=1.0) == pytest.approx(0.80)
+    # all three: mean 0.9, variance 0.09 + 0.16 = 0.25 -> se sqrt(0.25) / 3
+    assert precision_lower_bound(0.9, 0.25, 3, z=2.0) == pytest.approx(0.9 - 2 * 0.5 / 3)
+    assert threshold_for_precision(conf, corr, 0.85, z=1.0) == 0.9  # only the sure item's bound (1.0) reaches 0.85
+    assert threshold_for_precision(conf, corr, 0.85) == 0.7  # without the bound, all three (0.9)
+
+
+def test_a_broader_level_pools_its_target_with_the_facts_published_before():
+    # 10 facts published at a finer level, right with 0.99 each; the broader level's candidates 0.9, 0.9, 0.8, 0.7:
+    # pooled means (9.9 + 0.9) / 11 = 0.982, (9.9 + 1.8) / 12 = 0.975, (9.9 + 2.6) / 13 = 0.962, (9.9 + 3.3) / 14 = 0.943
+    conf = np.array([0.95, 0.94, 0.8, 0.7])
+    corr = np.array([0.9, 0.9, 0.8, 0.7])
+    assert threshold_for_precision(conf, corr, 0.95, already=(9.9, 10 * 0.99 * 0.01, 10)) == 0.8
+    assert threshold_for_precision(conf, corr, 0.95) == NEVER  # on their own not one reaches 0.95
+    # with one standard error the first alone is 0.982 - sqrt(0.099 + 0.09) / 11 = 0.942: none; with 40 facts
+    # before (39.6 right, variance 0.396) the first two are 41.4 / 42 - sqrt(0.576) / 42 = 0.9676, the third
+    # 42.2 / 43 - sqrt(0.736) / 43 = 0.9614, the fourth 42.9 / 44 - sqrt(0.946) / 44 = 0.9529: all four
+    assert threshold_for_precision(conf, corr, 0.95, z=1.0, already=(9.9, 0.099, 10)) == NEVER
+    assert threshold_for_precision(conf, corr, 0.95, z=1.0, already=(39.6, 0.396, 40)) == 0.7
+
+
+def test_a_small_published_set_needs_a_wider_margin():
+    # every item right with probability 0.96: the bound is 0.96 - sqrt(0.96 * 0.04 / n), >= 0.95 from n = 384 on
+    for n, expected in ((300, NEVER), (400, 1.0 / 400)):
+        conf = np.arange(n, 0, -1) / n
+        corr = np.full(n, 0.96)
+        assert threshold_for_precision(conf, corr, 0.95, z=1.0) == expected
+        assert threshold_for_precision(conf, corr, 0.95) == 1.0 / n  # the estimate alone publishes all of them
+
+
+def test_estimate_standard_error_by_hand():
+    from prodkg.prediction.publication import estimate_standard_error
+
+    src = np.array([True] * 40 + [False] * 10)
+    # ATC: 0.9 of 100 target items (0.09 / 100) and a source hold-out 40 of 50 right (0.16 / 50)
+    assert estimate_standard_error("atc", 0.9, n_target=100, source_correct=src) == pytest.approx(np.sqrt(0.0009 + 0.0032))
+    # agreement counts target items only
+    assert estimate_standard_error("agreement", 0.9, n_target=100, source_correct=src) == pytest.approx(0.03)
+    assert estimate_standard_error("none", 0.9, n_target=100, source_correct=src) == 0.0
+
+
+def test_the_reliability_curve_never_reads_certainty_from_a_clean_step():
+    from prodkg.prediction.estimates import source_reliability
+
+    # five rows at 0.6 (two right), five at 0.9 (all right): the isotonic steps are 2/5 and 5/5; Laplace's rule
+    # reads them as 3/7 and 6/7
+    conf = np.array([0.6] * 5 + [0.9] * 5)
+    probs = np.column_stack([conf, 1 - conf])
+    labels = np.array([0, 0, 1, 1, 1] + [0] * 5)
+    rel = source_reliability(probs, labels, min_rows=10, min_errors=3)
+    assert rel(np.log([0.6, 0.9])) == pytest.approx([3 / 7, 6 / 7])
+    raw = source_reliability(probs, labels, min_rows=10, min_errors=3, shrink=False)
+    assert raw(np.log([0.6, 0.9])) == pytest.approx([0.4, 1.0])
+
+
+def test_class_error_ratios_by_hand():
+    from prodkg.prediction.estimates import apply_class_ratios, class_error_ratios
+
+    predicted = np.array([0, 0, 0, 1, 1])
+    # class 0: 2 wrong where 0.6 were expected; class 1: none where 1.0 was; prior 1 expected error
+    r = class_error_ratios(predicted, np.array([1, 1, 0, 0, 0]), np.array([0.2, 0.2, 0.2, 0.5, 0.5]), 3, prior=1.0)
+    assert r == pytest.approx([3 / 1.6, 1 / 2, 1.0])  # a class nothing was predicted as keeps ratio 1
+    # chances of being wrong 0.2 and 0.5 scaled by 1.875 and 0.5 (0.375, 0.25: 1.625 in all), then back to 1.6
+    c = apply_class_ratios(np.array([0.8, 0.8, 0.8, 0.5, 0.5]), predicted, r)
+    assert c == pytest.approx(1 - np.array([0.375] * 3 + [0.25] * 2) * 1.6 / 1.625)
+    assert c.mean() == pytest.approx(0.68)
+
+
+def test_the_rule_sets_the_items_from_the_lower_bound_of_the_estimate():
+    # 100 target items, the second head agrees on 90: agreement 0.9 with sampling error sqrt(0.09 / 100) = 0.03;
+    # with 0.04 more for the estimate's bias the bound is 0.9 - hypot(0.03, 0.04) = 0.85
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4) * 0.3, size=100)
+    other = probs.copy()
+    other[:10] = np.roll(probs[:10], 1, axis=1)  # a different top class for the first ten (ties aside)
+    assert (other.argmax(1) == probs.argmax(1)).sum() == 90
+    kw = dict(source_probs=np.zeros((0, 4)), source_labels=np.zeros(0, int), other_probs=other, estimator="agreement")
+    d = decide(probs, ["a", "b", "c", "d"], z=1.0, estimate_error=0.04, class_evidence="none", **kw)
+    lv = d.levels[0]
+    assert lv["estimated_accuracy"] == pytest.approx(0.9) and lv["estimate_se"] == pytest.approx(0.03)
+    assert lv["accuracy_bound"] == pytest.approx(0.85)
+    corr = d.predictions["correctness"].to_numpy()
+    assert corr.mean() == pytest.approx(0.85, abs=1e-3)
+    # the estimate at its word sets the mean at 0.9 and publishes at least as much
+    plain = decide(probs, ["a", "b", "c", "d"], z=0.0, class_evidence="none", **kw)
+    assert plain.predictions["correctness"].mean() == pytest.approx(0.9, abs=1e-3)
+    assert (plain.published_level >= 0).sum() >= (d.published_level >= 0).sum()
+
+
+def test_a_class_the_source_finds_wrong_more_often_gets_a_higher_bar():
+    # held-out source rows: both classes predicted at the same confidences, class a wrong on a quarter, b never
+    rng = np.random.default_rng(3)
+    m = 400
+    conf = rng.uniform(0.7, 0.999, m)
+    pred = np.repeat([0, 1], m // 2)
+    probs = np.where(pred[:, None] == np.arange(2), conf[:, None], 1 - conf[:, None])
+    labels = pred.copy()
+    labels[np.flatnonzero(pred == 0)[::4]] = 1
+    # the target: the same mixture
+    t_conf = rng.uniform(0.7, 0.999, 600)
+    t_pred = np.repeat([0, 1], 300)
+    t_probs = np.where(t_pred[:, None] == np.arange(2), t_conf[:, None], 1 - t_conf[:, None])
+    kw = dict(source_probs=probs, source_labels=labels, estimator="atc", min_precision=0.9, z=0.0)
+    # one shared estimate: 87.5 % right at every confidence, nothing reaches 90 %
+    shared = decide(t_probs, ["a", "b"], class_evidence="none", **kw)
+    assert (shared.published_level < 0).all()
+    # per class (prior 5): a's ratio (50 + 5) / (25 + 5), b's 5 / 30 -> wrong 22.9 % and 2.1 %: all of b is
+    # published first, then as much of a as keeps the mean at 0.9 -- 300 * 0.979 + x * 0.771 >= 0.9 (300 + x),
+    # x <= 184 of a's 300
+    per_class = decide(t_probs, ["a", "b"], class_evidence="source", **kw)
+    share = lambda d, k: (d.published_level[t_pred == k] >= 0).mean()
+    assert share(per_class, 1) == 1.0
+    assert 0.45 < share(per_class, 0) < 0.75
+    bars = per_class.levels[0]["class_thresholds"]
+    assert bars["a"] > bars["b"]
+    assert per_class.levels[0]["estimated_precision"] >= 0.9
