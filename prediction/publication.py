@@ -256,8 +256,11 @@ def decide(
             new = remaining & (key >= bar)
             t = float(conf_log[new].min()) if new.any() else NEVER  # the lowest confidence published
         done.append(np.clip(correctness[new], 0.0, 1.0))
-        class_thresholds = ({names[k]: float(np.exp(conf_log[new & (pred == k)].min())) for k in np.unique(pred[new])}
-                            if ratios is not None else None)
+        # what `prodkg predict` replays on new rows: per concept, a confidence bar above which this run published
+        # every item (conservative: ranked by estimated correctness, the run may also publish a few items below it)
+        prefix = _confidence_prefix(new, remaining, pred, conf_log) if ratios is not None else None
+        class_thresholds = ({names[k]: float(np.exp(conf_log[prefix & (pred == k)].min())) for k in np.unique(pred[prefix])}
+                            if prefix is not None else None)
         values = [names[k] for k in pred]
         level_values.append(values)
         for i in np.flatnonzero(new):
@@ -312,6 +315,25 @@ def _class_ratios(evidence: str, prior: float, n_concepts: int, source_lp: np.nd
             return None
         return class_error_ratios(predicted, disagree, wrong * disagree.sum() / wrong.sum(), n_concepts, prior=prior)
     return None
+
+
+def _confidence_prefix(new: np.ndarray, remaining: np.ndarray, pred: np.ndarray, conf_log: np.ndarray) -> np.ndarray:
+    """Per predicted concept, the part of ``new`` that a confidence bar gives: the most confident items of the
+    concept down to the first one left out. Ranked by estimated correctness (which reads the whole re-tempered
+    distribution) an item may be chosen below a more confident one that is not; the bar a new row can be held to
+    (`prodkg predict`) stops above the first one left out."""
+    out = np.zeros_like(new)
+    for k in np.unique(pred[new]):
+        idx = np.flatnonzero(remaining & (pred == k))
+        idx = idx[np.argsort(-conf_log[idx], kind="stable")]
+        chosen = new[idx]
+        stop = int(np.argmin(chosen)) if not chosen.all() else len(idx)
+        keep = idx[:stop]
+        # items tied in confidence with the first one left out are left out too: a bar cannot split a tie
+        if stop < len(idx):
+            keep = keep[conf_log[keep] > conf_log[idx[stop]]]
+        out[keep] = True
+    return out
 
 
 def _published_so_far(done: list[np.ndarray], pool: bool) -> tuple[float, float, int]:

@@ -169,7 +169,9 @@ def recorded_decision(head: SavedHead, logp: np.ndarray, *, threshold: float | N
 
     ``threshold`` (a fixed bar at every level) overrides the record. Under ``min_precision`` each level publishes what
     clears the threshold the run picked there, from the deepest level up, where the baseline head agrees (when the run
-    required that) and the item is not ``unknown``. A rule that needs a baseline head the run did not save publishes nothing.
+    required that) and the item is not ``unknown``. Where the run set per-class bars (per-class error ratios), an item
+    is held to its concept's bar: the confidence above which the run published every item of that concept, so on the
+    run's own rows the replay publishes the run's fact, a broader one, or nothing. A rule that needs a baseline head the run did not save publishes nothing.
     """
     from prodkg.prediction.backoff import TaxonomyLevels
     from prodkg.prediction.publication import Decision
@@ -187,6 +189,8 @@ def recorded_decision(head: SavedHead, logp: np.ndarray, *, threshold: float | N
         rule = {"rule": "none"}
     agree = rule["rule"] == "min_precision" and bool(pub.get("require_agreement"))
     recorded = {lv["level"]: lv.get("threshold_log") for lv in pub.get("levels") or []}
+    # with per-class error ratios the run published, per concept, what reached that concept's lowest published confidence
+    per_class = {lv["level"]: lv.get("class_thresholds") for lv in pub.get("levels") or []}
     unknown = np.zeros(n, bool) if unknown is None else np.asarray(unknown, bool)
     published: list[str | None] = [None] * n
     published_level = np.full(n, -1)
@@ -206,7 +210,12 @@ def recorded_decision(head: SavedHead, logp: np.ndarray, *, threshold: float | N
         if agree and other_logp is not None:
             op, _ = tax.aggregate_log(other_logp, level)
             remaining &= pred == op.argmax(1)
-        new = remaining & (conf_log >= t)
+        bars = per_class.get(level) if rule["rule"] == "min_precision" and np.isfinite(t) else None
+        if bars is not None:
+            cut = np.array([bars.get(name, np.inf) for name in names], dtype=float)[pred]
+            new = remaining & (np.exp(conf_log) >= cut)
+        else:
+            new = remaining & (conf_log >= t)
         values = [names[k] for k in pred]
         level_values.append(values)
         for i in np.flatnonzero(new):

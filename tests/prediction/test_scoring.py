@@ -23,6 +23,7 @@ def _logp(rng, n, strength):
 
 @pytest.mark.parametrize("with_other", [True, False])
 def test_the_recorded_min_precision_rule_replays_the_runs_decision(with_other):
+    """One shared estimate per level: the run's bar is a confidence threshold, replayed exactly."""
     rng = np.random.default_rng(4)
     source, target = _logp(rng, 300, 4.0), _logp(rng, 200, 3.0)
     labels = source.argmax(1)
@@ -31,7 +32,7 @@ def test_the_recorded_min_precision_rule_replays_the_runs_decision(with_other):
     other = target + rng.normal(scale=1.0, size=target.shape) if with_other else None
     unknown = rng.random(len(target)) < 0.05
     run = decide(target, CLASSES, source_probs=source, source_labels=labels, taxonomy=TAXONOMY, other_probs=other, unknown=unknown,
-                 min_precision=0.8)
+                 min_precision=0.8, class_evidence="none")
     published = run.summary()["levels"]
     assert run.n_levels == 3 and sum(lv["n_published"] > 0 for lv in published) >= 2  # fine and broader levels both publish
     head = SavedHead(task="category", model=None, classes=CLASSES, temperature=1.0, model_id="m", publication=run.summary(),
@@ -44,6 +45,62 @@ def test_the_recorded_min_precision_rule_replays_the_runs_decision(with_other):
     np.testing.assert_allclose(replay.predictions["confidence"], run.predictions["confidence"])
     if with_other:  # the agreement rule without the baseline head publishes nothing rather than more
         assert (recorded_decision(head, target, unknown=unknown).published_level < 0).all()
+
+
+def test_per_class_bars_replay_conservatively():
+    """With per-class error ratios the run ranks items by estimated correctness, which reads the whole distribution:
+    new rows are held to one confidence bar per concept, above which the run published every item of that concept.
+    On the run's own rows the replay then publishes the run's fact, a broader concept above it, or nothing; never
+    a fact the run did not vouch for."""
+    rng = np.random.default_rng(4)
+    source, target = _logp(rng, 300, 4.0), _logp(rng, 400, 3.0)
+    labels = source.argmax(1)
+    flip = rng.random(len(labels)) < 0.15
+    labels[flip] = rng.integers(0, len(CLASSES), flip.sum())
+    run = decide(target, CLASSES, source_probs=source, source_labels=labels, taxonomy=TAXONOMY, min_precision=0.8, class_evidence="source")
+    bars = [lv["class_thresholds"] for lv in run.summary()["levels"]]
+    assert any(bars)  # the per-class rule was in force
+    head = SavedHead(task="category", model=None, classes=CLASSES, temperature=1.0, model_id="m", publication=run.summary(),
+                     taxonomy=TAXONOMY)
+    replay = recorded_decision(head, target)
+    parent = dict(TAXONOMY)
+
+    def ancestors(concept):
+        out = []
+        while concept is not None:
+            out.append(concept)
+            concept = parent.get(concept)
+        return out
+
+    for mine, theirs in zip(replay.published, run.published, strict=True):
+        assert mine is None or (theirs is not None and mine in ancestors(theirs)), (mine, theirs)
+    same = sum(m == t for m, t in zip(replay.published, run.published, strict=True) if t is not None)
+    assert same >= 0.8 * sum(t is not None for t in run.published)  # conservative, not empty
+    # the bar per concept, checked by hand at the level that published (nothing reached the bar at the finest):
+    # level-1 probabilities summed from the fine ones, items of each predicted concept by falling confidence,
+    # the bar is the lowest confidence above the first item the run left out
+    level1 = run.summary()["levels"][1]
+    assert level1["level"] == 1 and level1["class_thresholds"]
+    probs = np.exp(target)
+    agg = {"apple": probs[:, 0] + probs[:, 1], "cheddar": probs[:, 2], "brie": probs[:, 3]}
+    names = list(agg)
+    stacked = np.stack([agg[c] for c in names], axis=1)
+    pred, conf = stacked.argmax(1), stacked.max(1)
+    published = run.published_level == 1
+    expected = {}
+    for k, cls in enumerate(names):
+        idx = np.flatnonzero(pred == k)
+        idx = idx[np.argsort(-conf[idx], kind="stable")]
+        kept = []
+        for i in idx:
+            if not published[i]:
+                break
+            kept.append(i)
+        if kept:
+            expected[cls] = conf[kept].min()
+    assert level1["class_thresholds"].keys() == expected.keys()
+    for cls, bar in level1["class_thresholds"].items():
+        assert bar == pytest.approx(expected[cls], rel=1e-9)
 
 
 def test_a_fixed_threshold_is_the_same_rule_as_the_runs():
