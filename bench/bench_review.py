@@ -247,9 +247,13 @@ def _estimators(rows: list[dict]) -> list[str]:
         holdout = sorted({r.get("n_source_holdout") for r in rs if r.get("n_source_holdout") is not None})
         line = f"- {ds}: the rule's estimator was {', '.join(used) or 'unknown'} (source hold-out of {', '.join(map(str, holdout))} rows)."
         if used == ["agreement"]:
-            line += (" With no source hold-out (one labelled product per class) the accuracy is estimated by agreement with the "
-                     "source-only baseline head, which never learns from the reviews: the further the reviewed head moves from it, "
-                     "the lower the estimate, and the less a run publishes, however right the reviewed head is.")
+            line += (" With no source hold-out (one labelled product per class) no estimate has a labelled row behind it, and "
+                     "the default rule publishes nothing (`prediction.publication.decide`: it abstains and says why). Before "
+                     "that guard the rule trusted the agreement with the source-only baseline head and published, with no "
+                     "review, coarse facts 59 % right (3 epochs); a baseline that also learns from the reviews was tried "
+                     "(3 seeds, 100 queue reviews): coverage about 54 % at 83 % precision, the estimate reading 80 % for a "
+                     "60 % head, because both heads share what the reviews taught them. A held-out share of the reviews as "
+                     "a target calibration set is the way to try next.")
         out.append(line)
     return out
 

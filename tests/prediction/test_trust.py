@@ -375,3 +375,20 @@ def test_a_class_the_source_finds_wrong_more_often_gets_a_higher_bar():
     bars = per_class.levels[0]["class_thresholds"]
     assert bars["a"] > bars["b"]
     assert per_class.levels[0]["estimated_precision"] >= 0.9
+
+
+def test_with_no_labelled_hold_out_the_default_rule_publishes_nothing():
+    """One labelled product per class leaves no source row to check any estimate against: two heads trained on the
+    same few rows agree on their mistakes too (grocery), so the default rule abstains and says why."""
+    probs = np.array([[0.97, 0.01, 0.01, 0.01]] * 40)
+    other = probs.copy()  # the baseline head agrees everywhere: an agreement estimate of 100 %
+    d = decide(probs, CLASSES, source_probs=np.zeros((0, 4)), source_labels=np.zeros(0, int), taxonomy=TAXONOMY,
+               other_probs=other, min_precision=0.95)
+    assert d.published == [None] * 40
+    assert "held out" in d.rule["abstained"]
+    # one labelled hold-out row is enough to take the estimate (it is then held to its margins as usual)
+    held = decide(probs, CLASSES, source_probs=probs[:1], source_labels=np.array([0]), taxonomy=TAXONOMY, other_probs=other,
+                  min_precision=0.95)
+    assert "abstained" not in held.rule and held.published.count("apple") == 40
+    # a fixed threshold is the user's call
+    assert decide(probs, CLASSES, source_probs=np.zeros((0, 4)), source_labels=np.zeros(0, int), threshold=0.9).published == ["apple"] * 40
