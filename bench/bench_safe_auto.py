@@ -159,23 +159,13 @@ def _grocery_job(args: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from _features import grocery
+    from bench_adaptation import grocery_task
 
-    from prodkg.adaptation import MultiModal
-
-    g = grocery()
-    names = g["y"] if label == "fine" else g["coarse"]
-    classes = sorted(set(names[g["domain"] == "iconic"].tolist()))
-    y = np.array([classes.index(c) if c in classes else -1 for c in names])
-    x = MultiModal(blocks={"image": g["image"], "text": g["text"]}, present={"image": g["image_ok"], "text": g["text_ok"]})
-    s_idx = np.flatnonzero(g["domain"] == "iconic")
-    t_idx = np.flatnonzero((g["domain"] == "instore") & (y >= 0))
+    x, y, s_idx, t_idx, n_classes = grocery_task(label)  # the adaptation bench's split: image + MiniLM text
     source, target = x.subset(s_idx), x.subset(t_idx)
-    grid = _grid(suite)
-    yt = y[t_idx]
-    models, outcome = _auto_run(source, y[s_idx], target, yt, len(classes), grid, seed, epochs)
+    models, outcome = _auto_run(source, y[s_idx], target, y[t_idx], n_classes, _grid(suite), seed, epochs)
     return {"suite": suite, "task": label, "seed": seed, "epochs": epochs, "n_source": len(s_idx),
-            "n_target": len(t_idx), "n_classes": len(classes),
+            "n_target": len(t_idx), "n_classes": n_classes,
             **outcome}
 
 
