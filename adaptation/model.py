@@ -171,6 +171,20 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``softmax(logits / temperature)`` in float64, returned as float32 (what :meth:`AdaptedModel.predict_proba` gives).
+
+    Shape: ``(N, C)`` -> ``(N, C)``, rows summing to 1.
+    """
+    if not isinstance(temperature, (int, float)) or not temperature > 0 or not np.isfinite(temperature):
+        raise ConfigError(f"temperature must be a finite number > 0; got {temperature!r}")
+    z = np.asarray(logits).astype(np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    return p.astype(np.float32)
+
+
 class AdaptedModel:
     """A trained adaptation model: predicts categories and embeds products of either domain.
 
@@ -234,13 +248,7 @@ class AdaptedModel:
 
         Shape: ``(N, n_classes)``, rows summing to 1.
         """
-        if not isinstance(temperature, (int, float)) or not temperature > 0 or not np.isfinite(temperature):
-            raise ConfigError(f"temperature must be a finite number > 0; got {temperature!r}")
-        z = self.logits(x).astype(np.float64) / temperature
-        z -= z.max(axis=1, keepdims=True)
-        p = np.exp(z)
-        p /= p.sum(axis=1, keepdims=True)
-        return p.astype(np.float32)
+        return softmax(self.logits(x), temperature)
 
     def predict(self, x: MultiModal) -> np.ndarray:
         """Most likely class index per product. Shape: ``(N,)`` int64."""

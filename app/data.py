@@ -84,9 +84,14 @@ class RunTables:
         return frame if frame is not None else pd.DataFrame(columns=["stage", "source_row", "product_id", "reason", "raw"])
 
     @cached_property
+    def predictions(self) -> pd.DataFrame | None:
+        """The run's predictions table, read once for :attr:`categories` and :attr:`unknown`."""
+        return self._table("predictions")
+
+    @cached_property
     def categories(self) -> pd.DataFrame:
         """The category predictions, indexed by product id."""
-        frame = self._table("predictions")
+        frame = self.predictions
         if frame is None:
             return pd.DataFrame(columns=["value", "confidence", "model", "published"])
         frame = frame[frame["task"] == "category"]
@@ -100,7 +105,7 @@ class RunTables:
     @cached_property
     def unknown(self) -> pd.DataFrame:
         """Products the run flagged as belonging to no known category (confidence: the unknown score)."""
-        frame = self._table("predictions")
+        frame = self.predictions
         if frame is None or "kind" not in frame:
             return pd.DataFrame(columns=["confidence"])
         frame = frame[(frame["task"] == "category") & (frame["kind"] == "unknown")].drop_duplicates("product_id")

@@ -20,15 +20,10 @@ __all__ = ["curation_in_sync", "publish_curation"]
 log = logging.getLogger(__name__)
 
 
-def _base(data) -> str:
-    """The IRI base of the live graph (the run's ``--base-iri``): the curation graph is written under it too."""
-    return data.snapshot().base
-
-
 def _expected(data, snap) -> list[tuple]:
-    base = _base(data)
+    """The curation quads of the decisions in force, under the live graph's IRI base (the run's ``--base-iri``)."""
     return curation_quads(data.decisions_in_force(), catalog=snap.catalog, scheme=snap.catalog, product_ids=snap.products.keys(),
-                          concepts=snap.taxonomy["by_key"].keys(), base=base)
+                          concepts=snap.taxonomy["by_key"].keys(), base=snap.base)
 
 
 def curation_in_sync(data) -> bool:
@@ -36,7 +31,7 @@ def curation_in_sync(data) -> bool:
     snap = data.snapshot()
     if snap.catalog is None:
         return True
-    g = str(curation_graph(base=_base(data)))
+    g = str(curation_graph(base=snap.base))
     have = {r["d"] for r in snap.records(f"SELECT ?d WHERE {{ GRAPH <{g}> {{ ?d a pkg:Decision }} }}")}
     want = {str(q[0]) for q in _expected(data, snap) if str(q[2]).endswith("#Decision")}
     return have == want
@@ -47,11 +42,10 @@ def publish_curation(data) -> bool:
     snap = data.snapshot()
     if snap.catalog is None or snap.run_id is None:
         return False
-    base = _base(data)
     quads = _expected(data, snap)
     decided = [snap.products[pid]["iri"] for pid in data.decisions_in_force() if pid in snap.products]
-    g = curation_graph(base=base)
-    run_prefix = str(curation_graph(base=base)).rsplit("/", 1)[0] + "/run/"
+    g = curation_graph(base=snap.base)
+    run_prefix = str(g).rsplit("/", 1)[0] + "/run/"
 
     def edit(store) -> None:
         raw = store._open()

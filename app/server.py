@@ -290,10 +290,7 @@ def create_app(out: str | Path, *, auth: Auth | None = None, allowed_hosts: tupl
         if cached is None:
             if not image or "://" in image and not image.startswith("file://"):
                 return Response(status_code=404)
-            path = Path(image.removeprefix("file://"))
-            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-                return Response(status_code=404)
-            cached = _thumbnail(path, size)
+            cached = _thumbnail(image, size)
             if cached is None:
                 return Response(status_code=404)
             with thumbs_lock:
@@ -338,16 +335,20 @@ def _concept_choices(snap) -> list[dict]:
     return sorted(({"key": n["key"], "label": n["label"], "level": n["level"]} for n in nodes), key=lambda n: n["label"].casefold())
 
 
-def _thumbnail(path: Path, size: int, limits=None) -> bytes | None:
-    """A JPEG thumbnail of a catalog photo, read within the image limits of a run (bytes read, pixels
-    announced by the header, checked before decoding); ``None`` for an image that is refused or unreadable."""
+def _thumbnail(image: str | Path, size: int, limits=None) -> bytes | None:
+    """A JPEG thumbnail of a catalog photo (a path or ``file:`` URL), read within the image limits of a run (a
+    regular file, bytes read, pixels announced by the header, checked before decoding); ``None`` for an image
+    that is not an image file, refused or unreadable."""
     from PIL import Image
 
-    from prodkg.extractors.sources import DEFAULT_LIMITS, check_pixels, read_image_bytes
+    from prodkg.extractors.sources import DEFAULT_LIMITS, check_pixels, file_url_path, read_image_bytes
 
     limits = limits or DEFAULT_LIMITS
     try:
-        with Image.open(io.BytesIO(read_image_bytes(str(path), limits))) as img:
+        path = file_url_path(image) if str(image).startswith("file:") else str(image)
+        if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+            return None
+        with Image.open(io.BytesIO(read_image_bytes(path, limits))) as img:
             check_pixels(img.size, limits)
             img.draft("RGB", (size, size))  # JPEG: decode at the nearest scale at or above the thumbnail's
             rgb = img.convert("RGB")

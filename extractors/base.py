@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import hashlib
 import http.client
 import inspect
@@ -14,7 +15,6 @@ import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -278,10 +278,6 @@ def sha256_state_dict(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def is_url(item: str) -> bool:
-    return "://" in item
-
-
 def read_bytes(item: str, limits: ImageLimits | None = None) -> bytes:
     """Bytes of a local image file or an http(s)/file URL, within ``limits`` (default: the context's, see
     :mod:`prodkg.extractors.sources`); a refused, missing or unreadable source raises :class:`ItemError`."""
@@ -372,6 +368,15 @@ def decode_image(item: str, limits: ImageLimits | None = None, *, decoder: str =
 _TV_CODEC_NOTICE = "The image decoding and encoding capabilities of TorchVision are deprecated"
 
 
+@functools.cache
+def _jpeg_decoder():
+    """torchvision's ``decode_jpeg`` and its RGB mode, imported once per process with the codec notice silenced once."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    warnings.filterwarnings("ignore", message=_TV_CODEC_NOTICE, category=DeprecationWarning)
+    return decode_jpeg, ImageReadMode.RGB
+
+
 def _decode_jpeg_turbo(data: bytes, limits: ImageLimits, item: str) -> torch.Tensor | None:
     """libjpeg-turbo pixels of a plain JPEG, or ``None`` when PIL should decode ``data`` instead.
 
@@ -390,12 +395,9 @@ def _decode_jpeg_turbo(data: bytes, limits: ImageLimits, item: str) -> torch.Ten
         check_pixels(size, limits)
     except SourceRefused as exc:
         raise ItemError(f"image refused: {item}: {exc}") from None
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    warnings.filterwarnings("ignore", message=_TV_CODEC_NOTICE, category=DeprecationWarning)
+    decode_jpeg, rgb = _jpeg_decoder()
     try:
-        pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
-                             apply_exif_orientation=True)
+        pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=rgb, apply_exif_orientation=True)
     except RuntimeError:  # truncated or corrupt: PIL decides, and its reason is the one quarantined
         return None
     expected = {size, size[::-1]}  # EXIF orientations 5-8 swap the sides

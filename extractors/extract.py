@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from prodkg.extractors.base import MODALITIES, Encoder, ItemError, LazyEncoder, read_bytes
 from prodkg.extractors.cache import FeatureCache
-from prodkg.extractors.sources import ImageLimits, using_limits
+from prodkg.extractors.sources import ImageLimits, current_limits, using_limits
 
 # Hashing image files is I/O bound (and hashlib drops the GIL on large buffers), so a few threads help,
 # most of all for remote URLs.
@@ -207,8 +207,6 @@ def extract_features(
 
     present = [(row, item) for row, item in enumerate(items) if not _is_absent(item)]
     if limits is None and encoder.modality == "image":
-        from prodkg.extractors.sources import current_limits
-
         limits = current_limits()  # fixed now: the hashing threads and DataLoader workers do not share this context
     hashes, errors = _hash_all(present, encoder.modality, limits)
 

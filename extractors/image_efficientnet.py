@@ -14,10 +14,10 @@ from torch import nn
 
 from prodkg.errors import ConfigError, ModelLoadError
 from prodkg.extractors.base import (
+    DECODERS,
     ENCODERS,
     EncoderIdentity,
     decode_image,
-    open_image,
     resolve_device,
     resolve_precision,
     sha256_file,
@@ -41,7 +41,6 @@ FEATURE_DIM = 1280  # the head convolution width; the Lite variants keep it unsc
 # PIL's: its vectors stay within cosine 0.999 of the PIL path's (bench/bench_decode.py), but they are not the
 # same vectors, so the decoder is part of the preprocessing tag and the two never share cache entries. The PIL
 # path keeps the tag it always had: vectors cached before the decoder option existed stay valid for it.
-DECODERS = ("turbo", "pil")
 
 if TYPE_CHECKING:
     from torchvision.transforms import v2
@@ -169,7 +168,7 @@ class EfficientNetLiteEncoder(CNNImageEncoder):
     def preprocessing_tag(cls, decoder: str = "pil") -> str:
         if decoder not in DECODERS:
             raise ConfigError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
-        tag = PREPROCESSING_TAG if cls.resolution == CROP else preprocessing_tag(cls.resolution)
+        tag = preprocessing_tag(cls.resolution)  # Lite0's is PREPROCESSING_TAG
         return tag if decoder == "pil" else f"turbo-torchaa-{tag}"
 
     @classmethod
@@ -230,7 +229,7 @@ class EfficientNetLiteEncoder(CNNImageEncoder):
     def load_item(self, item: str) -> torch.Tensor:
         """Path or URL -> preprocessed ``(3, crop, crop)`` float tensor through the encoder's decoder."""
         if self.decoder == "pil":
-            return self.transform(open_image(item))
+            return super().load_item(item)
         return self.tensor_transform(decode_image(item, decoder=self.decoder))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

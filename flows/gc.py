@@ -80,9 +80,9 @@ def find_leftovers(out: str | os.PathLike[str], cache_dir: str | os.PathLike[str
         found.append(Leftover(path, reason, _size(path)))
 
     runs = layout.runs
+    kept_stores = {_store_name(r) for r in keep}
     if runs.is_dir():
         published = _published_store_names(out)
-        kept_stores = {_store_name(r) for r in keep}
         for run_dir in sorted(p for p in runs.iterdir() if p.is_dir() and not p.is_symlink()):
             if run_dir.name in keep:
                 continue
@@ -93,8 +93,6 @@ def find_leftovers(out: str | os.PathLike[str], cache_dir: str | os.PathLike[str
             if _store_name(run_dir.name) in published:
                 continue  # its graph went live before the run was killed: the graph's run folder stays
             add(run_dir, "unfinished run (no manifest.json)")
-    else:
-        kept_stores = {_store_name(r) for r in keep}
     kg = layout.kg
     stores = kg / "stores"
     if stores.is_dir():

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from rdflib.term import Literal, URIRef
 
+from prodkg.kb.curation import without_predicted_categories
 from prodkg.kb.iri import DEFAULT_BASE, _check_base, mint
 from prodkg.kb.nquads import _ESCAPES, encode_quads, term_to_nt
 from prodkg.kb.triples import (
@@ -281,9 +282,10 @@ def _catalog_columnwise(products, *, catalog, attributes, scheme, base, content_
 
         # attributes keep their schema.org mapping (brands, quantities, property values) in one place: the rdflib builder
         extra: dict[int, list[str]] = {}
+        product_iris = pid_list = None  # per chunk, as Python lists: for attributes and content hashes
+        if attribute_columns or content_hash:
+            product_iris, pid_list = pc.utf8_slice_codeunits(p, 1, -1).to_pylist(), pid.to_pylist()
         if attribute_columns:
-            product_iris = pc.utf8_slice_codeunits(p, 1, -1).to_pylist()
-            pid_list = pid.to_pylist()
             for name, (values, present) in attribute_columns.items():
                 vals, pres = values.iloc[rows].tolist(), present[rows]
                 for i in np.flatnonzero(pres).tolist():
@@ -309,8 +311,7 @@ def _catalog_columnwise(products, *, catalog, attributes, scheme, base, content_
             digest = pa.array(digests, type=pa.large_string())
             lines.append(_join(p, f" {hash_p} \"", digest, '"', tail))
             n += len(pid)
-            out.hashes.update(zip((URIRef(x) for x in pc.utf8_slice_codeunits(p, 1, -1).to_pylist()),
-                                  zip(pid.to_pylist(), digests, strict=True), strict=True))
+            out.hashes.update(zip(map(URIRef, product_iris), zip(pid_list, digests, strict=True), strict=True))
         out.chunks.append(_text_bytes(lines))
         out.count += n
     return out
@@ -342,18 +343,11 @@ def prediction_nquads(
     except _Refused:
         pass
     quads = prediction_quads(predictions, run, catalog=catalog, scheme=scheme, threshold=threshold, base=base, min_precision=min_precision)
-    quads = _without_facts(quads, no_category_fact, catalog, base)
+    if len(no_category_fact):  # every prediction quad is in the run graph, which is all the curation filter asks
+        quads = without_predicted_categories(quads, dict.fromkeys(map(str, no_category_fact)), catalog=catalog, base=base)
     out = FrameQuads(fallback=True)
     out.add_terms(quads)
     return out
-
-
-def _without_facts(quads: list[tuple], product_ids: Sequence[str], catalog: str, base: str) -> list[tuple]:
-    if len(product_ids) == 0:
-        return quads
-    decided = {mint("product", catalog, str(pid), base=base) for pid in product_ids}
-    category = SDO.category
-    return [q for q in quads if not (q[1] == category and q[0] in decided)]
 
 
 def _predictions_columnwise(frame, run, *, catalog, scheme, threshold, base, min_precision, no_category_fact) -> FrameQuads:

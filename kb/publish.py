@@ -61,7 +61,6 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
         digest_quads,
         graph_input_digest,
         live_input_digest,
-        product_hashes,
         stored_hashes,
     )
     from prodkg.digests import features_digest

@@ -723,12 +723,12 @@ def prediction_quads(
     rdf_type, category, prediction_class = RDF.type, SDO.category, PKG.Prediction
     subject_, task_, predicate_, object_ = PKG.subject, PKG.task, PKG.predicate, PKG.object
     confidence_, model_, generated_by = PKG.confidence, PKG.model, PROV.wasGeneratedBy
-    for i, (pid_cell, task_cell, value_cell, conf_cell, model_cell) in enumerate(zip(*cols, strict=False)):  # noqa: B007
+    for i, (pid_cell, task_cell, value_cell, conf_cell, model_cell) in enumerate(zip(*cols, strict=False)):
         where = f"predictions row {i}"
         pid = _identifier(pid_cell, f"{where} product_id")
         task = _label(task_cell, f"{where} task")
         value = _text(value_cell, f"{where} value")
-        if value is None and not (i < len(kind_col) and kind_col[i] == "unknown"):
+        if value is None and kind_col[i] != "unknown":
             raise StageError(f"{where} value: expected a non-empty label, got {value_cell!r}")
         if isinstance(conf_cell, bool) or not isinstance(conf_cell, numbers.Real):
             got = f"{type(conf_cell).__name__} {conf_cell!r}"

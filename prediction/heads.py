@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from prodkg.adaptation import AdaptedModel, MultiModal, TrainConfig, train
+from prodkg.adaptation.model import softmax
 from prodkg.adaptation.selection import stratified_holdout
 from prodkg.prediction.calibration import expected_calibration_error, fit_temperature
 from prodkg.prediction.estimates import log_softmax
@@ -94,9 +95,8 @@ def fit_task(
         y_val = y_all[val_idx]
         temperature = fit_temperature(val_logits, y_val)
         metrics["source_val_accuracy"] = float((val_logits.argmax(1) == y_val).mean())
-        metrics["source_val_ece_raw"] = expected_calibration_error(model.predict_proba(features.subset(val_idx)), y_val)
-        val_probs = model.predict_proba(features.subset(val_idx), temperature)
-        metrics["source_val_ece"] = expected_calibration_error(val_probs, y_val)
+        metrics["source_val_ece_raw"] = expected_calibration_error(softmax(val_logits), y_val)
+        metrics["source_val_ece"] = expected_calibration_error(softmax(val_logits, temperature), y_val)
         evidence = {"source_logp": log_softmax(val_logits / temperature), "source_labels": np.asarray(y_val, np.int64)}
     metrics["temperature"] = temperature
     if len(rev_idx):
@@ -108,7 +108,7 @@ def fit_task(
                                 "reason": model.selection["reason"]}
 
     target_logits = model.logits(features.subset(tgt_idx))
-    probs = model.predict_proba(features.subset(tgt_idx), temperature)
+    probs = softmax(target_logits, temperature)
     # log-probabilities keep the ranking of confident predictions that float probabilities round to 1.0
     evidence["target_logp"] = log_softmax(target_logits / temperature)
     if len(rev_idx):  # each reviewed label also spreads to the target products most like it

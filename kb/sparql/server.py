@@ -418,7 +418,7 @@ class Endpoint:
         if current is None:
             raise StoreError(f"no published graph at {kg_root}")
         self.pool = WorkerPool(str(current), size=settings.workers, max_waiting=int(settings.max_waiting or 0),
-                               queue_wait_s=float(settings.queue_wait_s or settings.timeout_s), memory_mb=settings.max_memory_mb)
+                               queue_wait_s=float(settings.queue_wait_s), memory_mb=settings.max_memory_mb)
         self.pool.start()
         self.follower = _Follower(kg_root if is_root else None, current, self.pool)
         import anyio
