@@ -55,9 +55,13 @@ class IngestResult:
         return len(self.quarantine)
 
 
+#: compressions a catalog file may carry (read transparently; the format is the suffix before them)
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".xz")
+
+
 def detect_format(path: str) -> str:
     name = str(path).lower()
-    for suffix in (".gz", ".bz2", ".zst", ".xz"):
+    for suffix in COMPRESSION_SUFFIXES:
         name = name.removesuffix(suffix)
     if name.endswith((".csv", ".tsv")):
         return "csv"
@@ -343,7 +347,8 @@ def _validate_row(row: dict, attr_cols, attr_names, has_category: bool, base: Pa
         if not path.is_absolute():
             path = base / path
         try:
-            exists, is_dir = path.is_file(), path.is_dir()
+            exists = path.is_file()
+            is_dir = not exists and path.is_dir()  # a regular file is never a directory: one stat for most rows
             resolved = str(path.resolve())
         except (OSError, ValueError) as exc:  # embedded NUL, name too long, loops
             return None, f"image path is not a usable file path: {exc}"

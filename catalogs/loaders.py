@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,13 +350,11 @@ def instacart_brand_domains(titles: Sequence[str]) -> list[str]:
     supplier ever occurs in the catalog. On the 49,688 products: 4,539 in ``new-brands``.
     """
     keys = [instacart_brand(t) for t in titles]
-    counts: dict[str, int] = {}
-    for k in keys:
-        counts[k] = counts.get(k, 0) + 1
+    counts = Counter(keys)
     generic = set(sorted(counts, key=lambda k: (-counts[k], k))[:INSTACART_GENERIC_LEADS])
 
     def domain(k: str) -> str:
-        new = k not in generic and int(hashlib.sha256(k.encode()).hexdigest()[:8], 16) % 5 == 0
+        new = k not in generic and _instacart_domain(k) == "new"  # the same hashed 1-in-5 draw as the catalog/new split
         return "new-brands" if new else "catalog"
 
     return [domain(k) for k in keys]

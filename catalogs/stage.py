@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from prodkg.catalogs import CatalogSource, ingest, load_dataset, product_text
-from prodkg.catalogs.ingest import read_catalog
+from prodkg.catalogs.ingest import COMPRESSION_SUFFIXES, read_catalog
 from prodkg.digests import frame_digest
 from prodkg.errors import CatalogError, ConfigError, StageError
 
@@ -61,7 +61,7 @@ def default_catalog_name(path: str) -> str:
     feed keeps its products' IRIs; give ``catalog_name`` for a feed whose name changes otherwise.
     """
     name = PurePosixPath(str(path).rstrip("/").replace("\\", "/")).name
-    for suffix in (".gz", ".bz2", ".zst", ".xz"):
+    for suffix in COMPRESSION_SUFFIXES:
         name = name.removesuffix(suffix)
     stem = name.rsplit(".", 1)[0] if "." in name else name
     undated = _DATED.sub("", stem)

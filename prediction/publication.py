@@ -377,10 +377,11 @@ def evaluate(decision: Decision, classes: Sequence[str], taxonomy: Iterable[tupl
     deep = tax.depth
     out: dict = {"n_labelled": int(labelled.sum()), "n_unknown_class": int((labelled & ~is_known).sum())}
     # the published facts: right when the published concept is the item's true concept at that level
+    truth_at = {level: tax.labels_at(list(true_labels), level) for level in range(tax.n_levels)}  # once per level, not per item
     correct_pub = np.zeros(len(true_labels), bool)
     for i, (lab, value, level) in enumerate(zip(true_labels, decision.published, decision.published_level)):
         if value is not None and lab in known_classes:
-            correct_pub[i] = tax.labels_at([lab], int(level))[0] == value
+            correct_pub[i] = truth_at[int(level)][i] == value
     pub = decision.published_level >= 0
     scope = labelled
     out["precision"] = float(correct_pub[scope & pub].mean()) if (scope & pub).any() else float("nan")
@@ -388,7 +389,7 @@ def evaluate(decision: Decision, classes: Sequence[str], taxonomy: Iterable[tupl
     out["n_published"] = int((scope & pub).sum())
     by_level = []
     for level in range(tax.depth, -1, -1):
-        truth = tax.labels_at(list(true_labels), level)
+        truth = truth_at[level]
         values = decision.level_values[level]
         correct = np.array([t is not None and t == v for t, v in zip(truth, values)])
         at = pub & (decision.published_level == level) & scope

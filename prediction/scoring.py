@@ -94,16 +94,20 @@ def load_saved_model(path: str | Path) -> SavedModel:
     from prodkg.prediction.stage import _safe, load_prototypes, model_id
 
     run = Path(path)
+    manifest = None
     if not (run / "manifest.json").is_file() and (run / "runs").is_dir():  # an output folder: its newest run with heads
         runs = sorted((p for p in (run / "runs").iterdir() if (p / "manifest.json").is_file()), key=lambda p: p.name)
-        runs = [p for p in runs if _read_manifest(p / "manifest.json").get("models")]
-        if runs:
-            run = runs[-1]
+        for candidate in reversed(runs):
+            read = _read_manifest(candidate / "manifest.json")
+            if read.get("models"):
+                run, manifest = candidate, read
+                break
     manifest_file = run / "manifest.json"
     if not manifest_file.is_file():
         raise ConfigError(f"--model {path}: expected a folder written by `prodkg adapt` (manifest.json and model/) "
                           f"or by `prodkg run` (its output folder, or one of its runs/<run_id> folders)")
-    manifest = _read_manifest(manifest_file)
+    if manifest is None:
+        manifest = _read_manifest(manifest_file)
     if manifest.get("command") == "adapt" or "classes" in manifest:
         try:
             classes = list(manifest["classes"])

@@ -82,7 +82,8 @@ def prototype_similarity(source, source_labels: np.ndarray, target) -> tuple[np.
         sums = onehot.T @ xs  # (K, D): per class, the sum of its items that have this modality
         counts = onehot.sum(0)
         has = counts > 0
-        sim = xt @ _unit(sums).T  # (N_t, K)
+        prototypes = _unit(sums)
+        sim = xt @ prototypes.T  # (N_t, K)
         t_sum += np.where(pt[:, None] & has[None, :], sim, 0.0)
         t_cnt += pt[:, None]
         loo_ok = ps & (counts[own] > 1)
@@ -90,7 +91,7 @@ def prototype_similarity(source, source_labels: np.ndarray, target) -> tuple[np.
         # an item alone in its class: its similarity to the nearest other class stands in (how close the
         # source's own categories sit; grocery's catalog has one photo per class)
         single = ps & (counts[own] == 1) & (has.sum() > 1)
-        nearest_other = np.where(np.arange(len(classes))[None, :] == own[:, None], -np.inf, xs @ _unit(sums).T).max(1)
+        nearest_other = np.where(np.arange(len(classes))[None, :] == own[:, None], -np.inf, xs @ prototypes.T).max(1)
         s_sum += np.where(loo_ok, (xs * loo).sum(1), np.where(single, nearest_other, 0.0))
         s_cnt += loo_ok | single
     target_sim = (t_sum / np.maximum(t_cnt, 1)).max(axis=1) if n_t else np.zeros(0)
