@@ -166,11 +166,11 @@ def try_fast_rerun(cfg, run_id: str, use_prefect: bool) -> dict | None:
     if signature is None or signature != recorded:
         return None
 
-    from prodkg.kb.incremental import digest_quads, live_input_digest
+    from prodkg.kb.incremental import live_input_digest
     from prodkg.kb.iri import DEFAULT_BASE
-    from prodkg.kb.publish import _validate_or_refuse
+    from prodkg.kb.publish import publish_unchanged
     from prodkg.kb.store import KnowledgeGraph
-    from prodkg.kb.triples import ModelInfo, RunInfo, run_quads
+    from prodkg.kb.triples import RunInfo, model_infos
 
     kg = KnowledgeGraph(layout.kg)
     try:
@@ -202,18 +202,10 @@ def try_fast_rerun(cfg, run_id: str, use_prefect: bool) -> dict | None:
 
     g0 = time.perf_counter()
     base = cfg.base_iri or DEFAULT_BASE
-    models = [ModelInfo(model_id=s["encoder_id"], name=s["encoder"], kind=f"{m}-encoder", details={"dim": s["dim"]})
-              for m, s in (prev.get("features") or {}).items()]
-    models += [ModelInfo(model_id=m["model_id"], name=f"{m['task']} head ({m['method']})", kind="head",
-                         details={"method": m["method"], "temperature": m["temperature"], "classes": len(m["classes"])})
-               for m in prev.get("models") or []]
+    models = model_infos(prev.get("features") or {}, prev.get("models") or [])
     info = RunInfo(run_id=run_id, started=started_at, ended=datetime.now(UTC), catalog=prev["catalog"], method=cfg.method,
                    source_domains=prev["source"], target_domains=prev["target"], models=models, config_hash=cfg.fingerprint())
-    quads = run_quads(info, base=base) + digest_quads(run_id, digest, informed_by=content_run, base=base)
-    _validate_or_refuse(quads, run_dir)
-    path = kg.publish_extension(quads, run_id)
-    with kg.open(read_only=True) as published:
-        total = len(published)
+    path, total, _ = publish_unchanged(kg, info, digest, content_run, base=base, run_dir=run_dir)
     graph_s = time.perf_counter() - g0
 
     counts = dict(prev["counts"])

@@ -125,7 +125,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     from prodkg.extractors.cache import FeatureCache
     from prodkg.extractors.stage import assemble_features, extract_shard, shards
     from prodkg.kb.publish import flat_taxonomy, graph_stage
-    from prodkg.kb.triples import ModelInfo, RunInfo
+    from prodkg.kb.triples import RunInfo, model_infos
     from prodkg.prediction.stage import predict_stage, publication_summary
 
     started_at = datetime.now(UTC)
@@ -199,9 +199,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     failpoint("after-predict")
 
     with _timed(durations, "graph", cfg.progress):
-        models = [ModelInfo(model_id=s["encoder_id"], name=s["encoder"], kind=f"{m}-encoder", details={"dim": s["dim"]}) for m, s in ext.stats.items()]
-        models += [ModelInfo(model_id=m["model_id"], name=f"{m['task']} head ({m['method']})", kind="head",
-                             details={"method": m["method"], "temperature": m["temperature"], "classes": len(m["classes"])}) for m in pred.models]
+        models = model_infos(ext.stats, pred.models)
         info = RunInfo(run_id=run_id, started=started_at, ended=datetime.now(UTC), catalog=ing.catalog_name, method=cfg.method,
                        source_domains=ing.source, target_domains=ing.target, models=models, config_hash=cfg.fingerprint())
         taxonomy = ing.taxonomy or flat_taxonomy(ext.products, pred.predictions)

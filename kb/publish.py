@@ -103,14 +103,10 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
         # Nothing the graph is built from changed: the live graph already holds this run's content.
         # Publish it again plus this run's provenance (which names the run whose content it reuses),
         # instead of rebuilding, re-validating and re-loading every quad.
-        quads = run_quads(run_info, base=base) + digest_quads(run_info.run_id, digest, informed_by=content_run, base=base)
-        _validate_or_refuse(quads, run_dir)
         if features is not None:
             _reuse_embeddings(layout.table(content_run, "embeddings"), layout.table(run_info.run_id, "embeddings"), products, features,
                               embeddings_metadata(features, content_run, _encoders(run_info)))
-        path = kg.publish_extension(quads, run_info.run_id)
-        with kg.open(read_only=True) as published:
-            total = len(published)
+        path, total, quads = publish_unchanged(kg, run_info, digest, content_run, base=base, run_dir=run_dir)
         server = mirror(path, run_info.run_id) if mirror else None
         unchanged = {"added": 0, "changed": 0, "removed": 0, "unchanged": int(products["product_id"].nunique())}
         return {"quads": total, "quads_written": len(quads), "store": str(path), "seconds": round(time.perf_counter() - started, 3),
@@ -197,6 +193,21 @@ def _shacl_sample(products: pd.DataFrame, predictions: pd.DataFrame, run_info, s
     if decided:
         quads = without_predicted_categories(quads, dict.fromkeys(decided), catalog=catalog_name, base=base)
     return quads
+
+
+def publish_unchanged(kg: KnowledgeGraph, run_info, digest: str, content_run: str, *, base: str, run_dir: Path) -> tuple[Path, int, list]:
+    """Publish the live graph again with ``run_info``'s provenance only (its content is ``content_run``'s, whose
+    input digest this run matched): validated, then published as an extension of the live store.
+
+    Returns the new store's path, its quad count and the quads this run wrote."""
+    from prodkg.kb.incremental import digest_quads
+    from prodkg.kb.triples import run_quads
+
+    quads = run_quads(run_info, base=base) + digest_quads(run_info.run_id, digest, informed_by=content_run, base=base)
+    _validate_or_refuse(quads, run_dir)
+    path = kg.publish_extension(quads, run_info.run_id)
+    with kg.open(read_only=True) as published:
+        return path, len(published), quads
 
 
 def _validate_or_refuse(quads: list[tuple], run_dir: Path) -> None:

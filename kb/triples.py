@@ -29,6 +29,7 @@ __all__ = [
     "DIRECT_ATTRIBUTES",
     "UNIT_CODES",
     "ModelInfo",
+    "model_infos",
     "Quad",
     "RunInfo",
     "alt_label_quads",
@@ -244,6 +245,17 @@ class ModelInfo:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelInfo:
         return cls(data["model_id"], data["name"], data["kind"], dict(data.get("details") or {}))
+
+
+def model_infos(encoders: dict[str, dict], heads: list[dict]) -> list[ModelInfo]:
+    """The models a run used, from its extract stage's per-modality stats (``encoder_id``, ``encoder``, ``dim``)
+    and its predict stage's head records (``model_id``, ``task``, ``method``, ``temperature``, ``classes``):
+    what :class:`RunInfo` records, for a full run and for a re-run that reuses the previous run's records."""
+    models = [ModelInfo(model_id=s["encoder_id"], name=s["encoder"], kind=f"{m}-encoder", details={"dim": s["dim"]})
+              for m, s in encoders.items()]
+    models += [ModelInfo(model_id=h["model_id"], name=f"{h['task']} head ({h['method']})", kind="head",
+                         details={"method": h["method"], "temperature": h["temperature"], "classes": len(h["classes"])}) for h in heads]
+    return models
 
 
 @dataclass
