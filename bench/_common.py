@@ -15,6 +15,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "docs" / "BENCHMARKS.md"
+#: office-caltech-10's domains and the letters task names use (A->W)
+DOMAINS = ("amazon", "caltech10", "dslr", "webcam")
+SHORT = {"amazon": "A", "caltech10": "C", "dslr": "D", "webcam": "W"}
 HEADER = "# Benchmarks\n\nEvery table here is written by a script in `bench/`; each section names its command, machine and date.\n"
 
 

@@ -32,8 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "adaptation.json"
 PROBS = ROOT / "bench" / "results" / "probs"
 DOC = ROOT / "docs" / "BENCHMARKS.md"
-DOMAINS = ("amazon", "caltech10", "dslr", "webcam")
-SHORT = {"amazon": "A", "caltech10": "C", "dslr": "D", "webcam": "W"}
+from _common import DOMAINS, SHORT  # noqa: E402
 SELECTOR_NAMES = ("dev", "snd", "im", "entropy", "source_val")
 PUBLISHED = {"1-NN (DeCAF6)": 71.1, "TCA (DeCAF6)": 85.6, "DAN (DeCAF6)": 90.1, "MEDA (DeCAF6)": 92.8}
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import machine, today, write_section  # noqa: E402
+from bench_extract import COSINE_GUARD as GUARD, cosine_rows  # noqa: E402
 
 from prodkg.extractors import FeatureCache, get_encoder  # noqa: E402
 from prodkg.extractors.stage import extract_shard  # noqa: E402
@@ -44,7 +45,6 @@ from prodkg.flows.config import RunConfig  # noqa: E402
 from prodkg.flows.guard import image_limits_for  # noqa: E402
 
 TARGET = 0.80  # the stage should keep this share of the raw forward's throughput
-GUARD = 0.999
 
 
 def main() -> None:
@@ -119,17 +119,14 @@ def main() -> None:
     load_after = os.getloadavg()[0]
     f_pil, f_turbo = results["stage, pil"]["features"], results["stage, turbo (default)"]["features"]
 
-    def cosine(x, y):
-        return (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
-
-    cos = cosine(f_turbo, f_pil)
+    cos = cosine_rows(f_turbo, f_pil)
     drift = None
     if precision != "fp32":  # decoder and precision together, against the fp32 PIL vectors
         ref = get_encoder("efficientnet_lite0", precision="fp32", decoder="pil")
         with using_limits(limits):
             f_ref = np.concatenate([ref.encode_batch([ref.load_item(q) for q in paths[i : i + 64]])
                                     for i in range(0, len(paths), 64)])
-        drift = cosine(f_turbo, f_ref)
+        drift = cosine_rows(f_turbo, f_ref)
 
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score

@@ -34,8 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "encoders.json"
 ENCODERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 METHODS = ("source_only", "dann")
-DOMAINS = ("amazon", "caltech10", "dslr", "webcam")
-SHORT = {"amazon": "A", "caltech10": "C", "dslr": "D", "webcam": "W"}
+from _common import DOMAINS, SHORT
 TASKS = [f"{SHORT[s]}->{SHORT[t]}" for s, t in permutations(DOMAINS, 2)]
 
 

@@ -39,12 +39,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import machine, today, write_section
+from _common import DOMAINS, SHORT, machine, today, write_section
 
 RESULTS = ROOT / "bench" / "results" / "safe_auto.json"  # safe_auto_<suite>.json, one per suite
 PREDS = ROOT / "bench" / "results" / "safe_auto_preds"
-DOMAINS = ("amazon", "caltech10", "dslr", "webcam")
-SHORT = {"amazon": "A", "caltech10": "C", "dslr": "D", "webcam": "W"}
 #: target classes of the partial suite: fixed, the first five office-caltech-10 class names alphabetically
 PARTIAL_CLASSES = ("backpack", "bike", "calculator", "headphones", "keyboard")
 #: rows of the instacart brand shift: a fixed random sample of the catalog and of the new brands (CPU budget)

@@ -37,9 +37,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DOMAINS as OFFICE, SHORT, machine, today, write_section  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results" / "trust.json"
-OFFICE = ("amazon", "caltech10", "dslr", "webcam")
-SHORT = {"amazon": "A", "caltech10": "C", "dslr": "D", "webcam": "W"}
 OFFICE_KNOWN = ("backpack", "bike", "calculator", "headphones", "keyboard", "laptop")
 SUITES = ("office", "office_open", "grocery", "grocery_open", "instacart")
 
@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> dict:
             "grocery": lambda: _grocery(args, False), "grocery_open": lambda: _grocery(args, True), "instacart": lambda: _instacart(args)}
     for suite in args.only:
         started = time.perf_counter()
-        result[suite] = {"records": jobs[suite](), "meta": {"date": _date(), "method": args.method, "seed": args.seed,
+        result[suite] = {"records": jobs[suite](), "meta": {"date": today(), "method": args.method, "seed": args.seed,
                                                             "epochs": {"office": args.epochs, "grocery": args.grocery_epochs,
                                                                        "instacart": args.instacart_epochs}[suite.split("_")[0]],
                                                             "min_precision": args.min_precision, "unknown": not args.no_unknown,
@@ -232,11 +232,6 @@ def run(args: argparse.Namespace) -> dict:
         RESULTS.write_text(json.dumps(result, indent=1, default=float))
     return result
 
-
-def _date() -> str:
-    from _common import today
-
-    return today()
 
 
 def _command() -> str:
@@ -251,8 +246,6 @@ def _pct(x) -> str:
 
 
 def report(result: dict) -> str:
-    from _common import machine
-
     lines = ["## Trustworthy publication: precision, coverage, estimated accuracy, unknown products", "",
              "Written by `bench/bench_trust.py`. Every task runs the predict stage's own code with its defaults: the head "
              "(DANN) and the source-only baseline head, unknown-product flags, and the `min_precision` 0.95 rule with taxonomy "
@@ -473,8 +466,6 @@ def main() -> None:
     if args.no_write:
         print(text)
     else:
-        from _common import write_section
-
         print(f"wrote {write_section('trust', text)}")
 
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from prodkg.kb.store import KnowledgeGraph
@@ -32,16 +31,6 @@ def _run(catalog: Path, out: Path, failpoint: str | None = None) -> subprocess.C
     cmd = [sys.executable, "-m", "prodkg.flows.cli", "run", "--catalog", str(catalog), "--source", "webshop", "--target", "supplier",
            "--method", "source_only", "--baseline", "none", "--epochs", "3", "--no-prefect", "--full-check", "--quiet", "--out", str(out)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
-
-
-@pytest.fixture(scope="module")
-def text_catalog(tmp_path_factory, sample_catalog):
-    """The sample catalog without images (text only keeps each subprocess quick)."""
-    frame = pd.read_csv(sample_catalog, dtype=str, keep_default_na=False)
-    frame["image"] = ""
-    path = tmp_path_factory.mktemp("kill") / "catalog.csv"
-    frame.to_csv(path, index=False)
-    return path
 
 
 @pytest.fixture(scope="module")

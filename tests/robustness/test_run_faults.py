@@ -30,16 +30,6 @@ PRODUCTS = "PREFIX schema: <https://schema.org/> SELECT (COUNT(DISTINCT ?p) AS ?
 N_PRODUCTS = 54
 
 
-@pytest.fixture(scope="module")
-def text_catalog(tmp_path_factory, sample_catalog):
-    """The sample catalog without images (text only keeps each run quick)."""
-    frame = pd.read_csv(sample_catalog, dtype=str, keep_default_na=False)
-    frame["image"] = ""
-    path = tmp_path_factory.mktemp("faults") / "catalog.csv"
-    frame.to_csv(path, index=False)
-    return path
-
-
 def _cfg(catalog: Path, out: Path, **extra):
     return load_config(catalog=str(catalog), source=["webshop"], target=["supplier"], method="source_only", baseline=None, epochs=3,
                        out=str(out), use_prefect=False, progress=False, **extra)
