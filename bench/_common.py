@@ -54,10 +54,10 @@ def write_section(name: str, body: str) -> Path:
     BENCHMARKS.write_text(text, encoding="utf-8")
     return BENCHMARKS
 
-def run_once(args: list[str], extra_env: dict[str, str] | None = None) -> tuple[dict, float, float]:
-    """Run `prodkg run ... --json --quiet`; return the summary, wall seconds and peak RSS in GiB."""
-    cmd = [sys.executable, "-m", "prodkg.flows.cli", "run", *args, "--json", "--quiet"]
-    env = {**os.environ, **(extra_env or {})}
+def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[str, str, int, float, float]:
+    """Run ``cmd`` from the repository root; return its stdout, stderr, exit code, wall seconds and peak RSS in GiB.
+
+    Output goes to temporary files, not pipes, so a child writing more than a pipe holds never blocks."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, text=True)
@@ -67,7 +67,13 @@ def run_once(args: list[str], extra_env: dict[str, str] | None = None) -> tuple[
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read(), err.read()
-    code = os.waitstatus_to_exitcode(status)
+    return stdout, stderr, os.waitstatus_to_exitcode(status), wall, usage.ru_maxrss / 2**20
+
+
+def run_once(args: list[str], extra_env: dict[str, str] | None = None) -> tuple[dict, float, float]:
+    """Run `prodkg run ... --json --quiet`; return the summary, wall seconds and peak RSS in GiB."""
+    cmd = [sys.executable, "-m", "prodkg.flows.cli", "run", *args, "--json", "--quiet"]
+    stdout, stderr, code, wall, rss = run_measured(cmd, {**os.environ, **(extra_env or {})})
     if code != 0:
         raise SystemExit(f"prodkg run failed ({code}):\n{stderr[-4000:]}")
-    return json.loads(stdout[stdout.index("{"):]), wall, usage.ru_maxrss / 2**20
+    return json.loads(stdout[stdout.index("{"):]), wall, rss

@@ -17,14 +17,12 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import ROOT, machine, today, write_section  # noqa: E402
+from _common import ROOT, machine, run_measured, today, write_section  # noqa: E402
 
 
 def child(n: int, work: Path, changed_share: float) -> None:
@@ -90,17 +88,12 @@ def main() -> None:
     for n in (int(s) for s in a.sizes.split(",")):
         cmd = [sys.executable, __file__, "--child", str(n), "--changed", str(a.changed), "--work", str(work)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}
-        with tempfile.TemporaryFile("w+") as out:
-            t = time.perf_counter()
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.PIPE, text=True)
-            _, status, usage = os.wait4(proc.pid, 0)
-            wall = time.perf_counter() - t
-            out.seek(0)
-            lines = [json.loads(line) for line in out.read().splitlines() if line.startswith("{")]
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"size {n} failed: {proc.stderr.read()[-3000:]}")
+        stdout, stderr, code, wall, rss = run_measured(cmd, env)
+        if code != 0:
+            raise SystemExit(f"size {n} failed: {stderr[-3000:]}")
+        lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
         for r in lines:
-            r["rss"] = usage.ru_maxrss / 2**20
+            r["rss"] = rss
             r["wall"] = wall
             rows.append(r)
             print(json.dumps(r), flush=True)

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import numbers
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -33,7 +31,7 @@ import pyarrow.compute as pc
 from rdflib.term import Literal, URIRef
 
 from prodkg.kb.curation import without_predicted_categories
-from prodkg.kb.iri import DEFAULT_BASE, _check_base, mint
+from prodkg.kb.iri import _DOTS_ONLY, DEFAULT_BASE, _check_base, _encode, mint
 from prodkg.kb.nquads import _ESCAPES, encode_quads, term_to_nt
 from prodkg.kb.triples import (
     _PRODUCT_COLUMNS,
@@ -60,7 +58,6 @@ __all__ = ["FrameQuads", "catalog_nquads", "prediction_nquads"]
 CHUNK_ROWS = 65_536
 
 _SAFE_PART = r"^[A-Za-z0-9_.~\-]+$"  # what quote(safe="") leaves as it is
-_DOTS_ONLY = re.compile(r"^\.+$")
 _NEEDS_ESCAPE = r'[\x00-\x1f\x7f"\\]'
 _EMPTY = pa.scalar("", pa.large_string())
 
@@ -101,18 +98,16 @@ class _Refused(Exception):
 # ----------------------------------------------------------------------------- column helpers
 
 
-def _nt(term) -> str:
-    return term_to_nt(term)
+_nt = term_to_nt
 
 
 @lru_cache(maxsize=65536)
 def _part(value: str) -> str:
-    """One IRI part encoded as :func:`prodkg.kb.iri.mint` encodes it."""
+    """One IRI part encoded by :func:`prodkg.kb.iri.mint`'s own encoder."""
     try:
-        encoded = quote(value, safe="", encoding="utf-8", errors="strict")
-    except UnicodeEncodeError:  # a lone surrogate: mint refuses it with its own error
+        return _encode("part", 0, value)
+    except ValueError:  # a lone surrogate: mint refuses it with its own error
         raise _Refused from None
-    return "%2E" * len(encoded) if _DOTS_ONLY.match(encoded) else encoded
 
 
 def _arrow(values: pd.Series | list) -> pa.Array:
@@ -135,7 +130,7 @@ def _replace_where(arr: pa.Array, mask: pa.Array, fix) -> pa.Array:
 
 def _parts(arr: pa.Array) -> pa.Array:
     """Each value of a str column (no missing, no empty) percent-encoded as mint encodes a part."""
-    odd = pc.or_(pc.invert(pc.match_substring_regex(arr, _SAFE_PART)), pc.match_substring_regex(arr, r"^\.+$"))
+    odd = pc.or_(pc.invert(pc.match_substring_regex(arr, _SAFE_PART)), pc.match_substring_regex(arr, _DOTS_ONLY.pattern))
     return _replace_where(arr, odd, _part)
 
 
