@@ -257,7 +257,7 @@ class CDAN(AdaptationMethod):
 
 
 @METHODS.register("pada", aliases=("partial",))
-class PADA(AdaptationMethod):
+class PADA(DANN):
     """Partial adversarial domain adaptation (Cao, Ma, Long & Wang, ECCV 2018), for targets holding only
     some of the source classes.
 
@@ -274,9 +274,7 @@ class PADA(AdaptationMethod):
     warmup = 0.1
 
     def __init__(self, feature_dim: int, n_classes: int, config: TrainConfig) -> None:
-        super().__init__(feature_dim, n_classes, config)
-        discriminator = DomainDiscriminator(feature_dim, hidden=config.hidden, dropout=config.dropout)
-        self.domain_loss = DomainAdversarialLoss(discriminator, coeff=0.0)
+        super().__init__(feature_dim, n_classes, config)  # DANN's discriminator and loss
         self.register_buffer("class_mass", torch.full((n_classes,), 1.0 / n_classes))
         self._active = False
         self._w_s: torch.Tensor | None = None

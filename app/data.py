@@ -24,7 +24,7 @@ from prodkg.errors import StoreError
 from prodkg.kb.curation import Decision, DecisionStore
 from prodkg.kb.iri import DEFAULT_BASE, mint, unmint
 from prodkg.kb.store import KnowledgeGraph, OxigraphStore
-from prodkg.kb.vocab import PREFIXES
+from prodkg.kb.vocab import compact
 from prodkg.layout import RunLayout
 
 __all__ = ["AppData", "GraphSnapshot", "RunTables"]
@@ -34,13 +34,6 @@ _UNSAFE_IRI = re.compile(r'[\x00-\x20<>"{}|^`\\]')
 
 def _records(store: OxigraphStore, sparql: str, bindings: dict | None = None) -> list[dict[str, Any]]:
     return store.query(sparql, bindings).to_frame().to_dict("records")
-
-
-def compact(iri: str) -> str:
-    for prefix, ns in PREFIXES.items():
-        if iri.startswith(ns):
-            return f"{prefix}:{iri[len(ns):]}"
-    return iri
 
 
 def graph_kind(graph: str, base: str = DEFAULT_BASE) -> tuple[str, str]:

@@ -136,10 +136,7 @@ def _previous_manifest(layout, run_id: str) -> tuple[Path, dict] | None:
 
 def _link(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+    _link_copy(src, dst)
 
 
 def try_fast_rerun(cfg, run_id: str, use_prefect: bool) -> dict | None:
@@ -258,7 +255,8 @@ def try_fast_rerun(cfg, run_id: str, use_prefect: bool) -> dict | None:
     return summary
 
 
-def _link_copy(src: str, dst: str) -> None:
+def _link_copy(src: str | Path, dst: str | Path) -> None:
+    """Hard-link ``src`` to ``dst`` (the previous run's files are never rewritten); copy across file systems."""
     try:
         os.link(src, dst)
     except OSError:

@@ -11,26 +11,17 @@ import networkx as nx
 from rdflib import Dataset, Graph
 from rdflib.term import BNode, Literal, Node, URIRef
 
+from prodkg.errors import StoreError
 from prodkg.kb.results import to_python
 from prodkg.kb.store import GraphStore
-from prodkg.kb.vocab import PREFIXES, RDF, RDFS, SDO, SKOS
-from prodkg.errors import StoreError
+from prodkg.kb.vocab import RDF, RDFS, SDO, SKOS, compact
 
 __all__ = ["MULTI_VALUE_SEPARATOR", "compact", "node_id", "to_networkx"]
 
 MULTI_VALUE_SEPARATOR = " | "
-_BY_LENGTH = sorted(PREFIXES.items(), key=lambda item: -len(item[1]))
 _LABELS = (SDO.name, SKOS.prefLabel, RDFS.label)
 _GRAPHML_LONG = (-(2**63), 2**63 - 1)
 _RDF_TYPE = str(RDF.type)
-
-
-def compact(iri: str) -> str:
-    """``schema:name`` for ``https://schema.org/name``; other IRIs unchanged."""
-    for prefix, namespace in _BY_LENGTH:
-        if iri.startswith(namespace) and len(iri) > len(namespace):
-            return f"{prefix}:{iri[len(namespace):]}"
-    return iri
 
 
 def node_id(term: Node) -> str:

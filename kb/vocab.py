@@ -5,7 +5,7 @@ from __future__ import annotations
 from rdflib.namespace import PROV, RDF, RDFS, SKOS, DefinedNamespace, Namespace
 from rdflib.term import URIRef
 
-__all__ = ["PKG", "PKG_NAMESPACE", "PREFIXES", "PROV", "RDF", "RDFS", "SDO", "SKOS", "XSD"]
+__all__ = ["PKG", "PKG_NAMESPACE", "PREFIXES", "compact", "PROV", "RDF", "RDFS", "SDO", "SKOS", "XSD"]
 
 #: Namespace of prodkg's own terms. It is fixed, unlike the base of minted instance IRIs
 #: (:data:`kb.iri.DEFAULT_BASE`), so that graphs built under different bases share one vocabulary.
@@ -146,3 +146,13 @@ PREFIXES: dict[str, str] = {
     "rdfs": str(RDFS._NS),
     "xsd": str(XSD._NS),
 }
+
+_BY_LENGTH = sorted(PREFIXES.items(), key=lambda item: -len(item[1]))
+
+
+def compact(iri: str) -> str:
+    """``schema:name`` for ``https://schema.org/name``; other IRIs unchanged (the longest namespace wins)."""
+    for prefix, namespace in _BY_LENGTH:
+        if iri.startswith(namespace) and len(iri) > len(namespace):
+            return f"{prefix}:{iri[len(namespace):]}"
+    return iri
