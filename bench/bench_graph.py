@@ -48,32 +48,61 @@ QUERIES = {
 }
 
 
-def build_quads(min_quads: int, products: int | None = None) -> tuple[list[tuple], dict]:
-    """The quads as rdflib terms (the old builders) and the frames they come from (what the pipeline holds)."""
+def _bench_run() -> RunInfo:
+    return RunInfo(run_id="bench-run", started=datetime(2026, 1, 1, tzinfo=UTC), ended=datetime(2026, 1, 1, 0, 5, tzinfo=UTC),
+                   catalog="instacart-products", method="dann", source_domains=["catalog"], target_domains=["new"],
+                   models=[ModelInfo(model_id="category/dann/bench", name="category head", kind="head", details={})], config_hash="bench")
+
+
+def _copies(products: int | None = None):
+    """The catalog (or its first ``products`` rows) again and again under new ids, each with one seeded prediction per product."""
     src = load_dataset("instacart-products", os.environ.get("PRODKG_DATA_HOME"))
     base = src.frame if products is None else src.frame.iloc[:products]
     rng = np.random.default_rng(0)
     aisles = sorted({t[0] for t in src.taxonomy if t[1] is not None})
-    run = RunInfo(run_id="bench-run", started=datetime(2026, 1, 1, tzinfo=UTC), ended=datetime(2026, 1, 1, 0, 5, tzinfo=UTC),
-                  catalog=src.name, method="dann", source_domains=["catalog"], target_domains=["new"],
-                  models=[ModelInfo(model_id="category/dann/bench", name="category head", kind="head", details={})], config_hash="bench")
-    quads = taxonomy_quads(src.name, src.taxonomy) + run_quads(run)
-    frames, preds_frames = [], []
     copy = 0
-    while len(quads) < min_quads:
+    while True:
         frame = base.assign(product_id=base["product_id"] + (f"-{copy}" if copy else ""))
         frame["category"] = frame["category"].replace("", None)
-        quads += catalog_quads(frame, catalog=src.name, attributes=[], scheme=src.name)
         preds = pd.DataFrame({"product_id": frame["product_id"], "task": "category",
                               "value": rng.choice(aisles, len(frame)), "confidence": rng.uniform(0.05, 1.0, len(frame)).round(4),
                               "model": "category/dann/bench"})
+        yield src, frame, preds
+        copy += 1
+
+
+def _inputs(src, frames: list[pd.DataFrame], preds_frames: list[pd.DataFrame], run: RunInfo) -> dict:
+    return {"products": pd.concat(frames, ignore_index=True), "predictions": pd.concat(preds_frames, ignore_index=True),
+            "run": run, "name": src.name, "taxonomy": src.taxonomy}
+
+
+def build_quads(min_quads: int, products: int | None = None) -> tuple[list[tuple], dict]:
+    """The quads as rdflib terms (the old builders) and the frames they come from (what the pipeline holds)."""
+    run = _bench_run()
+    quads, frames, preds_frames = [], [], []
+    for src, frame, preds in _copies(products):
+        if not quads:
+            quads = taxonomy_quads(src.name, src.taxonomy) + run_quads(run)
+        quads += catalog_quads(frame, catalog=src.name, attributes=[], scheme=src.name)
         quads += prediction_quads(preds, run, catalog=src.name, scheme=src.name, threshold=0.5)
         frames.append(frame)
         preds_frames.append(preds)
-        copy += 1
-    inputs = {"products": pd.concat(frames, ignore_index=True), "predictions": pd.concat(preds_frames, ignore_index=True),
-              "run": run, "name": src.name, "taxonomy": src.taxonomy}
-    return quads, inputs
+        if len(quads) >= min_quads:
+            return quads, _inputs(src, frames, preds_frames, run)
+    raise AssertionError("unreachable")
+
+
+def build_inputs(n_products: int) -> dict:
+    """The frames alone (no rdflib terms) of ``n_products`` products: the catalog repeated under new ids, as build_quads does."""
+    frames, preds_frames, have = [], [], 0
+    for src, frame, preds in _copies():
+        take = min(len(frame), n_products - have)
+        frames.append(frame.iloc[:take])
+        preds_frames.append(preds.iloc[:take])
+        have += take
+        if have >= n_products:
+            return _inputs(src, frames, preds_frames, _bench_run())
+    raise AssertionError("unreachable")
 
 
 def from_frames(inputs: dict, *, content_hash: bool = False) -> tuple[list[tuple], list[bytes]]:
