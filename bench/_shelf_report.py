@@ -7,7 +7,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-
 from _common import write_section
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -96,12 +95,12 @@ def write(notes: str = "") -> Path:
              "Command: " + "; ".join(f"`PRODKG_DATA_HOME=... PRODKG_BENCH_CACHE=... flock /work/bench.lock nice -n 10 {c}`" for c in commands)
              + f" · date {meta.get('date', '?')} · machine: {meta.get('machine', '?')} · {seconds / 60:.0f} min of training and "
              "selection in all (2 processes, 1 torch thread each, on a CPU shared with other jobs).", "",
-             "grocery-store-dataset: the 81 iconic products (EfficientNet-Lite0 image + MiniLM description) → the 5,421 in-store "
+             ("grocery-store-dataset: the 81 iconic products (EfficientNet-Lite0 image + MiniLM description) → the 5,421 in-store "
              "photos (image only), 81 fine or 19 coarse classes. *Views per photo*: K shelf-style views of each iconic photo "
              "(`extractors/augment.py` defaults: perspective, random resized crop, colour jitter, blur; 80% pasted onto a crop of "
              "another iconic photo or a noise texture with 2 other iconic products as clutter; never an in-store photo), each "
              "a training row with its product's label and description. Target accuracy in %; every in-store photo gets a "
-             "prediction, so accuracy is the precision at coverage 100%. No in-store label reaches training or selection.", ""]
+             "prediction, so accuracy is the precision at coverage 100%. No in-store label reaches training or selection."), ""]
     if curve["records"]:
         lines += ["### Epochs (seed 0)", "", *_curve(curve["records"]), ""]
     if table["records"] or auto["records"]:
