@@ -85,10 +85,11 @@ def _office(records: list[dict]) -> list[str]:
 
 
 def write(notes: str = "") -> Path:
-    curve, table, auto, office = (_load(m) for m in ("curve", "table", "auto", "office"))
-    meta = next((d for d in (curve, table, auto, office) if d.get("date")), {})
-    commands = list(dict.fromkeys(c for d in (curve, table, auto, office) for c in d.get("commands", [])))
-    seconds = sum(r.get("seconds", 0) for d in (curve, table, auto, office) for r in d["records"])
+    curve, table, auto, office, selftrain = (_load(m) for m in ("curve", "table", "auto", "office", "selftrain"))
+    everything = (curve, table, auto, office, selftrain)
+    meta = next((d for d in everything if d.get("date")), {})
+    commands = list(dict.fromkeys(c for d in everything for c in d.get("commands", [])))
+    seconds = sum(r.get("seconds", 0) for d in everything for r in d["records"])
     epochs = sorted({r["epochs"] for r in table["records"] + auto["records"]})
     lines = ["## Shelf-style source views: one catalog photo per class", "",
              "Written by `bench/bench_shelf_views.py` (`write` assembles this section from `bench/results/shelf_views_*.json`).",
@@ -104,7 +105,7 @@ def write(notes: str = "") -> Path:
     if curve["records"]:
         lines += ["### Epochs (seed 0)", "", *_curve(curve["records"]), ""]
     if table["records"] or auto["records"]:
-        main, chosen = _main_table(table["records"], auto["records"])
+        main, chosen = _main_table(table["records"] + selftrain["records"], auto["records"])
         lines += [f"### Methods and `auto`, {', '.join(map(str, epochs))} epochs", "", *main, ""]
         for (m, k), picks in sorted(chosen.items()):
             lines.append(f"- `{m}` with {k} views per photo chose: " + "; ".join(picks) + ".")
