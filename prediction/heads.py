@@ -49,6 +49,7 @@ def fit_task(
     progress: bool = False,
     reviewed: Mapping[int, str] | None = None,
     view_of: np.ndarray | None = None,
+    self_training: int = 0,
 ) -> TaskResult:
     """Train ``config.method`` on labelled source rows and unlabelled target rows, then predict the target.
 
@@ -66,6 +67,9 @@ def fit_task(
     (:func:`adaptation.holdout.grouped_holdout`), and only the held-out products' own rows calibrate and
     estimate: a view is a distortion made here, not a photo of the domain. With one product per class
     nothing is held out, views or not.
+
+    ``self_training`` rounds of class-balanced self-training (:func:`adaptation.self_training.self_train`,
+    shares 0.2, 0.4, ... of the target) follow the first model; with ``auto`` they retrain the candidate it chose.
     """
     labels = list(labels)
     is_source = np.asarray(is_source, dtype=bool)
@@ -103,10 +107,20 @@ def fit_task(
     started = time.perf_counter()
     model = train(features.subset(fit_idx), y_fit, features.subset(tgt_idx), len(space), config, progress=progress,
                   groups=None if groups is None else groups[fit_idx])
+    rounds = None
+    if self_training:
+        from prodkg.adaptation.self_training import self_train
+
+        chosen = model.selection
+        model, rounds = self_train(features.subset(fit_idx), y_fit, features.subset(tgt_idx), len(space), model.config,
+                                   shares=[min(1.0, 0.2 * (r + 1)) for r in range(self_training)], first=model, progress=progress)
+        model.selection = chosen
     seconds = time.perf_counter() - started
 
     metrics: dict = {"task": task, "method": model.config.method, "n_classes": len(space), "n_source_train": int(len(train_idx)),
                      "n_source_val": int(len(val_idx)), "n_target": int(len(tgt_idx)), "train_seconds": round(seconds, 3)}
+    if rounds is not None:
+        metrics["self_training"] = rounds
     if view_of is not None:
         metrics["n_source_train_views"] = int((view_of[train_idx] >= 0).sum())
     temperature = 1.0

@@ -32,6 +32,7 @@ class PredictSettings:
     progress: bool = True
     min_precision: float = 0.95  # published facts should be right this often, by the label-free estimate
     threshold: float | None = None  # or a fixed confidence bar instead
+    self_training: int = 0  # rounds of class-balanced self-training of each head (not of the baseline)
 
     def train_config(self, method: str | None = None):
         """The :class:`adaptation.TrainConfig` of ``method`` (default: the run's method) under these settings."""
@@ -120,11 +121,13 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
         tcfg = settings.train_config()
         rows = {i: reviewed[pid] for i, pid in enumerate(ids) if is_target[i] and pid in reviewed} if task == "category" else {}
         train_labels = labels + [labels[r] for r in of]
-        extra = {**({"reviewed": sorted(rows.items())} if rows else {}), **({"views": views.stats["spec_id"]} if len(of) else {})}
+        extra = {**({"reviewed": sorted(rows.items())} if rows else {}), **({"views": views.stats["spec_id"]} if len(of) else {}),
+                 **({"self_training": settings.self_training} if settings.self_training else {})}
         key = task_key(task, digest, train_labels, train_is_source, train_is_target, train_ids, tcfg.to_dict(), extra=extra or None)
         result, reused = fit_or_reuse(heads_cache, key,
                                       lambda: fit_task(task, train_features, train_labels, train_is_source, train_is_target, train_ids, tcfg,
-                                                       progress=settings.progress and on_terminal(), reviewed=rows, view_of=view_of))
+                                                       progress=settings.progress and on_terminal(), reviewed=rows, view_of=view_of,
+                                                       self_training=settings.self_training))
         if progress_log is not None:
             progress_log.info(f"adapt-predict: fitted the {task} head ({len(models) + 1} of {n_heads} possible)")
         if task == "category":

@@ -59,3 +59,21 @@ def test_self_training_refuses_auto_and_bad_shares():
         self_train(src, np.array([0, 1, 0, 1]), src, 2, TrainConfig(method="auto"))
     with pytest.raises(ConfigError, match="shares"):
         self_train(src, np.array([0, 1, 0, 1]), src, 2, TrainConfig(method="dann"), shares=(1.5,))
+
+
+def test_a_head_with_self_training_records_its_rounds_and_keeps_autos_choice():
+    from prodkg.prediction.heads import fit_task
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 6)) * 3
+    ys, yt = np.repeat(np.arange(3), 4), np.repeat(np.arange(3), 20)
+    x = np.concatenate([centres[ys], centres[yt] + 0.8]) + rng.normal(size=(len(ys) + len(yt), 6)) * 0.5
+    feats = MultiModal.complete(image=x.astype(np.float32))
+    labels = [f"c{c}" for c in ys] + [None] * len(yt)
+    is_source = np.r_[np.ones(len(ys), bool), np.zeros(len(yt), bool)]
+    ids = [f"p{i}" for i in range(len(labels))]
+    res = fit_task("category", feats, labels, is_source, ~is_source, ids, TrainConfig(method="auto", epochs=2), self_training=2)
+    assert [r["share"] for r in res.metrics["self_training"]] == [0.2, 0.4]
+    assert all(r["pseudo_labelled"] <= max(1, round(r["share"] * 60 / 3)) * 3 for r in res.metrics["self_training"])
+    assert res.model.selection is not None and res.metrics["selection"]["chosen"]  # auto's record survives the rounds
+    assert res.model.config.method != "auto" and len(res.predictions) == len(yt)

@@ -46,3 +46,11 @@ def test_a_run_with_source_views_trains_on_them_and_reuses_them(sample_catalog, 
                        use_prefect=False, progress=False, full_check=True, reuse_heads=False)
     assert again["source_views"]["computed"] == 0 and again["source_views"]["cached"] == views["views"]
     assert again["metrics"]["category"]["target_accuracy"] == category["target_accuracy"]
+
+
+def test_self_training_setting_is_checked_and_off_by_default():
+    assert _cfg().self_training == 0 and _cfg().predict_settings().self_training == 0
+    assert _cfg(self_training=0).fingerprint() == _cfg().fingerprint() != _cfg(self_training=2).fingerprint()
+    assert _cfg(self_training=2).predict_settings().self_training == 2
+    with pytest.raises(ConfigError, match="self_training"):
+        _cfg(self_training=9)
