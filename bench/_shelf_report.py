@@ -51,7 +51,8 @@ def _main_table(table: list[dict], auto: list[dict]) -> tuple[list[str], dict]:
         best = max(r["candidates"], key=r["candidates"].get)
         chosen[(r["method"], r["views"])].append(f"{r['label']} seed {r['seed']}: {r['chosen']} (its best candidate by "
                                                  f"in-store labels, for reference only: {best}, {r['candidates'][best]:.1f})")
-    names = {"auto": "**auto** (whole products held out)", "auto:rows": "auto, rows held out (a view beside its product)"}
+    names = {"auto": "**auto** (whole products held out)", "auto:rows": "auto, rows held out (a view beside its product)",
+             "auto+self-training": "**auto + self-training** (`--method auto --self-training 2`)"}
     order = sorted(cells, key=lambda t: (t[0].startswith("auto"), t[0], t[1]))
     out = ["| method | views per photo | fine: mean ± std | fine: worst seed | coarse: mean ± std | coarse: worst seed | seeds |",
            "|---|---|---|---|---|---|---|"]
@@ -84,7 +85,44 @@ def _office(records: list[dict]) -> list[str]:
     return out
 
 
-def write(notes: str = "") -> Path:
+#: how to read the tables, written from the run recorded in bench/results (update with the numbers when re-run)
+NOTES = """
+- **Epochs.** The curve's rule (the fewest epochs whose mean over the three methods with views is within 1 point of
+  the best) picked 30. Without views source-only is still climbing there (fine 6.2, 14.3, 23.1 at 3, 10, 30
+  epochs), so the 3-epoch grocery figures of the `Safe auto` and `encoders` sections are under-trained; DAN peaks
+  earlier (31.3 fine at 10 epochs, 26.7 at 30). With views every method moves less between 3 and 30 epochs.
+- **Views alone** (20 per photo, 30 epochs): source-only +4.8 fine / +1.9 coarse, DAN +2.6 / +2.7, with less
+  spread over seeds; DANN loses (fine 24.9 -> 17.1, coarse 56.5 -> 53.2). Most of the jump at 3 epochs
+  (source-only 6.2 -> 26.0 fine) is views making a short training enough, not accuracy that converged training
+  without them lacks.
+- **Self-training** (`adaptation/self_training.py`: 2 rounds, a per-class quota of a fifth, then two fifths, of the
+  target, no confidence floor) is the largest gain on the fine labels: source-only 26.5 -> 37.9, DAN 29.6 -> 39.1.
+  On the coarse labels it helps DAN (53.0 -> 57.4) and hurts source-only (52.7 -> 47.8). A likely cause, not
+  measured: the 19 coarse classes are of very unequal size in the store, and an equal quota per class pulls
+  predictions towards the small ones.
+- **`auto` with views** keeps source-only on the fine labels in all 3 seeds (26.5): each fine class has one product,
+  so none can be held out, DEV falls back to SND, and the consensus check vetoed SND's picks (RTN, CORAL) although
+  DAN was 2-4 points better. On the coarse labels (12 of 81 products held out with their 252 views) DEV picked
+  CDAN (trade-off 0.3) in 2 of 3 seeds, which the safety check let through and which was worse than source-only by
+  5-8 points; its candidates train on 90% of the products, so its source-only is not the table's.
+- **`auto` + self-training** (what `--method auto --self-training 2` does): 37.9 fine (worst seed 35.9), above the
+  issue's 35%; coarse 46.0 (worst seed 42.4), below source-only and far from the issue's 60%. The best coarse figure
+  measured here is 57.4 (DAN + views + self-training), chosen by no label-free rule.
+- **Holding out views** (`auto:rows`: any row held out, so a view is scored by a model that trained on its photo and
+  other views): DEV then has 162 (fine) or 168 (coarse) held-out rows to score, but chooses no better: fine 24.9
+  (worst seed 20.3, CDAN let through by the safety check), coarse 51.2. A view held out beside its own photo
+  does not show the selectors the shift, so runs hold out whole products (`adaptation/holdout.py`).
+- **office-caltech-10** (5 views per photo, 20 epochs, one seed, three tasks): views lower D->A and W->C by up to
+  2.0 points (W->C, source-only) and raise D->W by 1.0; the mean changes by -0.2 to -0.7. DSLR and webcam photos are
+  already photos of objects in a room, not packshots. Both settings therefore stay off by default.
+- Extraction of the 1,620 grocery views: 68 s (24 views/s, augmentation and Lite0 fp32 on 1 thread); re-runs read
+  them from the feature cache. Not measured: other view counts, Lite2 with views, `auto` without views at 30
+  epochs (stopped for CPU time), and coverage/precision of published facts (on grocery the fine head publishes
+  nothing: with one product per class no held-out row backs an estimate, views or not).
+"""
+
+
+def write(notes: str = NOTES) -> Path:
     curve, table, auto, office, selftrain = (_load(m) for m in ("curve", "table", "auto", "office", "selftrain"))
     everything = (curve, table, auto, office, selftrain)
     meta = next((d for d in everything if d.get("date")), {})
