@@ -408,6 +408,7 @@ def auto_train(
     safe: bool = True,
     progress: bool = False,
     candidates_out: list | None = None,
+    groups: np.ndarray | None = None,
 ) -> AdaptedModel:
     """Train every candidate on most of the source, score each with ``selector`` (no target labels), keep the best.
 
@@ -439,6 +440,8 @@ def auto_train(
             says it beats source-only (:func:`safe_choice`), else source-only; False keeps the
             selector's best whatever the other signals say.
         candidates_out: a list that receives every trained candidate, in grid order (for benchmarks).
+        groups: ``(N_s,)`` product of each source row, when rows include augmented views of products:
+            whole products are held out (:func:`adaptation.holdout.grouped_holdout`).
     """
     from prodkg.adaptation.loop import train_method
 
@@ -452,7 +455,12 @@ def auto_train(
     y_source = np.asarray(y_source)
     if y_source.shape != (len(source),):
         raise StageError(f"y_source must have shape ({len(source)},); got {y_source.shape}")
-    held = stratified_holdout(y_source, val_fraction, config.seed)
+    if groups is None:
+        held = stratified_holdout(y_source, val_fraction, config.seed)
+    else:
+        from prodkg.adaptation.holdout import grouped_holdout
+
+        held = grouped_holdout(y_source, groups, val_fraction, config.seed)
     fallback = None
     if held.sum() < 2:
         # too few products per class to hold any out: train on all of them and score on the target alone

@@ -27,6 +27,7 @@ def train(
     config: TrainConfig,
     *,
     progress: bool = False,
+    groups: np.ndarray | None = None,
 ) -> AdaptedModel:
     """Train a classifier on labelled source products, adapted to unlabelled target products.
 
@@ -52,11 +53,14 @@ def train(
         n_classes: number of categories.
         config: method, fusion and hyper-parameters.
         progress: show a progress bar over epochs.
+        groups: ``(N_s,)`` the product each source row belongs to, when rows include augmented views of
+            products (:mod:`prodkg.extractors.views`); ``auto`` then holds out whole products. Other methods
+            train on every row and ignore it.
     """
     if not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig; got {type(config).__name__}")
     # re-validated copy: the dataclass is mutable, and the model keeps a snapshot of what it was trained with
     config = TrainConfig.from_dict(config.to_dict())
     if config.method == AUTO:
-        return auto_train(source, y_source, target, n_classes, config, progress=progress)
+        return auto_train(source, y_source, target, n_classes, config, progress=progress, groups=groups)
     return train_method(source, y_source, target, n_classes, config, progress=progress)

@@ -17,7 +17,7 @@ from prodkg.errors import StageError
 from prodkg.extractors.cache import FeatureCache
 from prodkg.progress import Progress
 
-__all__ = ["ExtractOutput", "ExtractSettings", "assemble_features", "encoder_for", "extract_shard", "shards"]
+__all__ = ["ExtractOutput", "ExtractSettings", "SourceViews", "assemble_features", "encoder_for", "extract_shard", "extract_source_views", "shards"]
 
 
 @dataclass(frozen=True)
@@ -166,3 +166,52 @@ def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) ->
     if not features.modalities or not any(p.any() for p in features.present.values()):
         raise StageError("no product has any usable modality after extraction")
     return ExtractOutput(products=products.iloc[idx].reset_index(drop=True), features=features, quarantine=quarantine, stats=stats)
+
+
+@dataclass
+class SourceViews:
+    """Augmented views of source products: extra labelled training rows, never products of their own.
+
+    ``features`` has the products' modalities: the image block holds the views' vectors, every other block the
+    product's own (its description is the same whatever the photo). ``of[i]`` is the row of the extract output's
+    products view ``i`` was made from (its group: a hold-out keeps a product's views with it), ``view[i]`` its index.
+    """
+
+    features: object  # adaptation.MultiModal
+    of: np.ndarray
+    view: np.ndarray
+    stats: dict
+
+    def __len__(self) -> int:
+        return len(self.of)
+
+
+def extract_source_views(ext: ExtractOutput, settings: ExtractSettings, source: list[str], cache: FeatureCache, k: int,
+                         seed: int = 0) -> SourceViews | None:
+    """``k`` shelf-style views (extractors.augment) of every source product's image, encoded by the run's image
+    encoder through the feature cache. Backgrounds and clutter come from source images only. None when no
+    source product has an image."""
+    from prodkg.adaptation import MultiModal
+    from prodkg.catalogs.stage import modality_items
+    from prodkg.extractors.views import extract_views
+
+    if "image" not in ext.features.blocks:
+        return None
+    is_source = ext.products["domain"].isin(source).to_numpy(bool)
+    present = np.asarray(ext.features.present["image"], bool)
+    items = [item if s and p else None for item, s, p in zip(modality_items(ext.products, "image"), is_source, present)]
+    if not any(items):
+        return None
+    encoder = encoder_for(settings, "image")
+    with _EXTRACT_LOCK, Progress(1, f"source views ({k} per image)", enabled=settings.progress) as bar:
+        res = extract_views(items, encoder, k, seed=seed, cache=cache, batch_size=min(settings.batch_size, 32),
+                            limits=settings.image_limits)
+        bar.update(1)
+    if res.errors:  # read once by extraction, so a failure here is a change under the run's feet
+        row, reason = next(iter(res.errors.items()))
+        raise StageError(f"could not make views of {len(res.errors)} source image(s) that extraction read; first: {reason}")
+    blocks = {m: (res.features if m == "image" else b[res.of]) for m, b in ext.features.blocks.items()}
+    has = {m: (np.ones(len(res.of), bool) if m == "image" else p[res.of]) for m, p in ext.features.present.items()}
+    stats = {"views_per_image": k, "images": int(len(set(res.of.tolist()))), "views": int(len(res.of)), "computed": res.n_computed,
+             "cached": res.n_cached, "spec_id": res.spec_id, "encoder_id": res.encoder_id, "seed": seed, "seconds": round(res.seconds, 3)}
+    return SourceViews(features=MultiModal(blocks=blocks, present=has), of=res.of, view=res.view, stats=stats)

@@ -92,6 +92,16 @@ class RunConfig(BaseModel):
                                                                   "instead of --min-precision", json_schema_extra=_cli("model"))
     reuse_heads: bool = Field(True, description="reuse a head whose features, labels and config are unchanged (--retrain: always train anew)",
                               json_schema_extra=_cli("model", flag="--retrain", invert=True))
+    # shelf-style augmented views of each source photo (extractors/augment.py), extra labelled source rows
+    source_views: int = Field(0, ge=0, le=200, description="shelf-style augmented views (crops, perspective, light, blur, other products "
+                                                            "as background) of each source image, added to the heads' training rows "
+                                                            "with the product's label and text; for a catalog of few photos per "
+                                                            "class (0: off)",
+                              json_schema_extra=_cli("model", metavar="K"))
+    self_training: int = Field(0, ge=0, le=5, description="rounds of class-balanced self-training of each head: a per-class quota of the "
+                                                           "target's most confident predictions (a fifth of the target, then two fifths, ...) "
+                                                           "joins the labelled rows and the head is trained again (0: off)",
+                               json_schema_extra=_cli("model", metavar="ROUNDS"))
     # --- backbone fine-tuning (adaptation/finetune.py) ----------------------------------------------
     finetune: bool = Field(False, description="fine-tune the image encoder's last block (source labels + DANN towards the target) instead of "
                                               "using frozen features; on CPU only up to --finetune-max-images-cpu images",
@@ -279,6 +289,8 @@ class RunConfig(BaseModel):
                     check_url(url, key)
                 except StoreError as exc:
                     raise ValueError(str(exc)) from None
+        if self.finetune and self.source_views:
+            raise ValueError("source_views and finetune_backbone cannot be combined: the views are encoded by the frozen image encoder")
         if self.finetune:
             try:
                 self.finetune_settings().config()  # unknown or reserved finetune_options keys
@@ -332,7 +344,7 @@ class RunConfig(BaseModel):
         d = {k: v for k, v in self.to_dict().items() if k not in {"out", "cache_dir", "use_prefect", "progress", "num_workers", "full_check", "data_home", "workers", "dask_address", "reuse_heads",
                                                                  "store_url", "store_update_url", "store_gsp_url",  # where the graph is also published
                                                                  "finetune_max_images_cpu", "finetune_force"}}  # these two only refuse or allow a run
-        for key, default in (("eval_labels", ["category"]), ("catalog_name", None)):  # at their defaults they keep earlier hashes valid
+        for key, default in (("eval_labels", ["category"]), ("catalog_name", None), ("source_views", 0), ("self_training", 0)):  # at their defaults they keep earlier hashes valid
             if d.get(key) == default:
                 d.pop(key)
         # the image limits only refuse or allow an image (whose products the input digests then reflect): not in the hash
@@ -368,7 +380,7 @@ class RunConfig(BaseModel):
 
         return PredictSettings(method=self.method, baseline=self.baseline, fusion=self.fusion, epochs=self.epochs, hidden=self.hidden, lr=self.lr,
                                tradeoff=self.tradeoff, seed=self.seed, progress=self.progress, min_precision=self.min_precision,
-                               threshold=self.threshold)
+                               threshold=self.threshold, self_training=self.self_training)
 
     def graph_settings(self):
         from prodkg.kb.publish import GraphSettings

@@ -182,6 +182,13 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
             ext, finetune = runner(finetune_stage, ext, cfg.finetune_settings(), ing.source, layout.models(run_id),
                                    layout.finetune_cache if cfg.reuse_heads else None, name="finetune")
 
+    views = None
+    if cfg.source_views:  # shelf-style views of the source photos: more labelled rows for the heads, not products
+        from prodkg.extractors.stage import extract_source_views
+
+        with _timed(durations, "source_views", cfg.progress):
+            views = runner(extract_source_views, ext, settings, ing.source, cache, cfg.source_views, cfg.seed, name="source-views")
+
     # Reviewers' decisions (kb/curation.py): reviewed target products are labelled data for the category head
     from prodkg.kb.curation import DecisionStore, reviewed_labels
 
@@ -190,7 +197,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     reviewed = reviewed_labels(decisions, target_ids)
     with _timed(durations, "adapt_predict", cfg.progress):
         pred = runner(predict_stage, ext.products, ext.features, cfg.predict_settings(), ing.source, ing.target, ing.attributes,
-                      layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, ing.taxonomy, reviewed, name="adapt-predict")
+                      layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, ing.taxonomy, reviewed, views=views, name="adapt-predict")
     # Asserted beats predicted: target rows keep every asserted value except their evaluation labels, and a
     # prediction is kept only where the catalog asserts no value for its task.
     graph_products = catalog_facts(ext.products, ing.target, hidden, base_dir=ing.base_dir)
@@ -243,6 +250,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "counts": counts,
         "features": ext.stats,
         "finetune": finetune,
+        "source_views": None if views is None else views.stats,
         "metrics": pred.metrics,
         "baseline_metrics": pred.baseline,
         "skipped_tasks": pred.skipped,

@@ -12,6 +12,7 @@ import pandas as pd
 
 from prodkg.adaptation import AdaptedModel, MultiModal, TrainConfig, train
 from prodkg.adaptation.model import softmax
+from prodkg.adaptation.holdout import grouped_holdout
 from prodkg.adaptation.selection import stratified_holdout
 from prodkg.prediction.calibration import expected_calibration_error, fit_temperature
 from prodkg.prediction.estimates import log_softmax
@@ -47,6 +48,8 @@ def fit_task(
     val_fraction: float = 0.1,
     progress: bool = False,
     reviewed: Mapping[int, str] | None = None,
+    view_of: np.ndarray | None = None,
+    self_training: int = 0,
 ) -> TaskResult:
     """Train ``config.method`` on labelled source rows and unlabelled target rows, then predict the target.
 
@@ -58,6 +61,15 @@ def fit_task(
     ``reviewed`` (row index -> label) are target rows a person labelled: they join the labelled
     training rows (semi-supervised adaptation), repeated (see :func:`reviewed_repeat`), their labels are spread to similar target products
     (:mod:`prediction.propagation`), and they are left out of the target evaluation.
+
+    ``view_of`` (``(N,)``, -1 for a product's own row) marks source rows that are augmented views of the product
+    in that row (:mod:`prodkg.extractors.views`). Whole products are held out with their views
+    (:func:`adaptation.holdout.grouped_holdout`), and only the held-out products' own rows calibrate and
+    estimate: a view is a distortion made here, not a photo of the domain. With one product per class
+    nothing is held out, views or not.
+
+    ``self_training`` rounds of class-balanced self-training (:func:`adaptation.self_training.self_train`,
+    shares 0.2, 0.4, ... of the target) follow the first model; with ``auto`` they retrain the candidate it chose.
     """
     labels = list(labels)
     is_source = np.asarray(is_source, dtype=bool)
@@ -71,8 +83,18 @@ def fit_task(
         raise StageError(f"task {task!r}: the target domain has no products")
     y_all = space.encode(labels)
     src_idx = np.flatnonzero(src_labelled)
-    val_mask = stratified_holdout(y_all[src_idx], val_fraction, config.seed)
+    groups = None
+    if view_of is None:
+        val_mask = stratified_holdout(y_all[src_idx], val_fraction, config.seed)
+    else:
+        view_of = np.asarray(view_of, np.int64)
+        if view_of.shape != (len(labels),):
+            raise StageError(f"task {task!r}: view_of must have one entry per row ({len(labels)}); got {view_of.shape}")
+        groups = np.where(view_of >= 0, view_of, np.arange(len(labels)))
+        val_mask = grouped_holdout(y_all[src_idx], groups[src_idx], val_fraction, config.seed)
     train_idx, val_idx = src_idx[~val_mask], src_idx[val_mask]
+    if view_of is not None:
+        val_idx = val_idx[view_of[val_idx] < 0]
     tgt_idx = np.flatnonzero(is_target)
     rev_idx = np.array(sorted(reviewed), dtype=np.int64)
     fit_idx, y_fit = train_idx, y_all[train_idx]
@@ -83,11 +105,24 @@ def fit_task(
         y_fit = np.concatenate([y_fit, np.tile(space.encode([reviewed[i] for i in rev_idx]), repeat)])
 
     started = time.perf_counter()
-    model = train(features.subset(fit_idx), y_fit, features.subset(tgt_idx), len(space), config, progress=progress)
+    model = train(features.subset(fit_idx), y_fit, features.subset(tgt_idx), len(space), config, progress=progress,
+                  groups=None if groups is None else groups[fit_idx])
+    rounds = None
+    if self_training:
+        from prodkg.adaptation.self_training import self_train
+
+        chosen = model.selection
+        model, rounds = self_train(features.subset(fit_idx), y_fit, features.subset(tgt_idx), len(space), model.config,
+                                   shares=[min(1.0, 0.2 * (r + 1)) for r in range(self_training)], first=model, progress=progress)
+        model.selection = chosen
     seconds = time.perf_counter() - started
 
     metrics: dict = {"task": task, "method": model.config.method, "n_classes": len(space), "n_source_train": int(len(train_idx)),
                      "n_source_val": int(len(val_idx)), "n_target": int(len(tgt_idx)), "train_seconds": round(seconds, 3)}
+    if rounds is not None:
+        metrics["self_training"] = rounds
+    if view_of is not None:
+        metrics["n_source_train_views"] = int((view_of[train_idx] >= 0).sum())
     temperature = 1.0
     evidence = {"source_logp": np.zeros((0, len(space))), "source_labels": np.zeros(0, np.int64)}
     if len(val_idx) >= 2:

@@ -32,6 +32,7 @@ class PredictSettings:
     progress: bool = True
     min_precision: float = 0.95  # published facts should be right this often, by the label-free estimate
     threshold: float | None = None  # or a fixed confidence bar instead
+    self_training: int = 0  # rounds of class-balanced self-training of each head (not of the baseline)
 
     def train_config(self, method: str | None = None):
         """The :class:`adaptation.TrainConfig` of ``method`` (default: the run's method) under these settings."""
@@ -61,31 +62,42 @@ def model_id(task: str, method: str, path: Path) -> str:
 
 
 def predict_stage(products: pd.DataFrame, features, settings: PredictSettings, source: list[str], target: list[str], attributes: list[str],
-                  models_dir: Path, heads_cache: Path | None, taxonomy: list[tuple] | None = None, reviewed: dict[str, str] | None = None) -> PredictOutput:
+                  models_dir: Path, heads_cache: Path | None, taxonomy: list[tuple] | None = None, reviewed: dict[str, str] | None = None,
+                  views=None) -> PredictOutput:
     """Fit the category head and one head per attribute with source labels; predict every target product; pick what
     is published (:func:`publish_task`: precision target or fixed threshold, back-off along ``taxonomy``, unknown products).
 
     ``heads_cache`` is where fitted heads are kept by the content hash of their inputs (None: always fit).
     ``reviewed`` (product id -> category) are target products a reviewer labelled: the category head
     also learns from them, and they are not counted in its target evaluation.
+    ``views`` (:class:`~prodkg.extractors.stage.SourceViews`, or None): augmented views of source products, extra
+    training rows of every head with their product's labels; they are held out only with their product, never
+    calibrate or estimate anything, and are neither predicted nor published.
     """
     from prodkg.extractors.extract import torch_threads
 
     # The heads are small MLPs: on 2 cores one thread is 30x faster than two under any other
     # load, because OpenMP workers spin on tiny matmuls.
     with torch_threads(1):
-        return _predict(products, features, settings, source, target, attributes, models_dir, heads_cache, taxonomy or [], reviewed or {})
+        return _predict(products, features, settings, source, target, attributes, models_dir, heads_cache, taxonomy or [], reviewed or {}, views)
 
 
 def _predict(products, features, settings: PredictSettings, source, target, attributes, models_dir: Path, heads_cache: Path | None,
-             taxonomy: list[tuple], reviewed: dict[str, str]) -> PredictOutput:
+             taxonomy: list[tuple], reviewed: dict[str, str], views=None) -> PredictOutput:
     from prodkg.prediction import fit_task
     from prodkg.prediction.reuse import features_digest, fit_or_reuse, task_key
 
     is_source = products["domain"].isin(source).to_numpy(bool)
     is_target = products["domain"].isin(target).to_numpy(bool)
     ids = products["product_id"].tolist()
-    digest = features_digest(features)  # once per run, not once per head: it reads every feature
+    # the heads train on the products and their views (if any); publication, unknown scores and the report see products only
+    n, of = len(products), (np.zeros(0, np.int64) if views is None else np.asarray(views.of, np.int64))
+    train_features = features if not len(of) else type(features).concat([features, views.features])
+    train_is_source = np.concatenate([is_source, np.ones(len(of), bool)])
+    train_is_target = np.concatenate([is_target, np.zeros(len(of), bool)])
+    train_ids = ids + [f"{ids[r]}#view{v}" for r, v in zip(of, [] if views is None else views.view)]
+    view_of = np.concatenate([np.full(n, -1, np.int64), of]) if len(of) else None
+    digest = features_digest(train_features)  # once per run, not once per head: it reads every feature
     models_dir.mkdir(parents=True, exist_ok=True)
     frames, metrics, models, skipped = [], {}, [], {}
     baseline = embedding_sample = None
@@ -108,10 +120,14 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
             labels = [NO_VALUE if labels[i] is None and is_source[i] else labels[i] for i in range(len(labels))]
         tcfg = settings.train_config()
         rows = {i: reviewed[pid] for i, pid in enumerate(ids) if is_target[i] and pid in reviewed} if task == "category" else {}
-        key = task_key(task, digest, labels, is_source, is_target, ids, tcfg.to_dict(), extra={"reviewed": sorted(rows.items())} if rows else None)
+        train_labels = labels + [labels[r] for r in of]
+        extra = {**({"reviewed": sorted(rows.items())} if rows else {}), **({"views": views.stats["spec_id"]} if len(of) else {}),
+                 **({"self_training": settings.self_training} if settings.self_training else {})}
+        key = task_key(task, digest, train_labels, train_is_source, train_is_target, train_ids, tcfg.to_dict(), extra=extra or None)
         result, reused = fit_or_reuse(heads_cache, key,
-                                      lambda: fit_task(task, features, labels, is_source, is_target, ids, tcfg, progress=settings.progress and on_terminal(),
-                                                       reviewed=rows))
+                                      lambda: fit_task(task, train_features, train_labels, train_is_source, train_is_target, train_ids, tcfg,
+                                                       progress=settings.progress and on_terminal(), reviewed=rows, view_of=view_of,
+                                                       self_training=settings.self_training))
         if progress_log is not None:
             progress_log.info(f"adapt-predict: fitted the {task} head ({len(models) + 1} of {n_heads} possible)")
         if task == "category":
@@ -123,8 +139,10 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
         other = None
         if task == "category" and settings.baseline and settings.baseline != settings.method:
             bcfg = settings.train_config(settings.baseline)
-            other, _ = fit_or_reuse(heads_cache, task_key(task, digest, labels, is_source, is_target, ids, bcfg.to_dict()),
-                                    lambda: fit_task(task, features, labels, is_source, is_target, ids, bcfg, progress=False))
+            other, _ = fit_or_reuse(heads_cache, task_key(task, digest, train_labels, train_is_source, train_is_target, train_ids, bcfg.to_dict(),
+                                                          extra={"views": views.stats["spec_id"]} if len(of) else None),
+                                    lambda: fit_task(task, train_features, train_labels, train_is_source, train_is_target, train_ids, bcfg,
+                                                     progress=False, view_of=view_of))
             baseline = other.metrics
         # reviewed target rows were trained on: their held-out labels are not evaluated
         eval_labels = [None if i in rows else lab for i, lab in enumerate(labels)] if rows else labels
