@@ -131,7 +131,7 @@ def write(notes: str = NOTES) -> Path:
     epochs = sorted({r["epochs"] for r in table["records"] + auto["records"]})
     lines = ["## Shelf-style source views: one catalog photo per class", "",
              "Written by `bench/bench_shelf_views.py` (`write` assembles this section from `bench/results/shelf_views_*.json`).",
-             "Command: " + "; ".join(f"`PRODKG_DATA_HOME=... PRODKG_BENCH_CACHE=... flock /work/bench.lock nice -n 10 {c}`" for c in commands)
+             "Command: " + "; ".join(f"`PRODKG_DATA_HOME=... PRODKG_BENCH_CACHE=... nice -n 10 {c}`" for c in commands)
              + f" · date {meta.get('date', '?')} · machine: {meta.get('machine', '?')} · {seconds / 60:.0f} min of training and "
              "selection in all (2 processes, 1 torch thread each, on a CPU shared with other jobs).", "",
              ("grocery-store-dataset: the 81 iconic products (EfficientNet-Lite0 image + MiniLM description) → the 5,421 in-store "
