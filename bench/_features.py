@@ -20,7 +20,7 @@ CACHE = Path(os.environ.get("PRODKG_BENCH_CACHE") or Path(__file__).resolve().pa
 def data_home() -> Path:
     home = os.environ.get("PRODKG_DATA_HOME")
     if not home or not Path(home).is_dir():
-        raise SystemExit("set PRODKG_DATA_HOME to the folder holding the datasets (e.g. /work/shared/datasets)")
+        raise SystemExit("set PRODKG_DATA_HOME to the folder holding the datasets (e.g. ../shared/datasets)")
     return Path(home)
 
 

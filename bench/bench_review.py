@@ -11,7 +11,7 @@
 2. Page times: the app over a published graph of the instacart catalog, each page requested N times
    in one process (after one warm-up request per page), p50 / p99.
 
-    PRODKG_DATA_HOME=/work/shared/datasets .venv/bin/python bench/bench_review.py review [--epochs-office 30 --epochs-grocery 3 --seeds 0 1 2]
+    PRODKG_DATA_HOME=../shared/datasets .venv/bin/python bench/bench_review.py review [--epochs-office 30 --epochs-grocery 3 --seeds 0 1 2]
     .venv/bin/python bench/bench_review.py pages --out runs/instacart
 """
 
