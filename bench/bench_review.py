@@ -33,6 +33,8 @@ from _common import machine, today, write_section  # noqa: E402
 BUDGETS = (10, 30, 100)
 #: the run's default share of reviews held out as the publication rule's target calibration set
 CALIBRATION_SHARE = 0.4
+#: the queue as it was before it clustered the neighbour graph: k-means on the vectors (``fit_queue_model(method="kmeans")``)
+KMEANS_QUEUE = "queue, k-means on the vectors"
 #: a looser precision target, at which the few calibration rows can support something
 LOOSE_PRECISION = 0.8
 
@@ -129,14 +131,14 @@ def _reviewed_fit(feats, labels, is_source, is_target, ids, reviewed, epochs, se
     return res, preds
 
 
-def _queue_picks(target_ids, emb_target, models: dict, preds, reviewed_ids: set[str], n: int, seed: int) -> list[str]:
+def _queue_picks(target_ids, emb_target, models: dict, preds, reviewed_ids: set[str], n: int, seed: int, method: str = "auto") -> list[str]:
     """The app's queue (:meth:`app.data.AppData.queue`): clustered for the current review round, ordered from the latest predictions."""
     from prodkg.app.queue import fit_queue_model, n_clusters_for, review_order
 
     mask = np.array([pid in reviewed_ids for pid in target_ids])
     k = n_clusters_for(len(target_ids), int(mask.sum()))
     if k not in models:
-        models[k] = fit_queue_model(target_ids, emb_target, n_clusters=k, seed=seed)
+        models[k] = fit_queue_model(target_ids, emb_target, n_clusters=k, seed=seed, method=method)
     conf = preds["confidence"].reindex(target_ids).to_numpy(float)
     order, _ = review_order(models[k], conf, mask, limit=n)
     return [target_ids[i] for i in order]
@@ -177,14 +179,15 @@ def simulate(name: str, data, *, epochs: int, seeds: list[int], oracle: bool = F
         print(name, rows[-1], flush=True)
         rng = np.random.default_rng(seed)
         random_order = [target_ids[i] for i in rng.permutation(len(target_ids))]
+        strategies = ("queue", KMEANS_QUEUE, "random", "oracle (reads labels)") if oracle else ("queue", KMEANS_QUEUE, "random")
         models: dict = {}
-        strategies = ("queue", "random", "oracle (reads labels)") if oracle else ("queue", "random")
         for strategy in strategies:
             chosen: list[str] = []
             preds = preds0
             for budget in BUDGETS:
-                if strategy == "queue":
-                    chosen += _queue_picks(target_ids, emb[tgt], models, preds, set(chosen), budget - len(chosen), seed)
+                if strategy in ("queue", KMEANS_QUEUE):
+                    chosen += _queue_picks(target_ids, emb[tgt], models.setdefault(strategy, {}), preds, set(chosen), budget - len(chosen), seed,
+                                           method="kmeans" if strategy == KMEANS_QUEUE else "auto")
                 elif strategy == "random":
                     chosen = random_order[:budget]
                 elif budget == BUDGETS[-1]:
@@ -259,7 +262,7 @@ def review_section(rows: list[dict], args, seconds: float) -> str:
     for ds in dict.fromkeys(r["dataset"] for r in rows):
         none = {r["seed"]: r["accuracy"] for r in rows if r["dataset"] == ds and r["strategy"] == "no review"}
         for budget in BUDGETS:
-            for other in ("random", "oracle (reads labels)"):
+            for other in ("random", KMEANS_QUEUE, "oracle (reads labels)"):
                 gq = {r["seed"]: 100 * (r["accuracy"] - none[r["seed"]]) for r in rows
                       if r["dataset"] == ds and r["strategy"] == "queue" and r["n_reviewed"] == budget}
                 go = {r["seed"]: 100 * (r["accuracy"] - none[r["seed"]]) for r in rows
@@ -317,6 +320,10 @@ def _against_targets(rows: list[dict]) -> list[str]:
         out.append(f"- grocery in-store, 100 reviews (all train): the queue gains {gq:.1f} points over no review (>= 10: {met}) against "
                    f"{gr:.1f} for random reviews, {gq / gr:.2f}x the mean, worst seed {worst:.2f}x (2x: {twice}), "
                    f"means over seeds {', '.join(map(str, sorted(q)))}.")
+        km = pick("grocery", KMEANS_QUEUE, 100)
+        if km:
+            gk = np.mean([100 * (km[s] - none[s]) for s in km])
+            out.append(f"- The queue before (k-means on the vectors, same run): {gk:.1f} points, {gk / gr:.2f}x random.")
         qr, rr = pick("grocery", "queue", 100, "run_accuracy"), pick("grocery", "random", 100, "run_accuracy")
         if qr and rr:
             gqr = np.mean([100 * (qr[s] - none[s]) for s in qr])
