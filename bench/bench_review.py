@@ -83,12 +83,12 @@ def _fit(feats, labels, is_source, is_target, ids, reviewed: dict[int, str], epo
     """
     from prodkg.adaptation import TrainConfig
     from prodkg.prediction.heads import fit_task
-    from prodkg.prediction.stage import PredictSettings, publish_task
+    from prodkg.prediction.stage import PredictSettings, publish_task, source_holdout_size
 
     settings = PredictSettings(calibration_share=calibration_share)
     train, calibration = dict(reviewed), {}
     if reviewed and calibration_share > 0:
-        train, calibration, _ = settings.split_reviewed(reviewed, {i: ids[i] for i in reviewed})
+        train, calibration, _ = settings.split_reviewed(reviewed, {i: ids[i] for i in reviewed}, source_holdout_size(list(labels), is_source, seed))
     # target labels stay in `labels` for the evaluation only (fit_task never trains on them); reviewed rows are passed apart
     cfg = TrainConfig(method="dann", epochs=epochs, seed=seed)
     t0 = time.perf_counter()
@@ -120,11 +120,12 @@ def _reviewed_fit(feats, labels, is_source, is_target, ids, reviewed, epochs, se
     """The head refitted with every review (what the reviews teach: ``accuracy``) and, where the run would hold a
     share out as its calibration set, as the run does: its accuracy (``run_accuracy``) and publication figures.
     Returns the row and the run's predictions (what the queue orders next)."""
-    from prodkg.prediction.stage import PredictSettings
+    from prodkg.prediction.stage import PredictSettings, source_holdout_size
 
     res, preds = _fit(feats, labels, is_source, is_target, ids, reviewed, epochs, seed, taxonomy, baseline)
     res["run_accuracy"] = res["accuracy"]
-    _, held, _ = PredictSettings(calibration_share=CALIBRATION_SHARE).split_reviewed(reviewed, {i: ids[i] for i in reviewed})
+    _, held, _ = PredictSettings(calibration_share=CALIBRATION_SHARE).split_reviewed(reviewed, {i: ids[i] for i in reviewed},
+                                                                                     source_holdout_size(list(labels), is_source, seed))
     if held:
         run, preds = _fit(feats, labels, is_source, is_target, ids, reviewed, epochs, seed, taxonomy, baseline, calibration_share=CALIBRATION_SHARE)
         res = {**run, "accuracy": res["accuracy"], "run_accuracy": run["accuracy"], "seconds": res["seconds"]}
@@ -291,12 +292,13 @@ def _estimators(rows: list[dict]) -> list[str]:
         if abstained:
             line += (f" In {len(abstained)} of {len(rs)} fits (those without calibration rows) no estimate had a labelled row behind it "
                      "and the rule abstained (`prediction.publication.decide`).")
-        for r in rs:
-            if r.get("n_calibration"):
-                k, m, b = r.get("calibration_right"), r.get("calibration_published"), r.get("calibration_bound")
-                line += (f" {r['strategy']}, {r['n_reviewed']} reviews, seed {r['seed']}: {r['n_calibration']} calibration rows, "
-                         f"the fine accuracy on them {_fmt(r.get('estimated_accuracy'))} % (on the rest {_fmt(r.get('run_accuracy'))} %), "
-                         f"{k} of the {m} the rule published right (bound {_fmt(b)} %).")
+        cal = [r for r in rs if r.get("n_calibration")]
+        if cal:
+            line += (f" {len(cal)} fits held reviews out ({min(r['n_calibration'] for r in cal)}-{max(r['n_calibration'] for r in cal)} "
+                     f"rows): the fine accuracy on them {_fmt(_mean([r['estimated_accuracy'] for r in cal]))} % on average against "
+                     f"{_fmt(_mean([r['run_accuracy'] for r in cal]))} % on the products nobody reviewed — the queue seeks the hard "
+                     "products, so its answers are a pessimistic calibration set —; at 95 % the rule published "
+                     f"{sum(r['calibration_published'] or 0 for r in cal)} calibration rows in all (36 all right are needed).")
         out.append(line)
     return out
 

@@ -212,3 +212,17 @@ def test_the_predict_stage_holds_out_a_share_of_the_reviews_and_calibrates_on_th
     out = predict_stage(products, feats, settings, ["shop"], ["feed"], [], tmp_path / "models2", None, reviewed=few)
     split = out.metrics["category"]["review_split"]
     assert split["n_calibration"] == 0 and out.metrics["category"]["n_target_reviewed"] == 30 and "reason" in split
+
+
+def test_beside_a_source_hold_out_the_reviews_all_train():
+    from prodkg.prediction.stage import PredictSettings, source_holdout_size
+
+    # the stratified tenth fit_task holds out: classes of 10 give 1 each, a class of 2 gives none (counted by hand)
+    labels = ["a"] * 10 + ["b"] * 10 + ["c"] * 2 + [None] * 5
+    assert source_holdout_size(labels, np.array([True] * 22 + [False] * 5), seed=0) == 2
+    ids = [f"p{i}" for i in range(200)]
+    reviewed = {p: "a" for p in ids}
+    train, cal, record = PredictSettings().split_reviewed(reviewed, {p: p for p in ids}, n_source_holdout=25)
+    assert cal == {} and len(train) == 200 and "anchor the rule" in record["reason"]
+    _, cal, _ = PredictSettings().split_reviewed(reviewed, {p: p for p in ids}, n_source_holdout=2)
+    assert len(cal) > 36
