@@ -296,8 +296,8 @@ def _estimators(rows: list[dict]) -> list[str]:
         if cal:
             line += (f" {len(cal)} fits held reviews out ({min(r['n_calibration'] for r in cal)}-{max(r['n_calibration'] for r in cal)} "
                      f"rows): the fine accuracy on them {_fmt(_mean([r['estimated_accuracy'] for r in cal]))} % on average against "
-                     f"{_fmt(_mean([r['run_accuracy'] for r in cal]))} % on the products nobody reviewed — the queue seeks the hard "
-                     "products, so its answers are a pessimistic calibration set —; at 95 % the rule published "
+                     f"{_fmt(_mean([r['run_accuracy'] for r in cal]))} % on the products nobody reviewed (queue, random and oracle fits "
+                     "together; the queue seeks hard products, a pessimistic calibration set); at 95 % the rule published "
                      f"{sum(r['calibration_published'] or 0 for r in cal)} calibration rows in all (36 all right are needed).")
         out.append(line)
     return out
