@@ -87,6 +87,13 @@ def publication_lines(s: dict) -> list[str]:
         if p.get("n_unknown"):
             line += f", {p['n_unknown']} unknown"
         lines.append(line)
+        cal = p.get("calibration")
+        if cal:  # reviewed target products held out of training: what they support for what was published
+            lines.append(f"    {'':<18} calibration: {cal['n_rows']} reviewed products held out, {cal['n_published_right']} of the "
+                         f"{cal['n_published']} published right, precision >= {pct(cal['precision_bound'])} "
+                         f"({100 * cal['confidence']:.0f} % one-sided bound)")
+        if p.get("abstained"):
+            lines.append(f"    {'':<18} nothing published: {p['abstained']}")
         if p.get("precision") is not None or p.get("accuracy") is not None:
             lines.append(f"    {'':<18} measured: precision {pct(p.get('precision'))}, accuracy {pct(p.get('accuracy'))}, "
                          f"target ECE {pct(p.get('target_ece'))}" + (f", H-score {pct(p['h_score'])}" if p.get("h_score") is not None else ""))

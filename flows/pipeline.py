@@ -263,7 +263,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "server": graph.get("server"),
         "warnings": ing.warnings,
         # decisions in force, and the reviewed target products the category head learned from (not evaluated)
-        "curation": {"decisions": len(decisions), "reviewed_target_rows_used": int(pred.metrics.get("category", {}).get("n_target_reviewed", 0))},
+        "curation": curation_summary(decisions, pred.metrics.get("category", {})),
     }
     manifest = {
         **summary,
@@ -341,3 +341,19 @@ def _record_total(summary: dict) -> None:
         return
     manifest["total_seconds"] = summary["total_seconds"]
     write_json(manifest, path)
+
+
+def curation_summary(decisions, category_metrics: dict) -> dict:
+    """The manifest's ``curation`` entry: decisions in force, the reviewed target products the category head learned
+    from (not evaluated), and those held out as the publication rule's target calibration set with what they showed."""
+    out = {"decisions": len(decisions), "reviewed_target_rows_used": int(category_metrics.get("n_target_reviewed", 0))}
+    split = category_metrics.get("review_split")
+    if split:
+        out["reviewed_target_rows_calibration"] = int(split["n_calibration"])
+        calibration = (category_metrics.get("publication") or {}).get("calibration")
+        if calibration:
+            out["calibration_precision"] = {"published": calibration["n_published"], "right": calibration["n_published_right"],
+                                            "lower_bound": calibration["precision_bound"], "confidence": calibration["confidence"]}
+        elif split.get("reason"):
+            out["calibration_note"] = split["reason"]
+    return out

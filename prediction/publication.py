@@ -15,13 +15,21 @@ the published ones, from the deepest level up:
    or the fixed ``threshold`` when one is given;
 5. what clears it is published at that level; the rest try the next broader level.
 
+Given a target calibration set (reviewed target products held out of training,
+:mod:`prediction.target_calibration`), it is the evidence in place of the source hold-out: step 2 reads the
+level's accuracy on those rows, lowered to its one-sided Clopper-Pearson bound, and the per-item shape and the
+per-class ratios come from them; step 4's bar is the lowest at which the calibration rows published so far (over
+the levels, with ``pool``) have a Clopper-Pearson lower bound on their precision of at least ``min_precision``.
+The rows are labelled target data, so they set the bar themselves; a level at none of whose bars they reach it
+publishes nothing.
+
 :func:`evaluate` measures the outcome against target labels; it is for reports and benchmarks only and
 never feeds back into :func:`decide`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +48,7 @@ from prodkg.prediction.estimates import (
     source_reliability,
 )
 from prodkg.prediction.metrics import confidence_ece, open_set_scores, risk_coverage
+from prodkg.prediction.target_calibration import bound_confidence, precision_lower_bound
 from prodkg.prediction.thresholds import NEVER, threshold_for_precision
 
 __all__ = ["DEFAULT_ESTIMATE_ERROR", "DEFAULT_MIN_PRECISION", "DEFAULT_Z", "Decision", "decide", "estimate_standard_error", "evaluate", "pick_estimator"]
@@ -53,7 +62,7 @@ DEFAULT_CLASS_PRIOR = 5.0
 DEFAULT_ESTIMATE_ERROR = 0.02
 #: standard errors between the estimated precision of what is published and ``min_precision`` (see :func:`decide`)
 DEFAULT_Z = 1.0
-ESTIMATORS = ("auto", "atc", "atc_mc", "doc", "agreement", "atc+agreement", "none")
+ESTIMATORS = ("auto", "atc", "atc_mc", "doc", "agreement", "atc+agreement", "calibration", "none")
 #: ATC's threshold is the (k+1)-th smallest held-out source score, k the number of held-out errors: with fewer
 #: rows or errors than these it is an extreme order statistic, and ``auto`` leans on agreement instead
 MIN_SOURCE_ROWS = 20
@@ -144,6 +153,7 @@ def decide(
     class_evidence: str = DEFAULT_CLASS_EVIDENCE,
     class_prior: float = DEFAULT_CLASS_PRIOR,
     pool: bool = True,
+    calibration: Mapping[int, str] | None = None,
 ) -> Decision:
     """Predictions at every level and the published ones (see the module docstring).
 
@@ -183,6 +193,10 @@ def decide(
             must). Products published at a finer level were the easy ones; judged without them, the products left
             for the broader level are the hard ones, and on instacart the back-off covered less than publishing every
             product at the department would have.
+        calibration: target item index -> its reviewed class (a name of ``classes``; another name counts as wrong at
+            every level): the target calibration set. With it ``auto`` picks the ``calibration`` estimator, and under
+            ``min_precision`` the bars are held to what these rows support (see the module docstring), at the
+            one-sided confidence ``Phi(z)`` (:func:`prediction.target_calibration.bound_confidence`).
     """
     target_lp = _as_logp(target_probs)
     source_lp = _as_logp(source_probs)
@@ -191,11 +205,19 @@ def decide(
     n = len(target_lp)
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; expected one of {', '.join(ESTIMATORS)}")
+    cal_items = np.array(sorted(int(i) for i in (calibration or {})), dtype=np.int64)
+    cal_labels = [calibration[int(i)] for i in cal_items] if len(cal_items) else []
+    if estimator == "calibration" and not len(cal_items):
+        raise ValueError("the calibration estimator needs target calibration rows (calibration)")
+    if len(cal_items) and (cal_items.min() < 0 or cal_items.max() >= n):
+        raise ValueError(f"calibration rows must index the {n} target items")
     if "agreement" in estimator and other_probs is None:
         raise ValueError("the agreement estimator needs a second head's probabilities (other_probs)")
     if class_evidence not in CLASS_EVIDENCE:
         raise ValueError(f"unknown class evidence {class_evidence!r}; expected one of {', '.join(CLASS_EVIDENCE)}")
     chosen_by_default = estimator == "auto"
+    if estimator == "auto" and len(cal_items):
+        estimator = "calibration"
     if estimator == "auto":
         n_errors = int((source_lp.argmax(1) != source_labels).sum()) if len(source_labels) else 0
         estimator = pick_estimator(len(source_labels), other_probs is not None, n_errors)
@@ -205,7 +227,10 @@ def decide(
     # anything labelled behind it, and agreement between two heads trained on the same few rows overestimates
     # (grocery: the rule published coarse facts 59 % right, estimated above 95 %). Under ``min_precision`` nothing
     # is published then; a fixed ``threshold``, or an estimator named by the caller, is the caller's own call.
-    no_anchor = threshold is None and chosen_by_default and len(source_labels) == 0
+    no_anchor = threshold is None and chosen_by_default and len(source_labels) == 0 and not len(cal_items)
+    use_cal = estimator == "calibration"
+    confidence = bound_confidence(z)
+    cal_done = [0, 0]  # calibration rows published so far, over the levels: right, rows
     published: list[str | None] = [None] * n
     published_level = np.full(n, -1)
     rows, levels, level_values = [], [], []
@@ -228,20 +253,36 @@ def decide(
             op, _ = tax.aggregate_log(other_lp, level)
             estimates["agreement"] = agreement_estimate(pk.argmax(1), op[known].argmax(1))
             estimates["atc+agreement"] = (estimates["atc"] + estimates["agreement"]) / 2
-        driver = estimates.get(estimator, float("nan"))  # "none": NaN, the confidence itself is the correctness
         conf_log = p.max(1)  # thresholds compare log-confidences: no ties among predictions rounded to 1.0
         conf = np.exp(conf_log)
         pred = p.argmax(1)
+        # the calibration rows' reviewed concept at this level (-1: not one the head knows, so never right)
+        index = {c: j for j, c in enumerate(names)}
+        cal_truth = np.array([-1 if t is None else index.get(t, -1) for t in tax.labels_at(cal_labels, level)], dtype=np.int64)
+        cal_right = pred[cal_items] == cal_truth
+        cal_rows = ~unknown[cal_items]  # like the estimates, of the items that can be published
+        if len(cal_items):
+            k_cal, n_cal = int(cal_right[cal_rows].sum()), int(cal_rows.sum())
+            estimates["calibration"] = k_cal / n_cal if n_cal else float("nan")
+        # the rows the estimate's shape and the per-class ratios are read from: the calibration rows, or the source hold-out
+        anchor_lp, anchor_lab = (p[cal_items[cal_rows]], cal_truth[cal_rows]) if use_cal else (sp, s_lab)
+        driver = estimates.get(estimator, float("nan"))  # "none": NaN, the confidence itself is the correctness
         correctness = conf.copy()
-        se = estimate_standard_error(estimator, driver, n_target=int(known.sum()), source_correct=sp.argmax(1) == s_lab)
-        # the per-item estimates are set by the accuracy's lower bound, z standard errors (sampling and bias) down
-        bound = float(np.clip(driver - z * np.hypot(se, estimate_error), 0.0, 1.0)) if np.isfinite(driver) and threshold is None else driver
+        if use_cal:
+            se = float(np.sqrt(driver * (1 - driver) / n_cal)) if n_cal and np.isfinite(driver) else 0.0
+            # labelled target rows: no shift between them and the items, the bound is their sampling error's
+            bound = precision_lower_bound(k_cal, n_cal, confidence) if threshold is None else driver
+        else:
+            se = estimate_standard_error(estimator, driver, n_target=int(known.sum()), source_correct=sp.argmax(1) == s_lab)
+            # the per-item estimates are set by the accuracy's lower bound, z standard errors (sampling and bias) down
+            bound = float(np.clip(driver - z * np.hypot(se, estimate_error), 0.0, 1.0)) if np.isfinite(driver) and threshold is None else driver
         if np.isfinite(driver) and len(pk):
-            # the source hold-out's reliability curve gives the shape where it has enough rows and errors
-            reliability = source_reliability(sp, s_lab, min_rows=MIN_SOURCE_ROWS, min_errors=MIN_SOURCE_ERRORS) if len(sp) else None
+            # the hold-out's reliability curve gives the shape where it has enough rows and errors
+            reliability = (source_reliability(anchor_lp, anchor_lab, min_rows=MIN_SOURCE_ROWS, min_errors=MIN_SOURCE_ERRORS)
+                           if len(anchor_lp) else None)
             correctness[known] = (match_accuracy_reliable(pk, bound, reliability) if reliability is not None
                                   else match_accuracy(pk, bound).max(1))
-            ratios = _class_ratios(class_evidence, class_prior, len(names), sp, s_lab, reliability, pred[known], correctness[known],
+            ratios = _class_ratios(class_evidence, class_prior, len(names), anchor_lp, anchor_lab, reliability, pred[known], correctness[known],
                                    None if op is None else op[known].argmax(1))
             if ratios is not None:
                 correctness[known] = apply_class_ratios(correctness[known], pred[known], ratios)
@@ -257,11 +298,25 @@ def decide(
             t = float(np.log(threshold)) if threshold > 0 else -np.inf
             new = remaining & (conf_log >= t)
         else:
-            bar = threshold_for_precision(key[remaining], correctness[remaining], min_precision, min_items=min_items, z=z,
-                                          already=_published_so_far(done, pool))
+            if use_cal:  # the labelled target rows decide: the lowest bar their bound supports
+                bar = _calibration_bar(key, remaining, cal_items, cal_right, tuple(cal_done) if pool else (0, 0), min_precision, confidence)
+            else:
+                bar = threshold_for_precision(key[remaining], correctness[remaining], min_precision, min_items=min_items, z=z,
+                                              already=_published_so_far(done, pool))
             new = remaining & (key >= bar) if not no_anchor else np.zeros(n, bool)
             t = float(conf_log[new].min()) if new.any() else NEVER  # the lowest confidence published
         done.append(np.clip(correctness[new], 0.0, 1.0))
+        cal_record = None
+        if len(cal_items):
+            published_cal = new[cal_items]
+            cal_done[0] += int(cal_right[published_cal].sum())
+            cal_done[1] += int(published_cal.sum())
+            cal_record = {"n_rows": n_cal, "n_right": k_cal, "accuracy": round(k_cal / n_cal, 6) if n_cal else None,
+                          "accuracy_bound": round(precision_lower_bound(k_cal, n_cal, confidence), 6),
+                          "n_published": int(published_cal.sum()), "n_published_right": int(cal_right[published_cal].sum()),
+                          # the label-free estimates against the calibration rows' accuracy (the rows are the queue's choice)
+                          "estimate_minus_calibration": {k: round(v - k_cal / n_cal, 6) for k, v in estimates.items()
+                                                         if k != "calibration" and n_cal and np.isfinite(v)}}
         # what `prodkg predict` replays on new rows: per concept, a confidence bar above which this run published
         # every item (conservative: ranked by estimated correctness, the run may also publish a few items below it)
         prefix = _confidence_prefix(new, remaining, pred, conf_log) if ratios is not None else None
@@ -287,7 +342,8 @@ def decide(
                        "accuracy_bound": round(float(bound), 6) if np.isfinite(bound) else None,
                        "class_thresholds": class_thresholds,
                        "n_published": int(new.sum()),
-                       "estimated_precision": round(float(correctness[new].mean()), 6) if new.any() else None})
+                       "estimated_precision": round(float(correctness[new].mean()), 6) if new.any() else None,
+                       "calibration": cal_record})
     level_values.reverse()  # index by level, root first
     if threshold is not None:
         rule = {"rule": "threshold", "threshold": float(threshold)}
@@ -295,8 +351,13 @@ def decide(
         rule = {"rule": "min_precision", "min_precision": float(min_precision), "z": float(z), "estimate_error": float(estimate_error),
                 "class_evidence": class_evidence, "pool": bool(pool)}
     rule["require_agreement"] = bool(other_probs is not None and require_agreement and threshold is None)
+    if len(cal_items):
+        rule["calibration"] = {"n_rows": len(cal_items), "bound": "clopper-pearson", "confidence": round(confidence, 6),
+                               "n_published": cal_done[1], "n_published_right": cal_done[0],
+                               "precision_bound": round(precision_lower_bound(cal_done[0], cal_done[1], confidence), 6)}
     if no_anchor:
-        rule["abstained"] = "no labelled source row was held out: no estimate of target accuracy can be checked, nothing is published"
+        rule["abstained"] = ("no labelled source row was held out and no reviewed target product calibrates the rule: no estimate of "
+                             "target accuracy can be checked, nothing is published")
     frame = pd.DataFrame(rows, columns=["item", "level", "value", "confidence", "correctness", "published"])
     return Decision(predictions=frame, published=published, published_level=published_level, unknown=unknown, levels=levels,
                     rule=rule, n_levels=tax.n_levels, level_values=level_values)
@@ -323,6 +384,27 @@ def _class_ratios(evidence: str, prior: float, n_concepts: int, source_lp: np.nd
             return None
         return class_error_ratios(predicted, disagree, wrong * disagree.sum() / wrong.sum(), n_concepts, prior=prior)
     return None
+
+
+def _calibration_bar(key: np.ndarray, remaining: np.ndarray, cal_items: np.ndarray, cal_right: np.ndarray,
+                     already: tuple[int, int], min_precision: float, confidence: float) -> float:
+    """The lowest bar at which the calibration rows published (those of ``cal_items`` still ``remaining`` with
+    ``key`` at or above it, with the ``already`` published (right, rows) of finer levels) have a Clopper-Pearson
+    lower bound on their precision of at least ``min_precision``; :data:`NEVER` when none has.
+
+    The candidate bars are the calibration rows' own keys: a level publishes only down to a calibration row that
+    supports it, never on the strength of finer levels' rows alone.
+    """
+    rows = remaining[cal_items]
+    if not rows.any():
+        return NEVER
+    keys, right = key[cal_items][rows], cal_right[rows]
+    order = np.argsort(-keys, kind="stable")
+    keys, right = keys[order], right[order]
+    last = np.flatnonzero(np.r_[keys[1:] != keys[:-1], True])  # the end of each group of tied keys
+    k0, n0 = already
+    passing = [j for j in last if precision_lower_bound(k0 + int(right[:j + 1].sum()), n0 + j + 1, confidence) >= min_precision - 1e-12]
+    return float(keys[passing[-1]]) if passing else NEVER
 
 
 def _confidence_prefix(new: np.ndarray, remaining: np.ndarray, pred: np.ndarray, conf_log: np.ndarray) -> np.ndarray:

@@ -33,6 +33,30 @@ class PredictSettings:
     min_precision: float = 0.95  # published facts should be right this often, by the label-free estimate
     threshold: float | None = None  # or a fixed confidence bar instead
     self_training: int = 0  # rounds of class-balanced self-training of each head (not of the baseline)
+    # reviewed target products held out of training as the rule's target calibration set (prediction/target_calibration.py)
+    calibration_share: float = 0.4
+
+    def split_reviewed(self, reviewed: dict, product_ids: dict, n_source_holdout: int = 0) -> tuple[dict, dict, dict]:
+        """Reviewed target rows -> (train, calibration, record) under these settings: ``calibration_share`` of them
+        held out as the rule's target calibration set where the rule has no other anchor, that is where the
+        labelled source rows held out of training (``n_source_holdout``) are fewer than ATC needs.
+
+        None are held out when fewer than can support ``min_precision`` would be, under a fixed ``threshold`` (which
+        reads no estimate), or beside a source hold-out: there the reviews teach more than they could calibrate (on
+        office-caltech-10 about 40 queue-chosen reviews held out, the hard products the queue seeks, supported no bar at
+        95 % where the source hold-out's rule published 40-90 % of the products at 100 % precision).
+        """
+        from prodkg.prediction.publication import DEFAULT_Z, MIN_SOURCE_ROWS
+        from prodkg.prediction.target_calibration import bound_confidence, min_calibration_rows, split_reviewed
+
+        if self.threshold is not None or self.min_precision >= 1.0:
+            return split_reviewed(reviewed, product_ids, share=0.0)
+        if n_source_holdout >= MIN_SOURCE_ROWS:
+            train, calibration, record = split_reviewed(reviewed, product_ids, share=0.0)
+            record["reason"] = f"the {n_source_holdout} labelled source rows held out anchor the rule: all reviews train the head"
+            return train, calibration, record
+        need = min_calibration_rows(self.min_precision, bound_confidence(DEFAULT_Z))
+        return split_reviewed(reviewed, product_ids, share=self.calibration_share, min_rows=need)
 
     def train_config(self, method: str | None = None):
         """The :class:`adaptation.TrainConfig` of ``method`` (default: the run's method) under these settings."""
@@ -120,6 +144,11 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
             labels = [NO_VALUE if labels[i] is None and is_source[i] else labels[i] for i in range(len(labels))]
         tcfg = settings.train_config()
         rows = {i: reviewed[pid] for i, pid in enumerate(ids) if is_target[i] and pid in reviewed} if task == "category" else {}
+        calibration: dict[int, str] = {}
+        split = None
+        if rows:  # a share of the reviews calibrates the publication rule on target data; the rest train the head
+            rows, calibration, split = settings.split_reviewed(rows, {i: ids[i] for i in rows},
+                                                               source_holdout_size(labels, is_source, settings.seed))
         train_labels = labels + [labels[r] for r in of]
         extra = {**({"reviewed": sorted(rows.items())} if rows else {}), **({"views": views.stats["spec_id"]} if len(of) else {}),
                  **({"self_training": settings.self_training} if settings.self_training else {})}
@@ -144,11 +173,13 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
                                     lambda: fit_task(task, train_features, train_labels, train_is_source, train_is_target, train_ids, bcfg,
                                                      progress=False, view_of=view_of))
             baseline = other.metrics
-        # reviewed target rows were trained on: their held-out labels are not evaluated
-        eval_labels = [None if i in rows else lab for i, lab in enumerate(labels)] if rows else labels
+        # reviewed target rows were trained on or calibrated the rule: their held-out labels are not evaluated
+        eval_labels = [None if i in rows or i in calibration else lab for i, lab in enumerate(labels)] if rows or calibration else labels
         prototypes = models_dir / f"{_safe(task)}.prototypes.npz" if task == "category" else None
         frame, publication = publish_task(result, other, settings, task, mid, eval_labels, is_source, is_target, features,
-                                          taxonomy if task == "category" else [], prototypes_to=prototypes)
+                                          taxonomy if task == "category" else [], prototypes_to=prototypes, calibration=calibration)
+        if split is not None:  # how many reviews trained the head, how many calibrated the rule, and which
+            publication["review_split"] = split
         frames.append(frame[frame["value"] != NO_VALUE].reset_index(drop=True))
         metrics[task] = {**result.metrics, **publication}
         entry = {"model_id": mid, "task": task, "method": chosen, "requested_method": settings.method, "path": str(path),
@@ -170,7 +201,8 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
 
 
 def publish_task(result, other, settings: PredictSettings, task: str, mid: str, labels: list[str | None], is_source: np.ndarray,
-                 is_target: np.ndarray, features, taxonomy: list[tuple], prototypes_to: Path | None = None) -> tuple[pd.DataFrame, dict]:
+                 is_target: np.ndarray, features, taxonomy: list[tuple], prototypes_to: Path | None = None,
+                 calibration: dict[int, str] | None = None) -> tuple[pd.DataFrame, dict]:
     """One task's prediction rows (every back-off level, unknown products) and its publication record.
 
     The rule is :func:`prediction.publication.decide`: ``settings.min_precision`` by the label-free estimate, or the
@@ -178,6 +210,8 @@ def publish_task(result, other, settings: PredictSettings, task: str, mid: str, 
     products are scored for the category task only. Target labels, where the catalog has them, are read afterwards
     by :func:`prediction.publication.evaluate`, for the manifest and report only. ``prototypes_to``: where to save the
     unknown scores' source class prototypes (category task), so new rows can be scored later without the source.
+    ``calibration`` (row index -> reviewed category) are reviewed target rows held out of training: the rule's target
+    calibration set (see :func:`prediction.publication.decide`).
     """
     from prodkg.prediction.publication import decide, evaluate, publication_frame
     from prodkg.prediction.unknown import class_prototypes, fused_unit_features, score_unknown, subset
@@ -196,7 +230,7 @@ def publish_task(result, other, settings: PredictSettings, task: str, mid: str, 
     other_probs = other.evidence.get("target_logp") if other is not None and other.labels.classes == classes else None
     decision = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
                       min_precision=settings.min_precision, threshold=settings.threshold, unknown=None if unknown is None else unknown.unknown,
-                      other_probs=other_probs)
+                      other_probs=other_probs, calibration=_target_positions(calibration, target_idx))
     frame = publication_frame(decision, result.predictions["product_id"].tolist(), task, mid,
                               unknown_similarity=None if unknown is None else unknown.similarity)
     record: dict = {"publication": decision.summary()}
@@ -213,6 +247,23 @@ def publish_task(result, other, settings: PredictSettings, task: str, mid: str, 
     return frame, record
 
 
+def source_holdout_size(labels: list[str | None], is_source: np.ndarray, seed: int) -> int:
+    """How many labelled source rows :func:`prediction.heads.fit_task` holds out of training for calibration (its
+    stratified tenth; classes of fewer than 3 rows give none), known before any fit."""
+    from prodkg.adaptation.selection import stratified_holdout
+
+    y = np.array([lab for lab, src in zip(labels, is_source, strict=True) if src and lab is not None], dtype=object)
+    return int(stratified_holdout(y.astype(str), 0.1, seed).sum()) if len(y) else 0
+
+
+def _target_positions(rows: dict[int, str] | None, target_idx: np.ndarray) -> dict[int, str] | None:
+    """Row index -> label, re-keyed by position among the target rows (rows that are not target rows are dropped)."""
+    if not rows:
+        return None
+    position = {int(r): j for j, r in enumerate(target_idx)}
+    return {position[int(i)]: lab for i, lab in rows.items() if int(i) in position}
+
+
 def publication_summary(metrics: dict[str, dict]) -> dict[str, dict]:
     """Per task, the headline numbers of the run summary: published share, estimated and (with target labels)
     measured accuracy and precision, unknown products."""
@@ -225,6 +276,10 @@ def publication_summary(metrics: dict[str, dict]) -> dict[str, dict]:
         row = {"rule": pub.get("rule"), "n_published": pub.get("n_published"), "coverage": pub.get("coverage"),
                "estimated_accuracy": levels[0].get("estimated_accuracy"), "estimator": levels[0].get("estimator"),
                "estimated_precision": pub.get("estimated_precision"), "n_unknown": pub.get("n_unknown")}
+        if pub.get("calibration"):  # the target calibration set: rows, and the precision they support for what was published
+            row["calibration"] = pub["calibration"]
+        if pub.get("abstained"):
+            row["abstained"] = pub["abstained"]
         ev = m.get("evaluation")
         if ev:
             row.update({"accuracy": ev.get("accuracy"), "precision": ev.get("precision"), "measured_coverage": ev.get("coverage"),

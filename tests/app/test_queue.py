@@ -114,3 +114,43 @@ def test_the_order_matches_its_definition_on_random_examples():
         model = QueueModel([str(i) for i in range(n)], cluster, typ, int(cluster.max()) + 1)
         order, _ = review_order(model, conf, reviewed, limit=n)
         assert list(order) == _reference_order(cluster, typ, conf, reviewed, n)
+
+
+def test_the_queue_graph_is_the_label_spreading_graph():
+    from prodkg.app.queue import knn_affinity
+    from prodkg.prediction.propagation import _knn_graph
+
+    x = np.random.default_rng(4).normal(size=(300, 6)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_allclose(knn_affinity(x, 10, chunk=64).toarray(), _knn_graph(x, 10).toarray(), atol=1e-6)
+
+
+def _moons(n=150, seed=0):
+    """Two interleaved half-moons, lifted onto the unit sphere (the queue compares directions): k-means on the
+    vectors cuts them across, the neighbour graph follows each moon."""
+    from sklearn.datasets import make_moons
+
+    xy, moon = make_moons(n_samples=2 * n, noise=0.04, random_state=seed)
+    x = np.c_[xy, np.full(len(xy), 8.0)]
+    return x / np.linalg.norm(x, axis=1, keepdims=True), moon
+
+
+def test_graph_clusters_are_the_regions_an_answer_spreads_over():
+    x, moon = _moons()
+    ids = [str(i) for i in range(len(x))]
+    graph = fit_queue_model(ids, x, n_clusters=2, seed=0)
+    assert graph.method == "graph"
+    # reference: the moons themselves (the cluster numbering is arbitrary)
+    agree = max((graph.cluster == moon).mean(), (graph.cluster != moon).mean())
+    assert agree > 0.97
+    plain = fit_queue_model(ids, x, n_clusters=2, seed=0, method="kmeans")
+    assert plain.method == "kmeans" and max((plain.cluster == moon).mean(), (plain.cluster != moon).mean()) < 0.9
+    # the same seed gives the same clusters
+    assert (fit_queue_model(ids, x, n_clusters=2, seed=0).cluster == graph.cluster).all()
+
+
+def test_the_queue_falls_back_to_kmeans_without_vectors_to_compare_and_refuses_an_unknown_method():
+    model = fit_queue_model([f"p{i}" for i in range(30)], np.zeros((30, 4)), n_clusters=5)
+    assert model.method == "kmeans" and len(model.cluster) == 30
+    with pytest.raises(ValueError, match="valid: auto, graph, kmeans"):
+        fit_queue_model(["a", "b"], np.eye(2), method="spectral")

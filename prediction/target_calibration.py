@@ -1,0 +1,88 @@
+"""Reviewed target products as labelled target evidence: which of them train the head and which calibrate the rule.
+
+A reviewer's answer is a labelled *target* row, better evidence of the head's precision on the target than any
+source hold-out under shift. So a share of the reviewed products is held out of training (:func:`split_reviewed`)
+and the publication rule (:func:`prediction.publication.decide`) reads them as its calibration set: it estimates
+each level's accuracy on them and never publishes more than a one-sided Clopper-Pearson lower bound on the
+precision of the calibration rows it would publish supports (:func:`precision_lower_bound`).
+
+The calibration rows are the queue's choice, not a random sample of the target: typical products of dense
+regions. Their precision is the evidence the rule has, not an unbiased estimate of the catalog's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from typing import TypeVar
+
+__all__ = ["DEFAULT_SHARE", "bound_confidence", "calibration_rank", "min_calibration_rows", "precision_lower_bound", "split_reviewed"]
+
+#: the share of reviewed products held out of training as the target calibration set
+DEFAULT_SHARE = 0.4
+
+K = TypeVar("K")
+
+
+def bound_confidence(z: float) -> float:
+    """The one-sided confidence of a bound ``z`` standard errors down (``Phi(z)``): the rule's own caution, in
+    the form a binomial bound takes (z = 1: 0.841)."""
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def precision_lower_bound(k: int, n: int, confidence: float) -> float:
+    """One-sided Clopper-Pearson lower bound on a proportion: the smallest p under which ``k`` or more successes in
+    ``n`` trials have probability at least ``1 - confidence``. 0 for ``k = 0`` (and for ``n = 0``: no evidence)."""
+    from scipy.stats import beta
+
+    if n <= 0 or k <= 0:
+        return 0.0
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    return float(beta.ppf(1.0 - confidence, k, n - k + 1))
+
+
+def min_calibration_rows(min_precision: float, confidence: float) -> int:
+    """The fewest calibration rows whose bound can reach ``min_precision`` at all (every one of them right):
+    ``n`` with ``(1 - confidence) ** (1 / n) >= min_precision``. Fewer rows cannot support any publication."""
+    if min_precision >= 1.0:
+        raise ValueError("no finite calibration set bounds precision at 1")
+    return max(1, math.ceil(math.log(1.0 - confidence) / math.log(min_precision) - 1e-9))
+
+
+def calibration_rank(product_id: str) -> float:
+    """A product's fixed place in the calibration draw, in [0, 1): the first 8 bytes of the SHA-256 of its id over
+    2**64. A product is held out when its rank is below the share, so its place never changes as reviews arrive."""
+    return int.from_bytes(hashlib.sha256(str(product_id).encode("utf-8")).digest()[:8], "big") / 2.0**64
+
+
+def split_reviewed(reviewed: Mapping[K, str], product_ids: Mapping[K, str], *, share: float = DEFAULT_SHARE,
+                   min_rows: int = 1) -> tuple[dict[K, str], dict[K, str], dict]:
+    """Split reviewed target rows into those that train the head and those that calibrate the publication rule.
+
+    Args:
+        reviewed: row key (a row index or product id) -> the reviewer's category.
+        product_ids: row key -> product id; a row is held out when its product's :func:`calibration_rank` is below
+            ``share`` (about ``share`` of the rows; a product held out once stays held out while the share holds).
+        share: the share held out for calibration.
+        min_rows: hold out nothing unless at least this many rows would be held out (fewer cannot support the
+            precision target: :func:`min_calibration_rows`); they then all train the head.
+
+    Returns ``(train, calibration, record)``; ``record`` is for the manifest: the share, the counts, the
+    calibration products' ids and why nothing was held out when nothing was.
+    """
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"share must be in [0, 1), got {share!r}")
+    held = {k for k in reviewed if calibration_rank(product_ids[k]) < share}
+    record: dict = {"share": float(share), "n_reviewed": len(reviewed), "min_rows": int(min_rows), "draw": "sha256(product_id) < share"}
+    if len(held) < max(1, min_rows):
+        record.update({"n_train": len(reviewed), "n_calibration": 0, "calibration_ids": [],
+                       "reason": f"{len(held)} of {len(reviewed)} reviews would be held out, fewer than the {max(1, min_rows)} "
+                                 "that can support the precision target: all train the head"})
+        return dict(reviewed), {}, record
+    train = {k: v for k, v in reviewed.items() if k not in held}
+    calibration = {k: v for k, v in reviewed.items() if k in held}
+    record.update({"n_train": len(train), "n_calibration": len(calibration),
+                   "calibration_ids": sorted(str(product_ids[k]) for k in calibration)})
+    return train, calibration, record
