@@ -415,12 +415,20 @@ def score_candidates(
     selectors: Sequence[str],
     seed: int = 0,
 ) -> list[dict[str, float]]:
-    """Every selector's score of every model (one dict per model)."""
+    """Every selector's score of every model (one dict per model).
+
+    BLAS runs on one thread meanwhile: DEV's domain classifier is small, and on a shared
+    2-core machine two OpenBLAS threads spinning on it were 35 times slower than one
+    (2.8 s against 0.08 s per model on office-caltech-10, docs/BENCHMARKS.md "auto-cost").
+    """
+    from threadpoolctl import threadpool_limits
+
     funcs = {name: SELECTORS.get(name) for name in selectors}
     out = []
-    for model in models:
-        ev = Evidence.collect(model, source_val, y_val, target, source_train, seed=seed)
-        out.append({name: float(fn(ev)) for name, fn in funcs.items()})
+    with threadpool_limits(limits=1, user_api="blas"):
+        for model in models:
+            ev = Evidence.collect(model, source_val, y_val, target, source_train, seed=seed)
+            out.append({name: float(fn(ev)) for name, fn in funcs.items()})
     return out
 
 
