@@ -32,13 +32,17 @@ class PredictSettings:
     progress: bool = True
     min_precision: float = 0.95  # published facts should be right this often, by the label-free estimate
     threshold: float | None = None  # or a fixed confidence bar instead
+    auto_schedule: str = "halving"  # how method "auto" shares the training among its candidates
 
     def train_config(self, method: str | None = None):
         """The :class:`adaptation.TrainConfig` of ``method`` (default: the run's method) under these settings."""
         from prodkg.adaptation import TrainConfig
 
         overrides = {k: getattr(self, k) for k in ("epochs", "hidden", "lr", "tradeoff") if getattr(self, k) is not None}
-        return TrainConfig(method=method or self.method, fusion=self.fusion, seed=self.seed, **overrides)
+        method = method or self.method
+        if method == "auto":  # only auto's config carries it, so a named method's cached head stays valid
+            overrides["auto_schedule"] = self.auto_schedule
+        return TrainConfig(method=method, fusion=self.fusion, seed=self.seed, **overrides)
 
 
 @dataclass
