@@ -165,6 +165,8 @@ class LoopRun:
         n_steps = min(int(n_steps), self.total_steps)
         if self.steps_done >= n_steps:
             return
+        if self._step is None:
+            raise StageError(f"this training was closed after {self.steps_done} of {self.total_steps} steps")
         if self._progress and self._bar is None:  # opened on the first step, so a run never started shows none
             from tqdm.auto import tqdm
 
@@ -201,10 +203,14 @@ class LoopRun:
             self.close()
 
     def close(self) -> None:
-        """Close the progress bar (a run left unfinished keeps its weights as they are)."""
+        """Stop for good: close the progress bar and let go of the step, the optimizer and the batch streams
+        (the optimizer's state and whatever data the step holds, on a GPU a copy of both domains); the
+        modules keep their weights."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        self._step = self._optimizer = self._src_stream = self._tgt_stream = None
+        self._modules = []
 
 
 def run_loop(
@@ -427,5 +433,5 @@ class MethodRun:
                             n_adaptation_params=self.n_adaptation_params)
 
     def close(self) -> None:
-        """Stop for good: close the progress bar; the model keeps its weights."""
+        """Stop for good (:meth:`LoopRun.close`): what training held is let go; the model keeps its weights."""
         self.loop.close()

@@ -219,7 +219,8 @@ def rank_scores(scores: Sequence[float]) -> np.ndarray:
 #: Besides the method, the grid searches the adaptation trade-off (0.3 and 1.0) of the adversarial
 #: methods (DANN, CDAN) and of RTN, and the learning rate (1e-3 and 3e-3) of RTN; the discrepancy
 #: methods keep one trade-off each (CORAL at 0.3: at 1.0 it fell below source-only on
-#: office-caltech-10, see docs/BENCHMARKS.md). Ten candidates: each one is a full training run.
+#: office-caltech-10, see docs/BENCHMARKS.md). Ten candidates: under the ``full`` schedule each is a full training run,
+#: under ``halving`` (the default) they share about 2.3 runs of training (:func:`auto_train`).
 #: Fields a candidate does not override (epochs, and lr for most) come from the caller's config.
 DEFAULT_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("source_only", {}),

@@ -20,7 +20,7 @@ from prodkg.adaptation.selection import (
     score_candidates,
     stratified_holdout,
 )
-from prodkg.errors import ConfigError
+from prodkg.errors import ConfigError, StageError
 
 
 def _state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -56,6 +56,12 @@ def test_a_paused_training_ends_with_the_weights_of_one_trained_in_one_go(make_s
     assert paused.model().history == reference.history
     with pytest.raises(ConfigError, match="fraction"):
         paused.advance(0.0)
+    stopped = MethodRun(xs, ys, xt, 3, config)
+    stopped.advance(0.5)
+    stopped.close()  # a pruned candidate: what training held is let go, its network stays usable
+    assert stopped.model().predict(xt).shape == (len(xt),)
+    with pytest.raises(StageError, match="closed"):
+        stopped.advance(1.0)
 
 
 def test_schedules_are_checked_and_rungs_keep_a_third() -> None:
