@@ -357,6 +357,25 @@ def rung_keep(n: int, share: float, next_share: float) -> int:
     return max(1, math.ceil(n * share / next_share - 1e-9))
 
 
+#: Fewest voters a consensus vote needs; with fewer, every candidate votes.
+MIN_VOTERS = 3
+
+
+def consensus_voters(trained_shares: Sequence[float], rungs: Sequence[float]) -> list[int]:
+    """Candidates whose target predictions make up the consensus vote of :func:`safe_choice`: those that trained
+    at least to the schedule's last pruning rung (``rungs[-2]``; every candidate under a one-rung schedule), or
+    every candidate when that leaves fewer than :data:`MIN_VOTERS`.
+
+    A candidate stopped after 1/9 of its steps has barely left its start (low adaptation weight, high learning
+    rate), so its vote echoes source-only: on office-caltech-10 (36 runs, docs/BENCHMARKS.md "auto-cost") a vote
+    of every candidate as far as it trained kept source-only in 29 runs and reached 96.5, one without those
+    early-stopped ones 97.0 (the full grid: 97.0). Pruned candidates still vote with the network they stopped with.
+    """
+    floor = rungs[-2] if len(rungs) > 1 else 1.0
+    voters = [i for i, share in enumerate(trained_shares) if share >= floor - 1e-9]
+    return voters if len(voters) >= MIN_VOTERS else list(range(len(trained_shares)))
+
+
 def candidate_label(method: str, overrides: dict[str, Any]) -> str:
     extra = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
     return f"{method}({extra})" if extra else method
@@ -465,7 +484,8 @@ def auto_train(
     A paused candidate goes on exactly where it stopped (:class:`~adaptation.loop.MethodRun`),
     so a candidate that reaches the end is the model the ``full`` schedule trains.
     Only candidates trained in full compete for adoption (and for ``safe_choice``);
-    the consensus vote counts every candidate, a pruned one as it stood when it stopped. The winner's
+    the consensus vote counts the candidates that trained at least to the last pruning rung
+    (:func:`consensus_voters`), a pruned one as it stood when it stopped. The winner's
     :meth:`~adaptation.model.AdaptedModel.describe` carries a ``selection``
     record: the selector; the chosen candidate, its method and the values of the
     hyper-parameters the grid searched (``chosen_method``, ``chosen_hyperparameters``);
@@ -569,9 +589,10 @@ def auto_train(
         scores[i] = sc
     # only candidates trained in full compete; a pruned one's score was taken earlier in its training
     order = sorted(finalists, key=lambda i: -scores[i][selector])
-    # every candidate votes, a pruned one with the network it had when it stopped
-    target_preds = [m.predict(target) for m in models]
-    agreement = consensus_agreement(target_preds)
+    voters = consensus_voters([run.fraction_done for run in runs], rungs)
+    target_preds = [models[i].predict(target) for i in voters]
+    agreement = np.zeros(len(models))
+    agreement[voters] = consensus_agreement(target_preds)
     safety = None
     if safe:
         j, safety = safe_choice([configs[i].method for i in finalists], [scores[i] for i in finalists],
@@ -632,11 +653,13 @@ def auto_train(
         "n_source_train": int(len(tr)),
         "n_source_val": int(len(va)),
         "schedule": {"name": schedule_label(schedule_name), "rungs": [round(x, 6) for x in rungs],
-                     "finalists": [labels[i] for i in finalists], "pruning_seconds": round(pruning_seconds, 3)},
+                     "finalists": [labels[i] for i in finalists], "voters": [labels[i] for i in voters],
+                     "pruning_seconds": round(pruning_seconds, 3)},
         "candidates": [
             {"candidate": labels[i], "method": configs[i].method,
              "hyperparameters": {f: getattr(configs[i], f) for f in searched}, "config": configs[i].to_dict(),
-             "scores": scores[i], "consensus": round(float(agreement[i]), 4), "train_seconds": round(seconds[i], 3),
+             "scores": scores[i], "consensus": round(float(agreement[i]), 4) if i in voters else None,
+             "train_seconds": round(seconds[i], 3),
              "epochs_trained": round(runs[i].epochs_done, 4), "trained_share": round(runs[i].fraction_done, 6),
              "stopped_at_rung": stopped[i]["rung"] if i in stopped else None}
             for i in range(len(models))

@@ -15,6 +15,7 @@ from prodkg.adaptation.selection import (
     auto_train,
     candidate_configs,
     candidate_label,
+    consensus_voters,
     rung_keep,
     schedule_rungs,
     score_candidates,
@@ -78,6 +79,16 @@ def test_schedules_are_checked_and_rungs_keep_a_third() -> None:
     assert rung_keep(10, 0.5, 1.0) == 5 and rung_keep(2, 0.1, 1.0) == 1 and rung_keep(11, 0.25, 1.0) == 3
 
 
+def test_the_vote_leaves_out_candidates_stopped_before_the_last_pruning_rung() -> None:
+    halving = AUTO_SCHEDULES["halving"]
+    # source-only and the finalist trained in full, two stopped at 1/3, two at 1/9
+    assert consensus_voters([1.0, 1 / 9, 1 / 3, 1 / 9, 1 / 3, 1.0], halving) == [0, 2, 4, 5]
+    assert consensus_voters([1.0, 0.25, 1.0], [0.25, 1.0]) == [0, 1, 2]
+    assert consensus_voters([1.0, 1.0, 1.0], AUTO_SCHEDULES["full"]) == [0, 1, 2]
+    # fewer than three voters: a vote of two decides nothing, so every candidate votes
+    assert consensus_voters([1.0, 1 / 9, 1 / 9, 1.0], halving) == [0, 1, 2, 3]
+
+
 def test_halving_prunes_the_default_grid_as_its_rungs_say_by_dev_and_keeps_source_only(make_shifted) -> None:
     xs, ys, xt, _ = make_shifted(seed=3, n=100, dim=8)
     config = TrainConfig(method="auto", hidden=16, epochs=9, seed=0, auto_schedule="halving")
@@ -94,6 +105,9 @@ def test_halving_prunes_the_default_grid_as_its_rungs_say_by_dev_and_keeps_sourc
     assert sel["schedule"]["finalists"] == ["source_only", finalist] or sel["schedule"]["finalists"] == [finalist, "source_only"]
     assert sel["chosen"] in ("source_only", finalist)
     assert "successive halving (halving) stopped" in sel["reason"]
+    # the two stopped at 1/3 vote with the finalists; the six stopped at 1/9 do not
+    voters = {c["candidate"] for c in sel["candidates"] if c["consensus"] is not None}
+    assert voters == set(sel["schedule"]["voters"]) == {"source_only"} | {c["candidate"] for c in adapted if c["epochs_trained"] >= 3}
 
     # an independent replay of the first rung: every adapted candidate trained for 1/9 and scored by DEV;
     # the three that went on are DEV's best three

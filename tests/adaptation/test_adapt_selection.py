@@ -343,7 +343,9 @@ def test_auto_falls_back_to_source_only_when_the_signals_disagree_and_says_why(m
     sel = model.selection
     assert sel["safety"] is not None and set(sel["candidates"][0]["scores"]) >= {"dev", "snd"}
     assert sel["safety"]["adopted"] == sel["chosen_method"]
-    assert all(0.0 <= c["consensus"] <= 1.0 for c in sel["candidates"])
+    voters = [c for c in sel["candidates"] if c["consensus"] is not None]
+    assert all(0.0 <= c["consensus"] <= 1.0 for c in voters)
+    assert {c["candidate"] for c in voters} >= set(sel["schedule"]["finalists"])
     if sel["chosen"] != sel["selector_choice"]:
         assert sel["chosen"] == "source_only" and "did not confirm that it beats source-only" in sel["reason"]
     else:
