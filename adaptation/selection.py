@@ -369,7 +369,7 @@ def consensus_voters(trained_shares: Sequence[float], rungs: Sequence[float]) ->
     A candidate stopped after 1/9 of its steps has barely left its start (low adaptation weight, high learning
     rate), so its vote echoes source-only: on office-caltech-10 (36 runs, docs/BENCHMARKS.md "auto-cost") a vote
     of every candidate as far as it trained kept source-only in 29 runs and reached 96.5, one without those
-    early-stopped ones 97.0 (the full grid: 97.0). Pruned candidates still vote with the network they stopped with.
+    early-stopped ones 96.9 (the full grid: 97.0). Pruned candidates still vote with the network they stopped with.
     """
     floor = rungs[-2] if len(rungs) > 1 else 1.0
     voters = [i for i, share in enumerate(trained_shares) if share >= floor - 1e-9]

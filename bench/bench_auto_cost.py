@@ -241,7 +241,7 @@ NOTES = """Notes:
 - The voters were chosen on the office-caltech-10 run at 10 epochs: a first run of the same command, with every
   candidate voting as far as it trained, reached 96.5 (worst task -0.6) and adopted an adapted candidate in only
   7 of 36 runs (`full`: 97.0, -0.4, 26 of 36): candidates stopped after 1/9 of their steps have barely left their
-  start, and their vote echoes source-only. Recomputed on the same networks without them: 97.0, -0.6. So the
+  start, and their vote echoes source-only. Re-applied to the same networks without them: 96.9, -0.6. So the
   office figures at 10 epochs flatter that rule; the 100-epoch, instacart and grocery runs were not used to choose.
 - Cost is wall time of a whole `auto_train` call against a `--method dann` training (`train_method` on the whole
   source), in the same process one after the other, 1 torch thread, on a CPU shared with other jobs. Training
