@@ -438,8 +438,8 @@ def score_candidates(
     """Every selector's score of every model (one dict per model).
 
     BLAS runs on one thread meanwhile: DEV's domain classifier is small, and on a shared
-    2-core machine two OpenBLAS threads spinning on it were 35 times slower than one
-    (2.8 s against 0.08 s per model on office-caltech-10, docs/BENCHMARKS.md "auto-cost").
+    2-core machine under other load two OpenBLAS threads spinning on it were 35 times slower
+    than one (2.8 s against 0.08 s per model, office-caltech-10 A->C, timed by hand 2026-11-30).
     """
     from threadpoolctl import threadpool_limits
 
