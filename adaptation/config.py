@@ -13,6 +13,12 @@ NORMS = ("layer", "batch", "none")
 #: The method name that asks :func:`adaptation.train` to choose a method without target labels.
 AUTO = "auto"
 SAMPLINGS = ("plain", "balanced")
+#: Budget schedules of ``auto`` (:func:`adaptation.selection.auto_train`): the shares of its full training at
+#: which the adapted candidates are scored and pruned, the last always 1. ``halving`` trains every adapted
+#: candidate for 1/9 of its steps, keeps the best third, trains those to 1/3, keeps the best third again and
+#: trains that one to the end (successive halving with a factor of 3); ``full`` trains every candidate in full.
+#: Source-only, the fallback, is always trained in full.
+AUTO_SCHEDULES: dict[str, tuple[float, ...]] = {"halving": (1 / 9, 1 / 3, 1.0), "full": (1.0,)}
 
 
 @dataclass
@@ -46,6 +52,9 @@ class TrainConfig:
             Use ``balanced`` when the source is so skewed that rare classes vanish.
         seed: seeds weight initialisation, dropout and batch order.
         device: torch device string (``cpu``, ``cuda``, ``cuda:1``).
+        auto_schedule: for ``method="auto"``, how its candidates share the training budget, a name in
+            :data:`AUTO_SCHEDULES`: ``halving`` (successive halving, about 3 times one method's training)
+            or ``full`` (every candidate trained in full, about 10 times). Ignored by a named method.
     """
 
     method: str = "dann"
@@ -61,13 +70,14 @@ class TrainConfig:
     sampling: str = "plain"
     seed: int = 0
     device: str = "cpu"
+    auto_schedule: str = "halving"
 
     def __post_init__(self) -> None:
         # Imported here: the registries live in modules that import torch and this config.
         from prodkg.adaptation.fusion import FUSIONS
         from prodkg.adaptation.methods import METHODS
 
-        for name in ("method", "fusion", "norm", "sampling", "device"):
+        for name in ("method", "fusion", "norm", "sampling", "device", "auto_schedule"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"TrainConfig.{name}: expected a non-empty string, got {value!r}")
@@ -93,6 +103,9 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.norm: expected one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.sampling not in SAMPLINGS:
             raise ConfigError(f"TrainConfig.sampling: expected one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
+        if self.auto_schedule not in AUTO_SCHEDULES:
+            raise ConfigError(f"TrainConfig.auto_schedule: expected one of {', '.join(AUTO_SCHEDULES)}, "
+                              f"got {self.auto_schedule!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict of every field."""

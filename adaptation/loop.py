@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from prodkg.adaptation.methods import METHODS
 from prodkg.adaptation.model import AdaptationNetwork, AdaptedModel, resolve_device, to_tensors
 from prodkg.errors import ConfigError, StageError
 
-__all__ = ["Step", "run_loop", "train_method"]
+__all__ = ["LoopRun", "MethodRun", "Step", "run_loop", "train_method"]
 
 
 def _validate(
@@ -107,6 +108,111 @@ class Step:
     diverged: Callable[[int, int], str]
 
 
+class LoopRun:
+    """A run of the training loop that can pause after any step and go on later (:func:`run_loop` runs it through).
+
+    Pausing changes nothing that is trained: the learning-rate annealing and the ``p`` a step is
+    given are fractions of the whole run's steps (``epochs`` epochs), and the batch streams keep
+    their place, so ``run_to(a)`` then ``run_to(b)`` computes what ``run_to(b)`` alone does.
+    Every module is put back in training mode when the run goes on. The arguments are those of
+    :func:`run_loop`.
+    """
+
+    def __init__(
+        self,
+        step: Callable[[torch.Tensor, torch.Tensor | None, float], Step],
+        optimizer: torch.optim.Optimizer,
+        *,
+        n_source: int,
+        n_target: int | None,
+        batch_size: int,
+        epochs: int,
+        seed: int,
+        balanced_labels: np.ndarray | None = None,
+        modules: Iterable[nn.Module] = (),
+        end_epoch: Callable[[int, dict[str, float]], dict],
+        progress: str | None = None,
+        postfix: Callable[[dict], Mapping[str, str]] | None = None,
+    ) -> None:
+        self._step, self._optimizer, self._end_epoch, self._postfix = step, optimizer, end_epoch, postfix
+        self._modules = list(modules)
+        self._base_lrs = [group.get("base_lr", group["lr"]) for group in optimizer.param_groups]
+        order = torch.Generator().manual_seed(seed)
+        if balanced_labels is not None:
+            self._src_stream = _balanced_batches(balanced_labels, batch_size, order)
+        else:
+            self._src_stream = _batches(n_source, batch_size, order)
+        self._tgt_stream = _batches(n_target, batch_size, order) if n_target is not None else None
+        n_rows = max(n_source, n_target) if n_target is not None else n_source
+        #: steps of one epoch: the larger domain is seen once per epoch
+        self.steps_per_epoch = math.ceil(n_rows / batch_size)
+        #: steps of the whole run, what the annealing's progress is measured against
+        self.total_steps = self.steps_per_epoch * epochs
+        #: steps taken so far
+        self.steps_done = 0
+        #: one record per finished epoch
+        self.history: list[dict] = []
+        self._sums: dict[str, float] = defaultdict(float)
+        self._bar = None
+        self._progress, self._epochs = progress, epochs
+
+    @property
+    def done(self) -> bool:
+        return self.steps_done >= self.total_steps
+
+    def run_to(self, n_steps: int) -> None:
+        """Train until ``min(n_steps, total_steps)`` steps have been taken in all (nothing when already there)."""
+        n_steps = min(int(n_steps), self.total_steps)
+        if self.steps_done >= n_steps:
+            return
+        if self._step is None:
+            raise StageError(f"this training was closed after {self.steps_done} of {self.total_steps} steps")
+        if self._progress and self._bar is None:  # opened on the first step, so a run never started shows none
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self._epochs, initial=len(self.history), desc=self._progress, unit="epoch")
+            self._progress = None
+        for module in self._modules:
+            module.train()
+        optimizer = self._optimizer
+        while self.steps_done < n_steps:
+            p = self.steps_done / self.total_steps
+            for group, base in zip(optimizer.param_groups, self._base_lrs, strict=True):
+                group["lr"] = base / (1.0 + 10.0 * p) ** 0.75
+            idx_s = next(self._src_stream)
+            idx_t = next(self._tgt_stream) if self._tgt_stream is not None else None
+            out = self._step(idx_s, idx_t, p)
+            epoch = self.steps_done // self.steps_per_epoch
+            if not torch.isfinite(out.loss):
+                raise StageError(out.diverged(epoch + 1, self.steps_done + 1))
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            self.steps_done += 1
+            for key, value in out.metrics().items():
+                self._sums[key] += value
+            if self.steps_done % self.steps_per_epoch == 0:
+                record = self._end_epoch(epoch, {k: v / self.steps_per_epoch for k, v in self._sums.items()})
+                self._sums = defaultdict(float)
+                self.history.append(record)
+                if self._bar is not None:
+                    self._bar.update(1)
+                    if self._postfix is not None:
+                        self._bar.set_postfix(**self._postfix(record))
+        if self.done:
+            self.close()
+
+    def close(self) -> None:
+        """Stop for good: close the progress bar and let go of the step, the optimizer and the batch streams
+        (the optimizer's state and whatever data the step holds, on a GPU a copy of both domains); the
+        modules keep their weights."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        self._step = self._optimizer = self._src_stream = self._tgt_stream = None
+        self._modules = []
+
+
 def run_loop(
     step: Callable[[torch.Tensor, torch.Tensor | None, float], Step],
     optimizer: torch.optim.Optimizer,
@@ -130,7 +236,8 @@ def run_loop(
     None) the target batch, calls ``step(source_idx, target_idx, p)``, refuses a loss that is
     not finite (:class:`~prodkg.errors.StageError`), then backpropagates and steps
     ``optimizer``. An epoch is ``ceil(max(N_s, N_t) / batch_size)`` steps (``N_s`` alone
-    without a target), so the larger domain is seen once per epoch.
+    without a target), so the larger domain is seen once per epoch. :class:`LoopRun` is the
+    same loop, able to pause.
 
     Args:
         step: the forward pass and loss of one step, given row indices into the source and the
@@ -148,51 +255,11 @@ def run_loop(
         progress: show a progress bar over epochs with this description.
         postfix: ``record -> {name: text}`` shown on the progress bar after each epoch.
     """
-    base_lrs = [group.get("base_lr", group["lr"]) for group in optimizer.param_groups]
-    order = torch.Generator().manual_seed(seed)
-    if balanced_labels is not None:
-        src_stream = _balanced_batches(balanced_labels, batch_size, order)
-    else:
-        src_stream = _batches(n_source, batch_size, order)
-    tgt_stream = _batches(n_target, batch_size, order) if n_target is not None else None
-
-    n_rows = max(n_source, n_target) if n_target is not None else n_source
-    steps_per_epoch = math.ceil(n_rows / batch_size)
-    total_steps = steps_per_epoch * epochs
-    history: list[dict] = []
-    epoch_range: Iterable[int] = range(epochs)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(epoch_range, desc=progress, unit="epoch")
-        epoch_range = bar
-
-    for module in modules:
-        module.train()
-    n_step = 0
-    for epoch in epoch_range:
-        sums: dict[str, float] = defaultdict(float)
-        for _ in range(steps_per_epoch):
-            p = n_step / total_steps
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base / (1.0 + 10.0 * p) ** 0.75
-            idx_s = next(src_stream)
-            idx_t = next(tgt_stream) if tgt_stream is not None else None
-            out = step(idx_s, idx_t, p)
-            if not torch.isfinite(out.loss):
-                raise StageError(out.diverged(epoch + 1, n_step + 1))
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            n_step += 1
-            for key, value in out.metrics().items():
-                sums[key] += value
-        record = end_epoch(epoch, {k: v / steps_per_epoch for k, v in sums.items()})
-        history.append(record)
-        if bar is not None and postfix is not None:
-            bar.set_postfix(**postfix(record))
-    return history
+    run = LoopRun(step, optimizer, n_source=n_source, n_target=n_target, batch_size=batch_size, epochs=epochs,
+                  seed=seed, balanced_labels=balanced_labels, modules=modules, end_epoch=end_epoch,
+                  progress=progress, postfix=postfix)
+    run.run_to(run.total_steps)
+    return run.history
 
 
 def train_method(
@@ -205,31 +272,62 @@ def train_method(
     progress: bool = False,
 ) -> AdaptedModel:
     """Train ``config.method`` (one named method, not ``auto``); see :func:`adaptation.train`."""
-    if not isinstance(config, TrainConfig):
-        raise ConfigError(f"config must be a TrainConfig; got {type(config).__name__}")
-    # re-validated copy: the dataclass is mutable, and the model keeps a snapshot of what it was trained with
-    config = TrainConfig.from_dict(config.to_dict())
-    if config.method == AUTO:
-        raise ConfigError("train_method trains one named method; adaptation.train chooses among them for 'auto'")
-    method_cls = METHODS.get(config.method)
-    y = _validate(source, y_source, target, n_classes, method_cls.needs_target)
-    n_classes = int(n_classes)
-    joint_batch = min(config.batch_size, len(source))
-    if method_cls.needs_target:
-        joint_batch += min(config.batch_size, len(target))
-    if config.norm == "batch" and joint_batch < 2:
-        raise StageError("norm='batch' needs at least 2 rows per step; use norm='layer' for so few products")
-    device = resolve_device(config.device)
-    use_target = method_cls.needs_target
+    run = MethodRun(source, y_source, target, n_classes, config, progress=progress)
+    run.advance(1.0)
+    return run.model()
 
-    fork_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):
-        torch.manual_seed(config.seed)
-        network = AdaptationNetwork(source.dims, n_classes, config)
-        network.scaler.fit([source, target])
-        method = method_cls(feature_dim=config.hidden, n_classes=n_classes, config=config)
-        network.to(device)
-        method.to(device)
+
+class MethodRun:
+    """The training of one named method (not ``auto``), able to pause: :func:`train_method` runs it through.
+
+    ``advance(fraction)`` trains until that share of the run's steps is done; ``model()`` is the
+    network as it stands. Nothing depends on where it paused: the loop's annealing and batch
+    order run over the whole ``config.epochs`` (:class:`LoopRun`), and the global torch random
+    state that dropout draws from is this run's own, seeded from ``config.seed`` and kept between
+    pauses, so a run advanced in steps ends with the weights of one trained in one go, whatever
+    else trained in between. ``auto``'s successive halving (:func:`adaptation.selection.auto_train`)
+    relies on that.
+
+    Args: as for :func:`adaptation.train`.
+    """
+
+    def __init__(
+        self,
+        source: MultiModal,
+        y_source: np.ndarray,
+        target: MultiModal,
+        n_classes: int,
+        config: TrainConfig,
+        *,
+        progress: bool = False,
+    ) -> None:
+        if not isinstance(config, TrainConfig):
+            raise ConfigError(f"config must be a TrainConfig; got {type(config).__name__}")
+        # re-validated copy: the dataclass is mutable, and the model keeps a snapshot of what it was trained with
+        config = TrainConfig.from_dict(config.to_dict())
+        if config.method == AUTO:
+            raise ConfigError("train_method trains one named method; adaptation.train chooses among them for 'auto'")
+        method_cls = METHODS.get(config.method)
+        y = _validate(source, y_source, target, n_classes, method_cls.needs_target)
+        n_classes = int(n_classes)
+        joint_batch = min(config.batch_size, len(source))
+        if method_cls.needs_target:
+            joint_batch += min(config.batch_size, len(target))
+        if config.norm == "batch" and joint_batch < 2:
+            raise StageError("norm='batch' needs at least 2 rows per step; use norm='layer' for so few products")
+        device = resolve_device(config.device)
+        use_target = method_cls.needs_target
+        self.config, self.n_classes, self.dims = config, n_classes, source.dims
+        self._device = device
+
+        with self._own_rng(seed=config.seed):
+            network = AdaptationNetwork(source.dims, n_classes, config)
+            network.scaler.fit([source, target])
+            method = method_cls(feature_dim=config.hidden, n_classes=n_classes, config=config)
+            network.to(device)
+            method.to(device)
+        self.network = network
+        self.n_adaptation_params = sum(p.numel() for p in method.parameters())
 
         params = [p for p in [*network.parameters(), *method.parameters()] if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -280,15 +378,60 @@ def train_method(
             record["lr"] = optimizer.param_groups[0]["lr"]
             return record
 
-        history = run_loop(
+        self.loop = LoopRun(
             step, optimizer, n_source=len(source), n_target=len(target) if use_target else None,
             batch_size=config.batch_size, epochs=config.epochs, seed=config.seed,
             balanced_labels=y if config.sampling == "balanced" else None, modules=(network, method),
             end_epoch=end_epoch, progress=f"adapt[{config.method}]" if progress else None,
             postfix=lambda r: {"cls": f"{r['cls_loss']:.3f}", "adapt": f"{r['adaptation_loss']:.3f}"},
         )
-        network.eval()
-        n_adaptation_params = sum(p.numel() for p in method.parameters())
-    return AdaptedModel(
-        network, config, n_classes, source.dims, history=history, n_adaptation_params=n_adaptation_params
-    )
+
+    @contextmanager
+    def _own_rng(self, seed: int | None = None) -> Iterator[None]:
+        """The global torch random state is this run's inside: seeded anew, or the one saved at the last pause;
+        saved again on leaving. The caller's own random state is left as it was."""
+        fork_devices = [self._device] if self._device.type == "cuda" else []
+        with torch.random.fork_rng(devices=fork_devices):
+            if seed is not None:
+                torch.manual_seed(seed)
+            else:
+                torch.set_rng_state(self._rng[0])
+                if fork_devices:
+                    torch.cuda.set_rng_state(self._rng[1], self._device)
+            try:
+                yield
+            finally:
+                self._rng = (torch.get_rng_state(), torch.cuda.get_rng_state(self._device) if fork_devices else None)
+
+    @property
+    def fraction_done(self) -> float:
+        """Share of the run's steps taken so far, in ``[0, 1]``."""
+        return self.loop.steps_done / self.loop.total_steps
+
+    @property
+    def epochs_done(self) -> float:
+        """Epochs trained so far (a fraction when the run paused within an epoch)."""
+        return self.loop.steps_done / self.loop.steps_per_epoch
+
+    def steps_at(self, fraction: float) -> int:
+        """Steps taken once ``fraction`` of the run is done: ``fraction * total`` rounded up, at least 1."""
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"a training fraction must lie in (0, 1]; got {fraction!r}")
+        return max(1, min(self.loop.total_steps, math.ceil(fraction * self.loop.total_steps - 1e-9)))
+
+    def advance(self, fraction: float) -> None:
+        """Train until ``fraction`` (in ``(0, 1]``) of the run's steps are done; nothing when already there."""
+        n_steps = self.steps_at(fraction)
+        if n_steps <= self.loop.steps_done:
+            return
+        with self._own_rng():
+            self.loop.run_to(n_steps)
+
+    def model(self) -> AdaptedModel:
+        """The network as trained so far, in evaluation mode (training it further goes on changing it)."""
+        return AdaptedModel(self.network, self.config, self.n_classes, self.dims, history=list(self.loop.history),
+                            n_adaptation_params=self.n_adaptation_params)
+
+    def close(self) -> None:
+        """Stop for good (:meth:`LoopRun.close`): what training held is let go; the model keeps its weights."""
+        self.loop.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -10,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from prodkg.adaptation.config import AUTO, TrainConfig
+from prodkg.adaptation.config import AUTO, AUTO_SCHEDULES, TrainConfig
 from prodkg.adaptation.features import MultiModal
 from prodkg.errors import ConfigError, StageError
 from prodkg.registry import Registry
@@ -217,7 +219,8 @@ def rank_scores(scores: Sequence[float]) -> np.ndarray:
 #: Besides the method, the grid searches the adaptation trade-off (0.3 and 1.0) of the adversarial
 #: methods (DANN, CDAN) and of RTN, and the learning rate (1e-3 and 3e-3) of RTN; the discrepancy
 #: methods keep one trade-off each (CORAL at 0.3: at 1.0 it fell below source-only on
-#: office-caltech-10, see docs/BENCHMARKS.md). Ten candidates: each one is a full training run.
+#: office-caltech-10, see docs/BENCHMARKS.md). Ten candidates: under the ``full`` schedule each is a full training run,
+#: under ``halving`` (the default) they share about 2.3 runs of training (:func:`auto_train`).
 #: Fields a candidate does not override (epochs, and lr for most) come from the caller's config.
 DEFAULT_CANDIDATES: tuple[tuple[str, dict[str, Any]], ...] = (
     ("source_only", {}),
@@ -325,6 +328,54 @@ def safe_choice(
     return so, {"adopted": "source_only", "overruled": True, "checks": checks}
 
 
+def schedule_rungs(schedule: str | Sequence[float]) -> tuple[float, ...]:
+    """The rungs of a budget schedule of ``auto``: a name in :data:`~adaptation.config.AUTO_SCHEDULES`, or
+    shares of the full training, increasing, in ``(0, 1]`` and ending in 1."""
+    if isinstance(schedule, str):
+        if schedule not in AUTO_SCHEDULES:
+            raise ConfigError(f"unknown auto schedule {schedule!r}; valid: {', '.join(AUTO_SCHEDULES)}")
+        return AUTO_SCHEDULES[schedule]
+    try:
+        rungs = tuple(float(x) for x in schedule)
+    except (TypeError, ValueError):
+        raise ConfigError(f"an auto schedule is a name or a sequence of shares; got {schedule!r}") from None
+    if (not rungs or rungs[-1] != 1.0 or any(not 0 < x <= 1 for x in rungs)
+            or any(b <= a for a, b in itertools.pairwise(rungs))):
+        raise ConfigError(f"auto schedule rungs must increase within (0, 1] and end in 1; got {list(schedule)}")
+    return rungs
+
+
+def schedule_label(schedule: str | Sequence[float]) -> str:
+    """A schedule's name, or its rungs written out (``1/9,1/3,1`` style decimals) when it has none."""
+    return schedule if isinstance(schedule, str) else ",".join(f"{x:.3g}" for x in schedule_rungs(schedule))
+
+
+def rung_keep(n: int, share: float, next_share: float) -> int:
+    """How many of ``n`` adapted candidates scored at ``share`` of their training go on to ``next_share``:
+    ``ceil(n * share / next_share)``, at least 1, so that each rung costs about as much training as the first
+    (9 candidates at 1/9, 1/3, 1: 9, then 3, then 1)."""
+    return max(1, math.ceil(n * share / next_share - 1e-9))
+
+
+#: Fewest voters a consensus vote needs; with fewer, every candidate votes.
+MIN_VOTERS = 3
+
+
+def consensus_voters(trained_shares: Sequence[float], rungs: Sequence[float]) -> list[int]:
+    """Candidates whose target predictions make up the consensus vote of :func:`safe_choice`: those that trained
+    at least to the schedule's last pruning rung (``rungs[-2]``; every candidate under a one-rung schedule), or
+    every candidate when that leaves fewer than :data:`MIN_VOTERS`.
+
+    A candidate stopped after 1/9 of its steps has barely left its start (low adaptation weight, high learning
+    rate), so its vote echoes source-only: on office-caltech-10 (36 runs, docs/BENCHMARKS.md "auto-cost") a vote
+    of every candidate as far as it trained kept source-only in 29 runs and reached 96.5, one without those
+    early-stopped ones 96.9 (the full grid: 97.0). Pruned candidates still vote with the network they stopped with.
+    """
+    floor = rungs[-2] if len(rungs) > 1 else 1.0
+    voters = [i for i, share in enumerate(trained_shares) if share >= floor - 1e-9]
+    return voters if len(voters) >= MIN_VOTERS else list(range(len(trained_shares)))
+
+
 def candidate_label(method: str, overrides: dict[str, Any]) -> str:
     extra = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
     return f"{method}({extra})" if extra else method
@@ -384,12 +435,20 @@ def score_candidates(
     selectors: Sequence[str],
     seed: int = 0,
 ) -> list[dict[str, float]]:
-    """Every selector's score of every model (one dict per model)."""
+    """Every selector's score of every model (one dict per model).
+
+    BLAS runs on one thread meanwhile: DEV's domain classifier is small, and on a shared
+    2-core machine under other load two OpenBLAS threads spinning on it were 35 times slower
+    than one (2.8 s against 0.08 s per model, office-caltech-10 A->C, timed by hand 2026-11-30).
+    """
+    from threadpoolctl import threadpool_limits
+
     funcs = {name: SELECTORS.get(name) for name in selectors}
     out = []
-    for model in models:
-        ev = Evidence.collect(model, source_val, y_val, target, source_train, seed=seed)
-        out.append({name: float(fn(ev)) for name, fn in funcs.items()})
+    with threadpool_limits(limits=1, user_api="blas"):
+        for model in models:
+            ev = Evidence.collect(model, source_val, y_val, target, source_train, seed=seed)
+            out.append({name: float(fn(ev)) for name, fn in funcs.items()})
     return out
 
 
@@ -406,21 +465,33 @@ def auto_train(
     ensemble_top: int | None = None,
     refine: bool | None = None,
     safe: bool = True,
+    schedule: str | Sequence[float] | None = None,
     progress: bool = False,
     candidates_out: list | None = None,
     groups: np.ndarray | None = None,
 ) -> AdaptedModel:
-    """Train every candidate on most of the source, score each with ``selector`` (no target labels), keep the best.
+    """Train the candidates on most of the source, score them with ``selector`` (no target labels), keep the best.
 
     A stratified ``val_fraction`` of the source is held out for the selectors
     that need labelled rows the model has not seen (DEV, source accuracy); every
     candidate trains on the rest with ``config``'s other settings (fusion, seed,
-    epochs, ...) and its own method and overrides. The winner's
+    epochs, ...) and its own method and overrides.
+
+    How far each candidate trains is the budget ``schedule`` (successive halving,
+    Jamieson & Talwalkar, AISTATS 2016; Li et al., "Hyperband", JMLR 2018): source-only,
+    the fallback, trains in full; the adapted candidates train to the schedule's first
+    rung (a share of their steps), are scored with ``selector``, and the best
+    :func:`rung_keep` of them go on to the next rung, until the last trains in full.
+    A paused candidate goes on exactly where it stopped (:class:`~adaptation.loop.MethodRun`),
+    so a candidate that reaches the end is the model the ``full`` schedule trains.
+    Only candidates trained in full compete for adoption (and for ``safe_choice``);
+    the consensus vote counts the candidates that trained at least to the last pruning rung
+    (:func:`consensus_voters`), a pruned one as it stood when it stopped. The winner's
     :meth:`~adaptation.model.AdaptedModel.describe` carries a ``selection``
     record: the selector; the chosen candidate, its method and the values of the
     hyper-parameters the grid searched (``chosen_method``, ``chosen_hyperparameters``);
     what was searched (``searched``); every candidate with its hyper-parameters,
-    full config, scores and training time; and why the winner won.
+    full config, scores, training time and epochs trained; the schedule; and why the winner won.
 
     Args:
         source, y_source, target, n_classes: as for :func:`adaptation.train`.
@@ -439,11 +510,13 @@ def auto_train(
         safe: adopt an adapted candidate only when every label-free signal in :data:`SAFETY_SIGNALS`
             says it beats source-only (:func:`safe_choice`), else source-only; False keeps the
             selector's best whatever the other signals say.
-        candidates_out: a list that receives every trained candidate, in grid order (for benchmarks).
+        schedule: a name in :data:`~adaptation.config.AUTO_SCHEDULES` (``halving``, ``full``) or the
+            rungs themselves, increasing shares in ``(0, 1]`` ending in 1. Default ``config.auto_schedule``.
+        candidates_out: a list that receives every candidate, in grid order, as far as it trained (for benchmarks).
         groups: ``(N_s,)`` product of each source row, when rows include augmented views of products:
             whole products are held out (:func:`adaptation.holdout.grouped_holdout`).
     """
-    from prodkg.adaptation.loop import train_method
+    from prodkg.adaptation.loop import MethodRun
 
     SELECTORS.get(selector)
     if not candidates:
@@ -471,31 +544,74 @@ def auto_train(
             selector = TARGET_ONLY_FALLBACK
     tr, va = np.flatnonzero(~held), np.flatnonzero(held)
     source_train, source_val = source.subset(tr), source.subset(va)
-    models, seconds = [], []
-    for cfg in configs:
+    k = DEFAULT_ENSEMBLE_TOP if ensemble_top is None else ensemble_top
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"ensemble_top must be a positive integer; got {k!r}")
+    schedule_name = config.auto_schedule if schedule is None else schedule
+    rungs = schedule_rungs(schedule_name)
+    labels = [candidate_label(m, o) for m, o in candidates]
+    runs = [MethodRun(source_train, y_source[tr], target, n_classes, cfg, progress=progress) for cfg in configs]
+    seconds = [0.0] * len(runs)
+
+    def advance(i: int, share: float) -> None:
         started = time.perf_counter()
-        models.append(train_method(source_train, y_source[tr], target, n_classes, cfg, progress=progress))
-        seconds.append(time.perf_counter() - started)
+        runs[i].advance(share)
+        seconds[i] += time.perf_counter() - started
+
+    fallbacks = [i for i, c in enumerate(configs) if c.method == "source_only"]
+    for i in fallbacks:  # the fallback is never pruned: safe_choice compares the adopted candidate with it
+        advance(i, 1.0)
+    alive = [i for i in range(len(runs)) if i not in fallbacks]
+    stopped: dict[int, dict[str, Any]] = {}  # pruned candidate -> the rung it stopped at and its score there
+    pruning_seconds = 0.0
+    for r, share in enumerate(rungs):
+        for i in alive:
+            advance(i, share)
+        if r == len(rungs) - 1 or len(alive) <= 1:
+            break
+        started = time.perf_counter()
+        rung_scores = score_candidates([runs[i].model() for i in alive], source_train, source_val, y_source[va],
+                                       target, [selector], seed=config.seed)
+        ranked = sorted(range(len(alive)), key=lambda j: -rung_scores[j][selector])  # ties: grid order
+        keep = rung_keep(len(alive), share, rungs[r + 1])
+        for j in ranked[keep:]:
+            stopped[alive[j]] = {"rung": r + 1, "share": share, "scores": rung_scores[j]}
+            runs[alive[j]].close()
+        alive = sorted(alive[j] for j in ranked[:keep])
+        pruning_seconds += time.perf_counter() - started
+    for i in alive:  # a schedule whose candidates ran out before its last rung: the survivor still trains in full
+        advance(i, 1.0)
+    finalists = sorted([*fallbacks, *alive])
+    models = [run.model() for run in runs]
+    for run in runs:
+        run.close()
     if candidates_out is not None:
         candidates_out.extend(models)
     signals = [n for n in (SAFETY_SIGNALS if safe else ()) if n != "consensus"]  # consensus: not a selector
     wanted = {selector, *signals, "source_val"} if len(va) >= 2 else {selector, *signals}
     names = sorted(n for n in wanted if len(va) >= 2 or n not in NEEDS_SOURCE_VAL)
-    scores = score_candidates(models, source_train, source_val, y_source[va], target, names, seed=config.seed)
-    k = DEFAULT_ENSEMBLE_TOP if ensemble_top is None else ensemble_top
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"ensemble_top must be a positive integer; got {k!r}")
-    order = sorted(range(len(scores)), key=lambda i: -scores[i][selector])
-    target_preds = [m.predict(target) for m in models]
-    agreement = consensus_agreement(target_preds)
-    labels = [candidate_label(m, o) for m, o in candidates]
+    final_scores = score_candidates([models[i] for i in finalists], source_train, source_val, y_source[va], target,
+                                    names, seed=config.seed)
+    scores: list[dict[str, float]] = [stopped[i]["scores"] if i in stopped else {} for i in range(len(models))]
+    for i, sc in zip(finalists, final_scores, strict=True):
+        scores[i] = sc
+    # only candidates trained in full compete; a pruned one's score was taken earlier in its training
+    order = sorted(finalists, key=lambda i: -scores[i][selector])
+    voters = consensus_voters([run.fraction_done for run in runs], rungs)
+    target_preds = [models[i].predict(target) for i in voters]
+    agreement = np.zeros(len(models))
+    agreement[voters] = consensus_agreement(target_preds)
     safety = None
     if safe:
-        best, safety = safe_choice([c.method for c in configs], scores, agreement, selector)
+        j, safety = safe_choice([configs[i].method for i in finalists], [scores[i] for i in finalists],
+                                agreement[finalists], selector)
+        best = finalists[j]
     else:
         best = order[0]
     if best == order[0]:
-        reason = f"highest {selector} score ({scores[best][selector]:.4f}) of {len(models)} candidates"
+        reason = f"highest {selector} score ({scores[best][selector]:.4f}) of {len(finalists)} candidates"
+        if stopped:
+            reason += " trained in full"
     else:
         failed = ", ".join(n for n, ok in safety["checks"].items() if not ok)
         reason = (f"the highest {selector} score went to {labels[order[0]]}, but {failed} did not confirm that it "
@@ -524,6 +640,10 @@ def auto_train(
                        f"of them changed)")
         else:
             reason += f"; centroid refinement discarded: {refinement['why']}"
+    if stopped:
+        reason += (f"; successive halving ({schedule_label(schedule_name)}) stopped "
+                   + ", ".join(f"{labels[i]} at {stopped[i]['share']:.0%}" for i in sorted(stopped))
+                   + " of their training")
     if fallback:
         reason = f"{fallback}; {reason}"
     winner.selection = {
@@ -540,10 +660,16 @@ def auto_train(
         "reason": reason,
         "n_source_train": int(len(tr)),
         "n_source_val": int(len(va)),
+        "schedule": {"name": schedule_label(schedule_name), "rungs": [round(x, 6) for x in rungs],
+                     "finalists": [labels[i] for i in finalists], "voters": [labels[i] for i in voters],
+                     "pruning_seconds": round(pruning_seconds, 3)},
         "candidates": [
             {"candidate": labels[i], "method": configs[i].method,
              "hyperparameters": {f: getattr(configs[i], f) for f in searched}, "config": configs[i].to_dict(),
-             "scores": scores[i], "consensus": round(float(agreement[i]), 4), "train_seconds": round(seconds[i], 3)}
+             "scores": scores[i], "consensus": round(float(agreement[i]), 4) if i in voters else None,
+             "train_seconds": round(seconds[i], 3),
+             "epochs_trained": round(runs[i].epochs_done, 4), "trained_share": round(runs[i].fraction_done, 6),
+             "stopped_at_rung": stopped[i]["rung"] if i in stopped else None}
             for i in range(len(models))
         ],
     }

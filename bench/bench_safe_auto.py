@@ -63,7 +63,9 @@ def _auto_run(source, y_source: np.ndarray, target, yt: np.ndarray, n_classes: i
 
     models: list = []
     t0 = time.perf_counter()
-    winner = auto_train(source, y_source, target, n_classes, TrainConfig(method="auto", seed=seed, epochs=epochs),
+    # the full schedule: every candidate trains to the end, so the table shows each one as a method of its own
+    winner = auto_train(source, y_source, target, n_classes,
+                        TrainConfig(method="auto", seed=seed, epochs=epochs, auto_schedule="full"),
                         candidates=grid, candidates_out=models)
     secs = time.perf_counter() - t0
     sel = winner.selection
@@ -74,36 +76,44 @@ def _auto_run(source, y_source: np.ndarray, target, yt: np.ndarray, n_classes: i
                     "scores": {c["candidate"]: {**c["scores"], "consensus": c["consensus"]} for c in sel["candidates"]}}
 
 
-def _office_job(args: tuple) -> dict:
-    suite, src, tgt, seed, epochs = args
-    import torch
-
-    torch.set_num_threads(1)
+def office_task(src: str, tgt: str, partial: bool = False):
+    """office-caltech-10 ``src`` -> ``tgt`` (the target restricted to :data:`PARTIAL_CLASSES` when ``partial``):
+    source, source labels, target, target labels, number of classes."""
     from _features import office_caltech
 
     from prodkg.adaptation import MultiModal
-    from prodkg.adaptation.selection import candidate_label
 
     d = office_caltech()
     classes = sorted(set(d["y"].tolist()))
     y = np.array([classes.index(c) for c in d["y"]])
     s_idx = np.flatnonzero(d["domain"] == src)
     t_mask = d["domain"] == tgt
-    if suite == "partial":
+    if partial:
         assert set(PARTIAL_CLASSES) <= set(classes), f"{PARTIAL_CLASSES} are not all office-caltech-10 classes"
         t_mask &= np.isin(d["y"], PARTIAL_CLASSES)
     t_idx = np.flatnonzero(t_mask)
     source, target = MultiModal.complete(image=d["X"][s_idx]), MultiModal.complete(image=d["X"][t_idx])
+    return source, y[s_idx], target, y[t_idx], len(classes)
+
+
+def _office_job(args: tuple) -> dict:
+    suite, src, tgt, seed, epochs = args
+    import torch
+
+    torch.set_num_threads(1)
+    from prodkg.adaptation import MultiModal
+    from prodkg.adaptation.selection import candidate_label
+
+    source, y_s, target, yt, n_classes = office_task(src, tgt, partial=suite == "partial")
     grid = _grid(suite)
-    yt = y[t_idx]
-    models, outcome = _auto_run(source, y[s_idx], target, yt, len(classes), grid, seed, epochs)
+    models, outcome = _auto_run(source, y_s, target, yt, n_classes, grid, seed, epochs)
     # every candidate's target labels, unrefined and centroid-refined, to study other rules without retraining
     from prodkg.adaptation.refine import centred_inputs, centroid_refine
 
     both = MultiModal.concat([source, target])
     means = {m: both.blocks[m].astype(np.float64).mean(0) for m in both.modalities}
     z = centred_inputs(target, means)
-    prior = np.bincount(y[s_idx], minlength=len(classes)) / len(s_idx)
+    prior = np.bincount(y_s, minlength=n_classes) / len(y_s)
     preds = {}
     for (m, o), model in zip(grid, models):
         p = model.predict_proba(target)
@@ -115,12 +125,9 @@ def _office_job(args: tuple) -> dict:
             **outcome}
 
 
-def _instacart_job(args: tuple) -> dict:
-    """The brand shift of instacart-products: frozen MiniLM title features, aisle or department labels."""
-    suite, label, seed, epochs = args
-    import torch
-
-    torch.set_num_threads(1)
+def instacart_task(label: str):
+    """The brand shift of instacart-products, ``label`` aisle or department: source, source labels, target,
+    target labels, number of classes (a fixed sample, the same for every seed and method)."""
     from _features import data_home, instacart
 
     from prodkg.adaptation import MultiModal
@@ -143,11 +150,19 @@ def _instacart_job(args: tuple) -> dict:
     y = np.array([classes.index(c) if c in classes else -1 for c in names])
     t_idx = t_idx[y[t_idx] >= 0]  # an aisle the sampled catalog never shows cannot be predicted
     source, target = MultiModal.complete(text=d["X"][s_idx]), MultiModal.complete(text=d["X"][t_idx])
-    grid = _grid(suite)
-    yt = y[t_idx]
-    models, outcome = _auto_run(source, y[s_idx], target, yt, len(classes), grid, seed, epochs)
-    return {"suite": suite, "task": label, "seed": seed, "epochs": epochs, "n_source": len(s_idx),
-            "n_target": len(t_idx), "n_classes": len(classes),
+    return source, y[s_idx], target, y[t_idx], len(classes)
+
+
+def _instacart_job(args: tuple) -> dict:
+    """The brand shift of instacart-products: frozen MiniLM title features, aisle or department labels."""
+    suite, label, seed, epochs = args
+    import torch
+
+    torch.set_num_threads(1)
+    source, y_s, target, yt, n_classes = instacart_task(label)
+    _, outcome = _auto_run(source, y_s, target, yt, n_classes, _grid(suite), seed, epochs)
+    return {"suite": suite, "task": label, "seed": seed, "epochs": epochs, "n_source": len(y_s),
+            "n_target": len(yt), "n_classes": n_classes,
             **outcome}
 
 

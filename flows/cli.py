@@ -331,7 +331,7 @@ def cmd_adapt(args) -> int:
         if d not in known:
             raise ConfigError(f"domain {d!r} is not in {args.features}; its domains are {known}")
     is_source, is_target = np.isin(domains, source), np.isin(domains, target)
-    overrides = {k: getattr(args, k) for k in ("epochs", "seed") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("epochs", "seed", "auto_schedule") if getattr(args, k) is not None}
     config = TrainConfig(method=args.method, fusion=args.fusion, **overrides)
     started = datetime.now(UTC)
     with torch_threads(1):
@@ -634,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--method", default="auto", help="adaptation method, or 'auto' to choose one without target labels (default)")
     a.add_argument("--fusion", default="early", help="fusion of modalities (default early)")
     a.add_argument("--epochs", type=int)
+    a.add_argument("--auto-schedule", choices=["halving", "full"],
+                   help="with --method auto, how its candidates share the training: halving (successive halving, about 3 method runs; "
+                        "default) or full (every candidate trained in full, about 10)")
     a.add_argument("--seed", type=int)
     a.add_argument("--out", required=True, help="folder for predictions.parquet, manifest.json and model/")
     a.add_argument("--quiet", action="store_true")

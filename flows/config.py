@@ -82,6 +82,9 @@ class RunConfig(BaseModel):
     hidden: int | None = Field(None, ge=1, description="hidden units of the heads (default: the method's)", json_schema_extra=_cli("model"))
     lr: float | None = Field(None, gt=0, description="learning rate of the heads (default: the method's)", json_schema_extra=_cli("model"))
     tradeoff: float | None = Field(None, ge=0, description="weight of the adaptation loss (default: the method's)", json_schema_extra=_cli("model"))
+    auto_schedule: str = Field("halving", description="with --method auto, how its candidates share the training: halving (successive halving, "
+                                                      "about 3 method runs) or full (every candidate trained in full, about 10)",
+                               json_schema_extra=_cli("model"))
     seed: int = Field(0, ge=0, description="random seed of every model", json_schema_extra=_cli("model"))
     # published facts should be right this often: per-task thresholds and back-off levels from the label-free estimate
     min_precision: float = Field(0.95, gt=0, le=1, description="share of published facts that should be right, by the pipeline's label-free "
@@ -205,6 +208,15 @@ class RunConfig(BaseModel):
 
         if value.strip().lower() != "auto" and value not in METHODS:
             raise ValueError(f"unknown method {value!r}; valid: {', '.join([*METHODS.names(), 'auto'])}")
+        return value
+
+    @field_validator("auto_schedule")
+    @classmethod
+    def _known_auto_schedule(cls, value: str) -> str:
+        from prodkg.adaptation.config import AUTO_SCHEDULES
+
+        if value not in AUTO_SCHEDULES:
+            raise ValueError(f"unknown auto schedule {value!r}; valid: {', '.join(AUTO_SCHEDULES)}")
         return value
 
     @field_validator("baseline")
@@ -385,7 +397,7 @@ class RunConfig(BaseModel):
         return PredictSettings(method=self.method, baseline=self.baseline, fusion=self.fusion, epochs=self.epochs, hidden=self.hidden, lr=self.lr,
                                tradeoff=self.tradeoff, seed=self.seed, progress=self.progress, min_precision=self.min_precision,
                                threshold=self.threshold, self_training=self.self_training,
-                               calibration_share=self.review_calibration_share)
+                               calibration_share=self.review_calibration_share, auto_schedule=self.auto_schedule)
 
     def graph_settings(self):
         from prodkg.kb.publish import GraphSettings

@@ -32,6 +32,7 @@ class PredictSettings:
     progress: bool = True
     min_precision: float = 0.95  # published facts should be right this often, by the label-free estimate
     threshold: float | None = None  # or a fixed confidence bar instead
+    auto_schedule: str = "halving"  # how method "auto" shares the training among its candidates
     self_training: int = 0  # rounds of class-balanced self-training of each head (not of the baseline)
     # reviewed target products held out of training as the rule's target calibration set (prediction/target_calibration.py)
     calibration_share: float = 0.4
@@ -63,7 +64,10 @@ class PredictSettings:
         from prodkg.adaptation import TrainConfig
 
         overrides = {k: getattr(self, k) for k in ("epochs", "hidden", "lr", "tradeoff") if getattr(self, k) is not None}
-        return TrainConfig(method=method or self.method, fusion=self.fusion, seed=self.seed, **overrides)
+        method = method or self.method
+        if method == "auto":  # only auto's config carries it, so a named method's cached head stays valid
+            overrides["auto_schedule"] = self.auto_schedule
+        return TrainConfig(method=method, fusion=self.fusion, seed=self.seed, **overrides)
 
 
 @dataclass

@@ -37,6 +37,7 @@ def test_invalid_configs_name_the_problem(sample_catalog):
         ({"fusion": "late-ish"}, r"unknown fusion 'late-ish'; valid: .*attention.*early.*late"),
         ({"image_encoder": "resnet51"}, r"unknown encoder 'resnet51'; valid: .*efficientnet_lite0"),
         ({"dataset": "office-caltech10"}, r"unknown dataset 'office-caltech10'; valid: .*office-caltech-10"),
+        ({"auto_schedule": "quarter"}, r"unknown auto schedule 'quarter'; valid: halving, full"),
         ({"epochs": -1}, r"epochs: .*greater than or equal to 1"),
         ({"batch_size": 0}, r"batch_size: .*greater than or equal to 1"),
         ({"target": "nope"}, r"target domain\(s\) nope not in the catalog; it has: amazon, caltech10, dslr, webcam"),
@@ -120,6 +121,19 @@ def test_catalog_name_and_eval_labels_are_run_options():
     assert RunConfig(catalog="data/sample/catalog.csv").eval_labels == ["category"]
     args = build_parser().parse_args(["run", "--catalog", "x.csv", "--catalog-name", "acme", "--eval-labels", "category,color"])
     assert args.catalog_name == "acme" and args.eval_labels == "category,color"
+
+
+def test_auto_schedule_reaches_the_training_config_of_auto_only():
+    from prodkg.flows.cli import build_parser
+
+    settings = load_config(**OFFICE, method="auto", auto_schedule="full").predict_settings()
+    assert settings.train_config().auto_schedule == "full"
+    # a named method (the baseline here) keeps the default, so its cached head does not depend on auto's setting
+    assert settings.train_config("source_only").to_dict() == load_config(**OFFICE).predict_settings().train_config("source_only").to_dict()
+    assert load_config(**OFFICE, method="auto").predict_settings().train_config().auto_schedule == "halving"
+    assert build_parser().parse_args(["run", "--dataset", "x", "--auto-schedule", "full"]).auto_schedule == "full"
+    assert build_parser().parse_args(["adapt", "--features", "f", "--source", "a", "--target", "b", "--out", "o",
+                                      "--auto-schedule", "full"]).auto_schedule == "full"
 
 
 def test_summary_says_when_the_graph_was_republished_unchanged():
