@@ -56,8 +56,7 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     product gets no category fact from this run's predictions (a prediction never overrides a reviewer).
     """
     from prodkg.kb.incremental import (
-        change_quads,
-        diff_products,
+        diff_index,
         digest_quads,
         graph_input_digest,
         live_input_digest,
@@ -114,15 +113,12 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
                 "reused_graph_of": content_run, "server": server}
 
     # The catalog's and the predictions' statements (nearly all of them) go to the store as N-Quads built
-    # column-wise from the frames, never as a list of rdflib terms; the rest (taxonomy, provenance, change
-    # records, curation) are few and stay rdflib terms.
-    from prodkg.kb.frame_nquads import catalog_nquads, prediction_nquads
+    # column-wise from the frames, a batch of products at a time into a spool file beside the store, never
+    # as a list of rdflib terms nor all in memory; the rest (taxonomy, provenance, curation) are few and
+    # stay rdflib terms. The change records (one per product on a first run) are written column-wise too.
+    from prodkg.kb.spool import build_spool, change_nquads
 
     decided = sorted(curation) if curation else []
-    catalog = catalog_nquads(products, catalog=catalog_name, attributes=attributes, scheme=scheme, base=base, content_hash=True)
-    predicted = prediction_nquads(predictions, run_info, catalog=catalog_name, scheme=scheme, threshold=settings.threshold, base=base,
-                                  min_precision=settings.min_precision if settings.threshold is None else None,
-                                  no_category_fact=decided)
     quads = []
     quads += taxonomy_quads(scheme, taxonomy, base=base)
     quads += alt_label_quads(scheme, taxonomy, base=base)
@@ -133,31 +129,68 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
 
         quads += curation_quads(curation, catalog=catalog_name, scheme=scheme, product_ids=products["product_id"].astype(str),
                                 concepts=[t[0] for t in taxonomy], base=base)
-    previous = None
+    layout.kg.mkdir(parents=True, exist_ok=True)
+    spool = build_spool(layout.kg / f".spool.{os.getpid()}.nq", products, predictions, run_info, catalog=catalog_name,
+                        attributes=attributes, scheme=scheme, base=base, threshold=settings.threshold,
+                        min_precision=settings.min_precision if settings.threshold is None else None, no_category_fact=decided)
     try:
-        if kg.current_path() is not None:
-            with kg.open(read_only=True) as live:
-                previous = stored_hashes(live)
-    except StoreError:
-        previous = None  # a broken CURRENT pointer: this publish repairs it, and every product counts as added
-    current = catalog.hashes
-    changes = diff_products(previous, current)
-    quads += change_quads(run_info.run_id, catalog_name, changes, previous, current, base=base)
-    sample = _shacl_sample(products, predictions, run_info, settings, catalog_name, attributes, scheme, base, decided)
-    _validate_or_refuse(quads + sample, run_dir)
-    del sample
-    if features is not None:
-        write_embeddings(products, features, layout.table(run_info.run_id, "embeddings"),
-                         embeddings_metadata(features, run_info.run_id, _encoders(run_info)))
-    path = kg.publish(quads, run_info.run_id, nquads=[*catalog.chunks, *predicted.chunks])
-    del quads, catalog, predicted  # the store holds them now: do not keep a second copy alive through the mirror
+        previous = None
+        try:
+            if kg.current_path() is not None:
+                with kg.open(read_only=True) as live:
+                    previous = _hash_table(stored_hashes(live))
+        except StoreError:
+            previous = None  # a broken CURRENT pointer: this publish repairs it, and every product counts as added
+        counts, records = diff_index(previous, spool.index, catalog=catalog_name, base=base)
+        del previous
+        chunks, n = change_nquads(run_info.run_id, records, base=base)
+        spool.write(chunks, n)
+        del chunks
+        sample = _shacl_sample(products, predictions, run_info, settings, catalog_name, attributes, scheme, base, decided)
+        sample += _change_sample(run_info.run_id, records, base)
+        del records
+        _validate_or_refuse(quads + sample, run_dir)
+        del sample
+        if features is not None:
+            write_embeddings(products, features, layout.table(run_info.run_id, "embeddings"),
+                             embeddings_metadata(features, run_info.run_id, _encoders(run_info)))
+        path = kg.publish(quads, run_info.run_id, nquads=spool.chunks())
+    finally:
+        spool.remove()
+    del quads
     server = mirror(path, run_info.run_id) if mirror else None
     # distinct statements, as the store counts them (a fact asserted by two builders is one statement); counted
     # by the store rather than by a Python set of every quad, which at a million products costs gigabytes
     with kg.open(read_only=True) as published:
         total = len(published)
     return {"quads": total, "store": str(path), "seconds": round(time.perf_counter() - started, 3),
-            "changes": changes.counts(), "shacl": "conforms", "server": server}
+            "changes": counts, "shacl": "conforms", "server": server}
+
+
+def _hash_table(hashes) -> pd.DataFrame:
+    """product IRI -> (id, content hash) as the per-product table :func:`kb.incremental.diff_index` compares."""
+    from prodkg.kb.spool import INDEX_COLUMNS
+
+    return pd.DataFrame([(str(p), i, h) for p, (i, h) in hashes.items()], columns=INDEX_COLUMNS)
+
+
+def _change_sample(run_id: str, records: pd.DataFrame, base: str) -> list[tuple]:
+    """The change records of at most :data:`SHACL_SAMPLE` changes, as rdflib terms for the SHACL gate."""
+    from rdflib.term import URIRef
+
+    from prodkg.kb.incremental import ChangeSet, change_quads
+
+    if len(records) > SHACL_SAMPLE:
+        records = records.iloc[np.linspace(0, len(records) - 1, SHACL_SAMPLE).round().astype(int)]
+    changes = ChangeSet(**{kind: [URIRef(p) for p in records.loc[records["kind"] == kind, "product"]]
+                           for kind in ("added", "changed", "removed")})
+    ids = {URIRef(p): (i, "") for p, i in zip(records["product"], records["product_id"], strict=True)}
+    quads = []
+    for catalog, rows in records.groupby("catalog", sort=False):  # change_quads names removed products' own catalogs
+        keep = set(rows["product"])
+        part = ChangeSet(**{k: [p for p in getattr(changes, k) if str(p) in keep] for k in ("added", "changed", "removed")})
+        quads += change_quads(run_id, str(catalog), part, None, ids, base=base)
+    return quads
 
 
 def _encoders(run_info) -> dict[str, str]:
