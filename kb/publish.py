@@ -120,7 +120,14 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
                       base=base, threshold=settings.threshold, min_precision=settings.min_precision if settings.threshold is None else None,
                       curation=extra.get("curation"), run_info=run_info)
     fingerprints = _fingerprints(products, predictions, attributes)
-    plan = _plan_update(layout, live_digest, content_run, shape, products, predictions, fingerprints, curation, catalog_name, base)
+    # the per-product index the live graph's publish left beside it, when it describes the live content
+    from prodkg.kb.graph_update import read_index
+
+    live_index, index_digest, index_shape = read_index(layout.table(content_run, INDEX_TABLE)) if content_run else (None, None, None)
+    if index_digest is None or index_digest != live_digest:
+        live_index = None
+    plan = _plan_update(live_index, index_shape, live_digest, content_run, shape, products, predictions, fingerprints, curation,
+                        catalog_name, base)
     if isinstance(plan, Update):
         result = _publish_update(plan, kg, layout, products, predictions, taxonomy, attributes, run_info, settings, catalog_name,
                                  base, digest, shape, features)
@@ -155,7 +162,11 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     try:
         previous = None
         try:
-            if kg.current_path() is not None:
+            if live_index is not None:  # what the live graph holds, without reading a million products back from it
+                from prodkg.kb.spool import INDEX_COLUMNS
+
+                previous = live_index[INDEX_COLUMNS]
+            elif kg.current_path() is not None:
                 with kg.open(read_only=True) as live:
                     previous = _hash_table(stored_hashes(live))
         except StoreError:
@@ -204,9 +215,10 @@ def _fingerprints(products: pd.DataFrame, predictions: pd.DataFrame, attributes)
     return out
 
 
-def _plan_update(layout: RunLayout, live_digest, content_run, shape, products, predictions, fingerprints, curation, catalog_name, base):
+def _plan_update(live_index, index_shape, live_digest, content_run, shape, products, predictions, fingerprints, curation,
+                 catalog_name, base):
     """An :class:`kb.graph_update.Update` from the live graph to this run, or why the graph is rebuilt in full."""
-    from prodkg.kb.graph_update import INDEX_TABLE, plan_update, read_index
+    from prodkg.kb.graph_update import plan_update
 
     if live_digest is None or content_run is None:
         return "no live graph built with an input digest"
@@ -214,16 +226,13 @@ def _plan_update(layout: RunLayout, live_digest, content_run, shape, products, p
         return "curation decisions in force (the curation graph is rebuilt with the graph)"
     if pd.api.types.infer_dtype(products["product_id"], skipna=False) != "string":
         return "product ids that are not all text"
-    index, index_digest, index_shape = read_index(layout.table(content_run, INDEX_TABLE))
-    if index is None:
+    if live_index is None:
         return f"no index of the live graph's products (run {content_run})"
-    if index_digest != live_digest:
-        return "the index beside the live graph describes other content"
     if index_shape != shape:
         return "taxonomy, settings, models or graph code differ from the live graph's"
     if set(predictions["task"].astype(str)) - {"category"}:
         return "predictions of attribute tasks"
-    return plan_update(index, products, predictions, fingerprints, catalog=catalog_name, base=base)
+    return plan_update(live_index, products, predictions, fingerprints, catalog=catalog_name, base=base)
 
 
 def _publish_update(plan, kg: KnowledgeGraph, layout: RunLayout, products, predictions, taxonomy, attributes, run_info,

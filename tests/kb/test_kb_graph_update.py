@@ -146,11 +146,14 @@ def test_a_run_of_another_shape_or_without_the_index_is_rebuilt_in_full(tmp_path
     night_products, night_predictions = _nightly(products, predictions)
     other = _run(night_products, night_predictions, tmp_path, "run-2", 10, threshold=0.6)
     assert other["update"] == {"path": "full", "reason": "taxonomy, settings, models or graph code differ from the live graph's"}
+    # the full rebuild takes what the live graph holds from its index; read back from the store, the same changes
+    assert other["changes"] == {"added": 1, "changed": 3, "removed": 2, "unchanged": 55}
     (tmp_path / "runs" / "run-2" / f"{INDEX_TABLE}.parquet").unlink()
     again = night_predictions.copy()
     again.loc[again["product_id"] == "p012", "value"] = "milk"
     lost = _run(night_products, again, tmp_path, "run-3", 20, threshold=0.6)
     assert lost["update"] == {"path": "full", "reason": "no index of the live graph's products (run run-2)"}
+    assert lost["changes"] == {"added": 0, "changed": 0, "removed": 0, "unchanged": 59}
     many = _catalog().assign(title="Everything renamed")
     broad = _run(many, _predictions(many), tmp_path, "run-4", 30, threshold=0.6)
     # 59 live products renamed or gone (p060), 1 back: more than a quarter to rewrite
