@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _common import ROOT, machine, run_measured, today, write_section  # noqa: E402
+from _common import ROOT, machine, run_measured, today, write_section
 
 
 def make(n: int, work: Path, changed_share: float) -> None:
@@ -130,14 +130,14 @@ def main() -> None:
 
 def report(rows: list[dict], a) -> str:
     lines = ["## Scaling without the encoder: ingest and graph stage", "",
-             f"Command: `PRODKG_DATA_HOME=../shared/datasets flock /work/bench.lock nice -n 10 .venv/bin/python bench/bench_scale_graph.py "
-             f"{' '.join(sys.argv[1:])}`  ",
+             (f"Command: `PRODKG_DATA_HOME=../shared/datasets flock /work/bench.lock nice -n 10 .venv/bin/python bench/bench_scale_graph.py "
+              f"{' '.join(sys.argv[1:])}`  "),
              f"Machine: {machine()}, shared with other jobs (load varies). Date: {today()}.  ",
-             "The pipeline's `ingest_stage` and `graph_stage` (catalog and predictions spooled to disk as column-wise N-Quads "
+             ("The pipeline's `ingest_stage` and `graph_stage` (catalog and predictions spooled to disk as column-wise N-Quads "
              f"{'50,000'} products at a time and bulk-loaded, SHACL on the taxonomy, provenance and a 5,000-product sample, on-disk "
              "store published atomically) on synthetic catalogs, one seeded category prediction per product in place of the encoder "
              f"and heads. The re-run edits {a.changed:.0%} of the titles and redraws those products' predictions. Each run is its own "
-             "process: peak RSS is that run's (ingest and graph stage; the catalog is made in another process).", "",
+             "process: peak RSS is that run's (ingest and graph stage; the catalog is made in another process)."), "",
              "| products | run | path | ingest | graph | quads | store | peak RSS |", "|---:|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         path = r.get("path") or ""

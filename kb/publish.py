@@ -55,6 +55,8 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     ``curation`` (product id -> :class:`kb.curation.Decision` in force) becomes the curation graph; a decided
     product gets no category fact from this run's predictions (a prediction never overrides a reviewer).
     """
+    from prodkg.digests import features_digest
+    from prodkg.errors import StoreError
     from prodkg.kb.incremental import (
         diff_index,
         digest_quads,
@@ -62,8 +64,6 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
         live_input_digest,
         stored_hashes,
     )
-    from prodkg.digests import features_digest
-    from prodkg.errors import StoreError
     from prodkg.kb.iri import DEFAULT_BASE
     from prodkg.kb.triples import alt_label_quads, run_quads, taxonomy_quads
 

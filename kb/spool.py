@@ -49,7 +49,7 @@ class Spool:
     count: int = 0  #: statements (lines) written, repeats included
     batches: int = 0
     fallback: bool = False  #: whether any batch went through the rdflib builders
-    index: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({c: pd.Series(dtype=object) for c in INDEX_COLUMNS}))
+    index: pd.DataFrame = field(default_factory=lambda: empty_index())
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -209,5 +209,6 @@ def change_nquads(run_id: str, records: pd.DataFrame, *, base: str = DEFAULT_BAS
 
 
 def empty_index() -> pd.DataFrame:
+    """An index of no products."""
     return pd.DataFrame({c: pd.Series(dtype=object) for c in INDEX_COLUMNS})
 

@@ -161,7 +161,7 @@ def test_a_run_of_another_shape_or_without_the_index_is_rebuilt_in_full(tmp_path
 
 
 def test_a_failed_update_leaves_the_live_graph_as_it_was(tmp_path, monkeypatch):
-    import prodkg.kb.graph_update as graph_update
+    from prodkg.kb import graph_update
 
     products, predictions = _catalog(), _predictions(_catalog())
     live = _run(products, predictions, tmp_path, "run-1", 0)["store"]

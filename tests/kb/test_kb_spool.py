@@ -13,7 +13,7 @@ from rdflib.compare import isomorphic
 
 from prodkg.errors import StageError
 from prodkg.kb.frame_nquads import catalog_nquads, prediction_nquads
-from prodkg.kb.incremental import ChangeSet, change_quads, diff_index, diff_products, product_hashes
+from prodkg.kb.incremental import change_quads, diff_index, diff_products, product_hashes
 from prodkg.kb.iri import mint
 from prodkg.kb.nquads import encode_quads
 from prodkg.kb.spool import build_spool, change_nquads
@@ -103,7 +103,7 @@ def test_change_records_written_column_wise_are_change_quads(tmp_path):
     before = {mint("product", "shop", f"p {i}"): (f"p {i}", f"h{i}") for i in range(6)}
     before[mint("product", "old feed", "x/1")] = ("x/1", "h")  # removed from another catalog
     now = {mint("product", "shop", f"p {i}"): (f"p {i}", f"h{i}" if i != 2 else "new") for i in range(1, 8)}
-    table = lambda h: pd.DataFrame([(str(p), i, d) for p, (i, d) in h.items()], columns=["product", "product_id", "content_hash"])  # noqa: E731
+    table = lambda h: pd.DataFrame([(str(p), i, d) for p, (i, d) in h.items()], columns=["product", "product_id", "content_hash"])
     counts, records = diff_index(table(before), table(now), catalog="shop")
     changes = diff_products(before, now)
     assert counts == changes.counts() == {"added": 2, "changed": 1, "removed": 2, "unchanged": 4}
