@@ -7,7 +7,7 @@ What counts as a leftover (nothing else is ever touched; the live graph ``<out>/
   its embeddings live in) or it is the run holding the lock;
 * ``*.tmp`` files inside finished run folders (an interrupted atomic write);
 * ``<out>/kg/stores/*.partial``: a graph store whose build was killed (a failed build removes its own);
-* ``<out>/kg/.CURRENT.<pid>.tmp`` and, in the cache folder, ``<entry>.tmp<pid>`` folders and files
+* ``<out>/kg/.CURRENT.<pid>.tmp``, ``<out>/kg/.spool.<pid>.nq`` (a graph stage's statements before the load) and, in the cache folder, ``<entry>.tmp<pid>`` folders and files
   (``cache/heads/*.tmpPID``, ``cache/finetune/*.tmpPID``) whose process is no longer alive.
 """
 
@@ -25,6 +25,7 @@ from prodkg.layout import RunLayout
 
 _TMP_PID = re.compile(r"\.tmp(\d+)$")
 _CURRENT_TMP = re.compile(r"^\.CURRENT\.(\d+)\.tmp$")
+_SPOOL = re.compile(r"^\.spool\.(\d+)\.nq$")
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,9 @@ def find_leftovers(out: str | os.PathLike[str], cache_dir: str | os.PathLike[str
             m = _CURRENT_TMP.match(tmp.name)
             if m and _dead(int(m.group(1)), reclaim):
                 add(tmp, f"temporary pointer of process {m.group(1)}, no longer running")
+            m = _SPOOL.match(tmp.name)
+            if m and _dead(int(m.group(1)), reclaim):
+                add(tmp, f"N-Quads spool of process {m.group(1)}, no longer running")
     if cache.is_dir():
         for folder in [cache, *sorted(p for p in cache.iterdir() if p.is_dir() and not p.is_symlink())]:
             for entry in sorted(folder.iterdir()):

@@ -260,6 +260,9 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "changes": graph.get("changes"),
         # an unchanged re-run republishes this run's graph content instead of rebuilding it
         "graph_reused_from": graph.get("reused_graph_of"),
+        # how the graph was published: "unchanged" (reused), "incremental" (only changed products rewritten) or
+        # "full" (rebuilt), with the reason a full rebuild was needed
+        "graph_update": graph.get("update"),
         "server": graph.get("server"),
         "warnings": ing.warnings,
         # decisions in force, and the reviewed target products the category head learned from (not evaluated)

@@ -24,6 +24,7 @@ __all__ = [
     "ChangeSet",
     "change_quads",
     "content_graph",
+    "diff_index",
     "diff_products",
     "digest_quads",
     "graph_input_digest",
@@ -86,6 +87,38 @@ def diff_products(previous: Hashes | None, current: Hashes) -> ChangeSet:
             changes.unchanged += 1
     changes.removed = sorted(p for p in previous if p not in current)
     return changes
+
+
+def diff_index(previous: pd.DataFrame | None, current: pd.DataFrame, *, catalog: str,
+               base: str = DEFAULT_BASE) -> tuple[dict[str, int], pd.DataFrame]:
+    """:func:`diff_products` over per-product tables (columns ``product``, ``product_id``, ``content_hash``).
+
+    Returns the counts (as :meth:`ChangeSet.counts`) and one row per change, in the order
+    :func:`change_quads` writes them (added, changed, removed; each by product IRI), with columns
+    ``kind``, ``product``, ``product_id`` and ``catalog`` (the catalog the product IRI names).
+    A catalog of a million products is compared without a Python object per product.
+    """
+    columns = ["product", "product_id", "content_hash"]
+    if previous is None:
+        previous = pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    merged = current[columns].merge(previous[columns], on="product", how="outer", suffixes=("", "_before"), indicator=True)
+    added = merged["_merge"] == "left_only"
+    removed = merged["_merge"] == "right_only"
+    changed = (merged["_merge"] == "both") & (merged["content_hash"] != merged["content_hash_before"])
+    counts = {"added": int(added.sum()), "changed": int(changed.sum()), "removed": int(removed.sum()),
+              "unchanged": int(((merged["_merge"] == "both") & ~changed).sum())}
+    parts = []
+    for kind, mask in (("added", added), ("changed", changed), ("removed", removed)):
+        rows = merged.loc[mask, ["product", "product_id" if kind != "removed" else "product_id_before"]]
+        rows.columns = ["product", "product_id"]
+        rows = rows.sort_values("product", kind="stable")
+        rows.insert(0, "kind", kind)
+        if kind == "removed":  # a removed product may belong to a catalog this run does not publish
+            rows["catalog"] = [_catalog_of(URIRef(p), catalog, base) for p in rows["product"]]
+        else:
+            rows["catalog"] = catalog
+        parts.append(rows)
+    return counts, pd.concat(parts, ignore_index=True)
 
 
 def change_quads(

@@ -55,16 +55,15 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     ``curation`` (product id -> :class:`kb.curation.Decision` in force) becomes the curation graph; a decided
     product gets no category fact from this run's predictions (a prediction never overrides a reviewer).
     """
+    from prodkg.digests import features_digest
+    from prodkg.errors import StoreError
     from prodkg.kb.incremental import (
-        change_quads,
-        diff_products,
+        diff_index,
         digest_quads,
         graph_input_digest,
         live_input_digest,
         stored_hashes,
     )
-    from prodkg.digests import features_digest
-    from prodkg.errors import StoreError
     from prodkg.kb.iri import DEFAULT_BASE
     from prodkg.kb.triples import alt_label_quads, run_quads, taxonomy_quads
 
@@ -111,18 +110,41 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
         unchanged = {"added": 0, "changed": 0, "removed": 0, "unchanged": int(products["product_id"].nunique())}
         return {"quads": total, "quads_written": len(quads), "store": str(path), "seconds": round(time.perf_counter() - started, 3),
                 "changes": unchanged, "shacl": "conforms (unchanged content; this run's provenance validated)",
-                "reused_graph_of": content_run, "server": server}
+                "reused_graph_of": content_run, "server": server, "update": {"path": "unchanged"}}
+
+    # Something changed. When the live graph has this run's shape (taxonomy, settings, models, builders) and
+    # its per-product index, only the products (and predictions) that changed are deleted and inserted.
+    from prodkg.kb.graph_update import INDEX_TABLE, Update, shape_key, write_index
+
+    shape = shape_key(products=products, predictions=predictions, taxonomy=taxonomy, catalog=catalog_name, attributes=attributes,
+                      base=base, threshold=settings.threshold, min_precision=settings.min_precision if settings.threshold is None else None,
+                      curation=extra.get("curation"), run_info=run_info)
+    fingerprints = _fingerprints(products, predictions, attributes)
+    # the per-product index the live graph's publish left beside it, when it describes the live content
+    from prodkg.kb.graph_update import read_index
+
+    live_index, index_digest, index_shape = read_index(layout.table(content_run, INDEX_TABLE)) if content_run else (None, None, None)
+    if index_digest is None or index_digest != live_digest:
+        live_index = None
+    plan = _plan_update(live_index, index_shape, live_digest, content_run, shape, products, predictions, fingerprints, curation,
+                        catalog_name, base)
+    if isinstance(plan, Update):
+        result = _publish_update(plan, kg, layout, products, predictions, taxonomy, attributes, run_info, settings, catalog_name,
+                                 base, digest, shape, features)
+        if result is not None:
+            result["server"] = mirror(Path(result["store"]), run_info.run_id) if mirror else None
+            result["seconds"] = round(time.perf_counter() - started, 3)
+            return result
+        plan = "the rewritten products' IRIs differ from the live index's"
+    why = plan
 
     # The catalog's and the predictions' statements (nearly all of them) go to the store as N-Quads built
-    # column-wise from the frames, never as a list of rdflib terms; the rest (taxonomy, provenance, change
-    # records, curation) are few and stay rdflib terms.
-    from prodkg.kb.frame_nquads import catalog_nquads, prediction_nquads
+    # column-wise from the frames, a batch of products at a time into a spool file beside the store, never
+    # as a list of rdflib terms nor all in memory; the rest (taxonomy, provenance, curation) are few and
+    # stay rdflib terms. The change records (one per product on a first run) are written column-wise too.
+    from prodkg.kb.spool import build_spool, change_nquads
 
     decided = sorted(curation) if curation else []
-    catalog = catalog_nquads(products, catalog=catalog_name, attributes=attributes, scheme=scheme, base=base, content_hash=True)
-    predicted = prediction_nquads(predictions, run_info, catalog=catalog_name, scheme=scheme, threshold=settings.threshold, base=base,
-                                  min_precision=settings.min_precision if settings.threshold is None else None,
-                                  no_category_fact=decided)
     quads = []
     quads += taxonomy_quads(scheme, taxonomy, base=base)
     quads += alt_label_quads(scheme, taxonomy, base=base)
@@ -133,31 +155,169 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
 
         quads += curation_quads(curation, catalog=catalog_name, scheme=scheme, product_ids=products["product_id"].astype(str),
                                 concepts=[t[0] for t in taxonomy], base=base)
-    previous = None
+    layout.kg.mkdir(parents=True, exist_ok=True)
+    spool = build_spool(layout.kg / f".spool.{os.getpid()}.nq", products, predictions, run_info, catalog=catalog_name,
+                        attributes=attributes, scheme=scheme, base=base, threshold=settings.threshold,
+                        min_precision=settings.min_precision if settings.threshold is None else None, no_category_fact=decided)
     try:
-        if kg.current_path() is not None:
-            with kg.open(read_only=True) as live:
-                previous = stored_hashes(live)
-    except StoreError:
-        previous = None  # a broken CURRENT pointer: this publish repairs it, and every product counts as added
-    current = catalog.hashes
-    changes = diff_products(previous, current)
-    quads += change_quads(run_info.run_id, catalog_name, changes, previous, current, base=base)
-    sample = _shacl_sample(products, predictions, run_info, settings, catalog_name, attributes, scheme, base, decided)
-    _validate_or_refuse(quads + sample, run_dir)
-    del sample
-    if features is not None:
-        write_embeddings(products, features, layout.table(run_info.run_id, "embeddings"),
-                         embeddings_metadata(features, run_info.run_id, _encoders(run_info)))
-    path = kg.publish(quads, run_info.run_id, nquads=[*catalog.chunks, *predicted.chunks])
-    del quads, catalog, predicted  # the store holds them now: do not keep a second copy alive through the mirror
+        previous = None
+        try:
+            if live_index is not None:  # what the live graph holds, without reading a million products back from it
+                from prodkg.kb.spool import INDEX_COLUMNS
+
+                previous = live_index[INDEX_COLUMNS]
+            elif kg.current_path() is not None:
+                with kg.open(read_only=True) as live:
+                    previous = _hash_table(stored_hashes(live))
+        except StoreError:
+            previous = None  # a broken CURRENT pointer: this publish repairs it, and every product counts as added
+        counts, records = diff_index(previous, spool.index, catalog=catalog_name, base=base)
+        del previous
+        chunks, n = change_nquads(run_info.run_id, records, base=base)
+        spool.write(chunks, n)
+        del chunks
+        sample = _shacl_sample(products, predictions, run_info, settings, catalog_name, attributes, scheme, base, decided)
+        sample += _change_sample(run_info.run_id, records, base)
+        del records
+        _validate_or_refuse(quads + sample, run_dir)
+        del sample
+        if features is not None:
+            write_embeddings(products, features, layout.table(run_info.run_id, "embeddings"),
+                             embeddings_metadata(features, run_info.run_id, _encoders(run_info)))
+        path = kg.publish(quads, run_info.run_id, nquads=spool.chunks())
+        index = spool.index.merge(fingerprints, on="product_id", how="left", validate="one_to_one")
+    finally:
+        spool.remove()
+    del quads
+    write_index(layout.table(run_info.run_id, INDEX_TABLE), index, digest=digest, shape=shape)
+    del index
     server = mirror(path, run_info.run_id) if mirror else None
     # distinct statements, as the store counts them (a fact asserted by two builders is one statement); counted
     # by the store rather than by a Python set of every quad, which at a million products costs gigabytes
     with kg.open(read_only=True) as published:
         total = len(published)
     return {"quads": total, "store": str(path), "seconds": round(time.perf_counter() - started, 3),
-            "changes": changes.counts(), "shacl": "conforms", "server": server}
+            "changes": counts, "shacl": "conforms", "server": server, "update": {"path": "full", "reason": why}}
+
+
+def _fingerprints(products: pd.DataFrame, predictions: pd.DataFrame, attributes) -> pd.DataFrame:
+    """Per product, in the products' order: fingerprints of its catalog row and of its prediction rows (0: none)."""
+    from prodkg.kb.graph_update import catalog_fingerprints, prediction_fingerprints
+
+    out = catalog_fingerprints(products, attributes)
+    if "product_id" not in predictions.columns:
+        out["pred_fp"] = out["pred_fp2"] = np.zeros(len(out), dtype=np.uint64)
+        return out
+    predicted = prediction_fingerprints(predictions)
+    at = pd.Index(predicted["product_id"]).get_indexer(out["product_id"])
+    for c in ("pred_fp", "pred_fp2"):
+        out[c] = np.where(at >= 0, predicted[c].to_numpy()[np.maximum(at, 0)], np.uint64(0)).astype(np.uint64)
+    return out
+
+
+def _plan_update(live_index, index_shape, live_digest, content_run, shape, products, predictions, fingerprints, curation,
+                 catalog_name, base):
+    """An :class:`kb.graph_update.Update` from the live graph to this run, or why the graph is rebuilt in full."""
+    from prodkg.kb.graph_update import plan_update
+
+    if live_digest is None or content_run is None:
+        return "no live graph built with an input digest"
+    if curation:
+        return "curation decisions in force (the curation graph is rebuilt with the graph)"
+    if pd.api.types.infer_dtype(products["product_id"], skipna=False) != "string":
+        return "product ids that are not all text"
+    if live_index is None:
+        return f"no index of the live graph's products (run {content_run})"
+    if index_shape != shape:
+        return "taxonomy, settings, models or graph code differ from the live graph's"
+    if set(predictions["task"].astype(str)) - {"category"}:
+        return "predictions of attribute tasks"
+    return plan_update(live_index, products, predictions, fingerprints, catalog=catalog_name, base=base)
+
+
+def _publish_update(plan, kg: KnowledgeGraph, layout: RunLayout, products, predictions, taxonomy, attributes, run_info,
+                    settings: GraphSettings, catalog_name: str, base: str, digest: str, shape: str, features) -> dict | None:
+    """Delete and insert the statements of the products ``plan`` rewrites, in a checkpoint of the live store, and publish it.
+
+    Returns None (nothing published) when the rebuilt products' IRIs are not those of the live index."""
+    from prodkg.kb.frame_nquads import catalog_nquads, prediction_nquads
+    from prodkg.kb.graph_update import INDEX_TABLE, apply_update, write_index
+    from prodkg.kb.incremental import diff_index, digest_quads
+    from prodkg.kb.iri import mint
+    from prodkg.kb.spool import change_nquads
+    from prodkg.kb.triples import alt_label_quads, run_quads, taxonomy_quads
+
+    scheme, run_dir = catalog_name, layout.run_dir(run_info.run_id)
+    rows = products.iloc[plan.catalog_rows]
+    built = catalog_nquads(rows, catalog=catalog_name, attributes=attributes, scheme=scheme, base=base, content_hash=True)
+    index = plan.index
+    rebuilt = index.iloc[plan.catalog_rows]
+    hashes = {str(p): h for p, (_, h) in built.hashes.items()}
+    if set(hashes) != set(rebuilt["product"]):
+        return None
+    index.loc[index.index[plan.catalog_rows], "content_hash"] = [hashes[p] for p in rebuilt["product"]]
+    preds = predictions.iloc[plan.prediction_rows]
+    predicted = prediction_nquads(preds, run_info, catalog=catalog_name, scheme=scheme, threshold=settings.threshold, base=base,
+                                  min_precision=settings.min_precision if settings.threshold is None else None)
+    counts, records = diff_index(plan.previous, index.iloc[plan.catalog_rows], catalog=catalog_name, base=base)
+    counts["unchanged"] = len(products) - counts["added"] - counts["changed"]
+    changes, _ = change_nquads(run_info.run_id, records, base=base)
+    quads = run_quads(run_info, base=base) + digest_quads(run_info.run_id, digest, base=base)
+
+    # the shapes see the taxonomy (already live), this run's provenance, and a sample of what it rewrites
+    from prodkg.kb.graph_update import _members
+
+    touched = np.union1d(plan.catalog_rows, np.flatnonzero(_members(products["product_id"].astype(str), preds["product_id"].astype(str).unique())))
+    sample = _shacl_sample(products.iloc[touched], preds, run_info, settings, catalog_name, attributes, scheme, base, [])
+    sample += _change_sample(run_info.run_id, records, base)
+    _validate_or_refuse(taxonomy_quads(scheme, taxonomy, base=base) + alt_label_quads(scheme, taxonomy, base=base) + quads + sample, run_dir)
+    del sample
+    if features is not None:
+        write_embeddings(products, features, layout.table(run_info.run_id, "embeddings"),
+                         embeddings_metadata(features, run_info.run_id, _encoders(run_info)))
+    run_prefix = str(mint("graph", "run", "x", base=base))[: -len("x")]
+    removed = [0]
+
+    def edit(store) -> None:
+        removed[0] = apply_update(store, plan, catalog=catalog_name, run_graph_prefix=run_prefix, base=base)
+        # the bulk loader, not one transaction: the checkpoint is this publish's own until it is swapped in, and a
+        # failure removes it whole (a transaction on the on-disk checkpoint costs about 25 µs a statement)
+        store.add_quads(quads, nquads=[*built.chunks, *predicted.chunks, *changes])
+
+    path = kg.publish_edit(edit, run_info.run_id)
+    write_index(layout.table(run_info.run_id, INDEX_TABLE), index, digest=digest, shape=shape)
+    with kg.open(read_only=True) as published:
+        total = len(published)
+    rewritten = {"catalog": len(plan.catalog_rows), "predictions": int(preds["product_id"].nunique()), "removed": len(plan.removed),
+                 "statements_deleted": removed[0], "statements_inserted": built.count + predicted.count + 5 * len(records) + len(quads)}
+    return {"quads": total, "store": str(path), "changes": counts, "update": {"path": "incremental", "rewritten": rewritten},
+            "shacl": f"conforms (the taxonomy, this run's provenance and {len(touched):,} rewritten products' statements)"}
+
+
+def _hash_table(hashes) -> pd.DataFrame:
+    """product IRI -> (id, content hash) as the per-product table :func:`kb.incremental.diff_index` compares."""
+    from prodkg.kb.spool import INDEX_COLUMNS
+
+    return pd.DataFrame([(str(p), i, h) for p, (i, h) in hashes.items()], columns=INDEX_COLUMNS)
+
+
+def _change_sample(run_id: str, records: pd.DataFrame, base: str) -> list[tuple]:
+    """The change records of at most :data:`SHACL_SAMPLE` changes, as rdflib terms for the SHACL gate."""
+    from rdflib.term import URIRef
+
+    from prodkg.kb.incremental import ChangeSet, change_quads
+
+    if len(records) > SHACL_SAMPLE:
+        records = records.iloc[np.linspace(0, len(records) - 1, SHACL_SAMPLE).round().astype(int)]
+    changes = ChangeSet(**{kind: [URIRef(p) for p in records.loc[records["kind"] == kind, "product"]]
+                           for kind in ("added", "changed", "removed")})
+    ids = {URIRef(p): (i, "") for p, i in zip(records["product"], records["product_id"], strict=True)}
+    quads = []
+    for catalog, rows in records.groupby("catalog", sort=False):  # change_quads names removed products' own catalogs
+        keep = set(rows["product"])
+        part = ChangeSet(**{k: [p for p in getattr(changes, k) if str(p) in keep] for k in ("added", "changed", "removed")})
+        quads += change_quads(run_id, str(catalog), part, None, ids, base=base)
+    return quads
 
 
 def _encoders(run_info) -> dict[str, str]:

@@ -80,7 +80,7 @@ class RunLayout:
         return self.run_dir(run_id) / "models"
 
     def table(self, run_id: str, name: str) -> Path:
-        """A stage table of a run: ``products``, ``quarantine``, ``predictions`` or ``embeddings``."""
+        """A stage table of a run: ``products``, ``quarantine``, ``predictions``, ``embeddings`` or ``graph_index`` (kb.graph_update)."""
         return self.run_dir(run_id) / f"{name}.parquet"
 
     def manifest(self, run_id: str) -> Path:

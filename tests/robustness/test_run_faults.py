@@ -269,9 +269,11 @@ def _killed_run_leftovers(out: Path) -> list[Path]:
     heads.mkdir(parents=True)
     pointer = out / "kg" / f".CURRENT.{dead}.tmp"
     pointer.write_text("stores/x\n")
+    spool = out / "kg" / f".spool.{dead}.nq"  # a graph stage killed before its load
+    spool.write_bytes(b"<urn:a> <urn:b> <urn:c> <urn:g> .\n")
     live_tmp = out / "cache" / "heads" / f"cafe.tmp{os.getpid()}"  # a live process's entry: never touched
     live_tmp.mkdir()
-    return [killed, partial_store, heads, pointer]
+    return [killed, partial_store, heads, pointer, spool]
 
 
 @pytest.mark.slow
