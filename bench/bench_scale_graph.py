@@ -130,7 +130,7 @@ def main() -> None:
 
 def report(rows: list[dict], a) -> str:
     lines = ["## Scaling without the encoder: ingest and graph stage", "",
-             (f"Command: `PRODKG_DATA_HOME=../shared/datasets flock /work/bench.lock nice -n 10 .venv/bin/python bench/bench_scale_graph.py "
+             (f"Command: `PRODKG_DATA_HOME=../shared/datasets nice -n 10 .venv/bin/python bench/bench_scale_graph.py "
               f"{' '.join(sys.argv[1:])}`  "),
              f"Machine: {machine()}, shared with other jobs (load varies). Date: {today()}.  ",
              ("The pipeline's `ingest_stage` and `graph_stage` (catalog and predictions spooled to disk as column-wise N-Quads "
