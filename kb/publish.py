@@ -205,7 +205,7 @@ def _fingerprints(products: pd.DataFrame, predictions: pd.DataFrame, attributes)
     from prodkg.kb.graph_update import catalog_fingerprints, prediction_fingerprints
 
     out = catalog_fingerprints(products, attributes)
-    if "product_id" not in predictions.columns:
+    if "product_id" not in predictions.columns or predictions.empty:  # no head could be trained: nothing predicted
         out["pred_fp"] = out["pred_fp2"] = np.zeros(len(out), dtype=np.uint64)
         return out
     predicted = prediction_fingerprints(predictions)

@@ -197,3 +197,17 @@ def test_fingerprints_tell_apart_what_the_builders_write_apart():
     signed = prediction_fingerprints(preds.assign(confidence=[0.5, 0.25, 0.0]))
     assert signed.set_index("product_id").loc["b", "pred_fp"] != one.set_index("product_id").loc["b", "pred_fp"]  # -0.0 is written apart
     assert json.dumps(one["pred_fp"].dtype.name) == '"uint64"'
+
+
+def test_a_run_that_predicted_nothing_publishes_its_catalog_and_then_updates(tmp_path):
+    # no head could be trained (every image refused, say): the predictions table has its columns and no row
+    products = _catalog()
+    empty = _predictions(products).iloc[:0]
+    first = _run(products, empty, tmp_path / "out", "run-1", 0)
+    with KnowledgeGraph(tmp_path / "out" / "kg").open() as store:
+        ids = set(run_query(store, "product_categories").to_frame()["product_id"]) if len(store) else set()
+        assert ids == set()  # no prediction was invented
+        assert first["quads"] == len(store) > 0
+    night = products[products["product_id"] != "p010"]
+    second = _run(night, empty, tmp_path / "out", "run-2", 10)
+    assert second["changes"]["removed"] == 1
