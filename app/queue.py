@@ -38,7 +38,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BATCH", "QueueModel", "fit_queue_model", "knn_affinity", "n_clusters_for", "review_order", "spectral_embedding", "typicality"]
+from prodkg.knn import knn_affinity
+
+__all__ = ["BATCH", "QueueModel", "fit_queue_model", "n_clusters_for", "review_order", "spectral_embedding", "typicality"]
 
 #: answers a review round is planned for: the clustering has one cluster per answer expected by the end of it
 BATCH = 100
@@ -102,31 +104,6 @@ def typicality(x: np.ndarray, cluster: np.ndarray, *, k: int = NEIGHBOURS, chunk
             raw[start:start + chunk] = 1.0 / (near.mean(1) + 1e-12)
         out[rows] = raw / raw.max()
     return out
-
-
-def knn_affinity(x: np.ndarray, k: int = GRAPH_NEIGHBOURS, *, chunk: int = 2048):
-    """The normalised affinity ``D^-1/2 W D^-1/2`` of the k-nearest-neighbour graph of the rows of ``x`` (unit
-    vectors): ``W`` holds each row's k most similar other rows' cosine similarity, clipped at 0, made symmetric
-    by the larger of ``W`` and ``W^T``. The graph :mod:`prediction.propagation` spreads labels over (kept here so
-    the app does not load the heads' libraries). Returns a sparse (N, N) matrix."""
-    from scipy import sparse
-
-    x = np.asarray(x, dtype=np.float32)
-    n = len(x)
-    k = min(k, n - 1)
-    rows, cols, vals = [], [], []
-    for start in range(0, n, chunk):
-        sims = x[start:start + chunk] @ x.T
-        sims[np.arange(sims.shape[0]), start + np.arange(sims.shape[0])] = -np.inf  # a product is not its own neighbour
-        idx = np.argpartition(-sims, k, axis=1)[:, :k]
-        rows.append(np.repeat(np.arange(start, start + sims.shape[0]), k))
-        cols.append(idx.ravel())
-        vals.append(np.clip(np.take_along_axis(sims, idx, axis=1).ravel(), 0.0, None))
-    w = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    w = w.maximum(w.T)
-    d = np.asarray(w.sum(1)).ravel()
-    d = np.where(d > 0, 1.0 / np.sqrt(np.where(d > 0, d, 1.0)), 0.0)
-    return sparse.diags(d) @ w @ sparse.diags(d)
 
 
 def spectral_embedding(x: np.ndarray, dims: int, *, seed: int = 0, k: int = GRAPH_NEIGHBOURS) -> np.ndarray:

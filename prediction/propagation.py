@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from prodkg.knn import knn_affinity
+
 __all__ = ["blend_with_reviews", "spread_labels", "unit_features"]
 
 
@@ -28,31 +30,10 @@ def unit_features(features, rows: np.ndarray) -> np.ndarray:
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
-def _knn_graph(x: np.ndarray, k: int, chunk: int = 2048):
-    from scipy import sparse
-
-    n = len(x)
-    k = min(k, n - 1)
-    rows, cols, vals = [], [], []
-    for start in range(0, n, chunk):
-        sims = x[start:start + chunk] @ x.T
-        for i in range(sims.shape[0]):
-            sims[i, start + i] = -np.inf
-        idx = np.argpartition(-sims, k, axis=1)[:, :k]
-        rows.append(np.repeat(np.arange(start, start + sims.shape[0]), k))
-        cols.append(idx.ravel())
-        vals.append(np.clip(np.take_along_axis(sims, idx, axis=1).ravel(), 0.0, None))
-    w = sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
-    w = w.maximum(w.T)
-    d = np.asarray(w.sum(1)).ravel()
-    d = np.where(d > 0, 1.0 / np.sqrt(d), 0.0)
-    return sparse.diags(d) @ w @ sparse.diags(d)
-
-
 def spread_labels(x: np.ndarray, seeds: np.ndarray, *, k: int = 10, alpha: float = 0.8, iterations: int = 30) -> np.ndarray:
     """Spread the rows of ``seeds`` (one label distribution per row, zeros for none) over the k-NN graph of ``x``:
     ``F = αSF + (1-α)Y`` iterated (Zhou et al. 2003). Returns F, rows normalised to sum to 1."""
-    s = _knn_graph(x, k)
+    s = knn_affinity(x, k)
     f = seeds.copy()
     for _ in range(iterations):
         f = alpha * (s @ f) + (1 - alpha) * seeds

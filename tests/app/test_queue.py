@@ -116,13 +116,23 @@ def test_the_order_matches_its_definition_on_random_examples():
         assert list(order) == _reference_order(cluster, typ, conf, reviewed, n)
 
 
-def test_the_queue_graph_is_the_label_spreading_graph():
-    from prodkg.app.queue import knn_affinity
-    from prodkg.prediction.propagation import _knn_graph
+def test_the_knn_graph_matches_a_dense_computation():
+    from prodkg.knn import knn_affinity
 
-    x = np.random.default_rng(4).normal(size=(300, 6)).astype(np.float32)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 6)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    np.testing.assert_allclose(knn_affinity(x, 10, chunk=64).toarray(), _knn_graph(x, 10).toarray(), atol=1e-6)
+    # by hand, all at once: each row's 10 most similar other rows, similarities clipped at 0, symmetric by the max
+    sims = x.astype(np.float64) @ x.T.astype(np.float64)
+    np.fill_diagonal(sims, -np.inf)
+    w = np.zeros_like(sims)
+    for i in range(len(x)):
+        near = np.argsort(-sims[i])[:10]
+        w[i, near] = np.clip(sims[i, near], 0, None)
+    w = np.maximum(w, w.T)
+    d = w.sum(1)
+    expected = w / np.sqrt(np.outer(d, d))
+    np.testing.assert_allclose(knn_affinity(x, 10, chunk=64).toarray(), expected, atol=1e-5)
 
 
 def _moons(n=150, seed=0):
