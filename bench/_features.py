@@ -110,38 +110,19 @@ def grocery_views(k: int, image_encoder: str = DEFAULT_IMAGE, seed: int = 0) -> 
     Backgrounds and clutter come from the iconic photos only, never from in-store ones. Views are cached per
     view in the feature cache, so a larger ``k`` encodes only the new ones.
     """
-    out = CACHE / f"grocery_views{k}_s{seed}_{short_name(image_encoder)}.npz"
+    return _views("grocery-store-dataset", "iconic", CACHE / f"grocery_views{k}_s{seed}_{short_name(image_encoder)}.npz",
+                  k, image_encoder, seed)
+
+
+def _views(dataset: str, domain: str, out: Path, k: int, image_encoder: str, seed: int) -> dict[str, np.ndarray]:
+    """Features of ``k`` views of each photo of ``domain`` in ``dataset``, cached in ``out``."""
     data = _load(out, image_encoder)
     if data is None:
         from prodkg.catalogs import load_dataset
         from prodkg.extractors import FeatureCache, get_encoder
         from prodkg.extractors.views import extract_views
 
-        frame = load_dataset("grocery-store-dataset", data_home()).frame
-        rows = np.flatnonzero(frame["domain"].to_numpy(str) == "iconic")
-        encoder = get_encoder(image_encoder, precision="fp32")
-        res = extract_views(frame["image"].iloc[rows].tolist(), encoder, k, seed=seed, cache=FeatureCache(CACHE / "features"),
-                            num_threads=int(os.environ.get("PRODKG_BENCH_THREADS") or 1), progress=True)
-        if res.errors:
-            raise SystemExit(f"{len(res.errors)} iconic images failed: {next(iter(res.errors.values()))}")
-        print(f"views: {res.n_computed} encoded, {res.n_cached} cached, {res.seconds:.0f} s", flush=True)
-        CACHE.mkdir(parents=True, exist_ok=True)
-        np.savez(out, image=res.features, of=rows[res.of], view=res.view, spec_id=np.array(res.spec_id),
-                 image_encoder_id=np.array(image_encoder_id(image_encoder)))
-        data = dict(np.load(out))
-    return data
-
-
-def office_views(domain: str, k: int, image_encoder: str = DEFAULT_IMAGE, seed: int = 0) -> dict[str, np.ndarray]:
-    """Features of ``k`` shelf-style views of each office-caltech-10 photo of ``domain``, as :func:`grocery_views`."""
-    out = CACHE / f"office_views_{domain}{k}_s{seed}_{short_name(image_encoder)}.npz"
-    data = _load(out, image_encoder)
-    if data is None:
-        from prodkg.catalogs import load_dataset
-        from prodkg.extractors import FeatureCache, get_encoder
-        from prodkg.extractors.views import extract_views
-
-        frame = load_dataset("office-caltech-10", data_home()).frame
+        frame = load_dataset(dataset, data_home()).frame
         rows = np.flatnonzero(frame["domain"].to_numpy(str) == domain)
         encoder = get_encoder(image_encoder, precision="fp32")
         res = extract_views(frame["image"].iloc[rows].tolist(), encoder, k, seed=seed, cache=FeatureCache(CACHE / "features"),
@@ -154,6 +135,12 @@ def office_views(domain: str, k: int, image_encoder: str = DEFAULT_IMAGE, seed: 
                  image_encoder_id=np.array(image_encoder_id(image_encoder)))
         data = dict(np.load(out))
     return data
+
+
+def office_views(domain: str, k: int, image_encoder: str = DEFAULT_IMAGE, seed: int = 0) -> dict[str, np.ndarray]:
+    """Features of ``k`` shelf-style views of each office-caltech-10 photo of ``domain``, as :func:`grocery_views`."""
+    return _views("office-caltech-10", domain, CACHE / f"office_views_{domain}{k}_s{seed}_{short_name(image_encoder)}.npz",
+                  k, image_encoder, seed)
 
 
 def instacart() -> dict[str, np.ndarray]:
