@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, today, write_section  # noqa: E402
 
 BUDGETS = (10, 30, 100)
-#: the run's default share of reviews held out as the publication rule's target calibration set
-CALIBRATION_SHARE = 0.4
+#: the run's default cross-fitting folds for the reviews (prediction.stage.PredictSettings.review_folds; 0: hold-out)
+REVIEW_FOLDS = 3
 #: the queue as it was before it clustered the neighbour graph: k-means on the vectors (``fit_queue_model(method="kmeans")``)
 KMEANS_QUEUE = "queue, k-means on the vectors"
 #: a looser precision target, at which the few calibration rows can support something
@@ -72,36 +72,48 @@ def _grocery():
 
 
 def _fit(feats, labels, is_source, is_target, ids, reviewed: dict[int, str], epochs: int, seed: int, taxonomy, baseline,
-         *, calibration_share: float = 0.0, loose: float = LOOSE_PRECISION):
+         *, settings=None, loose: float = LOOSE_PRECISION):
     """Refit the category head with ``reviewed`` and score it on the target products nobody reviewed.
 
-    ``calibration_share`` > 0 splits the reviews as ``prodkg run`` does (:meth:`PredictSettings.split_reviewed`):
-    a share held out of training as the rule's target calibration set, none while too few to support the precision
-    target. What would be published is decided by the predict stage's own rule (:func:`prediction.stage.publish_task`
-    under the default :class:`PredictSettings`: ``min_precision`` 0.95, agreement with the source-only baseline head,
-    back-off along the taxonomy, unknown products withheld, the calibration rows' bound), and again at ``loose``.
+    ``settings`` (:class:`PredictSettings`; None: every review trains and none calibrates) split the reviews as
+    ``prodkg run`` does (:meth:`PredictSettings.split_reviewed`): by default every review trains and each calibrates
+    the rule out of fold (:func:`prediction.stage.cross_fitted`), with ``review_folds`` 0 a share is held out of
+    training; none calibrates while too few to support the precision target. What would be published is decided by
+    the predict stage's own rule (:func:`prediction.stage.publish_task` under the default :class:`PredictSettings`:
+    ``min_precision`` 0.95, agreement with the source-only baseline head, back-off along the taxonomy, unknown
+    products withheld, the calibration rows' bound), and again at ``loose``.
     """
     from prodkg.adaptation import TrainConfig
     from prodkg.prediction.heads import fit_task
-    from prodkg.prediction.stage import PredictSettings, publish_task, source_holdout_size
+    from prodkg.prediction.stage import PredictSettings, cross_fitted, publish_task, source_holdout_size
 
-    settings = PredictSettings(calibration_share=calibration_share)
-    train, calibration = dict(reviewed), {}
-    if reviewed and calibration_share > 0:
-        train, calibration, _ = settings.split_reviewed(reviewed, {i: ids[i] for i in reviewed}, source_holdout_size(list(labels), is_source, seed))
+    train, calibration, split = dict(reviewed), {}, {}
+    if reviewed and settings is not None:
+        train, calibration, split = settings.split_reviewed(reviewed, {i: ids[i] for i in reviewed}, source_holdout_size(list(labels), is_source, seed))
+    rule = settings or PredictSettings()
     # target labels stay in `labels` for the evaluation only (fit_task never trains on them); reviewed rows are passed apart
     cfg = TrainConfig(method="dann", epochs=epochs, seed=seed)
+
+    def fit(rows):
+        return fit_task("category", feats, list(labels), is_source, is_target, list(ids), cfg, reviewed=rows)
+
     t0 = time.perf_counter()
-    result = fit_task("category", feats, list(labels), is_source, is_target, list(ids), cfg, reviewed=train)
+    result = fit(train)
     seconds = time.perf_counter() - t0
+    published_by, folds_right = result, None
+    if calibration and split.get("mode") == "cross-fit":
+        published_by, folds_right = cross_fitted(result, calibration, list(ids), is_target, rule.review_folds, fit)
     preds = result.predictions.set_index("product_id")
     tgt = np.flatnonzero(is_target)
     rows = [i for i in tgt if i not in reviewed]
     correct = preds.loc[[ids[i] for i in rows], "value"].to_numpy() == labels[rows]
     eval_labels = [None if i in reviewed else str(lab) for i, lab in enumerate(labels)]  # reviewed rows were trained on or calibrated
-    out = {"accuracy": float(correct.mean()), "seconds": round(seconds, 1), "n_reviewed": len(reviewed), "n_calibration": len(calibration)}
-    for name, rule in (("", settings), ("loose_", replace(settings, min_precision=loose))):
-        _, record = publish_task(result, baseline, rule, "category", "bench", eval_labels, is_source, is_target, feats, taxonomy,
+    out = {"accuracy": float(correct.mean()), "seconds": round(seconds, 1), "n_reviewed": len(reviewed), "n_train": len(train),
+           "n_calibration": len(calibration), "calibration_mode": split.get("mode") if calibration else None}
+    if folds_right is not None:
+        out["calibration_accuracy"] = sum(f["n_right"] for f in folds_right) / len(calibration)
+    for name, r in (("", rule), ("loose_", replace(rule, min_precision=loose))):
+        _, record = publish_task(published_by, baseline, r, "category", "bench", eval_labels, is_source, is_target, feats, taxonomy,
                                  calibration=calibration)
         ev, pub = record["evaluation"], record["publication"]
         fine = pub["levels"][0]  # decide() lists the levels deepest first
@@ -116,20 +128,19 @@ def _fit(feats, labels, is_source, is_target, ids, reviewed: dict[int, str], epo
     return out, preds
 
 
-def _reviewed_fit(feats, labels, is_source, is_target, ids, reviewed, epochs, seed, taxonomy, baseline):
-    """The head refitted with every review (what the reviews teach: ``accuracy``) and, where the run would hold a
-    share out as its calibration set, as the run does: its accuracy (``run_accuracy``) and publication figures.
-    Returns the row and the run's predictions (what the queue orders next)."""
-    from prodkg.prediction.stage import PredictSettings, source_holdout_size
+def _reviewed_fit(feats, labels, is_source, is_target, ids, reviewed, epochs, seed, taxonomy, baseline, *, folds: int = REVIEW_FOLDS):
+    """The head as ``prodkg run`` fits it with these reviews (``run_accuracy``, and what it would publish) and, where
+    the run holds reviews out of training (``folds`` 0), also the head fitted with every review (``accuracy``: what
+    the reviews teach, the queue's measure). Returns the row and the predictions the queue orders next."""
+    from prodkg.prediction.stage import PredictSettings
 
-    res, preds = _fit(feats, labels, is_source, is_target, ids, reviewed, epochs, seed, taxonomy, baseline)
-    res["run_accuracy"] = res["accuracy"]
-    _, held, _ = PredictSettings(calibration_share=CALIBRATION_SHARE).split_reviewed(reviewed, {i: ids[i] for i in reviewed},
-                                                                                     source_holdout_size(list(labels), is_source, seed))
-    if held:
-        run, preds = _fit(feats, labels, is_source, is_target, ids, reviewed, epochs, seed, taxonomy, baseline, calibration_share=CALIBRATION_SHARE)
-        res = {**run, "accuracy": res["accuracy"], "run_accuracy": run["accuracy"], "seconds": res["seconds"]}
-    return res, preds
+    run, preds = _fit(feats, labels, is_source, is_target, ids, reviewed, epochs, seed, taxonomy, baseline,
+                      settings=PredictSettings(review_folds=folds))
+    run["run_accuracy"] = run["accuracy"]
+    if run["n_train"] < len(reviewed):
+        every, _ = _fit(feats, labels, is_source, is_target, ids, reviewed, epochs, seed, taxonomy, baseline)
+        run["accuracy"] = every["accuracy"]
+    return run, preds
 
 
 def _queue_picks(target_ids, emb_target, models: dict, preds, reviewed_ids: set[str], n: int, seed: int, method: str = "auto") -> list[str]:
@@ -163,7 +174,7 @@ def _oracle_picks(labels_target: np.ndarray, emb_target: np.ndarray, n: int) -> 
     return picks
 
 
-def simulate(name: str, data, *, epochs: int, seeds: list[int], oracle: bool = False) -> list[dict]:
+def simulate(name: str, data, *, epochs: int, seeds: list[int], oracle: bool = False, folds: int = REVIEW_FOLDS) -> list[dict]:
     from prodkg.adaptation import TrainConfig
     from prodkg.prediction.heads import fit_task
 
@@ -175,7 +186,7 @@ def simulate(name: str, data, *, epochs: int, seeds: list[int], oracle: bool = F
     for seed in seeds:
         # the predict stage's baseline head (source-only) never sees the reviews: fitted once per seed
         baseline = fit_task("category", feats, list(labels), is_source, is_target, list(ids), TrainConfig(method="source_only", epochs=epochs, seed=seed))
-        base, preds0 = _reviewed_fit(feats, labels, is_source, is_target, ids, {}, epochs, seed, taxonomy, baseline)
+        base, preds0 = _reviewed_fit(feats, labels, is_source, is_target, ids, {}, epochs, seed, taxonomy, baseline, folds=folds)
         rows.append({"dataset": name, "strategy": "no review", "seed": seed, **base})
         print(name, rows[-1], flush=True)
         rng = np.random.default_rng(seed)
@@ -196,7 +207,7 @@ def simulate(name: str, data, *, epochs: int, seeds: list[int], oracle: bool = F
                 else:
                     continue
                 reviewed = {index[pid]: labels[index[pid]] for pid in chosen}  # the simulated reviewer's answers
-                res, preds = _reviewed_fit(feats, labels, is_source, is_target, ids, reviewed, epochs, seed, taxonomy, baseline)
+                res, preds = _reviewed_fit(feats, labels, is_source, is_target, ids, reviewed, epochs, seed, taxonomy, baseline, folds=folds)
                 rows.append({"dataset": name, "strategy": strategy, "seed": seed, **res})
                 print(name, rows[-1], flush=True)
     return rows
@@ -229,10 +240,15 @@ def review_section(rows: list[dict], args, seconds: float) -> str:
         "target rows among its labelled data and evaluated on the target products nobody reviewed. "
         f"Seeds {', '.join(map(str, seeds))} (the seed of the head, of the random order and of the queue's k-means); "
         f"{args.epochs_office} epochs on office-caltech-10, {args.epochs_grocery} on grocery (CPU-bound: the grid is kept small). "
-        "*All train* is the accuracy with every review among the training rows: what the reviews teach, the measure of the queue. "
-        f"*Run* is what `prodkg run` does: about {100 * CALIBRATION_SHARE:.0f} % of the reviews (`--review-calibration-share`, drawn by a "
-        "hash of the product id) are held out of training as the publication rule's target calibration set, and none while fewer than "
-        "the 36 rows that can support 95 % would be (so at 10 and 30 reviews *run* = *all train*); *held out* counts them. "
+        "*Accuracy* is that of the head fitted with every review among its training rows: what the reviews teach, the measure of the queue. "
+        + (f"The run (`--review-folds {args.review_folds}`) trains on every review and checks what it publishes on all of them, each "
+           f"predicted out of fold by a head fitted without its fold's reviews ({args.review_folds} more fits; `prediction.stage.cross_fitted`), "
+           "once there are the 36 that can support 95 %: *calibration rows* counts them and *out of fold* is their accuracy. "
+           if args.review_folds else
+           "*Run* is what `prodkg run --review-folds 0` does: about 40 % of the reviews (`--review-calibration-share`, drawn by a hash of "
+           "the product id) are held out of training as the publication rule's target calibration set, and none while fewer than the 36 "
+           "rows that can support 95 % would be; *calibration rows* counts them. ")
+        +
         "Published precision and coverage are those of the facts the run would publish under the predict stage's default rule "
         "(`prediction.stage.publish_task`: `min_precision` 0.95, agreement with the source-only baseline head, back-off along the "
         "taxonomy — on grocery a fact may be published at the intermediate or coarse level —, unknown products withheld; with a "
@@ -243,9 +259,9 @@ def review_section(rows: list[dict], args, seconds: float) -> str:
         "(`calibration`: the accuracy on the calibration rows). The oracle row reads the target labels (the most typical product of "
         "each true class first): a rough ceiling for any queue, not a strategy. Figures in %, means over the seeds; per seed in brackets.",
         "",
-        "| dataset | strategy | reviewed | accuracy, all train (per seed) | held out | accuracy, run | estimate | published precision | coverage | fine coverage "
-        f"| at {100 * LOOSE_PRECISION:.0f} %: precision / coverage | fit seconds |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| dataset | strategy | reviewed | accuracy (per seed) | calibration rows | accuracy, run | out of fold | estimate | published precision | "
+        f"coverage | fine coverage | at {100 * LOOSE_PRECISION:.0f} %: precision / coverage | fit seconds |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -254,7 +270,8 @@ def review_section(rows: list[dict], args, seconds: float) -> str:
         per_seed = " / ".join(_fmt(r["accuracy"]) for r in rs)
         held = " / ".join(str(r.get("n_calibration", 0)) for r in rs)
         lines.append(f"| {ds} | {strategy} | {n} | {_fmt(_mean([r['accuracy'] for r in rs]))} ({per_seed}) | {held} | "
-                     f"{_fmt(_mean([r.get('run_accuracy') for r in rs]))} | {_fmt(_mean([r.get('estimated_accuracy') for r in rs]))} | "
+                     f"{_fmt(_mean([r.get('run_accuracy') for r in rs]))} | {_fmt(_mean([r.get('calibration_accuracy') for r in rs]))} | "
+                     f"{_fmt(_mean([r.get('estimated_accuracy') for r in rs]))} | "
                      f"{_fmt(_mean([r['precision'] for r in rs]))} | {_fmt(_mean([r['coverage'] for r in rs]))} | "
                      f"{_fmt(_mean([r['fine_coverage'] for r in rs]))} | "
                      f"{_fmt(_mean([r.get('loose_precision') for r in rs]))} / {_fmt(_mean([r.get('loose_coverage') for r in rs]))} | "
@@ -294,7 +311,8 @@ def _estimators(rows: list[dict]) -> list[str]:
                      "and the rule abstained (`prediction.publication.decide`).")
         cal = [r for r in rs if r.get("n_calibration")]
         if cal:
-            line += (f" {len(cal)} fits held reviews out ({min(r['n_calibration'] for r in cal)}-{max(r['n_calibration'] for r in cal)} "
+            how = "calibrated on reviews predicted out of fold" if cal[0].get("calibration_mode") == "cross-fit" else "held reviews out"
+            line += (f" {len(cal)} fits {how} ({min(r['n_calibration'] for r in cal)}-{max(r['n_calibration'] for r in cal)} "
                      f"rows): the fine accuracy on them {_fmt(_mean([r['estimated_accuracy'] for r in cal]))} % on average against "
                      f"{_fmt(_mean([r['run_accuracy'] for r in cal]))} % on the products nobody reviewed (queue, random and oracle fits "
                      "together; the queue seeks hard products, a pessimistic calibration set); at 95 % the rule published "
@@ -319,7 +337,7 @@ def _against_targets(rows: list[dict]) -> list[str]:
         met = "met" if gq >= 10 else "**not met**"
         twice = "met" if gq >= 2 * gr else "**not met**"
         worst = min((q[s] - none[s]) / (rd[s] - none[s]) for s in q if s in rd and rd[s] > none[s])
-        out.append(f"- grocery in-store, 100 reviews (all train): the queue gains {gq:.1f} points over no review (>= 10: {met}) against "
+        out.append(f"- grocery in-store, 100 reviews: the queue gains {gq:.1f} points over no review (>= 10: {met}) against "
                    f"{gr:.1f} for random reviews, {gq / gr:.2f}x the mean, worst seed {worst:.2f}x (2x: {twice}), "
                    f"means over seeds {', '.join(map(str, sorted(q)))}.")
         km = pick("grocery", KMEANS_QUEUE, 100)
@@ -330,8 +348,7 @@ def _against_targets(rows: list[dict]) -> list[str]:
         if qr and rr:
             gqr = np.mean([100 * (qr[s] - none[s]) for s in qr])
             grr = np.mean([100 * (rr[s] - none[s]) for s in rr])
-            out.append(f"- As the run trains (the calibration share held out): the queue gains {gqr:.1f} points, random {grr:.1f}, "
-                       f"{gqr / grr:.2f}x.")
+            out.append(f"- As the run trains: the queue gains {gqr:.1f} points, random {grr:.1f}, {gqr / grr:.2f}x.")
         for strategy in ("queue", "random"):
             prec, cov = pick("grocery", strategy, 100, "precision"), pick("grocery", strategy, 100, "coverage")
             lp, lc = pick("grocery", strategy, 100, "loose_precision"), pick("grocery", strategy, 100, "loose_coverage")
@@ -357,10 +374,11 @@ def cmd_review(args) -> None:
     started = time.perf_counter()
     rows = []
     if not args.skip_office:
-        rows += simulate("office-caltech-10 amazon→webcam", _office(), epochs=args.epochs_office, seeds=args.office_seeds or args.seeds)
+        rows += simulate("office-caltech-10 amazon→webcam", _office(), epochs=args.epochs_office, seeds=args.office_seeds or args.seeds,
+                         folds=args.review_folds)
     if not args.skip_grocery:
         rows += simulate("grocery-store iconic→in-store (fine)", _grocery(), epochs=args.epochs_grocery, seeds=args.seeds,
-                         oracle=not args.no_oracle)
+                         oracle=not args.no_oracle, folds=args.review_folds)
     seconds = time.perf_counter() - started
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(rows, indent=1))
@@ -436,6 +454,7 @@ def main() -> None:
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--office-seeds", type=int, nargs="+", default=None, help="seeds of office-caltech-10 (default: --seeds)")
     r.add_argument("--no-oracle", action="store_true", help="skip the oracle bound on grocery")
+    r.add_argument("--review-folds", type=int, default=REVIEW_FOLDS, help="the run's --review-folds (0: a share of the reviews held out)")
     r.add_argument("--skip-office", action="store_true")
     r.add_argument("--skip-grocery", action="store_true")
     r.add_argument("--json", default="runs/bench-review.json")

@@ -88,8 +88,9 @@ def publication_lines(s: dict) -> list[str]:
             line += f", {p['n_unknown']} unknown"
         lines.append(line)
         cal = p.get("calibration")
-        if cal:  # reviewed target products held out of training: what they support for what was published
-            lines.append(f"    {'':<18} calibration: {cal['n_rows']} reviewed products held out, {cal['n_published_right']} of the "
+        if cal:  # reviewed target products predicted out of fold (or held out of training): what they support for what was published
+            how = f"predicted out of {cal['folds']} folds" if cal.get("folds") else "held out"
+            lines.append(f"    {'':<18} calibration: {cal['n_rows']} reviewed products {how}, {cal['n_published_right']} of the "
                          f"{cal['n_published']} published right, precision >= {pct(cal['precision_bound'])} "
                          f"({100 * cal['confidence']:.0f} % one-sided bound)")
         if p.get("abstained"):

@@ -93,10 +93,15 @@ class RunConfig(BaseModel):
     # a fixed confidence bar instead of min_precision (the rule before min_precision was a fixed 0.5)
     threshold: float | None = Field(None, ge=0, le=1, description="a fixed confidence at which a prediction becomes a plain fact, "
                                                                   "instead of --min-precision", json_schema_extra=_cli("model"))
-    # reviewed target products held out of training: the publication rule's target calibration set (prediction/target_calibration.py)
-    review_calibration_share: float = Field(0.4, ge=0, lt=1, description="share of the reviewed target products held out of training to "
-                                                                         "check the precision of what is published (none while too few to "
-                                                                         "support --min-precision)", json_schema_extra=_cli("model"))
+    # reviewed target products as the publication rule's target calibration set (prediction/target_calibration.py)
+    review_folds: int = Field(3, ge=0, description="cross-fitting folds for the reviews: every review trains the category head, and each "
+                                                   "checks the precision of what is published through a head fitted without its fold "
+                                                   "(costs that many more fits of the head; 0: hold --review-calibration-share out "
+                                                   "of training instead)", json_schema_extra=_cli("model"))
+    review_calibration_share: float = Field(0.4, ge=0, lt=1, description="with --review-folds 0: share of the reviewed target products held "
+                                                                         "out of training to check the precision of what is published "
+                                                                         "(none while too few to support --min-precision)",
+                                            json_schema_extra=_cli("model"))
     reuse_heads: bool = Field(True, description="reuse a head whose features, labels and config are unchanged (--retrain: always train anew)",
                               json_schema_extra=_cli("model", flag="--retrain", invert=True))
     # shelf-style augmented views of each source photo (extractors/augment.py), extra labelled source rows
@@ -217,6 +222,13 @@ class RunConfig(BaseModel):
 
         if value not in AUTO_SCHEDULES:
             raise ValueError(f"unknown auto schedule {value!r}; valid: {', '.join(AUTO_SCHEDULES)}")
+        return value
+
+    @field_validator("review_folds")
+    @classmethod
+    def _folds(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("one fold cannot predict its own reviews out of fold: give 2 or more, or 0 to hold a share out")
         return value
 
     @field_validator("baseline")
@@ -397,7 +409,7 @@ class RunConfig(BaseModel):
         return PredictSettings(method=self.method, baseline=self.baseline, fusion=self.fusion, epochs=self.epochs, hidden=self.hidden, lr=self.lr,
                                tradeoff=self.tradeoff, seed=self.seed, progress=self.progress, min_precision=self.min_precision,
                                threshold=self.threshold, self_training=self.self_training,
-                               calibration_share=self.review_calibration_share, auto_schedule=self.auto_schedule)
+                               review_folds=self.review_folds, calibration_share=self.review_calibration_share, auto_schedule=self.auto_schedule)
 
     def graph_settings(self):
         from prodkg.kb.publish import GraphSettings

@@ -348,11 +348,13 @@ def _record_total(summary: dict) -> None:
 
 def curation_summary(decisions, category_metrics: dict) -> dict:
     """The manifest's ``curation`` entry: decisions in force, the reviewed target products the category head learned
-    from (not evaluated), and those held out as the publication rule's target calibration set with what they showed."""
+    from (not evaluated), and those that calibrated the publication rule (out of fold, or held out) with what they showed."""
     out = {"decisions": len(decisions), "reviewed_target_rows_used": int(category_metrics.get("n_target_reviewed", 0))}
     split = category_metrics.get("review_split")
     if split:
         out["reviewed_target_rows_calibration"] = int(split["n_calibration"])
+        if split.get("mode") == "cross-fit" and split["n_calibration"]:  # every review trained; each calibrated through its fold's head
+            out["calibration_folds"] = int(split["folds"])
         calibration = (category_metrics.get("publication") or {}).get("calibration")
         if calibration:
             out["calibration_precision"] = {"published": calibration["n_published"], "right": calibration["n_published_right"],

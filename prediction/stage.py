@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,10 @@ import pandas as pd
 from prodkg.contracts import PREDICTIONS
 from prodkg.progress import on_terminal, run_logger
 
-__all__ = ["NO_VALUE", "PredictOutput", "PredictSettings", "predict_stage", "publication_summary", "publish_task"]
+__all__ = ["NO_VALUE", "PredictOutput", "PredictSettings", "cross_fitted", "predict_stage", "publication_summary", "publish_task"]
 
 NO_VALUE = "(none)"  # the class of an attribute head for "this product has no such attribute"
+LOG_ZERO = float(np.log(1e-300))  # the log-probability of a class a head cannot predict (heads.fit_task clips at 1e-300)
 
 
 @dataclass(frozen=True)
@@ -34,22 +36,27 @@ class PredictSettings:
     threshold: float | None = None  # or a fixed confidence bar instead
     auto_schedule: str = "halving"  # how method "auto" shares the training among its candidates
     self_training: int = 0  # rounds of class-balanced self-training of each head (not of the baseline)
-    # reviewed target products held out of training as the rule's target calibration set (prediction/target_calibration.py)
+    # reviewed target products as the rule's target calibration set (prediction/target_calibration.py): predicted
+    # out of fold by heads fitted on the other folds' reviews (review_folds >= 2), or a share held out of training (0)
+    review_folds: int = 3
     calibration_share: float = 0.4
 
     def split_reviewed(self, reviewed: dict, product_ids: dict, n_source_holdout: int = 0) -> tuple[dict, dict, dict]:
-        """Reviewed target rows -> (train, calibration, record) under these settings: ``calibration_share`` of them
-        held out as the rule's target calibration set where the rule has no other anchor, that is where the
-        labelled source rows held out of training (``n_source_holdout``) are fewer than ATC needs.
+        """Reviewed target rows -> (train, calibration, record) under these settings, where the rule has no other
+        anchor, that is where the labelled source rows held out of training (``n_source_holdout``) are fewer than
+        ATC needs. With ``review_folds`` >= 2 every review trains and every one calibrates through its fold's head
+        (:func:`cross_fitted`); with 0, ``calibration_share`` of them is held out of training.
 
-        None are held out when fewer than can support ``min_precision`` would be, under a fixed ``threshold`` (which
-        reads no estimate), or beside a source hold-out: there the reviews teach more than they could calibrate (on
-        office-caltech-10 about 40 queue-chosen reviews held out, the hard products the queue seeks, supported no bar at
-        95 % where the source hold-out's rule published 40-90 % of the products at 100 % precision).
+        None calibrates when fewer than can support ``min_precision`` would, under a fixed ``threshold`` (which
+        reads no estimate), or beside a source hold-out: there the source rule does better (on office-caltech-10
+        about 40 queue-chosen reviews, the hard products the queue seeks, supported no bar at 95 % where the source
+        hold-out's rule published 40-90 % of the products at 100 % precision).
         """
         from prodkg.prediction.publication import DEFAULT_Z, MIN_SOURCE_ROWS
-        from prodkg.prediction.target_calibration import bound_confidence, min_calibration_rows, split_reviewed
+        from prodkg.prediction.target_calibration import bound_confidence, cross_fit_split, min_calibration_rows, split_reviewed
 
+        if self.review_folds == 1 or self.review_folds < 0:
+            raise ValueError(f"review_folds must be 0 (hold-out) or at least 2, got {self.review_folds!r}")
         if self.threshold is not None or self.min_precision >= 1.0:
             return split_reviewed(reviewed, product_ids, share=0.0)
         if n_source_holdout >= MIN_SOURCE_ROWS:
@@ -57,6 +64,8 @@ class PredictSettings:
             record["reason"] = f"the {n_source_holdout} labelled source rows held out anchor the rule: all reviews train the head"
             return train, calibration, record
         need = min_calibration_rows(self.min_precision, bound_confidence(DEFAULT_Z))
+        if self.review_folds >= 2:
+            return cross_fit_split(reviewed, product_ids, folds=self.review_folds, min_rows=need)
         return split_reviewed(reviewed, product_ids, share=self.calibration_share, min_rows=need)
 
     def train_config(self, method: str | None = None):
@@ -177,10 +186,24 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
                                     lambda: fit_task(task, train_features, train_labels, train_is_source, train_is_target, train_ids, bcfg,
                                                      progress=False, view_of=view_of))
             baseline = other.metrics
+        published_by = result
+        if calibration and split is not None and split.get("mode") == "cross-fit":
+            fold_config = result.model.config  # the method the head ended with ("auto" chose it): the fold heads choose nothing
+
+            def fit_fold(sub: dict[int, str]):
+                fold_key = task_key(task, digest, train_labels, train_is_source, train_is_target, train_ids, fold_config.to_dict(),
+                                    extra={**extra, "reviewed": sorted(sub.items())})
+                return fit_or_reuse(heads_cache, fold_key,
+                                    lambda: fit_task(task, train_features, train_labels, train_is_source, train_is_target, train_ids,
+                                                     fold_config, reviewed=sub, view_of=view_of, self_training=settings.self_training))[0]
+
+            if progress_log is not None:
+                progress_log.info(f"adapt-predict: {settings.review_folds} fold heads predict the {len(calibration)} reviews out of fold")
+            published_by, split["folds_right"] = cross_fitted(result, calibration, ids, train_is_target, settings.review_folds, fit_fold)
         # reviewed target rows were trained on or calibrated the rule: their held-out labels are not evaluated
         eval_labels = [None if i in rows or i in calibration else lab for i, lab in enumerate(labels)] if rows or calibration else labels
         prototypes = models_dir / f"{_safe(task)}.prototypes.npz" if task == "category" else None
-        frame, publication = publish_task(result, other, settings, task, mid, eval_labels, is_source, is_target, features,
+        frame, publication = publish_task(published_by, other, settings, task, mid, eval_labels, is_source, is_target, features,
                                           taxonomy if task == "category" else [], prototypes_to=prototypes, calibration=calibration)
         if split is not None:  # how many reviews trained the head, how many calibrated the rule, and which
             publication["review_split"] = split
@@ -251,6 +274,40 @@ def publish_task(result, other, settings: PredictSettings, task: str, mid: str, 
     return frame, record
 
 
+def cross_fitted(result, reviewed: dict[int, str], product_ids: list[str], is_target: np.ndarray, folds: int,
+                 fit_fold) -> tuple[object, list[dict]]:
+    """``result`` with the reviewed target rows' log-probabilities replaced by out-of-fold ones: the rows of fold
+    ``f`` (:func:`prediction.target_calibration.fold_of`) are predicted by ``fit_fold(reviews of the other folds)``,
+    a head that never saw their answers. The publication rule reads them as its target calibration set; every other
+    row keeps the head fitted on all the reviews. A class only the fold's own reviews named is one the fold head
+    cannot predict (probability 0).
+
+    Returns the new result and, per fold, its rows and how many the fold head got right (for the manifest).
+    """
+    from prodkg.prediction.target_calibration import fold_of
+
+    position = {int(r): j for j, r in enumerate(np.flatnonzero(is_target))}
+    classes = list(result.labels.classes)
+    logp = np.array(result.evidence["target_logp"], dtype=np.float64, copy=True)
+    fold = {int(i): fold_of(product_ids[int(i)], folds) for i in reviewed}
+    record = []
+    for f in range(folds):
+        held = sorted(i for i in fold if fold[i] == f)
+        if not held:
+            continue
+        head = fit_fold({int(i): lab for i, lab in reviewed.items() if fold[int(i)] != f})
+        columns = {c: j for j, c in enumerate(head.labels.classes)}
+        rows = np.array([position[i] for i in held])
+        out = np.full((len(rows), len(classes)), LOG_ZERO)
+        for k, c in enumerate(classes):
+            if c in columns:
+                out[:, k] = head.evidence["target_logp"][rows, columns[c]]
+        logp[rows] = out
+        right = sum(classes[int(j)] == reviewed[i] for i, j in zip(held, out.argmax(1), strict=True))
+        record.append({"fold": f, "n_rows": len(held), "n_right": int(right)})
+    return dataclasses.replace(result, evidence={**result.evidence, "target_logp": logp}), record
+
+
 def source_holdout_size(labels: list[str | None], is_source: np.ndarray, seed: int) -> int:
     """How many labelled source rows :func:`prediction.heads.fit_task` holds out of training for calibration (its
     stratified tenth; classes of fewer than 3 rows give none), known before any fit."""
@@ -281,7 +338,8 @@ def publication_summary(metrics: dict[str, dict]) -> dict[str, dict]:
                "estimated_accuracy": levels[0].get("estimated_accuracy"), "estimator": levels[0].get("estimator"),
                "estimated_precision": pub.get("estimated_precision"), "n_unknown": pub.get("n_unknown")}
         if pub.get("calibration"):  # the target calibration set: rows, and the precision they support for what was published
-            row["calibration"] = pub["calibration"]
+            split = m.get("review_split") or {}
+            row["calibration"] = {**pub["calibration"], **({"folds": split["folds"]} if split.get("mode") == "cross-fit" else {})}
         if pub.get("abstained"):
             row["abstained"] = pub["abstained"]
         ev = m.get("evaluation")

@@ -41,11 +41,11 @@ def test_the_next_run_keeps_and_learns_from_decisions_of_a_renamed_feed(sample_c
     shutil.rmtree(layout.kg)
     second = _run(renamed, out)
     manifest = json.loads(layout.manifest(second["run_id"]).read_text())
-    # two reviews are too few to hold any out as the publication rule's calibration set: both train the head
+    # two reviews are too few to calibrate the publication rule: both train the head
     curation = manifest["curation"]
     assert {k: curation[k] for k in ("decisions", "reviewed_target_rows_used", "reviewed_target_rows_calibration")} == {
         "decisions": 2, "reviewed_target_rows_used": 2, "reviewed_target_rows_calibration": 0}
-    assert "all train the head" in curation["calibration_note"]
+    assert "they train the head and calibrate nothing" in curation["calibration_note"]
     metrics = manifest["metrics"]["category"]
     assert metrics["n_target_reviewed"] == 2
     first_metrics = json.loads(layout.manifest(first["run_id"]).read_text())["metrics"]["category"]

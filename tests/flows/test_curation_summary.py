@@ -20,3 +20,12 @@ def test_without_a_split_the_entry_says_why():
     out = curation_summary({}, metrics)
     assert out["reviewed_target_rows_calibration"] == 0 and out["calibration_note"].startswith("1 of 3")
     assert curation_summary({}, {}) == {"decisions": 0, "reviewed_target_rows_used": 0}
+
+
+def test_cross_fitted_reviews_all_train_and_all_calibrate():
+    metrics = {"n_target_reviewed": 100,
+               "review_split": {"mode": "cross-fit", "folds": 3, "n_reviewed": 100, "n_train": 100, "n_calibration": 100},
+               "publication": {"calibration": {"n_rows": 100, "n_published": 40, "n_published_right": 40, "precision_bound": 0.955,
+                                               "confidence": 0.841345}}}
+    out = curation_summary({}, metrics)
+    assert out["reviewed_target_rows_used"] == out["reviewed_target_rows_calibration"] == 100 and out["calibration_folds"] == 3

@@ -176,7 +176,7 @@ def test_calibration_rows_are_read_at_every_taxonomy_level():
     assert all(d.published[i] in ("A", "B") for i in np.flatnonzero(d.published_level >= 0))
 
 
-def test_the_predict_stage_holds_out_a_share_of_the_reviews_and_calibrates_on_them(tmp_path):
+def test_the_predict_stage_with_review_folds_0_holds_out_a_share_of_the_reviews_and_calibrates_on_them(tmp_path):
     import pandas as pd
 
     from prodkg.adaptation import MultiModal
@@ -192,7 +192,7 @@ def test_the_predict_stage_holds_out_a_share_of_the_reviews_and_calibrates_on_th
     products = pd.DataFrame({"product_id": ids, "domain": domain, "category": y})
     feats = MultiModal(blocks={"image": x.astype(np.float32)}, present={"image": np.ones(len(y), bool)})
     reviewed = {ids[i]: str(y[i]) for i in range(n_src, n_src + 100)}
-    settings = PredictSettings(method="source_only", baseline=None, epochs=5, progress=False)
+    settings = PredictSettings(method="source_only", baseline=None, epochs=5, progress=False, review_folds=0)
     out = predict_stage(products, feats, settings, ["shop"], ["feed"], [], tmp_path / "models", None, reviewed=reviewed)
     m = out.metrics["category"]
     # the reference draw: hashlib here, not the module
@@ -212,6 +212,84 @@ def test_the_predict_stage_holds_out_a_share_of_the_reviews_and_calibrates_on_th
     out = predict_stage(products, feats, settings, ["shop"], ["feed"], [], tmp_path / "models2", None, reviewed=few)
     split = out.metrics["category"]["review_split"]
     assert split["n_calibration"] == 0 and out.metrics["category"]["n_target_reviewed"] == 30 and "reason" in split
+
+
+def _blobs(n_src=20, n_tgt=200, seed=0):
+    import pandas as pd
+
+    from prodkg.adaptation import MultiModal
+
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(size=8)
+    y = np.array(["a", "b"] * ((n_src + n_tgt) // 2))
+    x = np.where((y == "a")[:, None], centre, -centre) + 0.1 * rng.normal(size=(len(y), 8))
+    ids = [f"p{i}" for i in range(len(y))]
+    products = pd.DataFrame({"product_id": ids, "domain": ["shop"] * n_src + ["feed"] * n_tgt, "category": y})
+    return products, MultiModal(blocks={"image": x.astype(np.float32)}, present={"image": np.ones(len(y), bool)}), y, ids
+
+
+def test_cross_fitting_trains_on_every_review_and_calibrates_on_out_of_fold_predictions(tmp_path):
+    from prodkg.prediction.stage import PredictSettings, predict_stage
+
+    products, feats, y, ids = _blobs()
+    # 100 reviews, every fifth one wrong (the other blob's label): a head that never saw an answer predicts the
+    # blob, so out of fold exactly the 80 right answers agree with it
+    reviewed = {ids[i]: str(y[i]) if (i - 20) % 5 else ("b" if y[i] == "a" else "a") for i in range(20, 120)}
+    n_right = sum(reviewed[p] == y[int(p[1:])] for p in reviewed)
+    assert n_right == 80
+    settings = PredictSettings(method="source_only", baseline=None, epochs=5, progress=False)  # review_folds 3, the default
+    out = predict_stage(products, feats, settings, ["shop"], ["feed"], [], tmp_path / "models", None, reviewed=reviewed)
+    m = out.metrics["category"]
+    split = m["review_split"]
+    assert split["mode"] == "cross-fit" and split["n_train"] == m["n_target_reviewed"] == 100 and split["n_calibration"] == 100
+    # the folds, drawn here with hashlib: floor(3 * first 8 bytes of sha256 / 2**64)
+    folds = [int(3 * int(hashlib.sha256(p.encode()).hexdigest()[:16], 16) / 2**64) for p in reviewed]
+    assert split["fold_sizes"] == [folds.count(f) for f in range(3)]
+    assert [r["n_rows"] for r in split["folds_right"]] == [folds.count(f) for f in range(3) if folds.count(f)]
+    assert sum(r["n_right"] for r in split["folds_right"]) == n_right
+    fine = m["publication"]["levels"][0]["calibration"]
+    assert fine["n_rows"] == 100 and fine["n_right"] == n_right
+    # 80 % right supports no bar at 95 %: nothing is published on these reviews' strength
+    assert m["publication"]["n_published"] == 0
+    assert m["evaluation"]["n_labelled"] == 200 - 100
+    # each reviewed product's prediction is that of a head fitted here on the other folds' reviews only
+    from prodkg.adaptation import TrainConfig
+    from prodkg.prediction.heads import fit_task
+
+    is_source = (products["domain"] == "shop").to_numpy()
+    labels = [lab if src else None for lab, src in zip(products["category"], is_source)]
+    rows = {p: int(p[1:]) for p in reviewed}
+    fine = out.predictions[out.predictions["kind"] == "class"].set_index("product_id")  # a flat taxonomy: one level
+    for f in range(3):
+        others = {rows[p]: lab for (p, lab), g in zip(reviewed.items(), folds) if g != f}
+        head = fit_task("category", feats, labels, is_source, ~is_source, ids, TrainConfig(method="source_only", epochs=5), reviewed=others)
+        ref = head.predictions.set_index("product_id")
+        mine = [p for p, g in zip(reviewed, folds) if g == f]
+        assert (fine.loc[mine, "value"] == ref.loc[mine, "value"]).all()
+        np.testing.assert_allclose(fine.loc[mine, "confidence"], ref.loc[mine, "confidence"], rtol=1e-6)
+
+
+def test_cross_fitting_publishes_on_right_reviews(tmp_path):
+    from prodkg.prediction.stage import PredictSettings, predict_stage
+
+    products, feats, y, ids = _blobs(seed=1)
+    reviewed = {ids[i]: str(y[i]) for i in range(20, 120)}
+    settings = PredictSettings(method="source_only", baseline=None, epochs=5, progress=False)
+    out = predict_stage(products, feats, settings, ["shop"], ["feed"], [], tmp_path / "models", None, reviewed=reviewed)
+    m = out.metrics["category"]
+    assert m["publication"]["calibration"]["n_rows"] == 100 and m["publication"]["calibration"]["n_published_right"] >= 36
+    assert m["publication"]["n_published"] > 0 and m["evaluation"]["precision"] == 1.0
+
+
+def test_one_review_fold_is_refused():
+    from prodkg.errors import ConfigError
+    from prodkg.flows.config import RunConfig
+    from prodkg.prediction.stage import PredictSettings
+
+    with pytest.raises(ConfigError, match="review_folds: one fold cannot predict"):
+        RunConfig(review_folds=1)
+    with pytest.raises(ValueError, match="review_folds"):
+        PredictSettings(review_folds=1).split_reviewed({0: "a"}, {0: "p0"})
 
 
 def test_beside_a_source_hold_out_the_reviews_all_train():
