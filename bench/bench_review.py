@@ -312,8 +312,8 @@ def _estimators(rows: list[dict]) -> list[str]:
         cal = [r for r in rs if r.get("n_calibration")]
         if cal:
             how = "calibrated on reviews predicted out of fold" if cal[0].get("calibration_mode") == "cross-fit" else "held reviews out"
-            line += (f" {len(cal)} fits {how} ({min(r['n_calibration'] for r in cal)}-{max(r['n_calibration'] for r in cal)} "
-                     f"rows): the fine accuracy on them {_fmt(_mean([r['estimated_accuracy'] for r in cal]))} % on average against "
+            lo, hi = min(r["n_calibration"] for r in cal), max(r["n_calibration"] for r in cal)
+            line += (f" {len(cal)} fits {how} ({lo if lo == hi else f'{lo}-{hi}'} rows): the fine accuracy on them {_fmt(_mean([r['estimated_accuracy'] for r in cal]))} % on average against "
                      f"{_fmt(_mean([r['run_accuracy'] for r in cal]))} % on the products nobody reviewed (queue, random and oracle fits "
                      "together; the queue seeks hard products, a pessimistic calibration set); at 95 % the rule published "
                      f"{sum(r['calibration_published'] or 0 for r in cal)} calibration rows in all (36 all right are needed).")
@@ -371,6 +371,10 @@ def _against_targets(rows: list[dict]) -> list[str]:
 
 
 def cmd_review(args) -> None:
+    if args.report_only:  # rewrite the section from the rows a run saved (its wall time is in them)
+        saved = json.loads(Path(args.json).read_text())
+        write_section("review-loop", review_section(saved["rows"], args, saved["seconds"]))
+        return
     started = time.perf_counter()
     rows = []
     if not args.skip_office:
@@ -381,7 +385,7 @@ def cmd_review(args) -> None:
                          oracle=not args.no_oracle, folds=args.review_folds)
     seconds = time.perf_counter() - started
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(rows, indent=1))
+    Path(args.json).write_text(json.dumps({"rows": rows, "seconds": seconds}, indent=1))
     if args.write:
         write_section("review-loop", review_section(rows, args, seconds))
 
@@ -458,6 +462,7 @@ def main() -> None:
     r.add_argument("--skip-office", action="store_true")
     r.add_argument("--skip-grocery", action="store_true")
     r.add_argument("--json", default="runs/bench-review.json")
+    r.add_argument("--report-only", action="store_true", help="rewrite the section from --json, run with the same options")
     r.add_argument("--no-write", dest="write", action="store_false")
     r.set_defaults(func=cmd_review)
     g = sub.add_parser("pages")
