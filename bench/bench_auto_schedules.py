@@ -1,0 +1,261 @@
+"""Which budget schedule of ``method="auto"`` keeps the right candidates: every candidate traced once, schedules replayed.
+
+Run from the repository root (features come from the cache of bench/_features.py)::
+
+    PRODKG_DATA_HOME=/path/to/datasets python bench/bench_auto_schedules.py trace --seeds 3 --epochs 100 --workers 2
+    python bench/bench_auto_schedules.py replay   # rewrite docs/BENCHMARKS.md from bench/results/auto_schedules_*
+
+``trace`` trains the whole candidate grid of ``auto`` (``adaptation.selection.DEFAULT_CANDIDATES``) in full on
+every office-caltech-10 task and seed, on the source hold-out ``auto_train`` uses, and stops each adapted
+candidate at the shares in :data:`CHECKPOINTS` to record what a rung there would see: its DEV, SND and
+source-accuracy scores and its target predictions, and the training seconds so far. At the end every candidate's
+refined predictions are kept too. A paused run resumes bit for bit (``adaptation.loop.MethodRun``), so the
+networks at the checkpoints are those any schedule with rungs among them would train.
+
+``replay`` then runs each schedule of :data:`SCHEDULES` on those records with the rules of ``auto_train``:
+the rungs and how many candidates each keeps, the rung score, the consensus voters
+(``selection.consensus_voters``), the safety rule (``selection.safe_choice``) and refinement of the winner.
+A schedule's accuracy is then exactly what ``auto`` gives under it; its cost is the training seconds of the
+candidates as far as the schedule trains them (scoring left out), as a multiple of the ``dann(tradeoff=1.0)``
+candidate trained in full (about one ``--method dann`` run on 90 % of the source).
+Target labels are used only to score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from itertools import permutations
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _common import DOMAINS, SHORT, machine, today, write_section
+
+RESULTS = ROOT / "bench" / "results"
+TRACES = RESULTS / "auto_schedules"
+#: Shares of its steps at which every adapted candidate is scored (the rungs a replayed schedule may use).
+CHECKPOINTS = (1 / 9, 1 / 6, 1 / 5, 1 / 4, 1 / 3, 1 / 2, 1.0)
+SCORES = ("dev", "snd", "source_val")
+
+
+def _job(args: tuple) -> dict:
+    task, seed, epochs = args
+    import torch
+
+    torch.set_num_threads(1)
+    from bench_safe_auto import office_task
+
+    from prodkg.adaptation import TrainConfig
+    from prodkg.adaptation.loop import MethodRun
+    from prodkg.adaptation.selection import (
+        DEFAULT_CANDIDATES,
+        _refine,
+        candidate_configs,
+        candidate_label,
+        score_candidates,
+        stratified_holdout,
+    )
+
+    src, tgt = (next(d for d in DOMAINS if SHORT[d] == c) for c in task.split("->"))
+    source, y_s, target, yt, n_classes = office_task(src, tgt)
+    config = TrainConfig(method="auto", seed=seed, epochs=epochs)
+    held = stratified_holdout(y_s, 0.1, seed)
+    tr, va = np.flatnonzero(~held), np.flatnonzero(held)
+    source_train, source_val = source.subset(tr), source.subset(va)
+    rec: dict = {"task": task, "seed": seed, "epochs": epochs, "candidates": {}}
+    preds: dict[str, np.ndarray] = {"y": yt}
+    for (method, overrides), cfg in zip(DEFAULT_CANDIDATES, candidate_configs(config, DEFAULT_CANDIDATES)):
+        label = candidate_label(method, overrides)
+        run = MethodRun(source_train, y_s[tr], target, n_classes, cfg)
+        shares = (1.0,) if method == "source_only" else CHECKPOINTS
+        points, seconds = [], 0.0
+        for share in shares:
+            started = time.perf_counter()
+            run.advance(share)
+            seconds += time.perf_counter() - started
+            model = run.model()
+            scores = score_candidates([model], source_train, source_val, y_s[va], target, SCORES, seed=seed)[0]
+            preds[f"{label}@{share:.6f}"] = model.predict(target)
+            points.append({"share": share, "seconds": seconds, "scores": scores,
+                           "acc": float((preds[f"{label}@{share:.6f}"] == yt).mean() * 100)})
+        refined, info = _refine(run.model(), source_train, target, n_classes, y_s[tr])
+        preds[f"refined:{label}"] = refined.predict(target) if info["kept"] else run.model().predict(target)
+        run.close()
+        rec["candidates"][label] = {"method": method, "points": points,
+                                    "refined_acc": float((preds[f"refined:{label}"] == yt).mean() * 100)}
+    TRACES.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(TRACES / f"e{epochs}_{task.replace('->', '')}_{seed}.npz", **preds)
+    (TRACES / f"e{epochs}_{task.replace('->', '')}_{seed}.json").write_text(json.dumps(rec, indent=1))
+    return rec
+
+
+def trace(args: argparse.Namespace) -> None:
+    from _features import office_caltech
+
+    office_caltech()
+    tasks = [f"{SHORT[s]}->{SHORT[t]}" for s, t in permutations(DOMAINS, 2)]
+    jobs = [(t, seed, args.epochs) for seed in range(args.seeds) for t in tasks]
+    jobs = [j for j in jobs if not _trace_path(*j).exists()]  # a run cut short goes on where it stopped
+    started = time.perf_counter()
+    with get_context("spawn").Pool(args.workers) as pool:
+        for rec in pool.imap_unordered(_job, jobs):
+            so = rec["candidates"]["source_only"]["refined_acc"]
+            print(f"{rec['task']} seed {rec['seed']}: refined source-only {so:.1f}", flush=True)
+    meta = {"command": " ".join(["python", "bench/bench_auto_schedules.py", *sys.argv[1:]]), "date": today(),
+            "machine": machine(), "workers": args.workers, "wall_seconds": round(time.perf_counter() - started)}
+    (TRACES / f"meta_e{args.epochs}.json").write_text(json.dumps(meta, indent=1))
+
+
+def _trace_path(task: str, seed: int, epochs: int) -> Path:
+    return TRACES / f"e{epochs}_{task.replace('->', '')}_{seed}.json"
+
+
+# --- replay ------------------------------------------------------------------------------
+
+#: Schedules replayed: name -> (rungs, how many adapted candidates each pruning rung keeps (None: ``rung_keep``),
+#: rung score). The first is ``halving`` as it stood; the others were written down before any was replayed.
+SCHEDULES: dict[str, tuple[tuple[float, ...], tuple[int, ...] | None, str]] = {
+    "halving (1/9, 1/3, 1; DEV)": ((1 / 9, 1 / 3, 1.0), None, "dev"),
+    "full (every candidate in full)": ((1.0,), None, "dev"),
+    "1/6, 1; keep 1": ((1 / 6, 1.0), (1,), "dev"),
+    "1/5, 1; keep 1": ((1 / 5, 1.0), (1,), "dev"),
+    "1/4, 1; keep 1": ((1 / 4, 1.0), (1,), "dev"),
+    "1/9, 1/3, 1; keep 4, 1": ((1 / 9, 1 / 3, 1.0), (4, 1), "dev"),
+    "1/6, 1/3, 1; keep 3, 1": ((1 / 6, 1 / 3, 1.0), (3, 1), "dev"),
+    "1/6, 1/2, 1; keep 2, 1": ((1 / 6, 1 / 2, 1.0), (2, 1), "dev"),
+    "1/5, 1/2, 1; keep 2, 1": ((1 / 5, 1 / 2, 1.0), (2, 1), "dev"),
+    "1/9, 1/3, 1; rank DEV+SND": ((1 / 9, 1 / 3, 1.0), None, "dev+snd"),
+    "1/9, 1/3, 1; rank DEV+consensus": ((1 / 9, 1 / 3, 1.0), None, "dev+consensus"),
+    "1/9, 1/3, 1; best per family, then DEV": ((1 / 9, 1 / 3, 1.0), None, "family"),
+}
+
+
+def _ranks(values: list[float]) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(np.asarray(values, dtype=np.float64))
+
+
+def replay_one(rec: dict, preds: dict, rungs: tuple[float, ...], keeps: tuple[int, ...] | None,
+               score: str) -> dict:
+    """``auto_train``'s choice under one schedule, from a trace: the winner's refined accuracy and the cost."""
+    from prodkg.adaptation.selection import consensus_agreement, consensus_voters, rung_keep, safe_choice
+
+    labels = list(rec["candidates"])
+    cands = rec["candidates"]
+
+    def point(label: str, share: float) -> dict:
+        return next(p for p in cands[label]["points"] if abs(p["share"] - share) < 1e-9)
+
+    so = labels.index("source_only")
+    alive = [i for i in range(len(labels)) if i != so]
+    trained = {i: 0.0 for i in range(len(labels))}
+    trained[so] = 1.0
+    for r, share in enumerate(rungs):
+        for i in alive:
+            trained[i] = share
+        if r == len(rungs) - 1 or len(alive) <= 1:
+            break
+        pts = [point(labels[i], share)["scores"] for i in alive]
+        if score == "dev":
+            key = [p["dev"] for p in pts]
+        elif score == "dev+snd":
+            key = list(_ranks([p["dev"] for p in pts]) + _ranks([p["snd"] for p in pts]))
+        elif score == "dev+consensus":
+            agree = consensus_agreement([preds[f"{labels[i]}@{share:.6f}"] for i in alive])
+            key = list(_ranks([p["dev"] for p in pts]) + _ranks(list(agree)))
+        elif score == "family":  # each method's best first (by DEV), then the rest, each group by DEV
+            dev = [p["dev"] for p in pts]
+            best_of = {}
+            for j, i in enumerate(alive):
+                m = cands[labels[i]]["method"]
+                if m not in best_of or dev[j] > dev[best_of[m]]:
+                    best_of[m] = j
+            key = [dev[j] + (1e6 if j in best_of.values() else 0.0) for j in range(len(alive))]
+        else:
+            raise ValueError(score)
+        ranked = sorted(range(len(alive)), key=lambda j: -key[j])
+        keep = keeps[r] if keeps is not None else rung_keep(len(alive), share, rungs[r + 1])
+        alive = sorted(alive[j] for j in ranked[:keep])
+    for i in alive:
+        trained[i] = 1.0
+    finalists = sorted([so, *alive])
+    shares = [trained[i] for i in range(len(labels))]
+    voters = consensus_voters(shares, rungs)
+    agreement = np.zeros(len(labels))
+    agreement[voters] = consensus_agreement([preds[f"{labels[i]}@{shares[i]:.6f}"] for i in voters])
+    scores = [point(labels[i], 1.0)["scores"] for i in finalists]
+    j, _ = safe_choice([cands[labels[i]]["method"] for i in finalists], scores, agreement[finalists], "dev")
+    best = finalists[j]
+    seconds = cands[labels[so]]["points"][-1]["seconds"] + sum(
+        point(labels[i], shares[i])["seconds"] for i in range(len(labels)) if i != so)
+    dann = point("dann(tradeoff=1.0)", 1.0)["seconds"]
+    return {"acc": cands[labels[best]]["refined_acc"], "chosen": labels[best], "cost": seconds / dann,
+            "finalist_raw": [point(labels[i], 1.0)["acc"] for i in alive]}
+
+
+def replay() -> None:
+    recs = []
+    for path in sorted(TRACES.glob("e*_*_*.json")):
+        rec = json.loads(path.read_text())
+        with np.load(path.with_suffix(".npz")) as p:
+            recs.append((rec, {k: p[k] for k in p.files}))
+    if not recs:
+        raise SystemExit(f"no traces under {TRACES}; run `trace` first")
+    epochs = recs[0][0]["epochs"]
+    tasks = sorted({r["task"] for r, _ in recs})
+    seeds = sorted({r["seed"] for r, _ in recs})
+    so = {t: np.mean([r["candidates"]["source_only"]["points"][-1]["acc"] for r, _ in recs if r["task"] == t])
+          for t in tasks}
+    rows = []
+    for name, (rungs, keeps, score) in SCHEDULES.items():
+        out = [(r, replay_one(r, p, rungs, keeps, score)) for r, p in recs]
+        acc = {t: np.mean([o["acc"] for r, o in out if r["task"] == t]) for t in tasks}
+        per_seed = [np.mean([o["acc"] for r, o in out if r["seed"] == s]) for s in seeds]
+        cost = np.mean([o["cost"] for _, o in out])
+        adopted = sum(o["chosen"] != "source_only" for _, o in out)
+        rows.append((name, acc, per_seed, cost, adopted, len(out)))
+    dann_raw = {t: np.mean([r["candidates"]["dann(tradeoff=1.0)"]["points"][-1]["acc"] for r, _ in recs
+                            if r["task"] == t]) for t in tasks}
+    lines = ["| schedule (replayed) | " + " | ".join(tasks) + " | mean | worst task vs source-only | "
+             + " | ".join(f"seed {s} mean" for s in seeds) + " | adopted adapted | training cost / dann |",
+             "|---" * (len(tasks) + 5 + len(seeds)) + "|"]
+    lines.append("| source_only (unrefined) | " + " | ".join(f"{so[t]:.1f}" for t in tasks)
+                 + f" | {np.mean(list(so.values())):.1f} | +0.0 | " + " | ".join("" for _ in seeds) + " | | |")
+    lines.append("| dann(tradeoff=1.0) candidate (unrefined) | " + " | ".join(f"{dann_raw[t]:.1f}" for t in tasks)
+                 + f" | {np.mean(list(dann_raw.values())):.1f} | {min(dann_raw[t] - so[t] for t in tasks):+.1f} | "
+                 + " | ".join("" for _ in seeds) + " | | 1.00 |")
+    for name, acc, per_seed, cost, adopted, n in rows:
+        lines.append(f"| {name} | " + " | ".join(f"{acc[t]:.1f}" for t in tasks)
+                     + f" | {np.mean(list(acc.values())):.2f} | {min(acc[t] - so[t] for t in tasks):+.1f} | "
+                     + " | ".join(f"{v:.2f}" for v in per_seed) + f" | {adopted} of {n} | {cost:.2f} |")
+    print("\n".join(lines))
+    meta_path = TRACES / f"meta_e{epochs}.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"auto_schedules_e{epochs}.md").write_text("\n".join(lines) + "\n")
+    if meta:
+        print(f"(traced by `{meta['command']}`, {meta['date']}, {meta['wall_seconds']} s)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("trace")
+    t.add_argument("--seeds", type=int, default=3)
+    t.add_argument("--epochs", type=int, default=100)
+    t.add_argument("--workers", type=int, default=2)
+    sub.add_parser("replay")
+    args = p.parse_args()
+    trace(args) if args.cmd == "trace" else replay()
+
+
+if __name__ == "__main__":
+    main()
