@@ -45,14 +45,10 @@ CHECKPOINTS = (1 / 9, 1 / 6, 1 / 5, 1 / 4, 1 / 3, 1 / 2, 1.0)
 SCORES = ("dev", "snd", "source_val")
 
 
-def _job(args: tuple) -> dict:
-    task, seed, epochs = args
-    import torch
-
-    torch.set_num_threads(1)
-    from bench_safe_auto import office_task
-
-    from prodkg.adaptation import TrainConfig
+def trace_task(source, y_s: np.ndarray, target, yt: np.ndarray, n_classes: int, config, candidates=None,
+               checkpoints: tuple[float, ...] = CHECKPOINTS) -> tuple[dict, dict[str, np.ndarray]]:
+    """Every candidate of ``candidates`` (default: ``auto``'s grid) trained on ``auto_train``'s source hold-out
+    for ``config`` and scored at each of ``checkpoints``; returns the record and the target predictions."""
     from prodkg.adaptation.loop import MethodRun
     from prodkg.adaptation.selection import (
         DEFAULT_CANDIDATES,
@@ -63,25 +59,23 @@ def _job(args: tuple) -> dict:
         stratified_holdout,
     )
 
-    src, tgt = (next(d for d in DOMAINS if SHORT[d] == c) for c in task.split("->"))
-    source, y_s, target, yt, n_classes = office_task(src, tgt)
-    config = TrainConfig(method="auto", seed=seed, epochs=epochs)
-    held = stratified_holdout(y_s, 0.1, seed)
+    candidates = DEFAULT_CANDIDATES if candidates is None else candidates
+    held = stratified_holdout(y_s, 0.1, config.seed)
     tr, va = np.flatnonzero(~held), np.flatnonzero(held)
     source_train, source_val = source.subset(tr), source.subset(va)
-    rec: dict = {"task": task, "seed": seed, "epochs": epochs, "candidates": {}}
+    rec: dict = {"epochs": config.epochs, "candidates": {}}
     preds: dict[str, np.ndarray] = {"y": yt}
-    for (method, overrides), cfg in zip(DEFAULT_CANDIDATES, candidate_configs(config, DEFAULT_CANDIDATES)):
+    for (method, overrides), cfg in zip(candidates, candidate_configs(config, candidates), strict=True):
         label = candidate_label(method, overrides)
         run = MethodRun(source_train, y_s[tr], target, n_classes, cfg)
-        shares = (1.0,) if method == "source_only" else CHECKPOINTS
+        shares = (1.0,) if method == "source_only" else checkpoints
         points, seconds = [], 0.0
         for share in shares:
             started = time.perf_counter()
             run.advance(share)
             seconds += time.perf_counter() - started
             model = run.model()
-            scores = score_candidates([model], source_train, source_val, y_s[va], target, SCORES, seed=seed)[0]
+            scores = score_candidates([model], source_train, source_val, y_s[va], target, SCORES, seed=config.seed)[0]
             preds[f"{label}@{share:.6f}"] = model.predict(target)
             points.append({"share": share, "seconds": seconds, "scores": scores,
                            "acc": float((preds[f"{label}@{share:.6f}"] == yt).mean() * 100)})
@@ -90,6 +84,22 @@ def _job(args: tuple) -> dict:
         run.close()
         rec["candidates"][label] = {"method": method, "points": points,
                                     "refined_acc": float((preds[f"refined:{label}"] == yt).mean() * 100)}
+    return rec, preds
+
+
+def _job(args: tuple) -> dict:
+    task, seed, epochs = args
+    import torch
+
+    torch.set_num_threads(1)
+    from bench_safe_auto import office_task
+
+    from prodkg.adaptation import TrainConfig
+
+    src, tgt = (next(d for d in DOMAINS if SHORT[d] == c) for c in task.split("->"))
+    source, y_s, target, yt, n_classes = office_task(src, tgt)
+    rec, preds = trace_task(source, y_s, target, yt, n_classes, TrainConfig(method="auto", seed=seed, epochs=epochs))
+    rec = {"task": task, "seed": seed, **rec}
     TRACES.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(TRACES / f"e{epochs}_{task.replace('->', '')}_{seed}.npz", **preds)
     (TRACES / f"e{epochs}_{task.replace('->', '')}_{seed}.json").write_text(json.dumps(rec, indent=1))
@@ -134,6 +144,11 @@ SCHEDULES: dict[str, tuple[tuple[float, ...], tuple[int, ...] | None, str]] = {
     "1/9, 1/3, 1; rank DEV+SND": ((1 / 9, 1 / 3, 1.0), None, "dev+snd"),
     "1/9, 1/3, 1; rank DEV+consensus": ((1 / 9, 1 / 3, 1.0), None, "dev+consensus"),
     "1/9, 1/3, 1; best per family, then DEV": ((1 / 9, 1 / 3, 1.0), None, "family"),
+    # added after the first replay (seed 0), to see whether keeping more at 1/9 goes on helping
+    "1/9, 1/3, 1; keep 5, 1": ((1 / 9, 1 / 3, 1.0), (5, 1), "dev"),
+    # a ceiling, not a schedule: the finalist is the adapted candidate whose refined target accuracy is highest
+    # (chosen with the target labels); the safety rule and refinement then run as for any schedule
+    "ceiling: best adapted finalist (target labels)": ((1 / 9, 1 / 3, 1.0), None, "oracle"),
 }
 
 
@@ -144,8 +159,9 @@ def _ranks(values: list[float]) -> np.ndarray:
 
 
 def replay_one(rec: dict, preds: dict, rungs: tuple[float, ...], keeps: tuple[int, ...] | None,
-               score: str) -> dict:
-    """``auto_train``'s choice under one schedule, from a trace: the winner's refined accuracy and the cost."""
+               score: str, safe: bool = True) -> dict:
+    """``auto_train``'s choice under one schedule, from a trace: the winner's refined accuracy and the cost
+    (``safe=False``: DEV's best finalist, as ``auto_train(safe=False)``)."""
     from prodkg.adaptation.selection import consensus_agreement, consensus_voters, rung_keep, safe_choice
 
     labels = list(rec["candidates"])
@@ -179,6 +195,8 @@ def replay_one(rec: dict, preds: dict, rungs: tuple[float, ...], keeps: tuple[in
                 if m not in best_of or dev[j] > dev[best_of[m]]:
                     best_of[m] = j
             key = [dev[j] + (1e6 if j in best_of.values() else 0.0) for j in range(len(alive))]
+        elif score == "oracle":  # not label-free: the refined target accuracy each candidate reaches in full
+            key = [cands[labels[i]]["refined_acc"] for i in alive]
         else:
             raise ValueError(score)
         ranked = sorted(range(len(alive)), key=lambda j: -key[j])
@@ -192,11 +210,14 @@ def replay_one(rec: dict, preds: dict, rungs: tuple[float, ...], keeps: tuple[in
     agreement = np.zeros(len(labels))
     agreement[voters] = consensus_agreement([preds[f"{labels[i]}@{shares[i]:.6f}"] for i in voters])
     scores = [point(labels[i], 1.0)["scores"] for i in finalists]
-    j, _ = safe_choice([cands[labels[i]]["method"] for i in finalists], scores, agreement[finalists], "dev")
+    if safe:
+        j, _ = safe_choice([cands[labels[i]]["method"] for i in finalists], scores, agreement[finalists], "dev")
+    else:
+        j = max(range(len(finalists)), key=lambda k: (scores[k]["dev"], -k))  # ties: grid order
     best = finalists[j]
     seconds = cands[labels[so]]["points"][-1]["seconds"] + sum(
         point(labels[i], shares[i])["seconds"] for i in range(len(labels)) if i != so)
-    dann = point("dann(tradeoff=1.0)", 1.0)["seconds"]
+    dann = point("dann(tradeoff=1.0)", 1.0)["seconds"] if "dann(tradeoff=1.0)" in cands else float("nan")
     return {"acc": cands[labels[best]]["refined_acc"], "chosen": labels[best], "cost": seconds / dann,
             "finalist_raw": [point(labels[i], 1.0)["acc"] for i in alive]}
 
@@ -232,6 +253,12 @@ def replay() -> None:
     lines.append("| dann(tradeoff=1.0) candidate (unrefined) | " + " | ".join(f"{dann_raw[t]:.1f}" for t in tasks)
                  + f" | {np.mean(list(dann_raw.values())):.1f} | {min(dann_raw[t] - so[t] for t in tasks):+.1f} | "
                  + " | ".join("" for _ in seeds) + " | | 1.00 |")
+    best = [(r, max(c["refined_acc"] for c in r["candidates"].values())) for r, _ in recs]
+    acc = {t: np.mean([a for r, a in best if r["task"] == t]) for t in tasks}
+    rows.append(("ceiling: best refined candidate of the whole grid per run (target labels; no schedule or rule)",
+                 acc, [np.mean([a for r, a in best if r["seed"] == s]) for s in seeds], float("nan"),
+                 sum(max(r["candidates"], key=lambda c: r["candidates"][c]["refined_acc"]) != "source_only"
+                     for r, _ in recs), len(recs)))
     for name, acc, per_seed, cost, adopted, n in rows:
         lines.append(f"| {name} | " + " | ".join(f"{acc[t]:.1f}" for t in tasks)
                      + f" | {np.mean(list(acc.values())):.2f} | {min(acc[t] - so[t] for t in tasks):+.1f} | "
@@ -241,8 +268,28 @@ def replay() -> None:
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"auto_schedules_e{epochs}.md").write_text("\n".join(lines) + "\n")
-    if meta:
-        print(f"(traced by `{meta['command']}`, {meta['date']}, {meta['wall_seconds']} s)")
+    if not meta or len(recs) < 12 * len(seeds):
+        print("(not written to docs/BENCHMARKS.md: the trace is not complete)")
+        return
+    heading = [f"### office-caltech-10 (12 tasks), {epochs} epochs, {len(seeds)} seed(s)", "",
+               (f"Command: `PRODKG_DATA_HOME=... PRODKG_BENCH_CACHE=... {meta['command']}`, then "
+                f"`python bench/bench_auto_schedules.py replay` · date {meta['date']} · machine: {meta['machine']} · "
+                f"{meta['workers']} worker processes · trace wall time {meta['wall_seconds']} s."), ""]
+    write_section("auto-schedules", "\n".join([TITLE, "", INTRO, "", *heading, *lines, "", NOTES]))
+
+
+TITLE = "## Which candidates `auto`'s schedule keeps: schedules replayed on one trace of the whole grid"
+INTRO = (
+    "Written by `bench/bench_auto_schedules.py`. Every candidate of `auto`'s grid trained in full on every task and "
+    "seed, on the source hold-out `auto` uses, each adapted one scored (DEV, SND, source accuracy) and its target "
+    "predictions kept at 1/9, 1/6, 1/5, 1/4, 1/3, 1/2 and all of its steps; then each schedule replayed on those "
+    "networks with `auto_train`'s rules (rungs, keep counts, rung score, consensus voters, safety rule, refinement of "
+    "the winner). A paused run resumes bit for bit, so each row is the target accuracy `auto` gives under that "
+    "schedule (refined winner; mean over seeds per task). *Worst task vs source-only*: lowest per-task difference "
+    "to the unrefined source-only candidate, as in \"auto-cost\". *Training cost / dann*: training seconds of the "
+    "candidates as far as the schedule trains them (scoring left out), as a multiple of the `dann(tradeoff=1.0)` "
+    "candidate in full; the wall-time cost of the default is measured by `bench/bench_auto_cost.py`.")
+NOTES = "Notes: (written after the run)"
 
 
 def main() -> None:
