@@ -3,7 +3,7 @@
 Run from the repository root (features come from the cache of bench/_features.py)::
 
     PRODKG_DATA_HOME=/path/to/datasets python bench/bench_auto_schedules.py trace --seeds 3 --epochs 100 --workers 2
-    python bench/bench_auto_schedules.py replay   # rewrite docs/BENCHMARKS.md from bench/results/auto_schedules_*
+    python bench/bench_auto_schedules.py replay   # rewrite docs/BENCHMARKS.md from the traces in bench/results/auto_schedules/
 
 ``trace`` trains the whole candidate grid of ``auto`` (``adaptation.selection.DEFAULT_CANDIDATES``) in full on
 every office-caltech-10 task and seed, on the source hold-out ``auto_train`` uses, and stops each adapted
