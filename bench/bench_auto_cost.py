@@ -362,6 +362,12 @@ NOTES_HALVING = """Notes on the office-caltech-10 run at 100 epochs (2026-11-30)
   (A->W: finalists at 92.5-93.9 before refinement, RTN twice and CDAN once; DANN alone 97.2 on average), so a better mean needs better
   finalists (which candidates reach the end) or a better refinement, not a different safety rule. Not measured
   here: `full` at 100 epochs on the whole table (about 77 s per task and seed on this machine).
+- Followed up in "auto-schedules" (every candidate traced, twelve schedules replayed, `full` among them, 96.79):
+  better finalists alone do not lift the mean. With the best adapted finalist picked with the target labels, the
+  safety rule refuses it in 22 of 36 runs and `auto` reaches 96.95; the best schedule found ("keep 4, 1": DEV
+  keeps four at 1/9, then one) reaches the same 96.95. The default was left as it is (9 -> 3 -> 1); the missing
+  points sit in the final choice between refined networks (the best refined candidate per run: 97.34), and DEV does
+  not rank the adapted candidates by the accuracy `auto` ends with at any point of their training.
 - Wall times come from a CPU shared with another job; the slowest single run (5.3x its DANN run, C->W seed 0)
   ran while the other job was busy; the per-task means are 2.2-3.4x.
 """
