@@ -4,6 +4,8 @@ Run from the repository root (features are extracted once through prodkg's extra
 
     PRODKG_DATA_HOME=/path/to/datasets python bench/bench_trust.py [--epochs 100] [--only office,office_open,...]
     python bench/bench_trust.py --report-only   # rewrite the docs/BENCHMARKS.md section from bench/results/trust.json
+    python bench/bench_trust.py --seed-report SEED0.json SEED1.json ...   # office across seeds (copies of trust.json
+                                                                         # after runs of --only office --seed S)
 
 Every task runs the pipeline's own code: :func:`prediction.fit_task` fits the head (the run's method) and the
 ``source_only`` baseline head exactly as the predict stage does, :func:`prediction.unknown.score_unknown`
@@ -431,6 +433,38 @@ def goals(result: dict) -> list[str]:
     return out
 
 
+def seed_report(paths: list[Path]) -> str:
+    """The office-caltech-10 closed-set figures of several seeds side by side (each path: the results file of a run
+    with ``--only office --seed S``): the section above is one seed, and its estimate and coverage vary with it."""
+    lines = ["## Trustworthy publication across seeds (office-caltech-10, closed set)", "",
+             "Each row is `python bench/bench_trust.py --only office --seed S` (the predict stage's defaults, DANN at 100 epochs, "
+             "the `min_precision` 0.95 rule), 12 tasks. The section above shows seed 0 in full.", "",
+             "| seed | date | tasks at ≥ 95 % precision (of those publishing) | mean precision | worst precision | mean coverage | "
+             "worst coverage | estimate within 3 points | mean \|err\| | worst \|err\| |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = []
+    for path in paths:
+        res = json.loads(Path(path).read_text())["office"]
+        recs = res["records"]
+        prec = np.array([r["precision"] for r in recs], float)
+        cov = np.array([r["coverage"] for r in recs], float)
+        errs = np.array([abs((r["levels"][0]["estimated_accuracy"] or np.nan) - r["levels"][0]["accuracy_unflagged"]) * 100 for r in recs])
+        publishing = ~np.isnan(prec)
+        worst_p = recs[int(np.nanargmin(prec))]["task"]
+        rows.append((res["meta"]["seed"], (prec[publishing] >= 0.95).sum(), publishing.sum(), prec, cov, errs))
+        lines.append(f"| {res['meta']['seed']} | {res['meta']['date']} | {int((prec[publishing] >= 0.95).sum())} of {int(publishing.sum())} | "
+                     f"{_pct(np.nanmean(prec))} | {_pct(np.nanmin(prec))} ({worst_p}) | {_pct(cov.mean())} | {_pct(cov.min())} "
+                     f"({recs[int(cov.argmin())]['task']}) | {int((errs <= 3).sum())} of {len(recs)} | {np.nanmean(errs):.1f} | "
+                     f"{np.nanmax(errs):.1f} ({recs[int(np.nanargmax(errs))]['task']}) |")
+    if rows:
+        below = sum(int(n - k) for _, k, n, *_ in rows)
+        lines += ["", f"Over {len(rows)} seeds: {below} of {sum(int(n) for _, _, n, *_ in rows)} task runs that published anything fell below "
+                  f"95 % precision; mean coverage {_pct(np.mean([c.mean() for *_, c, _ in rows]))} % (per seed "
+                  f"{' / '.join(_pct(c.mean()) for *_, c, _ in rows)}); the estimate was within 3 points on "
+                  f"{sum(int((e <= 3).sum()) for *_, e in rows)} of {sum(len(e) for *_, e in rows)} task runs."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(SUITES), help=f"comma-separated suites ({', '.join(SUITES)})")
@@ -445,7 +479,12 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--rescore", action="store_true", help="re-run the publication rule on the saved evidence of earlier runs (no training)")
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing docs/BENCHMARKS.md")
+    parser.add_argument("--seed-report", nargs="+", type=Path, metavar="RESULTS",
+                        help="write the section comparing seeds from these results files (runs of --only office --seed S)")
     args = parser.parse_args()
+    if args.seed_report:
+        print(f"wrote {write_section('trust-seeds', seed_report(args.seed_report))}")
+        return
     args.only = [s for s in args.only.split(",") if s]
     unknown_suites = sorted(set(args.only) - set(SUITES))
     if unknown_suites:
