@@ -174,7 +174,8 @@ def _oracle_picks(labels_target: np.ndarray, emb_target: np.ndarray, n: int) -> 
     return picks
 
 
-def simulate(name: str, data, *, epochs: int, seeds: list[int], oracle: bool = False, folds: int = REVIEW_FOLDS) -> list[dict]:
+def simulate(name: str, data, *, epochs: int, seeds: list[int], oracle: bool = False, folds: int = REVIEW_FOLDS,
+             kmeans: bool = True) -> list[dict]:
     from prodkg.adaptation import TrainConfig
     from prodkg.prediction.heads import fit_task
 
@@ -191,7 +192,7 @@ def simulate(name: str, data, *, epochs: int, seeds: list[int], oracle: bool = F
         print(name, rows[-1], flush=True)
         rng = np.random.default_rng(seed)
         random_order = [target_ids[i] for i in rng.permutation(len(target_ids))]
-        strategies = ("queue", KMEANS_QUEUE, "random", "oracle (reads labels)") if oracle else ("queue", KMEANS_QUEUE, "random")
+        strategies = ("queue", *((KMEANS_QUEUE,) if kmeans else ()), "random", *(("oracle (reads labels)",) if oracle else ()))
         models: dict = {}
         for strategy in strategies:
             chosen: list[str] = []
@@ -226,11 +227,13 @@ def review_section(rows: list[dict], args, seconds: float) -> str:
     seeds = sorted({r["seed"] for r in rows})
     seed_text = " ".join(str(s) for s in args.seeds)
     lines = [
-        "## Review loop: queue-chosen vs random reviews",
+        "## Review loop: queue-chosen vs random reviews" + ("" if args.section == "review-loop" else f" ({args.section})"),
         "",
         f"Command: `PRODKG_DATA_HOME=... PRODKG_BENCH_CACHE=... .venv/bin/python bench/bench_review.py review --epochs-office {args.epochs_office} "
         f"--epochs-grocery {args.epochs_grocery} --seeds {seed_text}"
-        + (f" --office-seeds {' '.join(str(s) for s in args.office_seeds)}" if args.office_seeds else "") + "`  ",
+        + (f" --office-seeds {' '.join(str(s) for s in args.office_seeds)}" if args.office_seeds else "")
+        + "".join(f" --{flag}" for flag in ("skip-office", "skip-grocery", "no-kmeans", "no-oracle") if getattr(args, flag.replace("-", "_"), False))
+        + (f" --section {args.section}" if args.section != "review-loop" else "") + "`  ",
         f"Machine: {machine()}, shared with other jobs. Date: {today()}. Wall time {seconds / 60:.1f} min.",
         "",
         "A simulated reviewer answers from the held-out target labels. Reviews are cumulative (10, then 30, then 100), "
@@ -382,7 +385,7 @@ def _against_targets(rows: list[dict]) -> list[str]:
 def cmd_review(args) -> None:
     if args.report_only:  # rewrite the section from the rows a run saved (its wall time is in them)
         saved = json.loads(Path(args.json).read_text())
-        write_section("review-loop", review_section(saved["rows"], args, saved["seconds"]))
+        write_section(args.section, review_section(saved["rows"], args, saved["seconds"]))
         return
     started = time.perf_counter()
     rows = []
@@ -391,12 +394,12 @@ def cmd_review(args) -> None:
                          folds=args.review_folds)
     if not args.skip_grocery:
         rows += simulate("grocery-store iconic→in-store (fine)", _grocery(), epochs=args.epochs_grocery, seeds=args.seeds,
-                         oracle=not args.no_oracle, folds=args.review_folds)
+                         oracle=not args.no_oracle, folds=args.review_folds, kmeans=not args.no_kmeans)
     seconds = time.perf_counter() - started
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"rows": rows, "seconds": seconds}, indent=1))
     if args.write:
-        write_section("review-loop", review_section(rows, args, seconds))
+        write_section(args.section, review_section(rows, args, seconds))
 
 
 def cmd_pages(args) -> None:
@@ -467,6 +470,8 @@ def main() -> None:
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--office-seeds", type=int, nargs="+", default=None, help="seeds of office-caltech-10 (default: --seeds)")
     r.add_argument("--no-oracle", action="store_true", help="skip the oracle bound on grocery")
+    r.add_argument("--no-kmeans", action="store_true", help="skip the k-means queue (the queue before the graph clustering)")
+    r.add_argument("--section", default="review-loop", help="the docs/BENCHMARKS.md section to write")
     r.add_argument("--review-folds", type=int, default=REVIEW_FOLDS, help="the run's --review-folds (0: a share of the reviews held out)")
     r.add_argument("--skip-office", action="store_true")
     r.add_argument("--skip-grocery", action="store_true")
