@@ -159,7 +159,7 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
         rows = {i: reviewed[pid] for i, pid in enumerate(ids) if is_target[i] and pid in reviewed} if task == "category" else {}
         calibration: dict[int, str] = {}
         split = None
-        if rows:  # a share of the reviews calibrates the publication rule on target data; the rest train the head
+        if rows:  # the reviews also calibrate the publication rule on target data: out of fold (default) or a share held out
             rows, calibration, split = settings.split_reviewed(rows, {i: ids[i] for i in rows},
                                                                source_holdout_size(labels, is_source, settings.seed))
         train_labels = labels + [labels[r] for r in of]
