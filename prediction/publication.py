@@ -388,13 +388,20 @@ def _class_ratios(evidence: str, prior: float, n_concepts: int, source_lp: np.nd
 
 def _calibration_bar(key: np.ndarray, remaining: np.ndarray, cal_items: np.ndarray, cal_right: np.ndarray,
                      already: tuple[int, int], min_precision: float, confidence: float) -> float:
-    """The lowest bar at which the calibration rows published (those of ``cal_items`` still ``remaining`` with
-    ``key`` at or above it, with the ``already`` published (right, rows) of finer levels) have a Clopper-Pearson
-    lower bound on their precision of at least ``min_precision``; :data:`NEVER` when none has.
+    """The lowest bar reached by fixed-sequence testing: the calibration rows still ``remaining`` are taken by
+    ``key`` from the top; each bar (a calibration row's own key) publishes the rows at or above it, with the
+    ``already`` published (right, rows) of finer levels, and passes when their one-sided Clopper-Pearson lower bound
+    on precision reaches ``min_precision``. The bars are tested in that order, from the first one with enough rows
+    to pass at all (:func:`prediction.target_calibration.min_calibration_rows`: a count, not a label), and the
+    testing stops at the first that fails (Learn then Test: Angelopoulos, Bates, Candès, Jordan and Lei, 2021).
+    :data:`NEVER` when none passes.
 
-    The candidate bars are the calibration rows' own keys: a level publishes only down to a calibration row that
-    supports it, never on the strength of finer levels' rows alone.
+    Taking the lowest bar that passes anywhere, as before, picks the bar where the rows happen to look best, and the
+    bound does not hold for a bar chosen that way: on grocery in-store at 30 epochs, with 100 random reviews as the
+    calibration set, the rows published were 98.6-98.8 % right and the products published 93.3-96.0 %.
     """
+    from prodkg.prediction.target_calibration import min_calibration_rows
+
     rows = remaining[cal_items]
     if not rows.any():
         return NEVER
@@ -403,8 +410,15 @@ def _calibration_bar(key: np.ndarray, remaining: np.ndarray, cal_items: np.ndarr
     keys, right = keys[order], right[order]
     last = np.flatnonzero(np.r_[keys[1:] != keys[:-1], True])  # the end of each group of tied keys
     k0, n0 = already
-    passing = [j for j in last if precision_lower_bound(k0 + int(right[:j + 1].sum()), n0 + j + 1, confidence) >= min_precision - 1e-12]
-    return float(keys[passing[-1]]) if passing else NEVER
+    need = min_calibration_rows(min_precision, confidence) if min_precision < 1.0 else len(keys) + n0 + 1
+    bar = NEVER
+    for j in last:
+        if n0 + j + 1 < need:  # too few rows for any bound to reach the target: not yet a test
+            continue
+        if precision_lower_bound(k0 + int(right[:j + 1].sum()), n0 + j + 1, confidence) < min_precision - 1e-12:
+            break
+        bar = float(keys[j])
+    return bar
 
 
 def _confidence_prefix(new: np.ndarray, remaining: np.ndarray, pred: np.ndarray, conf_log: np.ndarray) -> np.ndarray:

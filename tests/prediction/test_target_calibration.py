@@ -304,3 +304,26 @@ def test_beside_a_source_hold_out_the_reviews_all_train():
     assert cal == {} and len(train) == 200 and "anchor the rule" in record["reason"]
     _, cal, _ = PredictSettings().split_reviewed(reviewed, {p: p for p in ids}, n_source_holdout=2)
     assert len(cal) > 36
+
+
+def test_the_calibration_bar_stops_at_the_first_bar_that_fails():
+    from scipy.stats import beta
+
+    # 101 calibration rows by falling confidence: 40 right, 1 wrong, 60 right. The bound of the top 40 reaches 95 %
+    # (40 of 40 right), the top 41 does not; the whole 101 would again (100 of 101), but a bar tested after a failure
+    # is not a bar the bound holds for.
+    n = 101
+    classes = ["a", "b"]
+    conf = np.linspace(0.99, 0.6, n)
+    probs = np.stack([conf, 1 - conf], axis=1)
+    truth = ["a"] * 40 + ["b"] + ["a"] * 60
+    sp, sl = np.zeros((0, 2)), np.zeros(0, np.int64)
+    confidence = 0.5 * (1 + math.erf(1 / math.sqrt(2)))
+
+    def lower(k, m):  # one-sided Clopper-Pearson, straight from the beta quantile
+        return beta.ppf(1 - confidence, k, m - k + 1)
+
+    assert lower(40, 40) >= 0.95 > lower(40, 41) and lower(100, 101) >= 0.95
+    d = decide(probs, classes, source_probs=sp, source_labels=sl, require_agreement=False, calibration=dict(enumerate(truth)))
+    assert d.rule["calibration"]["n_published"] == 40 and d.rule["calibration"]["n_published_right"] == 40
+    assert (d.published_level >= 0).sum() == 40
