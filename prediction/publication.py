@@ -15,11 +15,12 @@ the published ones, from the deepest level up:
    or the fixed ``threshold`` when one is given;
 5. what clears it is published at that level; the rest try the next broader level.
 
-Given a target calibration set (reviewed target products held out of training,
+Given a target calibration set (reviewed target products predicted out of fold or held out of training,
 :mod:`prediction.target_calibration`), it is the evidence in place of the source hold-out: step 2 reads the
 level's accuracy on those rows, lowered to its one-sided Clopper-Pearson bound, and the per-item shape and the
-per-class ratios come from them; step 4's bar is the lowest at which the calibration rows published so far (over
-the levels, with ``pool``) have a Clopper-Pearson lower bound on their precision of at least ``min_precision``.
+per-class ratios come from them; step 4's bar is lowered one calibration row at a time while the calibration rows
+published so far (over the levels, with ``pool``) keep a Clopper-Pearson lower bound on their precision of at least
+``min_precision``, and stops at the first bar that fails (fixed-sequence testing, :func:`_calibration_bar`).
 The rows are labelled target data, so they set the bar themselves; a level at none of whose bars they reach it
 publishes nothing.
 
@@ -298,7 +299,7 @@ def decide(
             t = float(np.log(threshold)) if threshold > 0 else -np.inf
             new = remaining & (conf_log >= t)
         else:
-            if use_cal:  # the labelled target rows decide: the lowest bar their bound supports
+            if use_cal:  # the labelled target rows decide: the lowest bar their bound supports, tested in sequence
                 bar = _calibration_bar(key, remaining, cal_items, cal_right, tuple(cal_done) if pool else (0, 0), min_precision, confidence)
             else:
                 bar = threshold_for_precision(key[remaining], correctness[remaining], min_precision, min_items=min_items, z=z,
