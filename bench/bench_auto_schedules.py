@@ -100,9 +100,10 @@ def _job(args: tuple) -> dict:
     source, y_s, target, yt, n_classes = office_task(src, tgt)
     rec, preds = trace_task(source, y_s, target, yt, n_classes, TrainConfig(method="auto", seed=seed, epochs=epochs))
     rec = {"task": task, "seed": seed, **rec}
-    TRACES.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(TRACES / f"e{epochs}_{task.replace('->', '')}_{seed}.npz", **preds)
-    (TRACES / f"e{epochs}_{task.replace('->', '')}_{seed}.json").write_text(json.dumps(rec, indent=1))
+    path = _trace_path(task, seed, epochs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path.with_suffix(".npz"), **preds)
+    path.write_text(json.dumps(rec, indent=1))
     return rec
 
 
