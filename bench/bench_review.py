@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -102,8 +103,13 @@ def _fit(feats, labels, is_source, is_target, ids, reviewed: dict[int, str], epo
     seconds = time.perf_counter() - t0
     published_by, folds_right = result, None
     if calibration and split.get("mode") == "cross-fit":
-        published_by, folds_right = cross_fitted(result, calibration, list(ids), is_target, rule.review_folds, fit)
-    preds = result.predictions.set_index("product_id")
+        published_by, folds_right, _ = cross_fitted(result, calibration, list(ids), is_target, rule.review_folds, fit)
+    # what the run predicts: with cross-fitted reviews, the fold heads' average (the head fitted on every review only
+    # when fewer reviews than can calibrate); the queue orders the next round from it, as the app reads it from the graph
+    tgt_lp = published_by.evidence["target_logp"]
+    classes = np.array(published_by.labels.classes, dtype=object)
+    preds = pd.DataFrame({"product_id": [ids[i] for i in np.flatnonzero(is_target)], "value": classes[tgt_lp.argmax(1)],
+                          "confidence": np.exp(tgt_lp.max(1))}).set_index("product_id")
     tgt = np.flatnonzero(is_target)
     rows = [i for i in tgt if i not in reviewed]
     correct = preds.loc[[ids[i] for i in rows], "value"].to_numpy() == labels[rows]

@@ -44,6 +44,9 @@ class SavedHead:
     prototypes: dict | None = None  # unknown scores: modality -> (prototypes, has)
     unknown_bar: float | None = None
     notes: list[str] = field(default_factory=list)  # what of the run's rule cannot be applied, and why
+    # the fold heads that made the run's published predictions (reviews cross-fitted: prediction.stage.cross_fitted),
+    # each (model, its classes, temperature); when there are some, they predict, averaged, in place of ``model``
+    folds: list[tuple[object, list[str], float]] = field(default_factory=list)
 
 
 @dataclass
@@ -138,6 +141,12 @@ def load_saved_model(path: str | Path) -> SavedModel:
         head = SavedHead(task=task, model=model, classes=classes, temperature=float(entry.get("temperature", 1.0)),
                          model_id=entry["model_id"], publication=((manifest.get("metrics") or {}).get(task) or {}).get("publication"),
                          taxonomy=[tuple(t) for t in entry.get("taxonomy") or []])
+        for fold in entry.get("folds") or []:
+            fold_dir = _beside(run / "models" / f"{_safe(task)}.fold{int(fold['fold'])}", fold.get("path"))
+            fold_model = _load_head(fold_dir)
+            if fold_model.n_classes != len(fold["classes"]):
+                raise ModelLoadError(f"{fold_dir}: the fold head predicts {fold_model.n_classes} classes, the manifest lists {len(fold['classes'])}")
+            head.folds.append((fold_model, list(fold["classes"]), float(fold.get("temperature", 1.0))))
         base = entry.get("baseline")
         if base:
             base_dir = _beside(run / "models" / f"{_safe(task)}.baseline", base.get("path"))
@@ -165,6 +174,15 @@ def _logp(model, features, temperature: float) -> np.ndarray:
     from prodkg.prediction.estimates import log_softmax
 
     return log_softmax(model.logits(features) / temperature)
+
+
+def _head_logp(head: SavedHead, features) -> np.ndarray:
+    """The head's log-probabilities over its classes; with fold heads, their averaged probabilities, as the run published."""
+    if not head.folds:
+        return _logp(head.model, features, head.temperature)
+    from prodkg.prediction.stage import logp_on_classes, mean_logp
+
+    return mean_logp([logp_on_classes(_logp(model, features, t), classes, head.classes) for model, classes, t in head.folds])
 
 
 def recorded_decision(head: SavedHead, logp: np.ndarray, *, threshold: float | None = None, other_logp: np.ndarray | None = None,
@@ -262,7 +280,7 @@ def score_features(saved: SavedModel, features, product_ids, *, threshold: float
         if dict(features.dims) != dict(head.model.dims):
             raise ConfigError(f"the {head.task} head was trained on modalities {dict(head.model.dims)}; the rows to score have {dict(features.dims)}")
         with torch_threads(1):  # small MLPs: one thread is fastest (see prediction.stage)
-            logp = _logp(head.model, features, head.temperature)
+            logp = _head_logp(head, features)
             other = _logp(head.baseline, features, head.baseline_temperature) if head.baseline is not None else None
         notes = list(head.notes)
         unknown = similarity = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,6 +261,7 @@ def test_cross_fitting_trains_on_every_review_and_calibrates_on_out_of_fold_pred
     labels = [lab if src else None for lab, src in zip(products["category"], is_source)]
     rows = {p: int(p[1:]) for p in reviewed}
     fine = out.predictions[out.predictions["kind"] == "class"].set_index("product_id")  # a flat taxonomy: one level
+    probs, raw = [], []  # each reference fold head's target probabilities over ("a", "b"); raw: before the reviews' spread
     for f in range(3):
         others = {rows[p]: lab for (p, lab), g in zip(reviewed.items(), folds) if g != f}
         head = fit_task("category", feats, labels, is_source, ~is_source, ids, TrainConfig(method="source_only", epochs=5), reviewed=others)
@@ -267,6 +269,31 @@ def test_cross_fitting_trains_on_every_review_and_calibrates_on_out_of_fold_pred
         mine = [p for p, g in zip(reviewed, folds) if g == f]
         assert (fine.loc[mine, "value"] == ref.loc[mine, "value"]).all()
         np.testing.assert_allclose(fine.loc[mine, "confidence"], ref.loc[mine, "confidence"], rtol=1e-6)
+        assert head.labels.classes == ["a", "b"]
+        probs.append(np.exp(head.evidence["target_logp"]))
+        logits = head.model.logits(feats.subset(np.arange(20, 220))) / head.temperature
+        raw.append(np.exp(logits - logits.max(1, keepdims=True)) / np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
+    # every product nobody reviewed is predicted by the three fold heads together: their probabilities averaged
+    mean = np.mean(probs, axis=0)
+    target_ids = ids[20:]
+    rest = [j for j, p in enumerate(target_ids) if p not in reviewed]
+    assert len(rest) == 100
+    assert list(fine.loc[[target_ids[j] for j in rest], "value"]) == [["a", "b"][k] for k in mean[rest].argmax(1)]
+    np.testing.assert_allclose(fine.loc[[target_ids[j] for j in rest], "confidence"], mean[rest].max(1), rtol=1e-6)
+    # the run saves the fold heads beside its head, for `prodkg predict`
+    entry = out.models[0]
+    assert [f["fold"] for f in entry["folds"]] == [f for f in range(3) if folds.count(f)]
+    assert all(Path(f["path"]).is_dir() for f in entry["folds"])
+    # and `prodkg predict` scores rows with their average too (rows it scores get no spread from the reviews)
+    import json
+
+    from prodkg.prediction.scoring import load_saved_model, score_features
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": out.models, "metrics": out.metrics}, default=str))
+    saved = load_saved_model(tmp_path)
+    scored, _ = score_features(saved, feats.subset(np.arange(20, 220)), target_ids)
+    scored = scored[scored["kind"] == "class"].set_index("product_id").loc[target_ids]
+    np.testing.assert_allclose(scored["confidence"], np.mean(raw, axis=0).max(1), rtol=1e-5)
 
 
 def test_cross_fitting_publishes_on_right_reviews(tmp_path):
