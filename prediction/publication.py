@@ -398,9 +398,11 @@ def _calibration_bar(key: np.ndarray, remaining: np.ndarray, cal_items: np.ndarr
     :data:`NEVER` when none passes.
 
     Taking the lowest bar that passes anywhere, as before, picks the bar where the rows happen to look best after a
-    bar that failed, and the bound does not hold for a bar chosen that way. (It did not explain the one miss measured:
-    on grocery in-store at 30 epochs, with 100 random reviews, the calibration rows published were 98.6-98.8 % right and
-    the products published 93.3-96.0 % under both rules; docs/BENCHMARKS.md, "Review loop (review-loop-grocery-30)".)
+    bar that failed, and the bound does not hold for a bar chosen that way.
+
+    The test needs its first ``min_calibration_rows`` rows all right (36 for 95 %), so one error among the most
+    confident calibration rows publishes nothing at that level: with 100 queue-chosen reviews on grocery in-store at 30
+    epochs, one seed of three published nothing (an error 32nd of 76 coarse-level rows, 69 of them right).
     """
     from prodkg.prediction.target_calibration import min_calibration_rows
 
