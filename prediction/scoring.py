@@ -142,7 +142,7 @@ def load_saved_model(path: str | Path) -> SavedModel:
                          model_id=entry["model_id"], publication=((manifest.get("metrics") or {}).get(task) or {}).get("publication"),
                          taxonomy=[tuple(t) for t in entry.get("taxonomy") or []])
         for fold in entry.get("folds") or []:
-            fold_dir = _beside(run / "models" / f"{_safe(task)}.fold{int(fold['fold'])}", fold.get("path"))
+            fold_dir = _beside(head_dir / "folds" / str(int(fold["fold"])), fold.get("path"))
             fold_model = _load_head(fold_dir)
             if fold_model.n_classes != len(fold["classes"]):
                 raise ModelLoadError(f"{fold_dir}: the fold head predicts {fold_model.n_classes} classes, the manifest lists {len(fold['classes'])}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,7 +178,6 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
         path = models_dir / _safe(task)
         result.model.save(path)
         chosen = result.model.config.method  # differs from settings.method when it is "auto"
-        mid = model_id(task, chosen, path)
         other = None
         if task == "category" and settings.baseline and settings.baseline != settings.method:
             bcfg = settings.train_config(settings.baseline)
@@ -201,6 +201,10 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
                 progress_log.info(f"adapt-predict: {settings.review_folds} fold heads predict the {len(calibration)} reviews out of fold")
             published_by, split["folds_right"], fold_heads = cross_fitted(result, calibration, ids, train_is_target, settings.review_folds,
                                                                           fit_fold)
+        shutil.rmtree(path / "folds", ignore_errors=True)  # none left from another fit in this folder
+        for f, head in fold_heads:  # they made the published predictions: saved inside the head's folder, so its id covers them
+            head.model.save(path / "folds" / str(f))
+        mid = model_id(task, chosen, path)
         # reviewed target rows were trained on or calibrated the rule: their held-out labels are not evaluated
         eval_labels = [None if i in rows or i in calibration else lab for i, lab in enumerate(labels)] if rows or calibration else labels
         prototypes = models_dir / f"{_safe(task)}.prototypes.npz" if task == "category" else None
@@ -223,12 +227,8 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
         if prototypes is not None and prototypes.is_file():
             entry["prototypes"] = str(prototypes)
         if fold_heads:  # they made the published predictions (cross_fitted): `prodkg predict` averages them too
-            entry["folds"] = []
-            for f, head in fold_heads:
-                fold_path = models_dir / f"{_safe(task)}.fold{f}"
-                head.model.save(fold_path)
-                entry["folds"].append({"fold": f, "path": str(fold_path), "temperature": head.temperature,
-                                       "classes": list(head.labels.classes)})
+            entry["folds"] = [{"fold": f, "path": str(path / "folds" / str(f)), "temperature": head.temperature,
+                               "classes": list(head.labels.classes)} for f, head in fold_heads]
         models.append(entry)
     predictions = pd.concat(frames, ignore_index=True) if frames else PREDICTIONS.empty()
     return PredictOutput(predictions=predictions[PREDICTIONS.columns], metrics=metrics, baseline=baseline, models=models, skipped=skipped,
