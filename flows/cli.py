@@ -89,7 +89,8 @@ def publication_lines(s: dict) -> list[str]:
         lines.append(line)
         cal = p.get("calibration")
         if cal:  # reviewed target products predicted out of fold (or held out of training): what they support for what was published
-            how = f"predicted out of {cal['folds']} folds" if cal.get("folds") else "held out"
+            how = (f"predicted out of {cal['folds']} folds (the {cal['folds']} fold heads, averaged, predict the rest)" if cal.get("folds")
+                   else "held out")
             lines.append(f"    {'':<18} calibration: {cal['n_rows']} reviewed products {how}, {cal['n_published_right']} of the "
                          f"{cal['n_published']} published right, precision >= {pct(cal['precision_bound'])} "
                          f"({100 * cal['confidence']:.0f} % one-sided bound)")
