@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["PRODUCT_DIGESTS", "KeepPlan", "heads_basis", "keep_stage", "plan_keep", "product_digests"]
+__all__ = ["PRODUCT_DIGESTS", "KeepPlan", "heads_basis", "keep_stage", "plan_keep", "product_digests", "summary_line"]
 
 #: the stage table (``runs/<id>/product_digests.parquet``) of per-product fingerprints the next run compares with
 PRODUCT_DIGESTS = "product_digests"
@@ -121,7 +121,7 @@ def _read_digests(path: Path) -> pd.DataFrame | None:
         frame = pd.read_parquet(path)
     except (OSError, ValueError, ImportError):
         return None
-    return frame if set(("product_id", "role", *_FP)) <= set(frame.columns) else None
+    return frame if {"product_id", "role", *_FP} <= set(frame.columns) else None
 
 
 def _compare(current: pd.DataFrame, before: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, int]:
@@ -263,8 +263,8 @@ def summary_line(record: dict | None) -> str | None:
     if not record:
         return None
     if not record.get("kept"):
-        return f"heads fitted again: {record['reason']}"
+        return f"fitted again: {record['reason']}"
     d = record["target_drift"]
-    return (f"heads kept from run {record['from_run']} (fitted by {record['fitted_by']}): {record['products_scored']:,} target products "
+    return (f"kept from run {record['from_run']} (fitted by {record['fitted_by']}): {record['products_scored']:,} target products "
             f"scored, {record['products_carried_over']:,} carried over, {record['products_removed']:,} removed; target drift since the fit {d['share']:.1%} "
             f"(bound {d['bound']:.0%}); accuracy and publication figures are those of the fit")

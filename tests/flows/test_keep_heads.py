@@ -16,7 +16,7 @@ import pytest
 from rdflib.compare import graph_diff, isomorphic, to_isomorphic
 
 from prodkg.adaptation import MultiModal
-from prodkg.flows.keep_heads import PRODUCT_DIGESTS, KeepPlan, heads_basis, plan_keep, product_digests
+from prodkg.flows.keep_heads import PRODUCT_DIGESTS, KeepPlan, heads_basis, plan_keep, product_digests, summary_line
 
 WORDS = {"fruit": ["apple", "pear", "banana", "plum", "mango", "cherry"],
          "dairy": ["milk", "yoghurt", "cheese", "butter", "cream", "kefir"],
@@ -79,6 +79,11 @@ def test_the_heads_of_the_newest_complete_run_are_kept_and_only_changed_products
     assert sorted(night["product_id"].iloc[plan.scored]) == ["p0060", "p0061", "p0160"]
     assert len(plan.carried) == 97 and "p0070" not in plan.carried and plan.removed == 1
     assert plan.drift == {"added": 1, "changed": 2, "removed": 1, "of": 100, "share": 0.04, "bound": 0.10, "since": "r1"}
+    record = {"kept": True, "from_run": "r1", "fitted_by": "r1", "products_scored": 3, "products_carried_over": 97, "products_removed": 1,
+              "target_drift": plan.drift}
+    assert summary_line(record).startswith("kept from run r1 (fitted by r1): 3 target products scored, 97 carried over, 1 removed; "
+                                           "target drift since the fit 4.0% (bound 10%)")
+    assert summary_line({"kept": False, "reason": "why"}) == "fitted again: why" and summary_line(None) is None
 
 
 def test_a_failed_run_is_never_the_one_heads_are_kept_from(tmp_path):
