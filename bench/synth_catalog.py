@@ -109,6 +109,17 @@ def changed(frame: pd.DataFrame, fraction: float, seed: int = 1) -> tuple[pd.Dat
     return out, len(pick)
 
 
+def changed_in(frame: pd.DataFrame, fraction: float, domain: str, seed: int = 1) -> tuple[pd.DataFrame, int]:
+    """As :func:`changed`, with the ``fraction`` of the catalog's products all drawn from ``domain`` (a feed's own changes)."""
+    rng = np.random.default_rng(seed)
+    out = frame.copy()
+    rows = np.flatnonzero((out["domain"] == domain).to_numpy())
+    pick = rng.choice(rows, min(len(rows), int(round(fraction * len(out)))), replace=False)
+    col = out.columns.get_loc("title")
+    out.iloc[pick, col] = out.iloc[pick, col] + " (new recipe)"
+    return out, len(pick)
+
+
 def write(frame: pd.DataFrame, taxonomy: list[tuple[str, str]], path: Path) -> tuple[Path, Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)

@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -162,6 +162,7 @@ def extract_features(
     progress: bool = True,
     num_threads: int | None = None,
     limits: ImageLimits | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> ExtractResult:
     """Encode every item with ``encoder``, reusing and filling ``cache``.
 
@@ -185,6 +186,8 @@ def extract_features(
         limits: where images may be read from and how much (:class:`~prodkg.extractors.sources.ImageLimits`);
             default: the context's (:func:`~prodkg.extractors.sources.using_limits`), else the defaults
             (byte and pixel caps, URL timeouts, no devices or FIFOs, but any local folder).
+        on_progress: called with a count of items done: once for those found in the cache or absent, then after
+            each batch (so a caller can show progress over one call, whose missing items form whole batches).
 
     Returns:
         An :class:`ExtractResult` aligned with ``items``.
@@ -224,6 +227,8 @@ def extract_features(
             ok[rows] = True
             n_cached += len(rows)
 
+    if on_progress is not None:
+        on_progress(n - sum(len(rows) for rows in rows_by_hash.values()))  # cached, absent or unreadable
     # one representative item per distinct content still missing
     todo_hashes = list(rows_by_hash)
     todo_items = [items[rows_by_hash[h][0]] for h in todo_hashes]
@@ -276,6 +281,8 @@ def extract_features(
                     if cache is not None and fresh:
                         cache.put_many(encoder.encoder_id, fresh)
                 bar.update(len(indices) + len(failed))
+                if on_progress is not None:
+                    on_progress(sum(len(rows_by_hash[todo_hashes[i]]) for i in (*indices, *failed)))
 
     return ExtractResult(
         features=features,

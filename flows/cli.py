@@ -149,12 +149,19 @@ def format_summary(s: dict, out: str) -> str:
     if superseded:
         detail += f"; {superseded} not written: the catalog asserts that value"
     lines.append(f"  predictions          {c['predictions']}" + (f"  ({detail})" if detail else ""))
+    from prodkg.flows.keep_heads import summary_line
+
+    kept = summary_line(s.get("keep_heads"))
+    if kept:
+        lines.append(f"  {'heads':<21}{kept}")
+    update = s.get("graph_update") or {}
     reused = s.get("graph_reused_from")
     if reused:
         lines.append(f"  triples in the graph {c['quads']}  → {s['store']}  (republished unchanged: the content of run {reused}, "
                      f"plus this run's provenance)")
     else:
-        lines.append(f"  triples written      {c['quads']}  → {s['store']}")
+        how = {"incremental": "  (incremental update)", "full": f"  (full rebuild: {update.get('reason')})"}.get(update.get("path"), "")
+        lines.append(f"  triples written      {c['quads']}  → {s['store']}{how}")
     stages = sum(s["durations"].values())
     lines.append("  seconds per stage    " + ", ".join(f"{k} {v:.1f}" for k, v in s["durations"].items())
                  + f"  (stages {stages:.1f}, as in the report; wall clock {s.get('total_seconds', 0):.1f} with start-up, tables and report)")

@@ -104,6 +104,17 @@ class RunConfig(BaseModel):
                                             json_schema_extra=_cli("model"))
     reuse_heads: bool = Field(True, description="reuse a head whose features, labels and config are unchanged (--retrain: always train anew)",
                               json_schema_extra=_cli("model", flag="--retrain", invert=True))
+    # a nightly run that scores with the previous good run's heads instead of training (flows/keep_heads.py)
+    keep_heads: bool = Field(False, description="train no head when the previous complete run in --out qualifies (same source rows, labels and "
+                                                "features, same settings that shape the heads, taxonomy and curation decisions, and the target "
+                                                "within --keep-heads-max-drift of the run that fitted the heads): load its heads, carry over the "
+                                                "predictions of unchanged target products and score only the added and changed ones under its "
+                                                "recorded publication rule; otherwise train as usual (the manifest's keep_heads says why)",
+                             json_schema_extra=_cli("model"))
+    keep_heads_max_drift: float = Field(0.10, ge=0, le=1, description="with --keep-heads: the largest share of the target (products added, "
+                                                                       "changed or removed, counted against the run that fitted the heads, "
+                                                                       "so it adds up over kept nights) the kept heads may score; above it "
+                                                                       "they are fitted again", json_schema_extra=_cli("model", metavar="SHARE"))
     # shelf-style augmented views of each source photo (extractors/augment.py), extra labelled source rows
     source_views: int = Field(0, ge=0, le=200, description="shelf-style augmented views (crops, perspective, light, blur, other products "
                                                             "as background) of each source image, added to the heads' training rows "
@@ -317,6 +328,8 @@ class RunConfig(BaseModel):
                     check_url(url, key)
                 except StoreError as exc:
                     raise ValueError(str(exc)) from None
+        if self.keep_heads and not self.reuse_heads:
+            raise ValueError("keep_heads (train no head when the previous run qualifies) and --retrain (always train anew) contradict each other")
         if self.finetune and self.source_views:
             raise ValueError("source_views and finetune_backbone cannot be combined: the views are encoded by the frozen image encoder")
         if self.finetune:
@@ -369,17 +382,30 @@ class RunConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """Hash of what changes results (not where they are written or how progress is shown)."""
+        return hashlib.sha256(json.dumps(self._results_settings(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def heads_fingerprint(self) -> str:
+        """Hash of the settings that shape the heads and their publication rule: :meth:`fingerprint` without where the
+        catalog and taxonomy files are (their content is compared instead), how the graph names things, and the
+        kept-heads settings themselves. A run keeps the heads of a run with the same value (flows/keep_heads.py)."""
+        d = {k: v for k, v in self._results_settings().items()
+             if k not in {"catalog", "taxonomy", "catalog_name", "base_iri", "keep_heads", "keep_heads_max_drift"}}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def _results_settings(self) -> dict[str, Any]:
         d = {k: v for k, v in self.to_dict().items() if k not in {"out", "cache_dir", "use_prefect", "progress", "num_workers", "full_check", "data_home", "workers", "dask_address", "reuse_heads",
                                                                  "store_url", "store_update_url", "store_gsp_url",  # where the graph is also published
                                                                  "finetune_max_images_cpu", "finetune_force"}}  # these two only refuse or allow a run
-        for key, default in (("eval_labels", ["category"]), ("catalog_name", None), ("source_views", 0), ("self_training", 0)):  # at their defaults they keep earlier hashes valid
+        for key, default in (("eval_labels", ["category"]), ("catalog_name", None), ("source_views", 0), ("self_training", 0), ("keep_heads", False)):  # at their defaults they keep earlier hashes valid
             if d.get(key) == default:
                 d.pop(key)
         # the image limits only refuse or allow an image (whose products the input digests then reflect): not in the hash
         d = {k: v for k, v in d.items() if not (k.startswith("image_") and k not in {"image_encoder", "image_options"})}
         if not self.finetune:  # fine-tuning settings change nothing while it is off (and keep earlier hashes valid)
             d = {k: v for k, v in d.items() if not k.startswith("finetune")}
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        if not self.keep_heads:  # nor does the drift bound while heads are not kept
+            d.pop("keep_heads_max_drift", None)
+        return d
 
     # --- each stage's slice ------------------------------------------------------------------------
     def ingest_settings(self, image_limits=None):

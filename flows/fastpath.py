@@ -118,7 +118,7 @@ def _stat_signature(cfg, images) -> str | None:
 
 # manifest fields that describe the run itself rather than its results: not part of the summary a run returns
 _MANIFEST_ONLY = {"started", "ended", "config", "config_hash", "seed", "input_hash", "versions", "models", "tables", "orchestrator",
-                  "extraction_ran_on", "stat_signature", "report", "total_seconds", "fast_path"}
+                  "extraction_ran_on", "stat_signature", "heads_basis", "report", "total_seconds", "fast_path"}
 
 
 def _previous_manifest(layout, run_id: str) -> tuple[Path, dict] | None:

@@ -196,8 +196,24 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     target_ids = ext.products.loc[ext.products["domain"].isin(ing.target), "product_id"].astype(str)
     reviewed = reviewed_labels(decisions, target_ids)
     with _timed(durations, "adapt_predict", cfg.progress):
-        pred = runner(predict_stage, ext.products, ext.features, cfg.predict_settings(), ing.source, ing.target, ing.attributes,
-                      layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, ing.taxonomy, reviewed, views=views, name="adapt-predict")
+        # what the heads are fitted from, recorded by every run, so a later run can keep them (flows/keep_heads.py)
+        from prodkg.flows.keep_heads import PRODUCT_DIGESTS, KeepPlan, heads_basis, keep_stage, plan_keep, product_digests
+        from prodkg.kb.curation import curation_digest
+
+        digests = product_digests(ext.products, ext.features, ing.source, ing.target, ing.attributes)
+        basis = heads_basis(digests, settings=cfg.heads_fingerprint(), taxonomy=ing.taxonomy, curation=curation_digest(decisions) if decisions else None,
+                            attributes=ing.attributes, fitted_by=run_id)
+        plan = plan_keep(layout.runs, run_id, digests, basis, cfg.keep_heads_max_drift) if cfg.keep_heads else None
+        kept = None
+        if isinstance(plan, KeepPlan):
+            pred, kept = runner(keep_stage, plan, ext.products, ext.features, layout.models(run_id), name="adapt-predict")
+            basis["fitted_by"] = plan.fitted_by
+        else:
+            if plan is not None:
+                kept = {"kept": False, "reason": plan}
+            pred = runner(predict_stage, ext.products, ext.features, cfg.predict_settings(), ing.source, ing.target, ing.attributes,
+                          layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, ing.taxonomy, reviewed, views=views, name="adapt-predict")
+        tables[PRODUCT_DIGESTS] = write_table(digests, layout.table(run_id, PRODUCT_DIGESTS))
     # Asserted beats predicted: target rows keep every asserted value except their evaluation labels, and a
     # prediction is kept only where the catalog asserts no value for its task.
     graph_products = catalog_facts(ext.products, ing.target, hidden, base_dir=ing.base_dir)
@@ -263,6 +279,8 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         # how the graph was published: "unchanged" (reused), "incremental" (only changed products rewritten) or
         # "full" (rebuilt), with the reason a full rebuild was needed
         "graph_update": graph.get("update"),
+        # with keep_heads: whose heads scored which products, and what was carried over; or why they were fitted again
+        "keep_heads": kept,
         "server": graph.get("server"),
         "warnings": ing.warnings,
         # decisions in force, and the reviewed target products the category head learned from (not evaluated)
@@ -281,6 +299,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         "tables": tables,
         "orchestrator": "prefect" if runner.use_prefect else "direct",
         "extraction_ran_on": describe_task_runner(cfg),
+        "heads_basis": basis,  # what the heads were fitted from, and by which run (flows/keep_heads.py)
         "stat_signature": signature,  # the next run with the same signature republishes without reading (flows/fastpath.py)
     }
     # a run whose graph is published is a good run: a failing figure only leaves a note in the manifest

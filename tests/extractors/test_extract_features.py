@@ -193,3 +193,24 @@ def test_package_never_imports_orchestration_or_rdf():
                 continue
             bad = {m for m in modules if any(m == b or m.startswith(b + ".") for b in banned)}
             assert not bad, f"{source.name} imports {bad}"
+
+
+def test_a_shard_encodes_its_few_missing_items_in_whole_batches(minilm, tmp_path, monkeypatch):
+    """A nightly re-run finds most of a shard in the cache: the rest is encoded in full batches, not a few per step."""
+    from prodkg.extractors.stage import ExtractSettings, extract_shard
+
+    items = [f"product number {i} with a title" for i in range(200)]
+    cache = FeatureCache(tmp_path / "cache")
+    changed = set(range(5, 200, 20))  # 10 items, spread over the shard
+    extract_features([t for i, t in enumerate(items) if i not in changed], minilm, cache=cache, progress=False)
+    sizes = []
+    encode = minilm.encode_batch
+    monkeypatch.setattr(minilm, "encode_batch", lambda batch: sizes.append(len(batch)) or encode(batch))
+    out = extract_shard(items, ExtractSettings(batch_size=8, progress=False), "text", cache, minilm)
+    assert sorted(sizes, reverse=True) == [8, 2] and out["n_computed"] == 10 and out["n_cached"] == 190
+    monkeypatch.undo()
+    reference = extract_features(items, minilm, progress=False).features  # every item encoded afresh, no cache
+    np.testing.assert_allclose(out["features"], reference, atol=1e-5)
+    done = []
+    extract_features(items + [None], minilm, cache=cache, batch_size=8, progress=False, on_progress=done.append)
+    assert sum(done) == 201
