@@ -216,8 +216,8 @@ def _link_models(entries: list[dict], prev_dir: Path, models_dir: Path) -> list[
             entry["baseline"]["path"] = link(entry["baseline"].get("path"))
         if entry.get("prototypes"):
             entry["prototypes"] = link(entry["prototypes"])
-        for fold in entry.get("folds") or []:
-            fold["path"] = link(fold.get("path"))
+        for fold in entry.get("folds") or []:  # saved inside the head's folder (prediction.stage), linked with it above
+            fold["path"] = str(Path(entry["path"]) / "folds" / str(int(fold["fold"])))
         out.append(entry)
     return out
 

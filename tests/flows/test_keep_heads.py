@@ -283,3 +283,21 @@ def test_nightly_runs_keep_the_heads_score_what_changed_and_update_the_graph_inc
     assert [m["model_id"] for m in _manifest(out, seventh)["models"]] == [m["model_id"] for m in _manifest(out, fifth)["models"]]
     pd.testing.assert_frame_equal(pd.read_parquet(_run_dir(out, seventh) / "predictions.parquet"),
                                   pd.read_parquet(_run_dir(out, fifth) / "predictions.parquet"))
+
+
+def test_kept_fold_heads_are_linked_inside_their_head(tmp_path):
+    from prodkg.flows.keep_heads import _link_models
+
+    prev = tmp_path / "runs" / "r1"
+    head = prev / "models" / "category"
+    for d in (head, head / "folds" / "0", head / "folds" / "2"):
+        d.mkdir(parents=True)
+        (d / "weights.pt").write_bytes(d.name.encode())
+    entry = {"task": "category", "path": str(head),
+             "folds": [{"fold": 0, "path": str(head / "folds" / "0")}, {"fold": 2, "path": str(head / "folds" / "2")}]}
+    new = tmp_path / "runs" / "r2" / "models"
+    out = _link_models([entry], prev, new)
+    assert [f["path"] for f in out[0]["folds"]] == [str(new / "category" / "folds" / "0"), str(new / "category" / "folds" / "2")]
+    assert (new / "category" / "folds" / "2" / "weights.pt").read_bytes() == b"2"
+    assert sorted(p.name for p in new.iterdir()) == ["category"]  # nothing linked beside the head
+    assert entry["folds"][0]["path"] == str(head / "folds" / "0")  # the previous manifest's record is left as read
