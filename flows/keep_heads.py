@@ -97,6 +97,7 @@ class KeepPlan:
     carried: list[str]  #: target product ids whose prediction rows are carried over
     scored: np.ndarray  #: positions in the products frame of the target products to score
     drift: dict  #: added, changed, removed target products since the fitting run, its target size, the share, the bound
+    previous_predictions: pd.DataFrame  #: the previous run's prediction rows (read once, here, so a bad file refits)
     removed: int = 0  #: target products of the previous run that this run lacks (they drop out)
 
 
@@ -167,7 +168,8 @@ def plan_keep(runs: Path, run_id: str, digests: pd.DataFrame, basis: dict, max_d
     fitted = before if fitted_by == name else _read_digests(runs / fitted_by / f"{PRODUCT_DIGESTS}.parquet")
     if fitted is None:
         return f"the run that fitted the heads ({fitted_by}) left no readable {PRODUCT_DIGESTS}.parquet"
-    new, changed, gone = _compare(digests, fitted)
+    since_fit = _compare(digests, fitted)
+    new, changed, gone = since_fit
     n_fitted = int((fitted["role"] == "target").sum())
     moved = int(new.sum() + changed.sum()) + gone
     share = moved / max(n_fitted, 1)
@@ -177,16 +179,16 @@ def plan_keep(runs: Path, run_id: str, digests: pd.DataFrame, basis: dict, max_d
         return (f"{moved:,} of {n_fitted:,} target products added, changed or removed since run {fitted_by} fitted the heads "
                 f"({share:.1%}, more than the bound of {max_drift:.0%})")
     try:
-        pd.read_parquet(prev_dir / "predictions.parquet", columns=["product_id"])
+        previous_predictions = pd.read_parquet(prev_dir / "predictions.parquet")
     except (OSError, ValueError, ImportError) as exc:
         return f"run {name}'s predictions.parquet cannot be read ({type(exc).__name__})"
     # carried over: target products whose catalog row and features are those of the previous run (it predicted them)
-    new_prev, changed_prev, removed = _compare(digests, before)
+    new_prev, changed_prev, removed = since_fit if fitted is before else _compare(digests, before)
     target_rows = np.flatnonzero((digests["role"] == "target").to_numpy())
     keep = ~(new_prev | changed_prev)
     return KeepPlan(previous=name, previous_dir=prev_dir, manifest=prev, fitted_by=fitted_by,
                     carried=digests["product_id"].iloc[target_rows[keep]].astype(str).tolist(), scored=target_rows[~keep], drift=drift,
-                    removed=removed)
+                    previous_predictions=previous_predictions, removed=removed)
 
 
 def _link_models(entries: list[dict], prev_dir: Path, models_dir: Path) -> list[dict]:
@@ -233,7 +235,7 @@ def keep_stage(plan: KeepPlan, products: pd.DataFrame, features, models_dir: Pat
     from prodkg.prediction.stage import PredictOutput
 
     saved = load_saved_model(plan.previous_dir)
-    previous = pd.read_parquet(plan.previous_dir / "predictions.parquet")
+    previous = plan.previous_predictions
     carried = previous[previous["product_id"].astype(str).isin(set(plan.carried))]
     frames = [carried]
     summary = {}
