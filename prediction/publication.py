@@ -402,7 +402,7 @@ def _calibration_bar(key: np.ndarray, remaining: np.ndarray, cal_items: np.ndarr
 
     The test needs its first ``min_calibration_rows`` rows all right (36 for 95 %), so one error among the most
     confident calibration rows publishes nothing at that level: with 100 queue-chosen reviews on grocery in-store at 30
-    epochs, one seed of three published nothing (an error 32nd of 76 coarse-level rows, 69 of them right).
+    epochs, one seed of three published nothing (docs/BENCHMARKS.md, "Review loop (review-loop-grocery-30)").
     """
     from prodkg.prediction.target_calibration import min_calibration_rows
 
