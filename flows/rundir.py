@@ -19,8 +19,11 @@ PACKAGES = ("prodkg", "torch", "torchvision", "transformers", "pandas", "prefect
 
 
 def new_run_id(now: datetime | None = None) -> str:
+    """A run id that sorts by start time (the previous run of an output folder is the greatest other id): UTC to the
+    millisecond, then a random suffix. To the second only, two runs started in the same second sorted by their
+    suffix, and a run could take an older run for the one before it."""
     now = now or datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    return f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 
 def versions() -> dict[str, str]:
