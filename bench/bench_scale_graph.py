@@ -97,6 +97,10 @@ def main() -> None:
     p.add_argument("--changed", type=float, default=0.02)
     p.add_argument("--work", default=str(ROOT / "runs" / "scale"))
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--rows", help="write the section from the JSON lines of an earlier run's output instead of measuring")
+    p.add_argument("--command", help="with --rows: the options that run was given (for the section's command line)")
+    p.add_argument("--notes", help="a Markdown file appended to the section (what a profile of the runs showed)")
+    p.add_argument("--load-note", default="shared with other jobs (load varies)", help="what else the machine ran")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)
     p.add_argument("--phase", choices=["make", "first", "night"], help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -108,16 +112,25 @@ def main() -> None:
         else:
             child(a.child, work, a.phase == "night")
         return
+    if a.rows:  # the printed rows of an earlier run (its command line is in --command)
+        rows = [json.loads(line) for line in Path(a.rows).read_text().splitlines() if line.startswith('{"size"')]
+        body = report(rows, a)
+        print(body)
+        if not a.no_write:
+            print("wrote", write_section("scale-graph", body), flush=True)
+        return
     rows = []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}
     for n in (int(s) for s in a.sizes.split(",")):
         for phase in ("make", "first", "night"):
+            load_before = os.getloadavg()[0]
             cmd = [sys.executable, __file__, "--child", str(n), "--phase", phase, "--changed", str(a.changed), "--work", str(work)]
             stdout, stderr, code, wall, rss = run_measured(cmd, env)
             if code != 0:
                 raise SystemExit(f"size {n} ({phase}) failed: {stderr[-3000:]}")
             for r in (json.loads(line) for line in stdout.splitlines() if line.startswith("{")):
                 r["rss"], r["wall"] = rss, wall
+                r["load"] = (round(load_before, 1), round(os.getloadavg()[0], 1))
                 rows.append(r)
                 print(json.dumps(r), flush=True)
         for f in work.glob(f"graph-catalog-{n}-*"):
@@ -131,8 +144,8 @@ def main() -> None:
 def report(rows: list[dict], a) -> str:
     lines = ["## Scaling without the encoder: ingest and graph stage", "",
              (f"Command: `PRODKG_DATA_HOME=../shared/datasets nice -n 10 .venv/bin/python bench/bench_scale_graph.py "
-              f"{' '.join(sys.argv[1:])}`  "),
-             f"Machine: {machine()}, shared with other jobs (load varies). Date: {today()}.  ",
+              f"{a.command if a.rows and a.command else ' '.join(sys.argv[1:])}`  "),
+             f"Machine: {machine()}, {a.load_note}. Date: {today()}.  ",
              ("The pipeline's `ingest_stage` and `graph_stage` (catalog and predictions spooled to disk as column-wise N-Quads "
              f"{'50,000'} products at a time and bulk-loaded, SHACL on the taxonomy, provenance and a 5,000-product sample, on-disk "
              "store published atomically) on synthetic catalogs, one seeded category prediction per product in place of the encoder "
@@ -149,6 +162,16 @@ def report(rows: list[dict], a) -> str:
     ratios = [f"{r['size']:,}: {r['graph'] / firsts[r['size']]['graph']:.1%}" for r in rows if r["run"] == "re-run" and r["size"] in firsts]
     if ratios:
         lines += ["", "Graph stage of the re-run against the first run's: " + ", ".join(ratios) + "."]
+    smallest, largest = min(firsts, default=None), max(firsts, default=None)
+    if smallest is not None and largest != smallest:
+        rate = {k: {s: firsts[s]["size"] / firsts[s][k] for s in (smallest, largest)} for k in ("ingest", "graph")}
+        lines += ["", f"First-run throughput at {largest:,} products against {smallest:,}: "
+                  + ", ".join(f"{k} {rate[k][largest] / rate[k][smallest]:.0%}" for k in ("ingest", "graph")) + "."]
+    loads = [f"{r['size']:,} {r['run']}: {r['load'][0]} → {r['load'][1]}" for r in rows if r.get("load")]
+    if loads:
+        lines += ["", "Load average (1 min) before → after each run: " + "; ".join(loads) + "."]
+    if a.notes:
+        lines += ["", Path(a.notes).read_text().strip()]
     return "\n".join(lines)
 
 
