@@ -67,9 +67,20 @@ def main() -> None:
     p.add_argument("--work", default=str(ROOT / "runs" / "scale"))
     p.add_argument("--keep", action="store_true", help="keep the output folders")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--rows", action="append", help="write the section from the JSON lines an earlier run printed (repeatable)")
+    p.add_argument("--command", help="with --rows: the options those runs were given (for the section's command line)")
+    p.add_argument("--load-note", default="shared with other jobs (load varies)", help="what else the machine ran")
+    p.add_argument("--notes", help="a Markdown file appended to the section")
     a = p.parse_args()
     work = Path(a.work)
     rows = []
+    if a.rows:
+        rows = [json.loads(line) for f in a.rows for line in Path(f).read_text().splitlines() if line.startswith('{"size"')]
+        body = report(rows, a, "text only" if not a.images else f"{a.images:.0%} with an image")
+        print(body)
+        if not a.no_write:
+            print("wrote", write_section("scale" + ("-images" if a.images else ""), body), flush=True)
+        return
     variant = "text only" if not a.images else f"{a.images:.0%} with an image"
     for n in (int(s) for s in a.sizes.split(",")):
         frame, taxonomy = synth_catalog(n, images=a.images)
@@ -123,8 +134,9 @@ def main() -> None:
 
 def report(rows: list[dict], a, variant: str) -> str:
     lines = [f"## Scaling: synthetic catalogs ({variant})", "",
-             f"Command: `PRODKG_DATA_HOME=../shared/datasets nice -n 10 .venv/bin/python bench/bench_scale.py {' '.join(sys.argv[1:])}`  ",
-             f"Machine: {machine()}, shared with other jobs (load varies). Date: {today()}. Stages as plain functions (`--no-prefect`), "
+             (f"Command: `PRODKG_DATA_HOME=../shared/datasets nice -n 10 .venv/bin/python bench/bench_scale.py "
+              f"{a.command if a.rows and a.command else ' '.join(sys.argv[1:])}`  "),
+             f"Machine: {machine()}, {a.load_note}. Date: {today()}. Stages as plain functions (`--no-prefect`), "
              f"method {a.method}, {a.epochs} epochs, no baseline; MiniLM text features.  ",
              "Catalogs: `bench/synth_catalog.py` (real Instacart titles + Best Buy category names, recombined with seed 0). "
              "Rates are products/s of each stage; *vs first* is the run's wall (the whole process: start-up, imports, tables, report) "
@@ -153,13 +165,24 @@ def report(rows: list[dict], a, variant: str) -> str:
             lines.append(f"- {r['size']:,}, {r['run']}: features {feats}; graph changes {r['changes']}; graph update {how}{heads}.")
     lines.append("- Load average (1 min) before → after each run: " +
                  "; ".join(f"{r['size']:,} {r['run']}: {r['load'][0]} → {r['load'][1]}" for r in rows) +
-                 ". The machine's 2 cores are shared with other jobs, which ran at times during these runs.")
+                 ".")
+    firsts = {r["size"]: r for r in rows if r["run"] == "first run"}
+    if len(firsts) > 1:
+        small, large = min(firsts), max(firsts)
+        rates = []
+        for st in STAGES:
+            a_s, b_s = firsts[small]["durations"].get(st), firsts[large]["durations"].get(st)
+            if a_s and b_s:
+                rates.append(f"{st} {(large / b_s) / (small / a_s):.0%}")
+        lines.append(f"- First-run throughput per stage at {large:,} products against {small:,}: " + ", ".join(rates) + ".")
     if not a.no_kept:
         bound = "its default bound" if a.keep_drift is None else f"`--keep-heads-max-drift {a.keep_drift}`"
         lines.append(f"- The kept-heads re-run edits {a.changed:.0%} of the catalog's titles, all in the target domain (a feed's own "
                      "changes; a changed source row fits the heads again by design), so it changes about a tenth of the target "
                      f"({', '.join(str(r['n_target']) for r in rows if r['run'] == 'first run')} target products): it runs with {bound}; "
                      "at the default (10 %) a change of just over a tenth of the target fits the heads again, and says so in the manifest.")
+    if a.notes:
+        lines += ["", Path(a.notes).read_text().strip()]
     body = "\n".join(lines)
     return body
 
