@@ -1,0 +1,47 @@
+"""write_embeddings: the per-product vectors recommendation and search teams read, written a batch at a time."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from prodkg.kb.publish import write_embeddings
+
+
+def _features(n: int):
+    rng = np.random.default_rng(3)
+    image, text = rng.standard_normal((n, 4)).astype(np.float32), rng.standard_normal((n, 3)).astype(np.float32)
+    image_ok = np.arange(n) % 3 != 1  # every third product has no photo
+    text[5] = 0.0  # a zero vector stays zero rather than dividing by its norm
+    return SimpleNamespace(blocks={"image": image, "text": text}, present={"image": image_ok, "text": np.ones(n, bool)})
+
+
+@pytest.mark.parametrize("batch", [3, 7, 1000])
+def test_vectors_are_each_modality_unit_length_and_zeros_where_absent_whatever_the_batch(tmp_path, batch):
+    n = 7
+    feats = _features(n)
+    products = pd.DataFrame({"product_id": [f"p{i}" for i in range(n)]})
+    path = tmp_path / "embeddings.parquet"
+    assert write_embeddings(products, feats, path, {"prodkg.encoders": "test"}, batch=batch) == n
+
+    table = pq.read_table(path)
+    assert table.column("product_id").to_pylist() == [f"p{i}" for i in range(n)]
+    got = np.array(table.column("vector").to_pylist(), dtype=np.float32)
+    for i in range(n):  # the reference, row by row: image block (if present) then text block, each divided by its norm
+        img = feats.blocks["image"][i] / np.linalg.norm(feats.blocks["image"][i]) if feats.present["image"][i] else np.zeros(4)
+        txt_norm = np.linalg.norm(feats.blocks["text"][i])
+        txt = feats.blocks["text"][i] / txt_norm if txt_norm > 0 else np.zeros(3)
+        np.testing.assert_allclose(got[i], np.concatenate([img, txt]), rtol=1e-6, atol=1e-7)
+    assert table.schema.metadata[b"prodkg.encoders"] == b"test"
+    assert pq.ParquetFile(path).num_row_groups == -(-n // batch)
+
+
+def test_a_length_mismatch_is_a_clear_error(tmp_path):
+    from prodkg.errors import StageError
+
+    with pytest.raises(StageError, match="6 products but features for 7"):
+        write_embeddings(pd.DataFrame({"product_id": [f"p{i}" for i in range(6)]}), _features(7), tmp_path / "e.parquet")
