@@ -74,14 +74,18 @@ def main() -> None:
     a = p.parse_args()
     work = Path(a.work)
     rows = []
-    if a.rows:
-        rows = [json.loads(line) for f in a.rows for line in Path(f).read_text().splitlines() if line.startswith('{"size"')]
-        body = report(rows, a, "text only" if not a.images else f"{a.images:.0%} with an image")
-        print(body)
+    variant = "text only" if not a.images else f"{a.images:.0%} with an image"
+
+    def publish() -> None:
+        body = report(rows, a, variant)  # written after each size, so a long bench keeps what it measured
+        print(body, flush=True)
         if not a.no_write:
             print("wrote", write_section("scale" + ("-images" if a.images else ""), body), flush=True)
+
+    if a.rows:  # the rows earlier runs printed
+        rows = [json.loads(line) for f in a.rows for line in Path(f).read_text().splitlines() if line.startswith('{"size"')]
+        publish()
         return
-    variant = "text only" if not a.images else f"{a.images:.0%} with an image"
     for n in (int(s) for s in a.sizes.split(",")):
         frame, taxonomy = synth_catalog(n, images=a.images)
         tag = f"{label(n).replace(' ', '')}{'-img' if a.images else ''}"
@@ -126,10 +130,7 @@ def main() -> None:
             shutil.rmtree(refit, ignore_errors=True)
             catalog.unlink(missing_ok=True)
 
-        body = report(rows, a, variant)  # written after each size, so a long bench keeps what it measured
-        print(body, flush=True)
-        if not a.no_write:
-            print("wrote", write_section("scale" + ("-images" if a.images else ""), body), flush=True)
+        publish()
 
 
 def report(rows: list[dict], a, variant: str) -> str:

@@ -112,14 +112,18 @@ def main() -> None:
         else:
             child(a.child, work, a.phase == "night")
         return
-    if a.rows:  # the printed rows of an earlier run (its command line is in --command)
-        rows = [json.loads(line) for line in Path(a.rows).read_text().splitlines() if line.startswith('{"size"')]
+    rows = []
+
+    def publish() -> None:
         body = report(rows, a)
         print(body)
         if not a.no_write:
             print("wrote", write_section("scale-graph", body), flush=True)
+
+    if a.rows:  # the printed rows of an earlier run (its command line is in --command)
+        rows = [json.loads(line) for line in Path(a.rows).read_text().splitlines() if line.startswith('{"size"')]
+        publish()
         return
-    rows = []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "bench")])}
     for n in (int(s) for s in a.sizes.split(",")):
         for phase in ("make", "first", "night"):
@@ -135,10 +139,7 @@ def main() -> None:
                 print(json.dumps(r), flush=True)
         for f in work.glob(f"graph-catalog-{n}-*"):
             f.unlink()
-        body = report(rows, a)
-        print(body)
-        if not a.no_write:
-            print("wrote", write_section("scale-graph", body), flush=True)
+        publish()
 
 
 def report(rows: list[dict], a) -> str:

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pyoxigraph as ox
 
+from prodkg.digests import cell_hashes
 from prodkg.kb.iri import DEFAULT_BASE, mint
 from prodkg.kb.triples import catalog_graph
 from prodkg.kb.vocab import PKG, SDO
@@ -60,7 +61,6 @@ PRODUCT_COLUMNS = ("product_id", "title", "description", "domain", "image", "cat
 PREDICTION_COLUMNS = ("task", "value", "confidence", "model", "kind", "level", "published")
 
 _KEYS = ("prodkg-finger-01", "prodkg-finger-02")  # pandas' hash_array takes a 16-byte key; two keys: 128 bits per row
-_MISSING = "\x00missing"
 
 
 # ----------------------------------------------------------------------------- fingerprints
@@ -68,25 +68,7 @@ _MISSING = "\x00missing"
 
 def _column_hashes(col: pd.Series, key: str) -> np.ndarray:
     """A uint64 per cell that differs when the cell would give different statements (missing cells are alike)."""
-    from pandas.util import hash_array
-
-    if pd.api.types.is_bool_dtype(col.dtype) and not col.isna().any():
-        return hash_array(col.to_numpy(dtype=np.uint8), hash_key=key, categorize=False)
-    if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
-        # by bit pattern: -0.0 is written apart from 0.0; every missing cell is one NaN
-        values = np.array(col.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64, copy=True)
-        missing = np.isnan(values)
-        values[missing] = 0.0
-        out = hash_array(values.view(np.uint64), hash_key=key, categorize=False)
-        out[missing] = hash_array(np.asarray([_MISSING], dtype=object), hash_key=key, categorize=False)[0]  # as a missing text cell
-        return out
-    values = col.to_numpy(dtype=object, na_value=None)
-    missing = pd.isna(values)
-    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
-        text = np.where(missing, _MISSING, values).astype(object)
-    else:  # mixed cells: the type is part of what a cell says (1 and "1" are different literals)
-        text = np.asarray([_MISSING if m else f"{type(v).__name__}\x00{v!r}" for v, m in zip(values, missing, strict=True)], dtype=object)
-    return hash_array(text, hash_key=key, categorize=False)
+    return cell_hashes(col, key)[1]
 
 
 def _row_hashes(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
