@@ -117,7 +117,12 @@ class ExtractOutput:
 
 
 def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) -> ExtractOutput:
-    """Join per-shard results into one MultiModal; products whose given image failed are quarantined."""
+    """Join per-shard results into one MultiModal; products whose given image failed are quarantined.
+
+    Each shard's ``features`` array is moved into the output (popped from its dict as it is copied), so the
+    vectors are held once: at a million products of 384 dimensions the shards and their concatenation
+    together held 2.9 GiB, and the shards stayed alive as long as the caller kept ``results``.
+    """
     from prodkg.adaptation import MultiModal
     from prodkg.contracts import QUARANTINE
 
@@ -125,7 +130,7 @@ def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) ->
     for modality, parts in results.items():
         if not parts:
             continue
-        feats = np.concatenate([p["features"] for p in parts]) if parts else np.zeros((0, 0), np.float32)
+        feats = _stack_moving(parts)
         ok = np.concatenate([p["ok"] for p in parts]) if parts else np.zeros(0, bool)
         offset = 0
         for p in parts:
@@ -160,10 +165,29 @@ def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) ->
                      "raw": json.dumps({"image": rec["image"], "title": rec["title"]}, default=str)[:4000]})
     quarantine = pd.DataFrame(rows, columns=QUARANTINE.columns)
     idx = np.flatnonzero(keep)
-    features = MultiModal(blocks={m: b[idx] for m, b in blocks.items()}, present={m: p[idx] for m, p in present.items()})
+    if keep.all():  # nothing quarantined: no copy
+        features = MultiModal(blocks=blocks, present=present)
+    else:
+        features = MultiModal(blocks={m: b[idx] for m, b in blocks.items()}, present={m: p[idx] for m, p in present.items()})
     if not features.modalities or not any(p.any() for p in features.present.values()):
         raise StageError("no product has any usable modality after extraction")
     return ExtractOutput(products=products.iloc[idx].reset_index(drop=True), features=features, quarantine=quarantine, stats=stats)
+
+
+def _stack_moving(parts: list[dict]) -> np.ndarray:
+    """The shards' ``features`` stacked into one float32 array, each popped from its shard once copied."""
+    arrays = [p["features"] for p in parts]
+    widths = {a.shape[1] for a in arrays if a.ndim == 2}
+    if len(widths) != 1 or any(a.ndim != 2 for a in arrays):
+        raise StageError(f"extract shards disagree on the feature shape: {sorted({a.shape[1:] for a in arrays})}")
+    del arrays
+    out = np.empty((sum(len(p["features"]) for p in parts), widths.pop()), np.float32)
+    offset = 0
+    for p in parts:
+        block = p.pop("features")
+        out[offset:offset + len(block)] = block
+        offset += len(block)
+    return out
 
 
 @dataclass

@@ -124,7 +124,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         return fast
     from prodkg.extractors.cache import FeatureCache
     from prodkg.extractors.stage import assemble_features, extract_shard, shards
-    from prodkg.kb.publish import flat_taxonomy, graph_stage
+    from prodkg.kb.publish import FeatureHandoff, flat_taxonomy, graph_stage
     from prodkg.kb.triples import RunInfo, model_infos
     from prodkg.prediction.stage import predict_stage, publication_summary
 
@@ -226,8 +226,10 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         info = RunInfo(run_id=run_id, started=started_at, ended=datetime.now(UTC), catalog=ing.catalog_name, method=cfg.method,
                        source_domains=ing.source, target_domains=ing.target, models=models, config_hash=cfg.fingerprint())
         taxonomy = ing.taxonomy or flat_taxonomy(ext.products, pred.predictions)
+        # the graph stage is the features' last reader: handed over, they are freed before the store's bulk load
+        handoff, ext.features = FeatureHandoff(ext.features), None
         graph = runner(graph_stage, graph_products, pred.predictions, taxonomy, ing.attributes, info, cfg.graph_settings(), ing.catalog_name,
-                       layout=layout, mirror=_mirror(cfg), features=ext.features, curation=decisions, name="graph", retries=2)
+                       layout=layout, mirror=_mirror(cfg), features=handoff, curation=decisions, name="graph", retries=2)
 
     failpoint("after-graph")
     n_quarantined = len(quarantine)
