@@ -67,3 +67,18 @@ def test_chunked_scores_equal_the_dense_reference(monkeypatch):
     # a subset of a subset is the composed rows
     np.testing.assert_allclose(unk.nearest_prototype_similarity(scores.prototypes, unk.subset(unk.subset(unit, tgt), np.arange(5, 12))),
                                want_t[5:12], rtol=1e-10, atol=1e-12)
+
+
+def test_tempered_top_probabilities_in_chunks_equal_the_whole_array(monkeypatch):
+    from prodkg.prediction import estimates
+
+    rng = np.random.default_rng(2)
+    logp = estimates.log_softmax(rng.normal(scale=4, size=(101, 7)))
+    for tau in (0.05, 1.0, 7.3):
+        whole = estimates.log_softmax(np.maximum(logp, -700.0) / tau).max(1)
+        monkeypatch.setattr(estimates, "_ROWS", 8)
+        np.testing.assert_array_equal(estimates._top_tempered(logp, tau), whole)
+        # and by the definition: the top class's tempered softmax probability
+        z = logp / tau
+        p = np.exp(z - z.max(1, keepdims=True))
+        np.testing.assert_allclose(np.exp(estimates._top_tempered(logp, tau)), (p / p.sum(1, keepdims=True)).max(1), rtol=1e-12)
