@@ -34,7 +34,7 @@ __all__ = ["BIMODAL", "UnitFeatures", "UnknownScores", "class_prototypes", "fuse
 
 #: Rows per chunk: every function below works on this many rows at a time in float64, never on a float64 copy of
 #: the whole catalog (at a million products of 384 dimensions such copies held 11 GiB at once).
-CHUNK_ROWS = 16_384
+CHUNK_ROWS = 8_192
 
 
 class UnitFeatures:

@@ -82,3 +82,21 @@ def test_tempered_top_probabilities_in_chunks_equal_the_whole_array(monkeypatch)
         z = logp / tau
         p = np.exp(z - z.max(1, keepdims=True))
         np.testing.assert_allclose(np.exp(estimates._top_tempered(logp, tau)), (p / p.sum(1, keepdims=True)).max(1), rtol=1e-12)
+
+
+def test_concept_log_probabilities_in_chunks_equal_the_sum_of_their_classes(monkeypatch):
+    from prodkg.prediction import backoff, estimates
+
+    classes = ["apple", "pear", "leek", "milk", "cheese"]
+    taxonomy = [("food", None), ("fruit", "food"), ("veg", "food"), ("dairy", "food"), ("apple", "fruit"), ("pear", "fruit"),
+                ("leek", "veg"), ("milk", "dairy"), ("cheese", "dairy")]
+    tax = backoff.TaxonomyLevels(classes, taxonomy)
+    rng = np.random.default_rng(4)
+    logp = estimates.log_softmax(rng.normal(scale=3, size=(53, 5)))
+    monkeypatch.setattr(backoff, "_ROWS", 6)
+    for level in range(tax.n_levels):
+        got, names = tax.aggregate_log(logp, level)
+        m, _ = tax.membership(level)
+        np.testing.assert_allclose(np.exp(got), np.exp(logp) @ m, rtol=1e-12, atol=1e-15)  # each concept: its classes' sum
+    monkeypatch.setattr(estimates, "_ROWS", 6)
+    np.testing.assert_allclose(estimates.score(logp, "ne"), (np.exp(logp) * logp).sum(1), rtol=1e-14)
