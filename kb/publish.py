@@ -165,6 +165,9 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     # stay rdflib terms. The change records (one per product on a first run) are written column-wise too.
     from prodkg.kb.spool import build_spool, change_nquads
 
+    # the embeddings first: the features they are made from are then let go of (when handed over), before the
+    # spool, the change records and the store's load, which at a million products each need a gigabyte or more
+    _write_handed_embeddings(handoff, products, layout.table(run_info.run_id, "embeddings"), run_info.run_id, _encoders(run_info))
     decided = sorted(curation) if curation else []
     quads = []
     quads += taxonomy_quads(scheme, taxonomy, base=base)
@@ -202,7 +205,6 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
         del records
         _validate_or_refuse(quads + sample, run_dir)
         del sample
-        _write_handed_embeddings(handoff, products, layout.table(run_info.run_id, "embeddings"), run_info.run_id, _encoders(run_info))
         path = kg.publish(quads, run_info.run_id, nquads=spool.chunks())
         index = spool.index.merge(fingerprints, on="product_id", how="left", validate="one_to_one")
     finally:
