@@ -68,7 +68,8 @@ def fill_cache(frame, cache_dir: Path, batch: int = 50_000) -> str:
 def sample_rss(pid: int, samples: list, stop: threading.Event, every: float = 0.2) -> None:
     while not stop.is_set():
         try:
-            kb = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status") if line.startswith("VmRSS:"))
+            with open(f"/proc/{pid}/status") as status:
+                kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
         except (OSError, StopIteration):
             break
         samples.append((time.time(), kb / 2**20))
@@ -124,6 +125,7 @@ def main() -> None:
         stdout, stderr = so.read(), se.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"prodkg run failed:\n{stderr[-4000:]}")
+    (work / "samples.json").write_text(json.dumps(samples))  # (unix time, GiB) every 0.2 s, beside run.err's stage lines
     summary = json.loads(stdout[stdout.index("{"):])
     peak = usage.ru_maxrss / 2**20
     stages = per_stage(samples, stderr, time.strftime("%Y-%m-%d"))
@@ -132,9 +134,9 @@ def main() -> None:
     print(json.dumps(row), flush=True)
     lines = ["## Memory of a first run at scale, encoder work done beforehand", "",
              f"Command: `PRODKG_DATA_HOME=../shared/datasets nice -n 10 .venv/bin/python bench/bench_scale_memory.py {' '.join(sys.argv[1:])}`  ",
-             f"Machine: {machine()}, {a.load_note}. Date: {today()}. One `prodkg run` (`--no-prefect`, method {a.method}, "
-             f"{a.epochs} epochs, no baseline) over a synthetic catalog whose feature cache holds a stand-in vector for every product "
-             "text (see the script's docstring); the run reads them, fits the heads, scores the target and builds the graph.", "",
+             (f"Machine: {machine()}, {a.load_note}. Date: {today()}. One `prodkg run` (`--no-prefect`, method {a.method}, "
+              f"{a.epochs} epochs, no baseline) over a synthetic catalog whose feature cache holds a stand-in vector for every product "
+              "text (see the script's docstring); the run reads them, fits the heads, scores the target and builds the graph."), "",
              "| products | peak RSS (wait4) | " + " | ".join(f"{s} (peak, time)" for s in summary["durations"]) + " | wall |",
              "|---:|---:|" + "---:|" * len(summary["durations"]) + "---:|",
              f"| {a.products:,} | **{peak:.2f} GiB** | " +

@@ -125,6 +125,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     from prodkg.extractors.cache import FeatureCache
     from prodkg.extractors.stage import assemble_features, extract_shard, shards
     from prodkg.kb.publish import FeatureHandoff, flat_taxonomy, graph_stage
+    from prodkg.memory import trim_heap
     from prodkg.kb.triples import RunInfo, model_infos
     from prodkg.prediction.stage import predict_stage, publication_summary
 
@@ -168,6 +169,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
             items = modality_items(ing.products, modality)
             results[modality] = runner.map(extract_shard, [(items[a:b], settings, modality, cache) for a, b in spans], name=f"extract-{modality}")
         ext = assemble_features(ing.products, results)
+        trim_heap()  # the shards' vectors, freed once stacked, go back to the system (prodkg.memory)
     # concat of empty frames would reset column dtypes; skip them
     parts = [q for q in (ing.quarantine, ext.quarantine) if len(q)]
     quarantine = pd.concat(parts, ignore_index=True) if parts else ing.quarantine
@@ -214,6 +216,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
             pred = runner(predict_stage, ext.products, ext.features, cfg.predict_settings(), ing.source, ing.target, ing.attributes,
                           layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, ing.taxonomy, reviewed, views=views, name="adapt-predict")
         tables[PRODUCT_DIGESTS] = write_table(digests, layout.table(run_id, PRODUCT_DIGESTS))
+        trim_heap()  # what fitting and scoring freed
     # Asserted beats predicted: target rows keep every asserted value except their evaluation labels, and a
     # prediction is kept only where the catalog asserts no value for its task.
     graph_products = catalog_facts(ext.products, ing.target, hidden, base_dir=ing.base_dir)

@@ -434,6 +434,9 @@ def _write_handed_embeddings(handoff: FeatureHandoff | None, products: pd.DataFr
         return
     write_embeddings(products, handoff.features, path, embeddings_metadata(handoff.features, run_id, encoders))
     handoff.release()
+    from prodkg.memory import trim_heap
+
+    trim_heap()
 
 
 def embeddings_metadata(features, run_id: str | None = None, encoders: dict[str, str] | None = None) -> dict[str, str]:

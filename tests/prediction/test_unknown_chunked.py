@@ -95,7 +95,7 @@ def test_concept_log_probabilities_in_chunks_equal_the_sum_of_their_classes(monk
     logp = estimates.log_softmax(rng.normal(scale=3, size=(53, 5)))
     monkeypatch.setattr(backoff, "_ROWS", 6)
     for level in range(tax.n_levels):
-        got, names = tax.aggregate_log(logp, level)
+        got, _ = tax.aggregate_log(logp, level)
         m, _ = tax.membership(level)
         np.testing.assert_allclose(np.exp(got), np.exp(logp) @ m, rtol=1e-12, atol=1e-15)  # each concept: its classes' sum
     monkeypatch.setattr(estimates, "_ROWS", 6)
