@@ -11,7 +11,8 @@ as plain functions. What it leaves out is encoding a million titles (65 minutes 
 section measures end to end; the vectors' values change what is learnt, not what is held.
 
 The process's resident memory is sampled every 0.2 s (``/proc/PID/status`` VmRSS) and each sample is counted in
-the stage its progress lines say was running; the peak of the whole process comes from ``wait4`` (ru_maxrss).
+the stage its progress lines say was running (to the second: a sample in the second one stage ends and the next
+starts counts in both); the peak of the whole process comes from ``wait4`` (ru_maxrss).
 The table goes to the ``scale-memory`` section of docs/BENCHMARKS.md (``--no-write``: print only).
 """
 
@@ -97,7 +98,13 @@ def main() -> None:
     p.add_argument("--load-note", default="shared with other jobs (load varies)", help="what else the machine ran")
     p.add_argument("--notes", help="a Markdown file appended to the section")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--row", help="write the section from the JSON line an earlier run printed (its output file)")
+    p.add_argument("--command", help="with --row: the options that run was given (for the section's command line)")
     a = p.parse_args()
+    if a.row:
+        row = next(json.loads(line) for line in Path(a.row).read_text().splitlines() if line.startswith('{"products"'))
+        publish(row, a)
+        return
     work = Path(a.work)
     out = work / "out"
     shutil.rmtree(out, ignore_errors=True)
@@ -127,21 +134,27 @@ def main() -> None:
         raise SystemExit(f"prodkg run failed:\n{stderr[-4000:]}")
     (work / "samples.json").write_text(json.dumps(samples))  # (unix time, GiB) every 0.2 s, beside run.err's stage lines
     summary = json.loads(stdout[stdout.index("{"):])
-    peak = usage.ru_maxrss / 2**20
     stages = per_stage(samples, stderr, time.strftime("%Y-%m-%d"))
-    row = {"products": a.products, "wall": wall, "peak": peak, "stages": stages, "durations": summary["durations"],
+    row = {"products": a.products, "wall": wall, "peak": usage.ru_maxrss / 2**20, "stages": stages, "durations": summary["durations"],
            "features": summary.get("features"), "fill_seconds": fill_seconds}
     print(json.dumps(row), flush=True)
+    publish(row, a)
+
+
+def publish(row: dict, a) -> None:
+    """Print the section for ``row`` and write it to docs/BENCHMARKS.md (unless ``--no-write``)."""
+    durations, stages, peak, wall, fill_seconds = row["durations"], row["stages"], row["peak"], row["wall"], row["fill_seconds"]
+    command = a.command if a.row and a.command else " ".join(sys.argv[1:])
     lines = ["## Memory of a first run at scale, encoder work done beforehand", "",
-             f"Command: `PRODKG_DATA_HOME=../shared/datasets nice -n 10 .venv/bin/python bench/bench_scale_memory.py {' '.join(sys.argv[1:])}`  ",
+             f"Command: `PRODKG_DATA_HOME=../shared/datasets nice -n 10 .venv/bin/python bench/bench_scale_memory.py {command}`  ",
              (f"Machine: {machine()}, {a.load_note}. Date: {today()}. One `prodkg run` (`--no-prefect`, method {a.method}, "
               f"{a.epochs} epochs, no baseline) over a synthetic catalog whose feature cache holds a stand-in vector for every product "
               "text (see the script's docstring); the run reads them, fits the heads, scores the target and builds the graph."), "",
-             "| products | peak RSS (wait4) | " + " | ".join(f"{s} (peak, time)" for s in summary["durations"]) + " | wall |",
-             "|---:|---:|" + "---:|" * len(summary["durations"]) + "---:|",
-             f"| {a.products:,} | **{peak:.2f} GiB** | " +
-             " | ".join(f"{stages.get(s, float('nan')):.2f} GiB, {sec:.0f} s" for s, sec in summary["durations"].items()) + f" | {wall:.0f} s |", ""]
-    feats = summary.get("features", {}).get("text", {})
+             "| products | peak RSS (wait4) | " + " | ".join(f"{s} (peak, time)" for s in durations) + " | wall |",
+             "|---:|---:|" + "---:|" * len(durations) + "---:|",
+             f"| {row['products']:,} | **{peak:.2f} GiB** | " +
+             " | ".join(f"{stages.get(s, float('nan')):.2f} GiB, {sec:.0f} s" for s, sec in durations.items()) + f" | {wall:.0f} s |", ""]
+    feats = (row.get("features") or {}).get("text", {})
     lines.append(f"- Text vectors: {feats.get('cached', 0):,} read from the cache, {feats.get('computed', 0):,} encoded by MiniLM "
                  f"(titles ingest normalised). Filling the cache took {fill_seconds:.0f} s, outside the run.")
     if a.notes:
