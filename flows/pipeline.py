@@ -114,6 +114,11 @@ def _eval_labels(cfg: RunConfig, attributes: list[str]) -> list[str]:
     return list(cfg.eval_labels)
 
 
+#: From this many products a run drops its encoders once its vectors are made (about 0.8 GiB at a million products);
+#: below it they stay loaded for the next run in the same process (tests, a scheduler), which would reload them.
+RELEASE_ENCODERS_AT = 100_000
+
+
 def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     """Run every stage in order; write the run directory; return the summary."""
     from prodkg.flows.fastpath import try_fast_rerun
@@ -191,6 +196,10 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         with _timed(durations, "source_views", cfg.progress):
             views = runner(extract_source_views, ext, settings, ing.source, cache, cfg.source_views, cfg.seed, name="source-views")
 
+    if len(ext.products) >= RELEASE_ENCODERS_AT:  # every vector of the run is made: the encoders' memory is the heads'
+        from prodkg.extractors.stage import release_encoders
+
+        release_encoders()
     # Reviewers' decisions (kb/curation.py): reviewed target products are labelled data for the category head
     from prodkg.kb.curation import DecisionStore, reviewed_labels
 

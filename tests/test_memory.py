@@ -29,3 +29,15 @@ def test_freed_heap_between_live_allocations_is_returned():
     after = _rss_mib()
     assert before - after > 160  # most of the 320 MiB freed, which the heap had kept
     assert len(keep) == 80
+
+
+def test_release_encoders_drops_the_shared_models():
+    import json
+
+    from prodkg.extractors.stage import release_encoders, shared_encoder
+
+    first = shared_encoder("minilm", json.dumps({}))
+    assert shared_encoder("minilm", json.dumps({})) is first  # shared while kept
+    release_encoders()
+    assert shared_encoder.cache_info().currsize == 0
+    assert shared_encoder("minilm", json.dumps({})) is not first  # loaded again after a release
