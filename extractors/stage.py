@@ -196,12 +196,18 @@ def _stack_moving(parts: list[dict]) -> np.ndarray:
     if len(widths) != 1 or any(a.ndim != 2 for a in arrays):
         raise StageError(f"extract shards disagree on the feature shape: {sorted({a.shape[1:] for a in arrays})}")
     del arrays
+    from prodkg.memory import trim_heap
+
     out = np.empty((sum(len(p["features"]) for p in parts), widths.pop()), np.float32)
     offset = 0
-    for p in parts:
+    for k, p in enumerate(parts, start=1):
         block = p.pop("features")
         out[offset:offset + len(block)] = block
         offset += len(block)
+        del block
+        if k % 32 == 0:  # freed shards stay in the heap until trimmed: without this the stack peaked at twice the vectors
+            trim_heap()
+    trim_heap()
     return out
 
 
