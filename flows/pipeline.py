@@ -173,8 +173,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         for modality in modalities_present(ing.products):
             items = modality_items(ing.products, modality)
             results[modality] = runner.map(extract_shard, [(items[a:b], settings, modality, cache) for a, b in spans], name=f"extract-{modality}")
-        ext = assemble_features(ing.products, results)
-        trim_heap()  # the shards' vectors, freed once stacked, go back to the system (prodkg.memory)
+        ext = assemble_features(ing.products, results)  # moves the shards' vectors into one array, giving the heap back
     # concat of empty frames would reset column dtypes; skip them
     parts = [q for q in (ing.quarantine, ext.quarantine) if len(q)]
     quarantine = pd.concat(parts, ignore_index=True) if parts else ing.quarantine
