@@ -6,7 +6,7 @@ if __name__ != "prodkg.adaptation":  # the folder installs as prodkg.adaptation;
     raise ImportError("import prodkg.adaptation, not adaptation")
 
 from prodkg.adaptation.config import TrainConfig
-from prodkg.adaptation.features import MultiModal
+from prodkg.adaptation.features import MultiModal, Rows
 from prodkg.adaptation.fusion import FUSIONS, AttentionFusion, EarlyFusion, Fusion, LateFusion
 from prodkg.adaptation.methods import CDAN, CORAL, DAN, DANN, METHODS, RTN, AdaptationMethod, SourceOnly, list_methods
 from prodkg.adaptation.model import AdaptedModel
@@ -36,6 +36,7 @@ __all__ = [
     "EarlyFusion",
     "Fusion",
     "MultiModal",
+    "Rows",
     "SourceOnly",
     "TrainConfig",
     "list_fusions",

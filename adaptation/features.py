@@ -9,6 +9,49 @@ import numpy as np
 
 from prodkg.errors import StageError
 
+# Rows per chunk where a whole block would otherwise be copied (a mask, a float64 cast): 16,384 rows of 384
+# float64 columns are 48 MiB, where a million rows at once were several GiB.
+CHUNK_ROWS = 16_384
+
+
+def _chunks(n: int):
+    return ((a, min(n, a + CHUNK_ROWS)) for a in range(0, n, CHUNK_ROWS))
+
+
+def _present_chunks(block: np.ndarray, present: np.ndarray, rows: np.ndarray | None):
+    """The present rows of ``block`` (of its rows ``rows``, when given), a chunk at a time."""
+    n = len(block) if rows is None else len(rows)
+    for a, b in _chunks(n):
+        take = slice(a, b) if rows is None else rows[a:b]
+        yield block[take][np.asarray(present[take], bool)]
+
+
+def column_moments(parts: list[tuple]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean and (population) standard deviation per column over the present rows of several blocks, in float64.
+
+    ``parts`` are ``(block (N_i, d), present (N_i,) bool)`` pairs, or ``(block, present, rows)`` to read only the rows
+    ``rows`` of them. Two passes over chunks of rows (mean, then squared deviations from it), so memory stays that
+    of a chunk rather than of a float64 copy of every row. None when no row is present.
+    """
+    if not parts:
+        return None
+    parts = [(*part, None)[:3] for part in parts]
+    d = parts[0][0].shape[1]
+    total, count = np.zeros(d), 0
+    for part in parts:
+        for chunk in _present_chunks(*part):
+            total += chunk.sum(axis=0, dtype=np.float64)
+            count += len(chunk)
+    if not count:
+        return None
+    mean = total / count
+    squares = np.zeros(d)
+    for part in parts:
+        for chunk in _present_chunks(*part):
+            dev = chunk.astype(np.float64) - mean
+            squares += np.einsum("ij,ij->j", dev, dev)
+    return mean, np.sqrt(squares / count)
+
 
 def _as_block(name: str, value: object) -> np.ndarray:
     arr = np.asarray(value)
@@ -75,8 +118,8 @@ class MultiModal:
             elif block.shape[0] != n_rows:
                 raise StageError(f"modality {name!r} has {block.shape[0]} rows but earlier modalities have {n_rows}")
             mask = _as_mask(name, self.present[name], n_rows)
-            if not np.isfinite(block[mask]).all():
-                bad = int((~np.isfinite(block[mask])).any(axis=1).sum())
+            bad = sum(int((~np.isfinite(block[a:b][mask[a:b]])).any(axis=1).sum()) for a, b in _chunks(n_rows))
+            if bad:
                 raise StageError(f"modality {name!r}: {bad} present row(s) hold NaN or infinite values")
             if not mask.all():
                 if block is self.blocks[name]:
@@ -144,6 +187,75 @@ class MultiModal:
             blocks={m: np.concatenate([p.blocks[m] for p in parts]) for m in first.modalities},
             present={m: np.concatenate([p.present[m] for p in parts]) for m in first.modalities},
         )
+
+
+class Rows:
+    """Some rows of a :class:`MultiModal`, read in place: what a head trains on and predicts.
+
+    Training reads its batches through ``rows`` from the whole feature blocks, so the rows a head trains on are not
+    copied out of a catalog first (at a million products of 384 dimensions the source and target copies held
+    1.35 GiB beside the features). Anything else that needs whole arrays gets them from :attr:`blocks` and
+    :attr:`present`, gathered on first use. ``rows``: integer indices or a boolean mask of ``base``'s rows.
+    """
+
+    def __init__(self, base: MultiModal, rows: np.ndarray) -> None:
+        if isinstance(base, Rows):
+            base, rows = base.base, base.rows[_indices(rows, len(base))]
+        if not isinstance(base, MultiModal):
+            raise StageError(f"Rows reads a MultiModal; got {type(base).__name__}")
+        self.base = base
+        self.rows = _indices(rows, len(base))
+        self._gathered: MultiModal | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        return f"Rows({len(self)} of {self.base!r})"
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.base.modalities
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return self.base.dims
+
+    def gathered(self) -> MultiModal:
+        """The rows as a MultiModal of their own (copied once, then kept)."""
+        if self._gathered is None:
+            self._gathered = self.base.subset(self.rows)
+        return self._gathered
+
+    @property
+    def blocks(self) -> dict[str, np.ndarray]:
+        return self.gathered().blocks
+
+    @property
+    def present(self) -> dict[str, np.ndarray]:
+        return self.gathered().present
+
+    def subset(self, idx: np.ndarray) -> Rows:
+        """Rows of these rows, still read in place."""
+        return Rows(self, idx)
+
+    def parts(self, modality: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(whole block, whole mask, rows)`` of ``modality``: the input :func:`column_moments` reads in place."""
+        return self.base.blocks[modality], self.base.present[modality], self.rows
+
+
+def _indices(rows: np.ndarray, n: int) -> np.ndarray:
+    rows = np.asarray(rows)
+    if rows.dtype == np.bool_:
+        if rows.shape != (n,):
+            raise StageError(f"boolean row mask must have shape ({n},); got {rows.shape}")
+        return np.flatnonzero(rows)
+    if rows.size and not np.issubdtype(rows.dtype, np.integer):
+        raise StageError(f"rows must be integer indices or a boolean mask; got dtype {rows.dtype}")
+    rows = rows.astype(np.int64, copy=False).reshape(-1)
+    if rows.size and (rows.min() < 0 or rows.max() >= n):
+        raise StageError(f"row index out of range for {n} rows")
+    return rows
 
 
 def fused_input(features) -> np.ndarray:

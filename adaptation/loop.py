@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from prodkg.adaptation.config import AUTO, TrainConfig
-from prodkg.adaptation.features import MultiModal
+from prodkg.adaptation.features import MultiModal, Rows
 from prodkg.adaptation.methods import METHODS
-from prodkg.adaptation.model import AdaptationNetwork, AdaptedModel, resolve_device, to_tensors
+from prodkg.adaptation.model import AdaptationNetwork, AdaptedModel, indexed_tensors, resolve_device
 from prodkg.errors import ConfigError, StageError
 
 __all__ = ["LoopRun", "MethodRun", "Step", "run_loop", "train_method"]
@@ -37,7 +37,7 @@ __all__ = ["LoopRun", "MethodRun", "Step", "run_loop", "train_method"]
 def _validate(
     source: MultiModal, y_source: np.ndarray, target: MultiModal, n_classes: int, needs_target: bool
 ) -> np.ndarray:
-    if not isinstance(source, MultiModal) or not isinstance(target, MultiModal):
+    if not isinstance(source, (MultiModal, Rows)) or not isinstance(target, (MultiModal, Rows)):
         raise StageError(
             f"source and target must be MultiModal; got {type(source).__name__} and {type(target).__name__}"
         )
@@ -332,16 +332,17 @@ class MethodRun:
         params = [p for p in [*network.parameters(), *method.parameters()] if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
-        src_blocks, src_present = to_tensors(source, device)
+        # Rows (a head's rows of the whole catalog) are read in place: a batch's indices go through their row index
+        src_blocks, src_present, src_rows = indexed_tensors(source, device)
         y_tensor = torch.from_numpy(y).to(device)
-        tgt_blocks, tgt_present = to_tensors(target, device) if use_target else ({}, {})
+        tgt_blocks, tgt_present, tgt_rows = indexed_tensors(target, device) if use_target else ({}, {}, None)
 
         def step(idx_s: torch.Tensor, idx_t: torch.Tensor | None, p: float) -> Step:
-            s_blocks, s_present = _take(src_blocks, src_present, idx_s)
+            s_blocks, s_present = _take(src_blocks, src_present, idx_s if src_rows is None else src_rows[idx_s])
             y_batch = y_tensor[idx_s.to(device)]
             n_s = y_batch.shape[0]
             if idx_t is not None:
-                t_blocks, t_present = _take(tgt_blocks, tgt_present, idx_t)
+                t_blocks, t_present = _take(tgt_blocks, tgt_present, idx_t if tgt_rows is None else tgt_rows[idx_t])
                 # one joint pass, so a batch-norm bottleneck normalises with statistics of both domains
                 blocks = {m: torch.cat([s_blocks[m], t_blocks[m]]) for m in s_blocks}
                 present = {m: torch.cat([s_present[m], t_present[m]]) for m in s_present}

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from prodkg.adaptation.config import TrainConfig
-from prodkg.adaptation.features import MultiModal
+from prodkg.adaptation.features import MultiModal, Rows, column_moments
 from prodkg.adaptation.fusion import FUSIONS
 from prodkg.errors import ConfigError, ModelLoadError, StageError
 
@@ -44,11 +44,10 @@ class Standardizer(nn.Module):
 
     def fit(self, data: list[MultiModal]) -> Standardizer:
         for i, name in enumerate(self.modalities):
-            rows = np.concatenate([d.blocks[name][d.present[name]] for d in data]).astype(np.float64)
-            if rows.shape[0] == 0:
+            moments = column_moments([d.parts(name) if isinstance(d, Rows) else (d.blocks[name], d.present[name]) for d in data])
+            if moments is None:
                 continue  # modality never observed: identity transform, its rows are all masked anyway
-            mean = rows.mean(axis=0)
-            scale = rows.std(axis=0)
+            mean, scale = moments
             scale[scale < 1e-8] = 1.0
             getattr(self, f"mean_{i}").copy_(torch.from_numpy(mean))
             getattr(self, f"scale_{i}").copy_(torch.from_numpy(scale))
@@ -163,6 +162,16 @@ def to_tensors(x: MultiModal, device: torch.device) -> tuple[dict[str, torch.Ten
     return blocks, present
 
 
+def indexed_tensors(x: MultiModal | Rows, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor | None]:
+    """Like :func:`to_tensors`, plus the row index batches are read through: for :class:`Rows` on the CPU, the whole
+    blocks without a copy and the rows (None: the tensors' rows are ``x``'s)."""
+    if isinstance(x, Rows) and device.type == "cpu":
+        blocks, present = to_tensors(x.base, device)
+        return blocks, present, torch.from_numpy(x.rows)
+    blocks, present = to_tensors(x.gathered() if isinstance(x, Rows) else x, device)
+    return blocks, present, None
+
+
 def resolve_device(requested: str) -> torch.device:
     """The torch device named by ``requested``; ConfigError if it is a GPU that is not available."""
     device = torch.device(requested)
@@ -217,7 +226,7 @@ class AdaptedModel:
         return next(self.network.parameters()).device
 
     def _check(self, x: MultiModal) -> None:
-        if not isinstance(x, MultiModal):
+        if not isinstance(x, (MultiModal, Rows)):
             raise StageError(f"expected a MultiModal, got {type(x).__name__}")
         if x.dims != self.dims:
             raise StageError(f"model was trained on modalities {self.dims}; got {x.dims}")
@@ -228,12 +237,13 @@ class AdaptedModel:
         self.network.eval()
         width = self.config.hidden if what == "features" else self.n_classes
         out = np.empty((len(x), width), dtype=np.float32)
-        blocks, present = to_tensors(x, torch.device("cpu"))  # zero-copy views; batches move to the device
+        blocks, present, rows = indexed_tensors(x, torch.device("cpu"))  # zero-copy views; batches move to the device
         for start in range(0, len(x), _INFERENCE_BATCH):
             stop = min(start + _INFERENCE_BATCH, len(x))
+            take = slice(start, stop) if rows is None else rows[start:stop]
             features, logits = self.network(
-                {m: b[start:stop].to(self.device) for m, b in blocks.items()},
-                {m: p[start:stop].to(self.device) for m, p in present.items()},
+                {m: b[take].to(self.device) for m, b in blocks.items()},
+                {m: p[take].to(self.device) for m, p in present.items()},
             )
             result = features if what == "features" else logits
             out[start:stop] = result.float().cpu().numpy()

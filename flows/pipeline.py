@@ -114,6 +114,11 @@ def _eval_labels(cfg: RunConfig, attributes: list[str]) -> list[str]:
     return list(cfg.eval_labels)
 
 
+#: From this many products a run drops its encoders once its vectors are made (about 0.8 GiB at a million products);
+#: below it they stay loaded for the next run in the same process (tests, a scheduler), which would reload them.
+RELEASE_ENCODERS_AT = 100_000
+
+
 def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     """Run every stage in order; write the run directory; return the summary."""
     from prodkg.flows.fastpath import try_fast_rerun
@@ -124,7 +129,8 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         return fast
     from prodkg.extractors.cache import FeatureCache
     from prodkg.extractors.stage import assemble_features, extract_shard, shards
-    from prodkg.kb.publish import flat_taxonomy, graph_stage
+    from prodkg.kb.publish import FeatureHandoff, flat_taxonomy, graph_stage
+    from prodkg.memory import trim_heap
     from prodkg.kb.triples import RunInfo, model_infos
     from prodkg.prediction.stage import predict_stage, publication_summary
 
@@ -167,7 +173,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         for modality in modalities_present(ing.products):
             items = modality_items(ing.products, modality)
             results[modality] = runner.map(extract_shard, [(items[a:b], settings, modality, cache) for a, b in spans], name=f"extract-{modality}")
-        ext = assemble_features(ing.products, results)
+        ext = assemble_features(ing.products, results)  # moves the shards' vectors into one array, giving the heap back
     # concat of empty frames would reset column dtypes; skip them
     parts = [q for q in (ing.quarantine, ext.quarantine) if len(q)]
     quarantine = pd.concat(parts, ignore_index=True) if parts else ing.quarantine
@@ -189,6 +195,10 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         with _timed(durations, "source_views", cfg.progress):
             views = runner(extract_source_views, ext, settings, ing.source, cache, cfg.source_views, cfg.seed, name="source-views")
 
+    if len(ext.products) >= RELEASE_ENCODERS_AT:  # every vector of the run is made: the encoders' memory is the heads'
+        from prodkg.extractors.stage import release_encoders
+
+        release_encoders()
     # Reviewers' decisions (kb/curation.py): reviewed target products are labelled data for the category head
     from prodkg.kb.curation import DecisionStore, reviewed_labels
 
@@ -214,6 +224,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
             pred = runner(predict_stage, ext.products, ext.features, cfg.predict_settings(), ing.source, ing.target, ing.attributes,
                           layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, ing.taxonomy, reviewed, views=views, name="adapt-predict")
         tables[PRODUCT_DIGESTS] = write_table(digests, layout.table(run_id, PRODUCT_DIGESTS))
+        trim_heap()  # what fitting and scoring freed
     # Asserted beats predicted: target rows keep every asserted value except their evaluation labels, and a
     # prediction is kept only where the catalog asserts no value for its task.
     graph_products = catalog_facts(ext.products, ing.target, hidden, base_dir=ing.base_dir)
@@ -226,8 +237,10 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         info = RunInfo(run_id=run_id, started=started_at, ended=datetime.now(UTC), catalog=ing.catalog_name, method=cfg.method,
                        source_domains=ing.source, target_domains=ing.target, models=models, config_hash=cfg.fingerprint())
         taxonomy = ing.taxonomy or flat_taxonomy(ext.products, pred.predictions)
+        # the graph stage is the features' last reader: handed over, they are freed before the store's bulk load
+        handoff, ext.features = FeatureHandoff(ext.features), None
         graph = runner(graph_stage, graph_products, pred.predictions, taxonomy, ing.attributes, info, cfg.graph_settings(), ing.catalog_name,
-                       layout=layout, mirror=_mirror(cfg), features=ext.features, curation=decisions, name="graph", retries=2)
+                       layout=layout, mirror=_mirror(cfg), features=handoff, curation=decisions, name="graph", retries=2)
 
     failpoint("after-graph")
     n_quarantined = len(quarantine)

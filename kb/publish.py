@@ -41,6 +41,25 @@ def flat_taxonomy(products: pd.DataFrame, predictions: pd.DataFrame) -> list[tup
     return [(c, None) for c in sorted(labels)]
 
 
+class FeatureHandoff:
+    """The features, handed to the graph stage for it to let go of once the embeddings file is written.
+
+    At a million products the vectors are 1.46 GiB, and the store's bulk load that follows the embeddings
+    needs about as much again: a caller that passes this (and keeps no other reference to the features) has
+    them freed before that load. Their digest is taken once and kept, so a retried stage that finds them
+    released still builds the same graph (the first attempt wrote the embeddings).
+    """
+
+    def __init__(self, features) -> None:
+        from prodkg.digests import features_digest
+
+        self.features = features
+        self.digest = features_digest(features)
+
+    def release(self) -> None:
+        self.features = None
+
+
 def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: list[tuple[str, str | None]], attributes: list[str],
                 run_info, settings: GraphSettings, catalog_name: str, *, layout: RunLayout, mirror: Mirror | None = None, features=None,
                 curation: dict | None = None) -> dict:
@@ -50,12 +69,12 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     ``shacl_report.txt`` in the run directory says why, and StageError is raised. The shapes see
     the taxonomy, provenance, change and curation quads whole and the catalog and predictions of
     up to :data:`SHACL_SAMPLE` products (all of a catalog that size or smaller; see :func:`_shacl_sample`).
-    With ``features`` (the extract stage's MultiModal) it also writes ``embeddings.parquet``; with
+    With ``features`` (the extract stage's MultiModal, or a :class:`FeatureHandoff` of it, released once written) it
+    also writes ``embeddings.parquet``; with
     ``mirror`` it copies the published graph to a SPARQL server (see :func:`kb.remote.mirror_to_server`).
     ``curation`` (product id -> :class:`kb.curation.Decision` in force) becomes the curation graph; a decided
     product gets no category fact from this run's predictions (a prediction never overrides a reviewer).
     """
-    from prodkg.digests import features_digest
     from prodkg.errors import StoreError
     from prodkg.kb.incremental import (
         diff_index,
@@ -75,7 +94,9 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     taxonomy = list(taxonomy) + [m for m in missing if m[0] not in concepts]
     started = time.perf_counter()
     # the features decide the embeddings file the run publishes beside the graph
-    features_hash = features_digest(features) if features is not None else None
+    handoff = features if isinstance(features, FeatureHandoff) else FeatureHandoff(features) if features is not None else None
+    features = None  # read through the handoff from here on, so that releasing it frees them
+    features_hash = handoff.digest if handoff is not None else None
     from prodkg.kb.curation import curation_digest
 
     extra = {"curation": curation_digest(curation)} if curation else {}  # no decisions: the digest of earlier runs stays valid
@@ -102,9 +123,9 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
         # Nothing the graph is built from changed: the live graph already holds this run's content.
         # Publish it again plus this run's provenance (which names the run whose content it reuses),
         # instead of rebuilding, re-validating and re-loading every quad.
-        if features is not None:
-            _reuse_embeddings(layout.table(content_run, "embeddings"), layout.table(run_info.run_id, "embeddings"), products, features,
-                              embeddings_metadata(features, content_run, _encoders(run_info)))
+        if handoff is not None:
+            _reuse_embeddings(layout.table(content_run, "embeddings"), layout.table(run_info.run_id, "embeddings"), products, handoff,
+                              content_run, _encoders(run_info))
         path, total, quads = publish_unchanged(kg, run_info, digest, content_run, base=base, run_dir=run_dir)
         server = mirror(path, run_info.run_id) if mirror else None
         unchanged = {"added": 0, "changed": 0, "removed": 0, "unchanged": int(products["product_id"].nunique())}
@@ -130,7 +151,7 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
                         catalog_name, base)
     if isinstance(plan, Update):
         result = _publish_update(plan, kg, layout, products, predictions, taxonomy, attributes, run_info, settings, catalog_name,
-                                 base, digest, shape, features)
+                                 base, digest, shape, handoff)
         if result is not None:
             result["server"] = mirror(Path(result["store"]), run_info.run_id) if mirror else None
             result["seconds"] = round(time.perf_counter() - started, 3)
@@ -144,6 +165,9 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     # stay rdflib terms. The change records (one per product on a first run) are written column-wise too.
     from prodkg.kb.spool import build_spool, change_nquads
 
+    # the embeddings first: the features they are made from are then let go of (when handed over), before the
+    # spool, the change records and the store's load, which at a million products each need a gigabyte or more
+    _write_handed_embeddings(handoff, products, layout.table(run_info.run_id, "embeddings"), run_info.run_id, _encoders(run_info))
     decided = sorted(curation) if curation else []
     quads = []
     quads += taxonomy_quads(scheme, taxonomy, base=base)
@@ -181,9 +205,6 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
         del records
         _validate_or_refuse(quads + sample, run_dir)
         del sample
-        if features is not None:
-            write_embeddings(products, features, layout.table(run_info.run_id, "embeddings"),
-                             embeddings_metadata(features, run_info.run_id, _encoders(run_info)))
         path = kg.publish(quads, run_info.run_id, nquads=spool.chunks())
         index = spool.index.merge(fingerprints, on="product_id", how="left", validate="one_to_one")
     finally:
@@ -236,7 +257,7 @@ def _plan_update(live_index, index_shape, live_digest, content_run, shape, produ
 
 
 def _publish_update(plan, kg: KnowledgeGraph, layout: RunLayout, products, predictions, taxonomy, attributes, run_info,
-                    settings: GraphSettings, catalog_name: str, base: str, digest: str, shape: str, features) -> dict | None:
+                    settings: GraphSettings, catalog_name: str, base: str, digest: str, shape: str, handoff) -> dict | None:
     """Delete and insert the statements of the products ``plan`` rewrites, in a checkpoint of the live store, and publish it.
 
     Returns None (nothing published) when the rebuilt products' IRIs are not those of the live index."""
@@ -272,9 +293,7 @@ def _publish_update(plan, kg: KnowledgeGraph, layout: RunLayout, products, predi
     sample += _change_sample(run_info.run_id, records, base)
     _validate_or_refuse(taxonomy_quads(scheme, taxonomy, base=base) + alt_label_quads(scheme, taxonomy, base=base) + quads + sample, run_dir)
     del sample
-    if features is not None:
-        write_embeddings(products, features, layout.table(run_info.run_id, "embeddings"),
-                         embeddings_metadata(features, run_info.run_id, _encoders(run_info)))
+    _write_handed_embeddings(handoff, products, layout.table(run_info.run_id, "embeddings"), run_info.run_id, _encoders(run_info))
     run_prefix = str(mint("graph", "run", "x", base=base))[: -len("x")]
     removed = [0]
 
@@ -391,13 +410,33 @@ def _recorded_changes(store, run_id: str) -> dict[str, int]:
     return counts
 
 
-def _reuse_embeddings(previous: Path, path: Path, products: pd.DataFrame, features, metadata: dict[str, str] | None = None) -> None:
+def _reuse_embeddings(previous: Path, path: Path, products: pd.DataFrame, handoff: FeatureHandoff, content_run: str,
+                      encoders: dict[str, str]) -> None:
     """Link the content run's embeddings file into this run's directory (same inputs, same vectors), or write it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        os.link(previous, path)
+        if not path.exists():
+            os.link(previous, path)
     except OSError:
-        write_embeddings(products, features, path, metadata)
+        _write_handed_embeddings(handoff, products, path, content_run, encoders)
+    handoff.release()
+
+
+def _write_handed_embeddings(handoff: FeatureHandoff | None, products: pd.DataFrame, path: Path, run_id: str,
+                             encoders: dict[str, str]) -> None:
+    """Write the embeddings file from the handed features, then release them. A retried stage finds them released
+    and the file its first attempt wrote (the same features: their digest is in the graph's input digest)."""
+    if handoff is None:
+        return
+    if handoff.features is None:
+        if not path.exists():
+            raise StageError(f"the features were released before {path.name} was written; run the pipeline again")
+        return
+    write_embeddings(products, handoff.features, path, embeddings_metadata(handoff.features, run_id, encoders))
+    handoff.release()
+    from prodkg.memory import trim_heap
+
+    trim_heap()
 
 
 def embeddings_metadata(features, run_id: str | None = None, encoders: dict[str, str] | None = None) -> dict[str, str]:

@@ -69,22 +69,33 @@ class TaxonomyLevels:
         m, names = self.membership(level)
         logp = np.asarray(logp, dtype=np.float64)
         if m.shape[0] == m.shape[1] and (m == np.eye(len(m))).all():
-            return logp.copy(), names  # every class its own concept: nothing to sum
-        if len(logp) == 0:
-            return np.zeros((0, len(names))), names
-        rows = np.arange(len(logp))
-        top = logp.argmax(axis=1)
-        shifted = logp - logp[rows, top][:, None]
-        e = np.exp(shifted)
-        e[rows, top] = 0.0
-        rest = e @ m  # per concept, the sum of exp(logp - top) over its classes other than the top class
-        top_concept = m[top].argmax(axis=1)
-        with np.errstate(divide="ignore"):
-            out = np.log(rest)
-        out[rows, top_concept] = np.log1p(rest[rows, top_concept])  # the top class's concept: log(1 + rest), exactly
-        return out + logp[rows, top][:, None], names
+            return logp, names  # every class its own concept: nothing to sum (the input itself, read-only by callers)
+        out = np.empty((len(logp), len(names)))
+        for a in range(0, len(logp), _ROWS):  # a chunk of rows at a time: the temporaries are (rows, C) float64
+            out[a:a + _ROWS] = _concept_logp(logp[a:a + _ROWS], m)
+        return out, names
 
     def labels_at(self, labels: Sequence[str | None], level: int) -> list[str | None]:
         """Class labels mapped to their concept at ``level`` (None and unknown labels stay None)."""
         index = {c: i for i, c in enumerate(self.classes)}
         return [self.concept_of(index[lab], level) if lab in index else None for lab in labels]
+
+
+#: Rows per chunk of :meth:`TaxonomyLevels.aggregate_log`.
+_ROWS = 32_768
+
+
+def _concept_logp(logp: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Log-probabilities (n, K) of the concepts whose class membership is ``m`` (C, K), from class log-probabilities
+    (n, C): a log-sum-exp over each concept's classes, exact where the probabilities would round to 1.0."""
+    rows = np.arange(len(logp))
+    top = logp.argmax(axis=1)
+    shifted = logp - logp[rows, top][:, None]
+    e = np.exp(shifted)
+    e[rows, top] = 0.0
+    rest = e @ m  # per concept, the sum of exp(logp - top) over its classes other than the top class
+    top_concept = m[top].argmax(axis=1)
+    with np.errstate(divide="ignore"):
+        out = np.log(rest)
+    out[rows, top_concept] = np.log1p(rest[rows, top_concept])  # the top class's concept: log(1 + rest), exactly
+    return out + logp[rows, top][:, None]

@@ -60,8 +60,18 @@ def _as_logp(probs_or_logp: np.ndarray) -> np.ndarray:
     return np.log(np.clip(a, 1e-300, 1.0))
 
 
+#: Rows per chunk where a whole (N, C) float64 temporary would otherwise be made: :func:`_top_tempered`'s bisection
+#: re-tempers every item some 60 times, and three copies of a million-item target's log-probabilities at each step
+#: were the heads stage's peak.
+_ROWS = 32_768
+
+
 def _negative_entropy(logp: np.ndarray) -> np.ndarray:
-    return (np.exp(logp) * logp).sum(axis=1)
+    out = np.empty(len(logp))
+    for a in range(0, len(logp), _ROWS):  # a chunk of rows at a time: two (N, C) float64 temporaries otherwise
+        part = logp[a:a + _ROWS]
+        out[a:a + _ROWS] = (np.exp(part) * part).sum(axis=1)
+    return out
 
 
 SCORES = {"mc": lambda logp: logp.max(axis=1), "ne": _negative_entropy}
@@ -102,9 +112,10 @@ def atc_estimate(source_probs: np.ndarray, source_labels: np.ndarray, target_pro
 
 def doc_estimate(source_probs: np.ndarray, source_labels: np.ndarray, target_probs: np.ndarray) -> float:
     """DoC: source accuracy - (mean source confidence - mean target confidence), clipped to [0, 1]."""
-    source_p, target_p = np.exp(_as_logp(source_probs)), np.exp(_as_logp(target_probs))
-    acc = float((source_p.argmax(1) == np.asarray(source_labels)).mean())
-    return float(np.clip(acc - (source_p.max(1).mean() - target_p.max(1).mean()), 0.0, 1.0))
+    source_lp, target_lp = _as_logp(source_probs), _as_logp(target_probs)
+    acc = float((source_lp.argmax(1) == np.asarray(source_labels)).mean())
+    # exp is increasing: the top probability is exp of the top log-probability (no (N, C) exp of the whole matrix)
+    return float(np.clip(acc - (np.exp(source_lp.max(1)).mean() - np.exp(target_lp.max(1)).mean()), 0.0, 1.0))
 
 
 def agreement_estimate(predicted_a, predicted_b) -> float:
@@ -181,6 +192,15 @@ def source_reliability(source_logp: np.ndarray, source_labels: np.ndarray, *, mi
     return predict
 
 
+def _top_tempered(logp: np.ndarray, tau: float) -> np.ndarray:
+    """Each row's top log-probability after tempering by ``tau``: ``log_softmax(max(logp, -700) / tau).max(1)``,
+    computed a chunk of rows at a time (the same arithmetic per row)."""
+    out = np.empty(len(logp))
+    for a in range(0, len(logp), _ROWS):
+        out[a:a + _ROWS] = log_softmax(np.maximum(logp[a:a + _ROWS], -700.0) / tau).max(1)
+    return out
+
+
 def match_accuracy_reliable(probs: np.ndarray, accuracy: float, reliability, *, iters: int = 60) -> np.ndarray:
     """Per-item estimated correctness: ``reliability`` (a source curve of P(right | log-confidence)) read at the
     re-tempered confidence, one temperature for all items chosen so the mean equals ``accuracy``. The shape comes
@@ -191,7 +211,7 @@ def match_accuracy_reliable(probs: np.ndarray, accuracy: float, reliability, *, 
         return reliability(logp.max(1)) if n else np.zeros(0)
 
     def corr(log_tau: float) -> np.ndarray:
-        return reliability(log_softmax(np.maximum(logp, -700.0) / np.exp(log_tau)).max(1))
+        return reliability(_top_tempered(logp, np.exp(log_tau)))
 
     lo, hi = -8.0, 8.0  # sharper (lower tau) -> higher confidence -> higher reliability
     if corr(lo).mean() <= accuracy:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from prodkg.adaptation import AdaptedModel, MultiModal, TrainConfig, train
+from prodkg.adaptation import AdaptedModel, MultiModal, Rows, TrainConfig, train
 from prodkg.adaptation.model import softmax
 from prodkg.adaptation.holdout import grouped_holdout
 from prodkg.adaptation.selection import stratified_holdout
@@ -105,7 +105,8 @@ def fit_task(
         y_fit = np.concatenate([y_fit, np.tile(space.encode([reviewed[i] for i in rev_idx]), repeat)])
 
     started = time.perf_counter()
-    model = train(features.subset(fit_idx), y_fit, features.subset(tgt_idx), len(space), config, progress=progress,
+    # the rows are read in place from the whole features (Rows), not copied out of them first
+    model = train(Rows(features, fit_idx), y_fit, Rows(features, tgt_idx), len(space), config, progress=progress,
                   groups=None if groups is None else groups[fit_idx])
     rounds = None
     if self_training:
@@ -142,7 +143,7 @@ def fit_task(
         metrics["selection"] = {"selector": model.selection["selector"], "chosen": model.selection["chosen"],
                                 "reason": model.selection["reason"]}
 
-    target_logits = model.logits(features.subset(tgt_idx))
+    target_logits = model.logits(Rows(features, tgt_idx))
     probs = softmax(target_logits, temperature)
     # log-probabilities keep the ranking of confident predictions that float probabilities round to 1.0
     evidence["target_logp"] = log_softmax(target_logits / temperature)

@@ -244,7 +244,7 @@ def decide(
         m, _ = tax.membership(level)
         s_lab = m.argmax(1)[source_labels] if len(source_labels) else source_labels
         # the estimates are of the items that can be published: those not flagged unknown
-        pk = p[known]
+        pk = p if known.all() else p[known]  # no copy of the (N, K) matrix when nothing is flagged
         estimates = {"atc": atc_estimate(sp, s_lab, pk, kind="ne") if len(sp) else float("nan"),
                      "atc_mc": atc_estimate(sp, s_lab, pk, kind="mc") if len(sp) else float("nan"),
                      "doc": doc_estimate(sp, s_lab, pk) if len(sp) and len(pk) else float("nan"),

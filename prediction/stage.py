@@ -249,7 +249,7 @@ def publish_task(result, other, settings: PredictSettings, task: str, mid: str, 
     calibration set (see :func:`prediction.publication.decide`).
     """
     from prodkg.prediction.publication import decide, evaluate, publication_frame
-    from prodkg.prediction.unknown import class_prototypes, fused_unit_features, score_unknown, subset
+    from prodkg.prediction.unknown import fused_unit_features, score_unknown, subset
 
     ev = result.evidence
     classes = result.labels.classes
@@ -261,7 +261,7 @@ def publish_task(result, other, settings: PredictSettings, task: str, mid: str, 
         src_labels = np.array([labels[i] for i in src], dtype=object).astype(str)
         unknown = score_unknown(subset(unit, src), src_labels, subset(unit, target_idx))
         if prototypes_to is not None:
-            save_prototypes(prototypes_to, class_prototypes(subset(unit, src), src_labels), unknown.threshold)
+            save_prototypes(prototypes_to, unknown.prototypes, unknown.threshold)
     other_probs = other.evidence.get("target_logp") if other is not None and other.labels.classes == classes else None
     decision = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
                       min_precision=settings.min_precision, threshold=settings.threshold, unknown=None if unknown is None else unknown.unknown,

@@ -28,19 +28,68 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BIMODAL", "UnknownScores", "class_prototypes", "fused_unit_features", "nearest_prototype_similarity", "otsu_threshold",
+__all__ = ["BIMODAL", "UnitFeatures", "UnknownScores", "class_prototypes", "fused_unit_features", "nearest_prototype_similarity", "otsu_threshold",
            "prototype_similarity", "score_unknown", "separability", "subset", "target_bar", "unknown_threshold"]
 
 
-def fused_unit_features(blocks: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per modality: (L2-normalised features, presence mask), the input of :func:`prototype_similarity`."""
-    out = {}
-    for modality in sorted(blocks):
-        b = np.asarray(blocks[modality], dtype=np.float64)
-        n = np.linalg.norm(b, axis=1, keepdims=True)
-        ok = np.asarray(present[modality], dtype=bool) & (n[:, 0] > 0)
-        out[modality] = (np.divide(b, n, out=np.zeros_like(b), where=n > 0), ok)
-    return out
+#: Rows per chunk: every function below works on this many rows at a time in float64, never on a float64 copy of
+#: the whole catalog (at a million products of 384 dimensions such copies held 11 GiB at once).
+CHUNK_ROWS = 8_192
+
+
+class UnitFeatures:
+    """Per-modality features read as L2-normalised float64 rows, a chunk at a time, without copying the blocks.
+
+    ``blocks`` / ``present``: ``(N, D_m)`` arrays and ``(N,)`` masks per modality; ``rows`` (optional) the rows of
+    them this object stands for, in order. With ``normalise`` a row is divided by its norm, and a row of norm 0
+    counts as absent; without it the rows are taken as given (already unit vectors).
+    """
+
+    def __init__(self, blocks: dict[str, np.ndarray], present: dict[str, np.ndarray], rows: np.ndarray | None = None, *,
+                 normalise: bool = True) -> None:
+        self.blocks, self.present, self.normalise = blocks, present, normalise
+        self.rows = None if rows is None else np.asarray(rows)
+        self.modalities = sorted(blocks)
+
+    def __len__(self) -> int:
+        if self.rows is not None:
+            return len(self.rows) if self.rows.dtype != np.bool_ else int(self.rows.sum())
+        return len(next(iter(self.blocks.values()))) if self.blocks else 0
+
+    def subset(self, rows: np.ndarray) -> UnitFeatures:
+        """The rows ``rows`` (indices or a mask) of this object, still without a copy of the features."""
+        rows = np.asarray(rows)
+        if rows.dtype == np.bool_:
+            rows = np.flatnonzero(rows)
+        return UnitFeatures(self.blocks, self.present, rows if self.rows is None else self._index()[rows], normalise=self.normalise)
+
+    def _index(self) -> np.ndarray:
+        if self.rows is None:
+            return np.arange(len(self))
+        return np.flatnonzero(self.rows) if self.rows.dtype == np.bool_ else self.rows
+
+    def chunks(self):
+        """``(start, stop, {modality: (unit rows (n, D) float64, usable (n,) bool)})`` over consecutive chunks."""
+        index = None if self.rows is None else self._index()
+        n = len(self)
+        for a in range(0, n, CHUNK_ROWS):
+            b = min(n, a + CHUNK_ROWS)
+            take = slice(a, b) if index is None else index[a:b]
+            out = {}
+            for m in self.modalities:
+                x = np.asarray(self.blocks[m][take], dtype=np.float64)
+                ok = np.asarray(self.present[m][take], dtype=bool)
+                if self.normalise:
+                    norm = np.linalg.norm(x, axis=1, keepdims=True)
+                    ok = ok & (norm[:, 0] > 0)
+                    x = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+                out[m] = (x, ok)
+            yield a, b, out
+
+
+def fused_unit_features(blocks: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> UnitFeatures:
+    """Per modality: L2-normalised features and presence, the input of :func:`prototype_similarity` (read lazily)."""
+    return UnitFeatures(blocks, present)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -48,87 +97,96 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return np.divide(v, n, out=np.zeros_like(v), where=n > 0)
 
 
-def _as_modalities(x) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    if isinstance(x, dict):
+def _as_modalities(x) -> UnitFeatures:
+    if isinstance(x, UnitFeatures):
         return x
+    if isinstance(x, dict):  # {modality: (unit rows, mask)}
+        return UnitFeatures({m: f for m, (f, _) in x.items()}, {m: p for m, (_, p) in x.items()}, normalise=False)
     x = np.asarray(x, np.float64)
-    return {"features": (x, np.ones(len(x), bool))}
+    return UnitFeatures({"features": x}, {"features": np.ones(len(x), bool)}, normalise=False)
 
 
-def _subset(m: dict, rows: np.ndarray) -> dict:
-    return {k: (f[rows], p[rows]) for k, (f, p) in m.items()}
+def _class_sums(src: UnitFeatures, own: np.ndarray, k: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per modality, the (K, D) sum of each class's usable unit rows and the (K,) count of them."""
+    sums = {m: np.zeros((k, src.blocks[m].shape[1])) for m in src.modalities}
+    counts = {m: np.zeros(k) for m in src.modalities}
+    for a, b, chunk in src.chunks():
+        for m, (x, ok) in chunk.items():
+            onehot = np.zeros((b - a, k))
+            onehot[np.flatnonzero(ok), own[a:b][ok]] = 1.0
+            sums[m] += onehot.T @ x
+            counts[m] += onehot.sum(0)
+    return {m: (sums[m], counts[m]) for m in src.modalities}
+
+
+def _nearest(prototypes: dict[str, tuple[np.ndarray, np.ndarray]], tgt: UnitFeatures, k: int) -> np.ndarray:
+    """Each target row's best class similarity: per class the mean over the row's modalities, then the max."""
+    out = np.zeros(len(tgt))
+    for a, b, chunk in tgt.chunks():
+        t_sum, t_cnt = np.zeros((b - a, k)), np.zeros((b - a, 1))
+        for m in sorted(prototypes):
+            protos, has = prototypes[m]
+            xt, pt = chunk[m]
+            t_sum += np.where(pt[:, None] & has[None, :], xt @ protos.T, 0.0)
+            t_cnt += pt[:, None]
+        out[a:b] = (t_sum / np.maximum(t_cnt, 1)).max(axis=1)
+    return out
 
 
 def prototype_similarity(source, source_labels: np.ndarray, target) -> tuple[np.ndarray, np.ndarray]:
     """(target similarity to its nearest source prototype, each source item's leave-one-out similarity to its own).
 
-    ``source`` / ``target``: an (N, D) array of L2-normalised rows, or :func:`fused_unit_features` of several
-    modalities. With several, an item's similarity to a class is the mean of its cosine similarities to the
-    class's per-modality prototypes over the modalities it has (a product without a photo is judged on its
-    text alone, not penalised for the missing photo). A class with a single source item has no
+    ``source`` / ``target``: an (N, D) array of L2-normalised rows, a dict ``{modality: (unit rows, mask)}``, or
+    :func:`fused_unit_features` of several modalities. With several, an item's similarity to a class is the mean of
+    its cosine similarities to the class's per-modality prototypes over the modalities it has (a product without a
+    photo is judged on its text alone, not penalised for the missing photo). A class with a single source item has no
     leave-one-out prototype; its item's similarity to the nearest other class stands in.
     """
-    src, tgt = _as_modalities(source), _as_modalities(target)
-    labels = np.asarray(source_labels)
+    return _similarities(_as_modalities(source), np.asarray(source_labels), _as_modalities(target))[:2]
+
+
+def _similarities(src: UnitFeatures, labels: np.ndarray, tgt: UnitFeatures):
+    """:func:`prototype_similarity`'s two arrays and the class prototypes of :func:`class_prototypes`."""
     classes, own = np.unique(labels, return_inverse=True)
-    n_t = len(next(iter(tgt.values()))[0]) if tgt else 0
-    n_s = len(labels)
-    t_sum, t_cnt = np.zeros((n_t, len(classes))), np.zeros((n_t, 1))
+    k, n_s = len(classes), len(labels)
+    sums = _class_sums(src, own, k)
+    prototypes = {m: (_unit(total), count > 0) for m, (total, count) in sums.items()}
+    target_sim = _nearest(prototypes, tgt, k) if len(tgt) else np.zeros(0)
     s_sum, s_cnt = np.zeros(n_s), np.zeros(n_s)
-    for modality, (xs, ps) in src.items():
-        xt, pt = tgt[modality]
-        onehot = np.zeros((n_s, len(classes)))
-        onehot[np.flatnonzero(ps), own[ps]] = 1.0
-        sums = onehot.T @ xs  # (K, D): per class, the sum of its items that have this modality
-        counts = onehot.sum(0)
-        has = counts > 0
-        prototypes = _unit(sums)
-        sim = xt @ prototypes.T  # (N_t, K)
-        t_sum += np.where(pt[:, None] & has[None, :], sim, 0.0)
-        t_cnt += pt[:, None]
-        loo_ok = ps & (counts[own] > 1)
-        loo = _unit(sums[own] - xs)
-        # an item alone in its class: its similarity to the nearest other class stands in (how close the
-        # source's own categories sit; grocery's catalog has one photo per class)
-        single = ps & (counts[own] == 1) & (has.sum() > 1)
-        nearest_other = np.where(np.arange(len(classes))[None, :] == own[:, None], -np.inf, xs @ prototypes.T).max(1)
-        s_sum += np.where(loo_ok, (xs * loo).sum(1), np.where(single, nearest_other, 0.0))
-        s_cnt += loo_ok | single
-    target_sim = (t_sum / np.maximum(t_cnt, 1)).max(axis=1) if n_t else np.zeros(0)
+    n_classes_with = {m: int(has.sum()) for m, (_, has) in prototypes.items()}
+    for a, b, chunk in src.chunks():
+        own_c = own[a:b]
+        for m, (xs, ps) in chunk.items():
+            total, counts = sums[m]
+            protos = prototypes[m][0]
+            loo_ok = ps & (counts[own_c] > 1)
+            loo = _unit(total[own_c] - xs)
+            # an item alone in its class: its similarity to the nearest other class stands in (how close the
+            # source's own categories sit; grocery's catalog has one photo per class)
+            single = ps & (counts[own_c] == 1) & (n_classes_with[m] > 1)
+            nearest_other = np.where(np.arange(k)[None, :] == own_c[:, None], -np.inf, xs @ protos.T).max(1)
+            s_sum[a:b] += np.where(loo_ok, (xs * loo).sum(1), np.where(single, nearest_other, 0.0))
+            s_cnt[a:b] += loo_ok | single
     keep = s_cnt > 0
-    return target_sim, (s_sum / np.maximum(s_cnt, 1))[keep]
+    return target_sim, (s_sum / np.maximum(s_cnt, 1))[keep], prototypes
 
 
 def class_prototypes(source, source_labels: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per modality, the source class prototypes (K, D) -- unit class means, in the order of ``np.unique(labels)`` --
     and which classes have the modality at all (K,): what a saved model needs to score new items'
     similarity (:func:`nearest_prototype_similarity`) without the source rows."""
-    src = _as_modalities(source)
     labels = np.asarray(source_labels)
     classes, own = np.unique(labels, return_inverse=True)
-    out = {}
-    for modality, (xs, ps) in src.items():
-        onehot = np.zeros((len(labels), len(classes)))
-        onehot[np.flatnonzero(ps), own[ps]] = 1.0
-        out[modality] = (_unit(onehot.T @ xs), onehot.sum(0) > 0)
-    return out
+    return {m: (_unit(total), count > 0) for m, (total, count) in _class_sums(_as_modalities(source), own, len(classes)).items()}
 
 
 def nearest_prototype_similarity(prototypes: dict[str, tuple[np.ndarray, np.ndarray]], target) -> np.ndarray:
     """Each target item's similarity to its nearest prototype of :func:`class_prototypes`: the target half of
     :func:`prototype_similarity`, with the same arithmetic (the mean over the item's modalities, then the max)."""
     tgt = _as_modalities(target)
-    n_t = len(next(iter(tgt.values()))[0]) if tgt else 0
-    if not n_t or not prototypes:
-        return np.zeros(n_t)
-    k = len(next(iter(prototypes.values()))[1])
-    t_sum, t_cnt = np.zeros((n_t, k)), np.zeros((n_t, 1))
-    for modality in sorted(prototypes):
-        protos, has = prototypes[modality]
-        xt, pt = tgt[modality]
-        t_sum += np.where(pt[:, None] & has[None, :], xt @ protos.T, 0.0)
-        t_cnt += pt[:, None]
-    return (t_sum / np.maximum(t_cnt, 1)).max(axis=1)
+    if not len(tgt) or not prototypes:
+        return np.zeros(len(tgt))
+    return _nearest(prototypes, tgt, len(next(iter(prototypes.values()))[1]))
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 64) -> float:
@@ -160,6 +218,7 @@ class UnknownScores:
     unknown: np.ndarray
     details: dict
     source_similarity: np.ndarray | None = None  # each source item's leave-one-out similarity (the reference)
+    prototypes: dict | None = None  # the source class prototypes (:func:`class_prototypes`), for scoring new rows later
 
     def manifest(self) -> dict:
         return {"method": "nearest source prototype (cosine, frozen features)", "threshold": round(float(self.threshold), 6),
@@ -217,12 +276,13 @@ def unknown_threshold(target_sim: np.ndarray, source_sim: np.ndarray, *, quantil
 
 def score_unknown(source, source_labels: np.ndarray, target, **kwargs) -> UnknownScores:
     """Similarities, the bar and the unknown flags (``source`` / ``target`` as :func:`prototype_similarity` takes them)."""
-    target_sim, source_sim = prototype_similarity(source, source_labels, target)
+    target_sim, source_sim, prototypes = _similarities(_as_modalities(source), np.asarray(source_labels), _as_modalities(target))
     bar, details = unknown_threshold(target_sim, source_sim, **kwargs)
-    return UnknownScores(similarity=target_sim, threshold=bar, unknown=target_sim < bar, details=details, source_similarity=source_sim)
+    return UnknownScores(similarity=target_sim, threshold=bar, unknown=target_sim < bar, details=details, source_similarity=source_sim,
+                         prototypes=prototypes)
 
 
 
-def subset(modalities: dict, rows: np.ndarray) -> dict:
-    """The rows ``rows`` of :func:`fused_unit_features` output."""
-    return _subset(modalities, np.asarray(rows))
+def subset(modalities, rows: np.ndarray) -> UnitFeatures:
+    """The rows ``rows`` of :func:`fused_unit_features` output (or of a ``{modality: (unit rows, mask)}`` dict)."""
+    return _as_modalities(modalities).subset(np.asarray(rows))

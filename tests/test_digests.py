@@ -76,3 +76,22 @@ def test_not_a_table_is_a_clear_error():
 
     with pytest.raises(StageError, match="expected a DataFrame"):
         frame_digest([1, 2])
+
+
+def test_features_digest_is_the_sha256_of_the_arrays_bytes():
+    # the heads cache and the graph's input digest key on it: reading the buffers in place must not change it
+    import hashlib
+
+    from prodkg.adaptation import MultiModal
+    from prodkg.digests import features_digest
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 7)).astype(np.float32)
+    mask = rng.random(50) > 0.3
+    mm = MultiModal(blocks={"text": x, "image": np.asfortranarray(x[:, :3])}, present={"text": mask, "image": ~mask})
+    want = hashlib.sha256()
+    for m in ("image", "text"):
+        want.update(m.encode())
+        want.update(mm.blocks[m].tobytes())
+        want.update(mm.present[m].tobytes())
+    assert features_digest(mm) == want.hexdigest()

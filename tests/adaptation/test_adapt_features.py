@@ -99,3 +99,59 @@ def test_complete_marks_every_row_present() -> None:
 
 def test_repr_summarises_instead_of_printing_arrays() -> None:
     assert repr(_mm()) == "MultiModal(n=4; image: 3-d, 4 present, text: 2-d, 3 present)"
+
+
+def test_column_moments_match_numpy_over_present_rows_across_chunks(monkeypatch) -> None:
+    from prodkg.adaptation import features as feats
+
+    monkeypatch.setattr(feats, "CHUNK_ROWS", 7)  # several chunks, the last one partial, in each part
+    rng = np.random.default_rng(3)
+    a = (rng.standard_normal((40, 5)) * [1, 10, 100, 1e-3, 0] + [0, 5, -3e3, 1, 2]).astype(np.float32)
+    b = rng.standard_normal((23, 5)).astype(np.float32) + 50
+    b[:, 4] = 2.0
+    pa, pb = rng.random(40) < 0.7, rng.random(23) < 0.5
+    mean, std = feats.column_moments([(a, pa), (b, pb)])
+    rows = np.concatenate([a[pa], b[pb]]).astype(np.float64)
+    np.testing.assert_allclose(mean, rows.mean(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(std, rows.std(axis=0), rtol=1e-9, atol=1e-12)
+    assert std[4] == 0.0  # a constant column
+    assert feats.column_moments([(a, np.zeros(40, bool))]) is None
+
+
+def test_non_finite_rows_are_counted_across_chunks(monkeypatch) -> None:
+    from prodkg.adaptation import features as feats
+
+    monkeypatch.setattr(feats, "CHUNK_ROWS", 4)
+    block = np.zeros((10, 3), np.float32)
+    block[[1, 6, 9], 0] = np.nan
+    block[6, 2] = np.inf  # the same row twice: one bad row
+    present = np.ones(10, bool)
+    present[9] = False  # an absent row may hold anything
+    with pytest.raises(StageError, match="2 present row"):
+        MultiModal(blocks={"text": block}, present={"text": present})
+
+
+def test_rows_train_and_predict_as_the_copied_rows_do() -> None:
+    # a head reads its rows in place (Rows); the model must be the one trained on a copy of those rows
+    from prodkg.adaptation import Rows, TrainConfig, train
+
+    rng = np.random.default_rng(7)
+    n = 300
+    image = rng.normal(size=(n, 6)).astype(np.float32)
+    text = rng.normal(size=(n, 4)).astype(np.float32)
+    y_all = (image[:, 0] > 0).astype(np.int64) + (text[:, 1] > 0.5)
+    image[:, 0] += 2 * y_all  # learnable
+    features = MultiModal(blocks={"image": image, "text": text}, present={"image": rng.random(n) > 0.1, "text": rng.random(n) > 0.2})
+    src = rng.permutation(200)[:150]  # gathered out of order
+    tgt = np.arange(200, n)
+    cfg = TrainConfig(method="dann", epochs=3, batch_size=32, seed=1)
+    copied = train(features.subset(src), y_all[src], features.subset(tgt), 3, cfg)
+    in_place = train(Rows(features, src), y_all[src], Rows(features, tgt), 3, cfg)
+    np.testing.assert_allclose(in_place.logits(Rows(features, tgt)), copied.logits(features.subset(tgt)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(in_place.logits(features.subset(tgt)), copied.logits(features.subset(tgt)), rtol=1e-5, atol=1e-6)
+    # rows of rows compose, and whole arrays are there for code that needs them
+    part = Rows(features, src).subset(np.arange(10, 20))
+    np.testing.assert_array_equal(part.blocks["image"], features.blocks["image"][src[10:20]])
+    assert len(part) == 10 and part.dims == features.dims
+    with pytest.raises(StageError, match="out of range"):
+        Rows(features, np.array([n]))

@@ -234,3 +234,33 @@ def test_change_records_of_one_product_id_in_two_catalogs_never_collide():
     assert types == {"added", "removed"}
     # the removed product's record names its own catalog
     assert any("removed/feed_2026-11-30/SUP-1" in str(s) for s in records)
+
+
+def test_handed_features_are_released_once_the_embeddings_are_written(tmp_path):
+    from prodkg.adaptation import MultiModal
+    from prodkg.kb.publish import FeatureHandoff
+
+    products = _catalog()
+    rng = np.random.default_rng(1)
+    features = MultiModal.complete(text=rng.normal(size=(len(products), 8)).astype(np.float32))
+    info = RunInfo("run-1", datetime(2024, 6, 1, tzinfo=UTC), None, "shop", "dann", ["shop"], ["store"])
+
+    def stage(out, feats):
+        return graph_stage(products, _predictions(products), TAXONOMY, ["manufacturer", "volume"], info, GraphSettings(threshold=0.5), "shop",
+                           layout=RunLayout(out), features=feats)
+
+    stage(tmp_path / "plain", features)
+    handoff = FeatureHandoff(features)
+    stage(tmp_path / "handed", handoff)
+    assert handoff.features is None  # let go of before the store's load
+    emb = {k: pd.read_parquet(tmp_path / k / "runs" / "run-1" / "embeddings.parquet") for k in ("plain", "handed")}
+    assert emb["plain"]["product_id"].tolist() == emb["handed"]["product_id"].tolist()
+    np.testing.assert_array_equal(np.stack(emb["plain"]["vector"]), np.stack(emb["handed"]["vector"]))
+    with KnowledgeGraph(tmp_path / "plain" / "kg").open() as a, KnowledgeGraph(tmp_path / "handed" / "kg").open() as b:
+        assert isomorphic(content_graph(a), content_graph(b))  # the same input digest and content
+    # a retry of the stage after its publish finds the features released and the graph published
+    assert "earlier attempt" in stage(tmp_path / "handed", handoff)["shacl"]
+    # released before any embeddings were written: refused, not published without them
+    with pytest.raises(StageError, match="released"):
+        stage(tmp_path / "fresh", handoff)
+    assert KnowledgeGraph(tmp_path / "fresh" / "kg").current_path() is None
