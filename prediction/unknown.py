@@ -48,29 +48,22 @@ class UnitFeatures:
     def __init__(self, blocks: dict[str, np.ndarray], present: dict[str, np.ndarray], rows: np.ndarray | None = None, *,
                  normalise: bool = True) -> None:
         self.blocks, self.present, self.normalise = blocks, present, normalise
-        self.rows = None if rows is None else np.asarray(rows)
+        self.rows = None if rows is None else _as_indices(rows)
         self.modalities = sorted(blocks)
 
     def __len__(self) -> int:
         if self.rows is not None:
-            return len(self.rows) if self.rows.dtype != np.bool_ else int(self.rows.sum())
+            return len(self.rows)
         return len(next(iter(self.blocks.values()))) if self.blocks else 0
 
     def subset(self, rows: np.ndarray) -> UnitFeatures:
         """The rows ``rows`` (indices or a mask) of this object, still without a copy of the features."""
-        rows = np.asarray(rows)
-        if rows.dtype == np.bool_:
-            rows = np.flatnonzero(rows)
-        return UnitFeatures(self.blocks, self.present, rows if self.rows is None else self._index()[rows], normalise=self.normalise)
-
-    def _index(self) -> np.ndarray:
-        if self.rows is None:
-            return np.arange(len(self))
-        return np.flatnonzero(self.rows) if self.rows.dtype == np.bool_ else self.rows
+        rows = _as_indices(rows)
+        return UnitFeatures(self.blocks, self.present, rows if self.rows is None else self.rows[rows], normalise=self.normalise)
 
     def chunks(self):
         """``(start, stop, {modality: (unit rows (n, D) float64, usable (n,) bool)})`` over consecutive chunks."""
-        index = None if self.rows is None else self._index()
+        index = self.rows
         n = len(self)
         for a in range(0, n, CHUNK_ROWS):
             b = min(n, a + CHUNK_ROWS)
@@ -85,6 +78,11 @@ class UnitFeatures:
                     x = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
                 out[m] = (x, ok)
             yield a, b, out
+
+
+def _as_indices(rows) -> np.ndarray:
+    rows = np.asarray(rows)
+    return np.flatnonzero(rows) if rows.dtype == np.bool_ else rows
 
 
 def fused_unit_features(blocks: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> UnitFeatures:
