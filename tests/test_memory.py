@@ -19,15 +19,18 @@ def test_freed_heap_between_live_allocations_is_returned():
     # raises glibc's mapping threshold above their size, so the rest come from the heap (as in a long run)
     first = np.ones(4 << 20, np.uint8)
     del first
+    trim_heap()
+    start = _rss_mib()
     keep, shards = [], []
     for _ in range(80):
         shards.append(np.ones(4 << 20, np.uint8))  # 4 MiB, touched
         keep.append(np.ones(64 << 10, np.uint8))  # 64 KiB that stays
     del shards
-    before = _rss_mib()
+    held = _rss_mib() - start  # what the process kept of the 320 MiB freed (none if glibc gave it back itself)
     assert trim_heap()
-    after = _rss_mib()
-    assert before - after > 160  # most of the 320 MiB freed, which the heap had kept
+    left = _rss_mib() - start
+    # trimming gives back most of what the heap held; the 5 MiB kept alive and a margin stay
+    assert left <= held / 2 + 16
     assert len(keep) == 80
 
 
