@@ -15,6 +15,7 @@ import pandas as pd
 
 from prodkg.errors import StageError
 from prodkg.extractors.cache import FeatureCache
+from prodkg.memory import trim_heap
 from prodkg.progress import Progress
 
 __all__ = ["ExtractOutput", "ExtractSettings", "SourceViews", "assemble_features", "encoder_for", "extract_shard", "extract_source_views", "release_encoders",
@@ -55,8 +56,6 @@ def release_encoders() -> None:
     A run is done with them once its features (and any fine-tuning and source views) are made: MiniLM and what
     encoding left behind held about 0.8 GiB through the heads and the graph stage of a 1 M run."""
     import gc
-
-    from prodkg.memory import trim_heap
 
     shared_encoder.cache_clear()
     gc.collect()
@@ -196,8 +195,6 @@ def _stack_moving(parts: list[dict]) -> np.ndarray:
     if len(widths) != 1 or any(a.ndim != 2 for a in arrays):
         raise StageError(f"extract shards disagree on the feature shape: {sorted({a.shape[1:] for a in arrays})}")
     del arrays
-    from prodkg.memory import trim_heap
-
     out = np.empty((sum(len(p["features"]) for p in parts), widths.pop()), np.float32)
     offset = 0
     for k, p in enumerate(parts, start=1):

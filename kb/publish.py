@@ -15,6 +15,7 @@ from prodkg.contracts import EMBEDDINGS, check_table
 from prodkg.errors import GraphRefusedError, StageError
 from prodkg.kb.store import KnowledgeGraph
 from prodkg.layout import RunLayout
+from prodkg.memory import trim_heap
 
 __all__ = ["GraphSettings", "embeddings_metadata", "flat_taxonomy", "graph_stage", "write_embeddings"]
 
@@ -434,8 +435,6 @@ def _write_handed_embeddings(handoff: FeatureHandoff | None, products: pd.DataFr
         return
     write_embeddings(products, handoff.features, path, embeddings_metadata(handoff.features, run_id, encoders))
     handoff.release()
-    from prodkg.memory import trim_heap
-
     trim_heap()
 
 

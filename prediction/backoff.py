@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from prodkg.prediction.estimates import by_rows
+
 __all__ = ["TaxonomyLevels"]
 
 
@@ -70,10 +72,10 @@ class TaxonomyLevels:
         logp = np.asarray(logp, dtype=np.float64)
         if m.shape[0] == m.shape[1] and (m == np.eye(len(m))).all():
             return logp, names  # every class its own concept: nothing to sum (the input itself, read-only by callers)
-        out = np.empty((len(logp), len(names)))
-        for a in range(0, len(logp), _ROWS):  # a chunk of rows at a time: the temporaries are (rows, C) float64
-            out[a:a + _ROWS] = _concept_logp(logp[a:a + _ROWS], m)
-        return out, names
+        if len(logp) == 0:
+            return np.zeros((0, len(names))), names
+        # a chunk of rows at a time: the temporaries are (rows, C) float64
+        return by_rows(lambda part: _concept_logp(part, m), logp, _ROWS), names
 
     def labels_at(self, labels: Sequence[str | None], level: int) -> list[str | None]:
         """Class labels mapped to their concept at ``level`` (None and unknown labels stay None)."""

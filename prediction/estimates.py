@@ -66,12 +66,20 @@ def _as_logp(probs_or_logp: np.ndarray) -> np.ndarray:
 _ROWS = 32_768
 
 
-def _negative_entropy(logp: np.ndarray) -> np.ndarray:
-    out = np.empty(len(logp))
-    for a in range(0, len(logp), _ROWS):  # a chunk of rows at a time: two (N, C) float64 temporaries otherwise
-        part = logp[a:a + _ROWS]
-        out[a:a + _ROWS] = (np.exp(part) * part).sum(axis=1)
+def by_rows(fn, x: np.ndarray, rows: int | None = None) -> np.ndarray:
+    """``fn(x)`` computed ``rows`` rows at a time (default :data:`_ROWS`) into one float64 array: for a row-wise ``fn``
+    the same values, with its temporaries the size of a chunk instead of the whole matrix."""
+    rows = rows or _ROWS
+    first = np.asarray(fn(x[:rows]))
+    out = np.empty((len(x), *first.shape[1:]))
+    out[:len(first)] = first
+    for a in range(rows, len(x), rows):
+        out[a:a + rows] = fn(x[a:a + rows])
     return out
+
+
+def _negative_entropy(logp: np.ndarray) -> np.ndarray:
+    return by_rows(lambda part: (np.exp(part) * part).sum(axis=1), logp)
 
 
 SCORES = {"mc": lambda logp: logp.max(axis=1), "ne": _negative_entropy}
@@ -195,10 +203,7 @@ def source_reliability(source_logp: np.ndarray, source_labels: np.ndarray, *, mi
 def _top_tempered(logp: np.ndarray, tau: float) -> np.ndarray:
     """Each row's top log-probability after tempering by ``tau``: ``log_softmax(max(logp, -700) / tau).max(1)``,
     computed a chunk of rows at a time (the same arithmetic per row)."""
-    out = np.empty(len(logp))
-    for a in range(0, len(logp), _ROWS):
-        out[a:a + _ROWS] = log_softmax(np.maximum(logp[a:a + _ROWS], -700.0) / tau).max(1)
-    return out
+    return by_rows(lambda part: log_softmax(np.maximum(part, -700.0) / tau).max(1), logp)
 
 
 def match_accuracy_reliable(probs: np.ndarray, accuracy: float, reliability, *, iters: int = 60) -> np.ndarray:
