@@ -33,7 +33,7 @@ from _common import machine, today, write_section  # noqa: E402
 
 BUDGETS = (10, 30, 100)
 #: the run's default cross-fitting folds for the reviews (prediction.stage.PredictSettings.review_folds; 0: hold-out)
-REVIEW_FOLDS = 3
+REVIEW_FOLDS = 5
 #: the queue as it was before it clustered the neighbour graph: k-means on the vectors (``fit_queue_model(method="kmeans")``)
 KMEANS_QUEUE = "queue, k-means on the vectors"
 #: a looser precision target, at which the few calibration rows can support something

@@ -94,7 +94,7 @@ class RunConfig(BaseModel):
     threshold: float | None = Field(None, ge=0, le=1, description="a fixed confidence at which a prediction becomes a plain fact, "
                                                                   "instead of --min-precision", json_schema_extra=_cli("model"))
     # reviewed target products as the publication rule's target calibration set (prediction/target_calibration.py)
-    review_folds: int = Field(3, ge=0, description="cross-fitting folds for the reviews: every review trains the category head, and each "
+    review_folds: int = Field(5, ge=0, description="cross-fitting folds for the reviews: every review trains the category head, and each "
                                                    "checks the precision of what is published through a head fitted without its fold "
                                                    "(costs that many more fits of the head; 0: hold --review-calibration-share out "
                                                    "of training instead)", json_schema_extra=_cli("model"))

@@ -39,7 +39,7 @@ class PredictSettings:
     self_training: int = 0  # rounds of class-balanced self-training of each head (not of the baseline)
     # reviewed target products as the rule's target calibration set (prediction/target_calibration.py): predicted
     # out of fold by heads fitted on the other folds' reviews (review_folds >= 2), or a share held out of training (0)
-    review_folds: int = 3
+    review_folds: int = 5
     calibration_share: float = 0.4
 
     def split_reviewed(self, reviewed: dict, product_ids: dict, n_source_holdout: int = 0) -> tuple[dict, dict, dict]:

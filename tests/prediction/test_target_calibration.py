@@ -238,15 +238,16 @@ def test_cross_fitting_trains_on_every_review_and_calibrates_on_out_of_fold_pred
     reviewed = {ids[i]: str(y[i]) if (i - 20) % 5 else ("b" if y[i] == "a" else "a") for i in range(20, 120)}
     n_right = sum(reviewed[p] == y[int(p[1:])] for p in reviewed)
     assert n_right == 80
-    settings = PredictSettings(method="source_only", baseline=None, epochs=5, progress=False)  # review_folds 3, the default
+    settings = PredictSettings(method="source_only", baseline=None, epochs=5, progress=False)  # review_folds: the default
+    k = settings.review_folds
     out = predict_stage(products, feats, settings, ["shop"], ["feed"], [], tmp_path / "models", None, reviewed=reviewed)
     m = out.metrics["category"]
     split = m["review_split"]
     assert split["mode"] == "cross-fit" and split["n_train"] == m["n_target_reviewed"] == 100 and split["n_calibration"] == 100
-    # the folds, drawn here with hashlib: floor(3 * first 8 bytes of sha256 / 2**64)
-    folds = [int(3 * int(hashlib.sha256(p.encode()).hexdigest()[:16], 16) / 2**64) for p in reviewed]
-    assert split["fold_sizes"] == [folds.count(f) for f in range(3)]
-    assert [r["n_rows"] for r in split["folds_right"]] == [folds.count(f) for f in range(3) if folds.count(f)]
+    # the folds, drawn here with hashlib: floor(k * first 8 bytes of sha256 / 2**64)
+    folds = [int(k * int(hashlib.sha256(p.encode()).hexdigest()[:16], 16) / 2**64) for p in reviewed]
+    assert split["fold_sizes"] == [folds.count(f) for f in range(k)]
+    assert [r["n_rows"] for r in split["folds_right"]] == [folds.count(f) for f in range(k) if folds.count(f)]
     assert sum(r["n_right"] for r in split["folds_right"]) == n_right
     fine = m["publication"]["levels"][0]["calibration"]
     assert fine["n_rows"] == 100 and fine["n_right"] == n_right
@@ -262,7 +263,7 @@ def test_cross_fitting_trains_on_every_review_and_calibrates_on_out_of_fold_pred
     rows = {p: int(p[1:]) for p in reviewed}
     fine = out.predictions[out.predictions["kind"] == "class"].set_index("product_id")  # a flat taxonomy: one level
     probs, raw = [], []  # each reference fold head's target probabilities over ("a", "b"); raw: before the reviews' spread
-    for f in range(3):
+    for f in range(k):
         others = {rows[p]: lab for (p, lab), g in zip(reviewed.items(), folds) if g != f}
         head = fit_task("category", feats, labels, is_source, ~is_source, ids, TrainConfig(method="source_only", epochs=5), reviewed=others)
         ref = head.predictions.set_index("product_id")
@@ -273,7 +274,7 @@ def test_cross_fitting_trains_on_every_review_and_calibrates_on_out_of_fold_pred
         probs.append(np.exp(head.evidence["target_logp"]))
         logits = head.model.logits(feats.subset(np.arange(20, 220))) / head.temperature
         raw.append(np.exp(logits - logits.max(1, keepdims=True)) / np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
-    # every product nobody reviewed is predicted by the three fold heads together: their probabilities averaged
+    # every product nobody reviewed is predicted by the fold heads together: their probabilities averaged
     mean = np.mean(probs, axis=0)
     target_ids = ids[20:]
     rest = [j for j, p in enumerate(target_ids) if p not in reviewed]
@@ -282,7 +283,7 @@ def test_cross_fitting_trains_on_every_review_and_calibrates_on_out_of_fold_pred
     np.testing.assert_allclose(fine.loc[[target_ids[j] for j in rest], "confidence"], mean[rest].max(1), rtol=1e-6)
     # the run saves the fold heads beside its head, for `prodkg predict`
     entry = out.models[0]
-    assert [f["fold"] for f in entry["folds"]] == [f for f in range(3) if folds.count(f)]
+    assert [f["fold"] for f in entry["folds"]] == [f for f in range(k) if folds.count(f)]
     assert all(Path(f["path"]).is_dir() for f in entry["folds"])
     # and `prodkg predict` scores rows with their average too (rows it scores get no spread from the reviews)
     import json
