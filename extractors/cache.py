@@ -81,9 +81,20 @@ class FeatureCache:
 
     def get_many(self, encoder_id: str, keys: Iterable[str]) -> dict[str, np.ndarray]:
         """Cached vectors for those ``keys`` that have one; missing keys are simply absent from the result."""
-        _check_encoder_id(encoder_id)
-        wanted = list(dict.fromkeys(keys))
-        found: dict[str, np.ndarray] = {}
+        # a plain copy where "<f4" is the native float32: a third of astype's time on 50k rows
+        return {key: vec.copy() if _NATIVE_F4 else vec.astype(np.float32) for key, vec in self.iter_many(encoder_id, keys)}
+
+    def iter_many(self, encoder_id: str, keys: Iterable[str]) -> Iterator[tuple[str, np.ndarray]]:
+        """``(key, vector)`` for those ``keys`` that have a cached vector, as read-only little-endian float32 views of
+        the stored bytes, valid until the caller lets go of them: a caller that copies each into its own array (as
+        :func:`~prodkg.extractors.extract.extract_features` does) makes no per-vector copy, which at a million
+        cached vectors left 1.4 GiB of freed 1.5 KiB blocks scattered over the heap. Hits and misses are counted
+        once the iteration ends."""
+        _check_encoder_id(encoder_id)  # now, not at the first item
+        return self._iter_many(encoder_id, list(dict.fromkeys(keys)))
+
+    def _iter_many(self, encoder_id: str, wanted: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+        n_found = 0
         conn = self._connect()
         for chunk in _chunks(wanted, _CHUNK):
             marks = ",".join("?" * len(chunk))
@@ -94,11 +105,11 @@ class FeatureCache:
             for key, dim, blob in rows:
                 vec = np.frombuffer(blob, dtype="<f4")
                 if vec.shape == (dim,):  # a torn or foreign row is treated as a miss and recomputed
-                    # a plain copy where "<f4" is the native float32: a third of astype's time on 50k rows
-                    found[key] = vec.copy() if _NATIVE_F4 else vec.astype(np.float32)
-        self.hits += len(found)
-        self.misses += len(wanted) - len(found)
-        return found
+                    n_found += 1
+                    yield key, vec
+            del rows
+        self.hits += n_found
+        self.misses += len(wanted) - n_found
 
     def put_many(self, encoder_id: str, items: Mapping[str, np.ndarray]) -> None:
         """Store (or replace) one 1-D vector per key, all in one transaction."""

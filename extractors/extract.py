@@ -219,7 +219,7 @@ def extract_features(
 
     n_cached = 0
     if cache is not None and rows_by_hash:
-        for digest, vec in cache.get_many(encoder.encoder_id, list(rows_by_hash)).items():
+        for digest, vec in cache.iter_many(encoder.encoder_id, list(rows_by_hash)):
             if vec.shape != (encoder.dim,):
                 continue
             rows = rows_by_hash.pop(digest)

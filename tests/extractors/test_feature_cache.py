@@ -51,6 +51,24 @@ def test_many_keys_beyond_one_sql_statement(tmp_path):
     assert len(got) == 2500 and got["k2499"].tolist() == [2499.0, -2499.0]
 
 
+def test_iter_many_streams_views_of_the_stored_vectors(tmp_path):
+    """What extraction reads a million cached vectors through: the same vectors as get_many (whose values the tests
+    above check against what was put), each a read-only view rather than a copy, across SQL chunks, with hits and
+    misses counted and a bad encoder id refused before the first item."""
+    cache = FeatureCache(tmp_path)
+    vecs = {f"k{i}": np.array([i, -i, 0.5 * i], np.float32) for i in range(2000)}
+    cache.put_many("e", vecs)
+    keys = [*vecs, "absent", "k7"]  # a repeated key is read once
+    streamed = list(cache.iter_many("e", keys))
+    assert [k for k, _ in streamed] != [] and sorted(k for k, _ in streamed) == sorted(vecs)
+    for key, vec in streamed:
+        np.testing.assert_array_equal(vec, vecs[key])
+        assert not vec.flags.writeable and not vec.flags.owndata
+    assert cache.stats()["hits"] == 2000 and cache.stats()["misses"] == 1
+    with pytest.raises(ValueError, match="encoder_id"):
+        cache.iter_many("", ["k"])
+
+
 def test_rejects_bad_values(tmp_path):
     cache = FeatureCache(tmp_path)
     with pytest.raises(ValueError, match="1-D"):
