@@ -66,12 +66,12 @@ def _as_logp(probs_or_logp: np.ndarray) -> np.ndarray:
 _ROWS = 32_768
 
 
-def by_rows(fn, x: np.ndarray, rows: int | None = None) -> np.ndarray:
-    """``fn(x)`` computed ``rows`` rows at a time (default :data:`_ROWS`) into one float64 array: for a row-wise ``fn``
-    the same values, with its temporaries the size of a chunk instead of the whole matrix."""
+def by_rows(fn, x: np.ndarray, rows: int | None = None, dtype=np.float64) -> np.ndarray:
+    """``fn(x)`` computed ``rows`` rows at a time (default :data:`_ROWS`) into one ``dtype`` array: for a row-wise
+    ``fn`` the same values, with its temporaries the size of a chunk instead of the whole matrix."""
     rows = rows or _ROWS
     first = np.asarray(fn(x[:rows]))
-    out = np.empty((len(x), *first.shape[1:]))
+    out = np.empty((len(x), *first.shape[1:]), dtype=dtype)
     out[:len(first)] = first
     for a in range(rows, len(x), rows):
         out[a:a + rows] = fn(x[a:a + rows])

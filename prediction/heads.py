@@ -15,7 +15,7 @@ from prodkg.adaptation.model import softmax
 from prodkg.adaptation.holdout import grouped_holdout
 from prodkg.adaptation.selection import stratified_holdout
 from prodkg.prediction.calibration import expected_calibration_error, fit_temperature
-from prodkg.prediction.estimates import log_softmax
+from prodkg.prediction.estimates import by_rows, log_softmax
 from prodkg.prediction.labels import LabelSpace
 from prodkg.errors import StageError
 
@@ -131,9 +131,10 @@ def fit_task(
         y_val = y_all[val_idx]
         temperature = fit_temperature(val_logits, y_val)
         metrics["source_val_accuracy"] = float((val_logits.argmax(1) == y_val).mean())
-        metrics["source_val_ece_raw"] = expected_calibration_error(softmax(val_logits), y_val)
-        metrics["source_val_ece"] = expected_calibration_error(softmax(val_logits, temperature), y_val)
-        evidence = {"source_logp": log_softmax(val_logits / temperature), "source_labels": np.asarray(y_val, np.int64)}
+        metrics["source_val_ece_raw"] = expected_calibration_error(by_rows(softmax, val_logits, dtype=np.float32), y_val)
+        metrics["source_val_ece"] = expected_calibration_error(by_rows(lambda z: softmax(z, temperature), val_logits, dtype=np.float32),
+                                                               y_val)
+        evidence = {"source_logp": by_rows(lambda z: log_softmax(z / temperature), val_logits), "source_labels": np.asarray(y_val, np.int64)}
     metrics["temperature"] = temperature
     if len(rev_idx):
         metrics["n_target_reviewed"] = int(len(rev_idx))
@@ -144,9 +145,12 @@ def fit_task(
                                 "reason": model.selection["reason"]}
 
     target_logits = model.logits(Rows(features, tgt_idx))
-    probs = softmax(target_logits, temperature)
+    # A chunk of rows at a time: whole-matrix temporaries of a 200,000-product target (four float64 copies in
+    # log_softmax, three in softmax) were the heads stage's peak at a million products.
+    probs = by_rows(lambda z: softmax(z, temperature), target_logits, dtype=np.float32)
     # log-probabilities keep the ranking of confident predictions that float probabilities round to 1.0
-    evidence["target_logp"] = log_softmax(target_logits / temperature)
+    evidence["target_logp"] = by_rows(lambda z: log_softmax(z / temperature), target_logits)
+    del target_logits
     if len(rev_idx):  # each reviewed label also spreads to the target products most like it
         from prodkg.prediction.propagation import blend_with_reviews
 

@@ -100,3 +100,34 @@ def test_concept_log_probabilities_in_chunks_equal_the_sum_of_their_classes(monk
         np.testing.assert_allclose(np.exp(got), np.exp(logp) @ m, rtol=1e-12, atol=1e-15)  # each concept: its classes' sum
     monkeypatch.setattr(estimates, "_ROWS", 6)
     np.testing.assert_allclose(estimates.score(logp, "ne"), (np.exp(logp) * logp).sum(1), rtol=1e-14)
+
+
+def test_a_heads_scores_in_chunks_equal_the_whole_matrix(monkeypatch):
+    """fit_task scores the target and the source hold-out a chunk of rows at a time (a million-product run's peak was
+    the whole-matrix temporaries): the probabilities, log-probabilities and metrics equal those of whole matrices."""
+    from prodkg.adaptation import MultiModal, Rows, TrainConfig
+    from prodkg.adaptation.model import softmax
+    from prodkg.prediction import estimates
+    from prodkg.prediction.heads import fit_task
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(4, 12))
+    y = rng.integers(0, 4, 300)
+    x = (centres[y] + 0.6 * rng.normal(size=(300, 12))).astype(np.float32)
+    feats = MultiModal(blocks={"text": x}, present={"text": np.ones(300, bool)})
+    is_source = np.arange(300) < 200
+    labels = [f"c{k}" for k in y]
+    ids = [f"p{i}" for i in range(300)]
+    cfg = TrainConfig(method="source_only", epochs=3, seed=0)
+    monkeypatch.setattr(estimates, "_ROWS", 7)  # many chunks, the last one partial
+    result = fit_task("category", feats, labels, is_source, ~is_source, ids, cfg)
+    logits = result.model.logits(Rows(feats, np.flatnonzero(~is_source)))
+    whole_logp = estimates.log_softmax(logits / result.temperature)  # one call over every row, as before the chunks
+    np.testing.assert_array_equal(result.evidence["target_logp"], whole_logp)
+    probs = softmax(logits, result.temperature)
+    np.testing.assert_array_equal(result.predictions["confidence"].to_numpy(), probs.max(1).astype(float))
+    assert result.predictions["value"].tolist() == [result.labels.classes[k] for k in probs.argmax(1)]
+    # and by the definition: a softmax of the tempered logits (divided in float64 here, in float32 by the head)
+    z = logits.astype(np.float64) / result.temperature
+    ref = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(np.exp(result.evidence["target_logp"]), ref / ref.sum(1, keepdims=True), rtol=1e-5)
