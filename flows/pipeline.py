@@ -116,6 +116,7 @@ def _eval_labels(cfg: RunConfig, attributes: list[str]) -> list[str]:
 
 #: From this many products a run drops its encoders once its vectors are made (about 0.8 GiB at a million products);
 #: below it they stay loaded for the next run in the same process (tests, a scheduler), which would reload them.
+#: From this many too, the process serves arrays of a MiB or more from mappings of their own (prodkg.memory).
 RELEASE_ENCODERS_AT = 100_000
 
 
@@ -130,7 +131,7 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
     from prodkg.extractors.cache import FeatureCache
     from prodkg.extractors.stage import assemble_features, extract_shard, shards
     from prodkg.kb.publish import FeatureHandoff, flat_taxonomy, graph_stage
-    from prodkg.memory import trim_heap
+    from prodkg.memory import map_large_blocks, trim_heap
     from prodkg.kb.triples import RunInfo, model_infos
     from prodkg.prediction.stage import predict_stage, publication_summary
 
@@ -154,6 +155,9 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
             write_table(quarantined.astype({"source_row": "Int64"}), path)
             raise CatalogError(f"{exc}; every reason is in {path}") from None
     hidden = _eval_labels(cfg, ing.attributes)
+    if len(ing.products) >= RELEASE_ENCODERS_AT:
+        # before the shards: each then goes back to the system once stacked, instead of staying in the heap
+        map_large_blocks()
     if cfg.finetune:  # a refused fine-tuning stops the run before anything is extracted
         from prodkg.adaptation.stage import check_finetune
 
@@ -214,6 +218,9 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         basis = heads_basis(digests, settings=cfg.heads_fingerprint(), taxonomy=ing.taxonomy, curation=curation_digest(decisions) if decisions else None,
                             attributes=ing.attributes, fitted_by=run_id)
         plan = plan_keep(layout.runs, run_id, digests, basis, cfg.keep_heads_max_drift) if cfg.keep_heads else None
+        # written now and let go of: a million products' digests are 0.1-0.2 GiB of Python objects the heads do not read
+        tables[PRODUCT_DIGESTS] = write_table(digests, layout.table(run_id, PRODUCT_DIGESTS))
+        del digests
         kept = None
         if isinstance(plan, KeepPlan):
             pred, kept = runner(keep_stage, plan, ext.products, ext.features, layout.models(run_id), name="adapt-predict")
@@ -223,7 +230,6 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
                 kept = {"kept": False, "reason": plan}
             pred = runner(predict_stage, ext.products, ext.features, cfg.predict_settings(), ing.source, ing.target, ing.attributes,
                           layout.models(run_id), layout.heads_cache if cfg.reuse_heads else None, ing.taxonomy, reviewed, views=views, name="adapt-predict")
-        tables[PRODUCT_DIGESTS] = write_table(digests, layout.table(run_id, PRODUCT_DIGESTS))
         trim_heap()  # what fitting and scoring freed
     # Asserted beats predicted: target rows keep every asserted value except their evaluation labels, and a
     # prediction is kept only where the catalog asserts no value for its task.
