@@ -45,7 +45,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--products", type=int, default=1_000_000)
     p.add_argument("--dim", type=int, default=384)
-    p.add_argument("--batch", default="0,50000", help="batch sizes, comma-separated (0: all at once)")
+    p.add_argument("--batch", default="0,50000,16384", help="batch sizes, comma-separated (0: all at once)")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     a = p.parse_args()
