@@ -166,6 +166,27 @@ class GraphStore(ABC):
         self.close()
 
 
+#: Bytes of N-Quads per call of the on-disk bulk loader. One call over a whole spool buffered far more than the
+#: text itself: 3.0 M quads (686 MB of N-Quads, a 200,000-product run) peaked at 1.68 GiB in one call, 0.24 GiB in
+#: pieces of 32 MiB, no slower (18.9-23.0 s against 20.3-21.0 s; the named queries as fast), for twice the RocksDB
+#: files (68 against 33 there, about 340 at a million products).
+BULK_PIECE = 32 << 20
+
+
+def _pieces(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """``chunks`` (each ending at a line end) joined into pieces of at least ``size`` bytes, the last one shorter."""
+    held: list[bytes] = []
+    n = 0
+    for chunk in chunks:
+        held.append(chunk)
+        n += len(chunk)
+        if n >= size:
+            yield held[0] if len(held) == 1 else b"".join(held)
+            held, n = [], 0
+    if n:
+        yield held[0] if len(held) == 1 else b"".join(held)
+
+
 @STORES.register("oxigraph", aliases=("pyoxigraph",))
 class OxigraphStore(GraphStore):
     """An embedded pyoxigraph (RocksDB) store on disk, or in memory when ``path`` is None.
@@ -249,8 +270,9 @@ class OxigraphStore(GraphStore):
                 if self.path is None:  # in memory: one transaction per chunk, read in place
                     for chunk in nquads:
                         store.load(input=chunk, format=ox.RdfFormat.N_QUADS, lenient=True)
-                else:  # on disk: one bulk load, so RocksDB gets few large files
-                    store.bulk_load(input=io.BufferedReader(QuadStream(nquads), 1 << 20), format=ox.RdfFormat.N_QUADS, lenient=True)
+                else:  # on disk: a bulk load per piece of BULK_PIECE bytes (see there)
+                    for piece in _pieces(nquads, BULK_PIECE):
+                        store.bulk_load(input=piece, format=ox.RdfFormat.N_QUADS, lenient=True)
         except BaseException as exc:
             if stream.error is not None:
                 # the quads themselves failed (bad term, caller's generator): report that, unwrapped

@@ -288,12 +288,15 @@ def test_double_text_is_the_stored_form_of_double_literal():
             assert Literal(double_text(x), datatype=double_literal(x).datatype) == double_literal(x), x
 
 
-@pytest.mark.parametrize("on_disk", [False, True])
-def test_a_store_loaded_with_the_chunks_holds_what_a_strict_parse_reads(tmp_path, on_disk, monkeypatch):
+@pytest.mark.parametrize(("on_disk", "piece"), [(False, None), (True, None), (True, 300)])
+def test_a_store_loaded_with_the_chunks_holds_what_a_strict_parse_reads(tmp_path, on_disk, piece, monkeypatch):
     import prodkg.kb.frame_nquads as fq
+    import prodkg.kb.store as kb_store
     from prodkg.kb.store import OxigraphStore
 
     monkeypatch.setattr(fq, "CHUNK_ROWS", 5)
+    if piece is not None:  # many bulk loads of a few chunks each, as a million-product spool is loaded
+        monkeypatch.setattr(kb_store, "BULK_PIECE", piece)
     products = _hostile_products()
     catalog = catalog_nquads(products, catalog="c", attributes=["note"], scheme="s", content_hash=True)
     preds = prediction_nquads(_hostile_predictions(products), RUN, catalog="c", scheme="s", threshold=None)
@@ -323,3 +326,13 @@ def test_the_shacl_gate_of_a_large_catalog_sees_a_spread_sample_and_their_predic
     assert facts == {str(mint("product", "shop", pid)) for pid in ("p0", "p4")}  # p9 was decided by a reviewer
     concepts = [("mug", None), ("cup", None)]
     assert validate_quads(sample + taxonomy_quads("kitchen", concepts) + alt_label_quads("kitchen", concepts) + run_quads(RUN)).conforms
+
+
+def test_bulk_pieces_join_whole_chunks_to_at_least_the_size():
+    from prodkg.kb.store import _pieces
+
+    chunks = [b"a\n" * k for k in (1, 2, 5, 1, 1, 9, 3)]
+    pieces = list(_pieces(iter(chunks), 8))
+    assert b"".join(pieces) == b"".join(chunks)  # nothing lost, order kept
+    assert [len(p) for p in pieces] == [16, 22, 6]  # 2+4+10 | 2+2+18 | the last, shorter
+    assert list(_pieces(iter([]), 8)) == []
