@@ -212,6 +212,10 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
                                           taxonomy if task == "category" else [], prototypes_to=prototypes, calibration=calibration)
         if split is not None:  # how many reviews trained the head, how many calibrated the rule, and which
             publication["review_split"] = split
+        # published: what the rule read is let go of (the target's log-probabilities at every class, 0.2 GiB for a
+        # 200,000-product target of 133 classes; the heads' own prediction tables), the models and metrics are kept
+        for held in {id(r): r for r in (result, published_by, other, *(h for _, h in fold_heads)) if r is not None}.values():
+            held.evidence, held.predictions = {}, held.predictions.iloc[:0]
         frames.append(frame[frame["value"] != NO_VALUE].reset_index(drop=True))
         metrics[task] = {**result.metrics, **publication}
         entry = {"model_id": mid, "task": task, "method": chosen, "requested_method": settings.method, "path": str(path),
