@@ -131,3 +131,18 @@ def test_a_heads_scores_in_chunks_equal_the_whole_matrix(monkeypatch):
     z = logits.astype(np.float64) / result.temperature
     ref = np.exp(z - z.max(1, keepdims=True))
     np.testing.assert_allclose(np.exp(result.evidence["target_logp"]), ref / ref.sum(1, keepdims=True), rtol=1e-5)
+
+
+def test_label_lists_share_one_string_per_distinct_value():
+    import pandas as pd
+
+    from prodkg.prediction.stage import _label_list
+
+    values = ["mug", None, "", "tee", "mug", float("nan"), "tee"]
+    for column in (pd.Series(values, dtype="str"), pd.Series(values, dtype=object), pd.Series([1, None, 3])):
+        # a non-empty string or None per row, as the predict stage has always read a label column
+        want = [v if isinstance(v, str) and v else None for v in column.astype(object).where(column.notna(), None).tolist()]
+        got = _label_list(column)
+        assert got == want
+        mugs = [v for v in got if v == "mug"]
+        assert all(v is mugs[0] for v in mugs)  # one object per distinct value, however many rows carry it
