@@ -9,12 +9,12 @@ import functools
 __all__ = ["map_large_blocks", "trim_heap"]
 
 
-@functools.lru_cache(maxsize=1)
-def _malloc_trim():
+@functools.cache
+def _glibc(name: str):
+    """glibc's function ``name``, or None where there is none (macOS, musl): nothing to call."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to call
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):
         return None
 
 
@@ -26,7 +26,7 @@ def trim_heap() -> bool:
     encoder's), they stay in the process. At a million products the shards, freed once stacked, held 1.5 GiB that way
     for the rest of the run. Called at the end of a stage that freed a lot.
     """
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is None:
         return False
     trim(0)
@@ -36,17 +36,6 @@ def trim_heap() -> bool:
 #: glibc ``mallopt`` parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
-
-
-@functools.lru_cache(maxsize=1)
-def _mallopt():
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.mallopt
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return fn
 
 
 def map_large_blocks(threshold: int = 1 << 20, arenas: int | None = 2) -> bool:
@@ -60,9 +49,10 @@ def map_large_blocks(threshold: int = 1 << 20, arenas: int | None = 2) -> bool:
     A fixed threshold also turns that adjustment off. Threads each got an arena of their own (torch's, the tokenizer's,
     the store's loaders), which kept their freed blocks too. Process-wide, so called once by a large run.
     """
-    fn = _mallopt()
+    fn = _glibc("mallopt")
     if fn is None:
         return False
+    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = fn(_M_MMAP_THRESHOLD, int(threshold)) == 1
     if arenas is not None:
         ok = fn(_M_ARENA_MAX, int(arenas)) == 1 and ok
