@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from prodkg.prediction.backoff import TaxonomyLevels
-from prodkg.prediction.estimates import agreement_estimate, atc_estimate, atc_threshold, doc_estimate, match_accuracy
+from prodkg.prediction.estimates import agreement_estimate, atc_bootstrap_se, atc_estimate, atc_threshold, doc_estimate, match_accuracy
 from prodkg.prediction.metrics import confidence_ece, h_score, open_set_scores, risk_coverage, selective_metrics
 from prodkg.prediction.publication import decide, evaluate, pick_estimator
 from prodkg.prediction.thresholds import NEVER, threshold_for_precision
@@ -158,6 +158,52 @@ def test_pick_estimator():
     assert pick_estimator(100, False, 5) == "atc"
     assert pick_estimator(100, True, 0) == "agreement"
     assert pick_estimator(5, False, 0) == "none"
+    # ATC's threshold moves more between hold-outs than the bias allowance: agreement, where there is a second head
+    assert pick_estimator(100, True, 5, atc_se=0.05, max_atc_se=0.02) == "agreement"
+    assert pick_estimator(100, True, 5, atc_se=0.01, max_atc_se=0.02) == "atc"
+    assert pick_estimator(100, False, 5, atc_se=0.05, max_atc_se=0.02) == "atc"  # nothing better to turn to
+
+
+def _hold_out(rng, m, c=4):
+    """Held-out rows whose top probability is uniform on [0.3, 1] and right with probability equal to it."""
+    top = rng.uniform(0.3, 1.0, m)
+    p = np.column_stack([top] + [(1 - top) / (c - 1)] * (c - 1))
+    labels = np.where(rng.random(m) < top, 0, 1)
+    return p, labels
+
+
+def test_atc_bootstrap_se_matches_the_spread_over_independent_hold_outs():
+    # the reference is Monte Carlo, not the bootstrap: ATC computed on 400 hold-outs drawn independently from the
+    # same population, against one fixed target; the bootstrap sees one hold-out at a time
+    rng = np.random.default_rng(0)
+    target, _ = _hold_out(rng, 2000)
+    for m in (100, 1000):
+        spread = np.std([atc_estimate(*_hold_out(rng, m), target) for _ in range(400)])
+        boot = np.mean([atc_bootstrap_se(*_hold_out(rng, m), target) for _ in range(20)])
+        assert boot == pytest.approx(spread, rel=0.3), m
+    # a hundred rows spread ATC by points, a thousand by about a third as much (1 / sqrt(10))
+    small = np.mean([atc_bootstrap_se(*_hold_out(rng, 100), target) for _ in range(20)])
+    large = np.mean([atc_bootstrap_se(*_hold_out(rng, 1000), target) for _ in range(20)])
+    assert small > 0.02 and large < small / 2.5
+    # repeatable: the resamples come from a fixed seed
+    sp, sl = _hold_out(np.random.default_rng(1), 100)
+    assert atc_bootstrap_se(sp, sl, target) == atc_bootstrap_se(sp, sl, target)
+    assert np.isnan(atc_bootstrap_se(sp[:1], sl[:1], target))
+
+
+def test_decide_turns_to_agreement_when_atc_rests_on_a_noisy_hold_out():
+    rng = np.random.default_rng(2)
+    target, _ = _hold_out(rng, 1000)
+    other = target[:, [0, 1, 2, 3]].copy()
+    small = _hold_out(rng, 60)
+    d = decide(target, list("abcd"), source_probs=small[0], source_labels=small[1], other_probs=other)
+    assert d.levels[0]["estimator"] == "agreement"
+    assert d.rule["atc_bootstrap_se"] > 0.02  # the reason, in the manifest
+    large = _hold_out(rng, 20000)
+    d = decide(target, list("abcd"), source_probs=large[0], source_labels=large[1], other_probs=other)
+    assert d.levels[0]["estimator"] == "atc"
+    assert d.rule["atc_bootstrap_se"] < 0.02
+    assert d.levels[0]["atc_bootstrap_se"] == pytest.approx(d.rule["atc_bootstrap_se"])  # one level: the same rows
 
 
 def test_prototype_similarity_and_unknown_flags():
@@ -298,6 +344,8 @@ def test_estimate_standard_error_by_hand():
     # agreement counts target items only
     assert estimate_standard_error("agreement", 0.9, n_target=100, source_correct=src) == pytest.approx(0.03)
     assert estimate_standard_error("none", 0.9, n_target=100, source_correct=src) == 0.0
+    # ATC with its bootstrap error from the hold-out: that replaces the hold-out's binomial term
+    assert estimate_standard_error("atc", 0.9, n_target=100, source_correct=src, atc_se=0.04) == pytest.approx(np.sqrt(0.0009 + 0.0016))
 
 
 def test_the_reliability_curve_never_reads_certainty_from_a_clean_step():
