@@ -122,7 +122,7 @@ def atc_estimate(source_probs: np.ndarray, source_labels: np.ndarray, target_pro
 
 
 def atc_bootstrap_se(source_probs: np.ndarray, source_labels: np.ndarray, target_probs: np.ndarray, *, kind: str = "ne",
-                     n_boot: int = 200, seed: int = 0) -> float:
+                     n_boot: int = 200, seed: int = 0, target_rows: np.ndarray | None = None) -> float:
     """The standard deviation of :func:`atc_estimate` over ``n_boot`` bootstrap resamples of the held-out source rows
     (the target items fixed): how much the estimate owes to which rows happened to be held out.
 
@@ -130,7 +130,8 @@ def atc_bootstrap_se(source_probs: np.ndarray, source_labels: np.ndarray, target
     among a hundred rows that order statistic moves a long way from one hold-out to the next, and the estimate with
     it: on office-caltech-10 (about 100 held-out rows with 1-11 errors) resamples spread it by up to 8 points
     (docs/BENCHMARKS.md, "Which label-free estimate"). A binomial term for the hold-out's accuracy does not show
-    this. The resamples are drawn from a fixed ``seed``, so a run repeats its figure. NaN with fewer than 2 rows.
+    this. The resamples are drawn from a fixed ``seed``, so a run repeats its figure. ``target_rows`` (a boolean mask)
+    keeps only those target items, scored first so the (N, C) matrix is not copied. NaN with fewer than 2 rows.
     """
     source_lp = _as_logp(source_probs)
     labels = np.asarray(source_labels)
@@ -138,7 +139,10 @@ def atc_bootstrap_se(source_probs: np.ndarray, source_labels: np.ndarray, target
         return float("nan")
     s_scores = score(source_lp, kind)
     correct = source_lp.argmax(axis=1) == labels
-    t_sorted = np.sort(score(target_probs, kind))
+    t_scores = score(target_probs, kind)
+    t_sorted = np.sort(t_scores if target_rows is None else t_scores[np.asarray(target_rows, bool)])
+    if not len(t_sorted):
+        return float("nan")
     rng = np.random.default_rng(seed)
     m, n = len(labels), len(t_sorted)
     estimates = np.empty(n_boot)

@@ -238,7 +238,7 @@ def decide(
         n_errors = int((source_lp.argmax(1) != source_labels).sum()) if len(source_labels) else 0
         estimator = pick_estimator(len(source_labels), other_probs is not None, n_errors)
         if estimator == "atc" and other_probs is not None and known.any():
-            choice_se = atc_bootstrap_se(source_lp, source_labels, target_lp if known.all() else target_lp[known])
+            choice_se = atc_bootstrap_se(source_lp, source_labels, target_lp, target_rows=None if known.all() else known)
             estimator = pick_estimator(len(source_labels), True, n_errors, atc_se=choice_se, max_atc_se=estimate_error)
     tax = TaxonomyLevels(classes, taxonomy)
     # No labelled row was held out of training (one catalog product per class): no estimate of target accuracy has

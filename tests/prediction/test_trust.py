@@ -189,6 +189,8 @@ def test_atc_bootstrap_se_matches_the_spread_over_independent_hold_outs():
     sp, sl = _hold_out(np.random.default_rng(1), 100)
     assert atc_bootstrap_se(sp, sl, target) == atc_bootstrap_se(sp, sl, target)
     assert np.isnan(atc_bootstrap_se(sp[:1], sl[:1], target))
+    keep = np.arange(len(target)) % 3 > 0  # scoring the whole target and keeping rows is keeping rows first
+    assert atc_bootstrap_se(sp, sl, target, target_rows=keep) == atc_bootstrap_se(sp, sl, target[keep])
 
 
 def test_decide_turns_to_agreement_when_atc_rests_on_a_noisy_hold_out():
