@@ -71,6 +71,8 @@ def main() -> None:
     p.add_argument("--command", help="with --rows: the options those runs were given (for the section's command line)")
     p.add_argument("--load-note", default="shared with other jobs (load varies)", help="what else the machine ran")
     p.add_argument("--notes", help="a Markdown file appended to the section")
+    p.add_argument("--section", help="the docs/BENCHMARKS.md section to write (default: scale, or scale-images with --images);"
+                                     " another name keeps a table measured on another machine beside it")
     a = p.parse_args()
     work = Path(a.work)
     rows = []
@@ -80,7 +82,7 @@ def main() -> None:
         body = report(rows, a, variant)  # written after each size, so a long bench keeps what it measured
         print(body, flush=True)
         if not a.no_write:
-            print("wrote", write_section("scale" + ("-images" if a.images else ""), body), flush=True)
+            print("wrote", write_section(a.section or ("scale" + ("-images" if a.images else "")), body), flush=True)
 
     if a.rows:  # the rows earlier runs printed
         rows = [json.loads(line) for f in a.rows for line in Path(f).read_text().splitlines() if line.startswith('{"size"')]
