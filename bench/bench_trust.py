@@ -255,7 +255,8 @@ def report(result: dict) -> str:
              "that are right at the level they were published; *coverage* the share of target products with a published fact; "
              "*accuracy* that of every fine prediction; *ECE* the target expected calibration error of the source-calibrated "
              "confidence; *est.* the label-free accuracy estimate (ATC where the source hold-out has at "
-             "least 20 rows and 3 errors, else the agreement between the head and the baseline head), of the products not flagged unknown, and *|err|* its distance from their true accuracy, in points "
+             "least 20 rows and 3 errors and ATC's bootstrap error over the hold-out is at most 2 points, else the agreement "
+             "between the head and the baseline head), of the products not flagged unknown, and *|err|* its distance from their true accuracy, in points "
              "(closed set: nearly all products); *bound* the lower bound that drove the threshold.", "",
              "**Rule.** At each level (finest first) every product gets an estimated chance of being right: its confidence "
              "re-tempered so the mean equals the *bound*, the estimate less one standard error (its sampling error and 2 points "
@@ -433,12 +434,13 @@ def goals(result: dict) -> list[str]:
     return out
 
 
-def seed_report(paths: list[Path]) -> str:
+def seed_report(paths: list[Path], notes: Path | None = None) -> str:
     """The office-caltech-10 closed-set figures of several seeds side by side (each path: the results file of a run
     with ``--only office --seed S``): the section above is one seed, and its estimate and coverage vary with it."""
     lines = ["## Trustworthy publication across seeds (office-caltech-10, closed set)", "",
              "Each row is `python bench/bench_trust.py --only office --seed S` (the predict stage's defaults, DANN at 100 epochs, "
              "the `min_precision` 0.95 rule), 12 tasks. The section above shows seed 0 in full.", "",
+             f"Machine: {machine()}.", "",
              "| seed | date | tasks at ≥ 95 % precision (of those publishing) | mean precision | worst precision | mean coverage | "
              "worst coverage | estimate within 3 points | mean \|err\| | worst \|err\| |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -462,6 +464,50 @@ def seed_report(paths: list[Path]) -> str:
                   f"95 % precision; mean coverage {_pct(np.mean([c.mean() for *_, c, _ in rows]))} % (per seed "
                   f"{' / '.join(_pct(c.mean()) for *_, c, _ in rows)}); the estimate was within 3 points on "
                   f"{sum(int((e <= 3).sum()) for *_, e in rows)} of {sum(len(e) for *_, e in rows)} task runs."]
+    if notes:
+        lines += ["", Path(notes).read_text().strip()]
+    return "\n".join(lines)
+
+
+def estimator_table(dirs: list[Path]) -> str:
+    """How far each label-free estimate lands from the true accuracy on office-caltech-10, per seed (each dir: a copy of
+    ``bench/results/trust_evidence`` after a run of ``--only office --seed S``, in seed order), for ATC alone, agreement
+    alone, and the two ways ``auto`` has chosen between them. The estimates are of the products not flagged unknown,
+    as in the tables above; the heads are the saved ones, so every row judges the same networks."""
+    from prodkg.prediction.estimates import agreement_estimate, atc_bootstrap_se, atc_estimate
+    from prodkg.prediction.publication import DEFAULT_ESTIMATE_ERROR, pick_estimator
+    from prodkg.prediction.unknown import unknown_threshold
+
+    kinds = {"atc": "ATC alone", "agreement": "agreement alone", "before": "`auto` before: ATC wherever the hold-out has 20 rows and 3 errors",
+             "now": f"`auto` now: ATC only where its bootstrap error is at most {100 * DEFAULT_ESTIMATE_ERROR:.0f} points"}
+    errs: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
+    for d in dirs:
+        per = {k: [] for k in kinds}
+        for f in sorted(Path(d).glob("office__*.npz")):
+            with np.load(f) as data:
+                ev = {k: data[k] for k in data.files}
+            bar, _ = unknown_threshold(ev["similarity"], ev["source_similarity"])
+            known = ev["similarity"] >= bar
+            index = {c: i for i, c in enumerate(ev["classes"].tolist())}
+            truth = np.array([index.get(t, -1) for t in ev["truth"]])[known]
+            t_lp, s_lp, s_lab = ev["target_logp"][known], ev["source_logp"], ev["source_labels"]
+            acc = float((t_lp.argmax(1) == truth).mean())
+            est = {"atc": atc_estimate(s_lp, s_lab, t_lp) if len(s_lab) else np.nan,
+                   "agreement": agreement_estimate(t_lp.argmax(1), ev["other_logp"][known].argmax(1))}
+            n_err = int((s_lp.argmax(1) != s_lab).sum())
+            before = pick_estimator(len(s_lab), True, n_err)
+            now = pick_estimator(len(s_lab), True, n_err, atc_se=atc_bootstrap_se(s_lp, s_lab, t_lp) if before == "atc" else None)
+            est["before"], est["now"] = est[before], est[now]
+            for k in kinds:
+                per[k].append(abs(est[k] - acc) * 100)
+        for k in kinds:
+            errs[k].append(np.array(per[k]))
+    lines = ["| estimate | " + " | ".join(f"seed {i}: within 3 points" for i in range(len(dirs))) + " | all: within 3 | mean \\|err\\| | worst \\|err\\| |",
+             "|---|" + "---:|" * (len(dirs) + 3)]
+    for k, name in kinds.items():
+        allv = np.concatenate(errs[k])
+        lines.append(f"| {name} | " + " | ".join(f"{int((e <= 3).sum())} of {int(np.isfinite(e).sum())}" for e in errs[k]) +
+                     f" | {int((allv <= 3).sum())} of {int(np.isfinite(allv).sum())} | {np.nanmean(allv):.1f} | {np.nanmax(allv):.1f} |")
     return "\n".join(lines)
 
 
@@ -481,9 +527,17 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing docs/BENCHMARKS.md")
     parser.add_argument("--seed-report", nargs="+", type=Path, metavar="RESULTS",
                         help="write the section comparing seeds from these results files (runs of --only office --seed S)")
+    parser.add_argument("--notes", type=Path, help="with --seed-report: a Markdown file appended to the section")
+    parser.add_argument("--estimators", nargs="+", type=Path, metavar="EVIDENCE_DIR",
+                        help="print the table of label-free estimates against the truth, per seed, from copies of "
+                             "bench/results/trust_evidence after runs of --only office --seed S")
     args = parser.parse_args()
+    if args.estimators:
+        print(estimator_table(args.estimators))
+        return
     if args.seed_report:
-        print(f"wrote {write_section('trust-seeds', seed_report(args.seed_report))}")
+        text = seed_report(args.seed_report, args.notes)
+        print(text if args.no_write else f"wrote {write_section('trust-seeds', text)}")
         return
     args.only = [s for s in args.only.split(",") if s]
     unknown_suites = sorted(set(args.only) - set(SUITES))
