@@ -351,41 +351,40 @@ def report(result: dict) -> str:
 
 
 NOTES = """\
-* **office-caltech-10.** The estimates are those of the earlier rule (same heads, same estimators): ATC where the
-  source hold-out has at least 20 rows and 3 errors, agreement with the baseline head elsewhere; 11 of 12 within 3
-  points, A->D 6.4 high. Taken at its word (the earlier rule), an estimate 2-3 points high put C->D, D->C and W->C
-  0.3-0.5 points under 95 % (94.7, 94.5, 94.6 % at 95.2 % mean coverage). The bound (one standard error of sampling
-  and a 2-point bias term) brings all 12 to ≥ 95 % (worst D->C 95.4 %) and the mean coverage down to 92.6 %: the
-  coverage goal is no longer met. It could not be met together with the precision goal by any bar on this head's
-  confidence: with the labels, the best bar per task among the products both heads agree on covers 94.9 % on
-  average. The agreement filter sets that ceiling (under the earlier rule coverage was the agreement rate on all 12 tasks);
-  the products the heads disagree on were right 14-100 % of the time (a rule that admitted them, judged by both heads'
-  product of probabilities, covered more but fell under 95 % on several tasks; tried while settling this rule, not
-  kept). The 2-point term and one standard error were settled looking at these same tasks (one seed): no held-out confirmation.
-* **instacart.** Catalog and new feed are a random split, so ATC is close (71.3 against 70.1 %), while agreement says
-  92 %: two heads that see the same distribution share their mistakes. The head is overconfident at the top (above
-  0.95 it averages 0.98, and 96 % are right: some aisles are ambiguous); the per-item estimates follow the source
-  hold-out's reliability curve. Per-class ratios matter here (30 hold-out rows per aisle on average; see the line
-  under the table for the rule without them, and with each level's target on its own facts). The earlier rule
-  published 50.5 % at 94.0 %.
-  The 70 % goal is out of this head's reach at 95 %: with the labels, the best bar on the department confidence
-  covers 56.0 %, on the aisle confidence 31.4 %; the bound, 2.1 points under the estimate where the estimate was 1.2
-  high, leaves about a point of precision unused.
+* **office-caltech-10.** ATC stands where the source hold-out pins it down: with 20 rows, 3 errors and a bootstrap
+  spread of at most 2 points over resamples of the hold-out (A->W, C->A here); elsewhere the estimate is agreement with
+  the baseline head. 11 of 12 within 3 points, A->D 4.5 low (agreement; ATC said 99.4 against 94.9). Over three seeds
+  31 of 36 task runs are within 3 points, against 27 under the earlier choice (ATC wherever the hold-out had 3
+  errors), on the same heads: see "across seeds" below. The bound (one standard error of sampling and a 2-point bias
+  term) keeps all 12 at ≥ 95 % (worst D->C 95.5 %) and the mean coverage at 90.9 %: under the coverage goal. With
+  the labels, the best bar per task among the products both heads agree on covers 95.0 % on average, so the goal is
+  at the ceiling the agreement filter sets; the products the heads disagree on were right 14-100 % of the time (a
+  rule that admitted them, judged by both heads' product of probabilities, covered more but fell under 95 % on several
+  tasks; tried while settling this rule, not kept). A->D shows the cost of a low estimate: 60.5 % published, all
+  right. The 2-point term and one standard error were settled looking at these tasks (one seed): no held-out
+  confirmation.
+* **instacart.** Catalog and new feed are a random split, so ATC is close (71.4 against 70.1 %; its bootstrap spread
+  over the 3,892 held-out rows is 0.9 points, so `auto` keeps it), while agreement says 92 %: two heads that see the
+  same distribution share their mistakes. The head is overconfident at the top (above 0.95 it averages 0.98, and 96 %
+  are right: some aisles are ambiguous); the per-item estimates follow the source hold-out's reliability curve.
+  Per-class ratios matter here (30 hold-out rows per aisle on average; see the line under the table for the rule
+  without them, and with each level's target on its own facts). The 70 % goal is out of this head's reach at 95 %:
+  with the labels, the best bar on the department confidence covers 55.6 %, on the aisle confidence 31.2 %.
 * **Agreement filter.** An item is published at a level only where the run's head and the source-only baseline
-  agree; without it, A->D published 98.7 % of the target at 92.9 % precision under the earlier rule, with it 89.8 %
+  agree; without it, A->D published 98.7 % of the target at 92.9 % precision under an earlier rule, with it 89.8 %
   at 99.3 %.
 * **Open set.** Unknown products are flagged before anything is estimated; with the source restricted to 6 office
-  classes, 92-99 % of the other 4 classes' products are flagged and at most 7.8 % get a category. The estimate is of
-  the unflagged products; where unknown products slip through it counts them as right and runs 6-8 points high
-  (A->C, D->C, W->C), more than the bound allows for, and precision stays at 91-93 % there, as under the earlier
-  rule. On A->W the bound publishes nothing (the earlier rule: 42.7 % at 94.4 %): the head's confidences are
-  uniformly high, re-tempered to the 89.7 % bound they are all near 0.9-0.97, and no set of them has a lower bound
-  of 95 %.
+  classes, 92-99 % of the other 4 classes' products are flagged and at most 6.3 % get a category. Every task
+  estimates by agreement (the 6-class hold-outs have fewer than 3 errors), so the change of estimator choice does not
+  touch these rows. The estimate is of the unflagged products; where unknown products slip through it counts them as
+  right and runs 5-7 points high (A->C, D->C, W->C), more than the bound allows for, and precision is 92-93 % on
+  A->C and D->C. On A->W and W->C nothing is published: the estimate (89.1 and 86.3 %) leaves a bound of 84-86 %,
+  the head's confidences are uniformly high, and no set of them re-tempered to that bound has a lower bound of 95 %.
 * **grocery.** 81 catalog products, one per class, leave no source hold-out for ATC; the agreement between the two
-  heads is the estimate. It is right at the fine level (25.5 vs 25.8 %) but 11-19 points low at the coarse and top
-  levels; the earlier rule published 2.3 % of the in-store photos, all correct, and the bound now publishes none.
-  With the labels, the best bar on the top-level confidence would cover the oracle share under the table at ≥ 95 %:
-  the 50 % goal needs a better head, not only a better estimate.
+  heads is the estimate. It is right at the fine level (28.9 vs 28.3 %) but 16-18 points low at the coarse and top
+  levels, and with nothing labelled behind it the run publishes nothing (it says so in the manifest). With the labels,
+  the best bar on the top-level confidence would cover 52.4 % at ≥ 95 %: the 50 % goal needs target evidence (reviews:
+  see "Review loop") or a better head, not only a better estimate.
 * **Calibration.** Target ECE of the source-calibrated confidence is 0-8 % on office-caltech-10 closed set and 3 %
   on instacart: source temperatures do not carry over, which is why thresholds come from the target estimate, not
   the confidence.

@@ -129,7 +129,7 @@ def atc_bootstrap_se(source_probs: np.ndarray, source_labels: np.ndarray, target
     ATC's threshold is the (k+1)-th smallest held-out score, k the number of held-out errors. With a few errors
     among a hundred rows that order statistic moves a long way from one hold-out to the next, and the estimate with
     it: on office-caltech-10 (about 100 held-out rows with 1-11 errors) resamples spread it by up to 8 points
-    (docs/BENCHMARKS.md, "Which label-free estimate"). A binomial term for the hold-out's accuracy does not show
+    (docs/BENCHMARKS.md, "Trustworthy publication across seeds"). A binomial term for the hold-out's accuracy does not show
     this. The resamples are drawn from a fixed ``seed``, so a run repeats its figure. ``target_rows`` (a boolean mask)
     keeps only those target items, scored first so the (N, C) matrix is not copied. NaN with fewer than 2 rows.
     """

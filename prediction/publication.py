@@ -80,7 +80,8 @@ def pick_estimator(n_source_rows: int, has_other: bool, n_source_errors: int | N
       is at most ``max_atc_se`` (the bias allowance of the estimates, ``estimate_error`` in :func:`decide`);
     * ``agreement`` with a second head when the hold-out is too small or too clean for ATC, or so small that ATC's
       threshold moves more than that between hold-outs (office-caltech-10, about 100 held-out rows with 3-11 errors:
-      resamples spread ATC by up to 8 points, and it was 6-10 points off on some tasks where agreement was within 3).
+      resamples spread ATC by up to 8 points; of 14 task runs where it had at least 3 errors it missed by more than 3 points on 8, and
+      agreement missed 6 of those 8 by less).
       Agreement overestimates where the two heads share their mistakes (by 22 points on instacart, where catalog and
       new feed hardly differ), but there the hold-out is large and ATC's sampling error small, so ATC is kept;
     * ``none`` when neither is available: the source-calibrated confidence is taken at its word.
