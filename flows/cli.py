@@ -82,8 +82,13 @@ def publication_lines(s: dict) -> list[str]:
         return "n/a" if x is None or x != x else f"{100 * x:.1f} %"
 
     for task, p in pub.items():
+        how = p.get("estimator")
+        se, allowance = p.get("atc_bootstrap_se"), p.get("estimate_error")
+        if how == "agreement" and se is not None and allowance is not None and se > allowance:
+            # why not ATC: its threshold moved more than the bias allowance between resamples of the source hold-out
+            how += f"; ATC set aside, it moved {100 * se:.1f} points between resamples of the source hold-out"
         line = (f"    {task:<18} {p['n_published']} ({pct(p['coverage'])}), estimated precision {pct(p.get('estimated_precision'))}, "
-                f"estimated accuracy {pct(p.get('estimated_accuracy'))} ({p.get('estimator')})")
+                f"estimated accuracy {pct(p.get('estimated_accuracy'))} ({how})")
         if p.get("n_unknown"):
             line += f", {p['n_unknown']} unknown"
         lines.append(line)

@@ -387,7 +387,8 @@ def publication_summary(metrics: dict[str, dict]) -> dict[str, dict]:
         levels = pub.get("levels") or [{}]
         row = {"rule": pub.get("rule"), "n_published": pub.get("n_published"), "coverage": pub.get("coverage"),
                "estimated_accuracy": levels[0].get("estimated_accuracy"), "estimator": levels[0].get("estimator"),
-               "estimated_precision": pub.get("estimated_precision"), "n_unknown": pub.get("n_unknown")}
+               "estimated_precision": pub.get("estimated_precision"), "n_unknown": pub.get("n_unknown"),
+               "atc_bootstrap_se": pub.get("atc_bootstrap_se"), "estimate_error": pub.get("estimate_error")}
         if pub.get("calibration"):  # the target calibration set: rows, and the precision they support for what was published
             split = m.get("review_split") or {}
             row["calibration"] = {**pub["calibration"], **({"folds": split["folds"]} if split.get("mode") == "cross-fit" else {})}

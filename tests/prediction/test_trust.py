@@ -442,3 +442,15 @@ def test_with_no_labelled_hold_out_the_default_rule_publishes_nothing():
     assert "abstained" not in held.rule and held.published.count("apple") == 40
     # a fixed threshold is the user's call
     assert decide(probs, CLASSES, source_probs=np.zeros((0, 4)), source_labels=np.zeros(0, int), threshold=0.9).published == ["apple"] * 40
+
+
+def test_run_summary_says_why_atc_was_set_aside():
+    from prodkg.flows.cli import publication_lines
+
+    row = {"n_published": 80, "coverage": 0.8, "estimated_precision": 0.97, "estimated_accuracy": 0.93, "estimator": "agreement",
+           "atc_bootstrap_se": 0.047, "estimate_error": 0.02}
+    text = "\n".join(publication_lines({"min_precision": 0.95, "published": {"category": row}}))
+    assert "(agreement; ATC set aside, it moved 4.7 points between resamples of the source hold-out)" in text
+    row.update(estimator="atc", atc_bootstrap_se=0.009)  # ATC kept: nothing to explain
+    text = "\n".join(publication_lines({"min_precision": 0.95, "published": {"category": row}}))
+    assert "(atc)" in text and "set aside" not in text
