@@ -73,6 +73,7 @@ def main() -> None:
     p.add_argument("--notes", help="a Markdown file appended to the section")
     p.add_argument("--section", help="the docs/BENCHMARKS.md section to write (default: scale, or scale-images with --images);"
                                      " another name keeps a table measured on another machine beside it")
+    p.add_argument("--heading", help="the section's heading (default: Scaling: synthetic catalogs (text only))")
     a = p.parse_args()
     work = Path(a.work)
     rows = []
@@ -136,7 +137,7 @@ def main() -> None:
 
 
 def report(rows: list[dict], a, variant: str) -> str:
-    lines = [f"## Scaling: synthetic catalogs ({variant})", "",
+    lines = [f"## {a.heading or f'Scaling: synthetic catalogs ({variant})'}", "",
              (f"Command: `PRODKG_DATA_HOME=../shared/datasets nice -n 10 .venv/bin/python bench/bench_scale.py "
               f"{a.command if a.rows and a.command else ' '.join(sys.argv[1:])}`  "),
              f"Machine: {machine()}, {a.load_note}. Date: {today()}. Stages as plain functions (`--no-prefect`), "
