@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from _common import ROOT, machine, run_once, today, write_section  # noqa: E402
-from synth_catalog import changed, changed_in, synth_catalog, write  # noqa: E402
+from synth_catalog import changed, changed_in, data_home, synth_catalog, write  # noqa: E402
 
 STAGES = ("ingest", "extract", "adapt_predict", "graph")
 
@@ -98,6 +98,9 @@ def main() -> None:
             shutil.rmtree(out)
         args = ["--catalog", str(catalog), "--taxonomy", str(tax), "--source", "catalog", "--target", "new", "--method", a.method,
                 "--baseline", "none", "--epochs", str(a.epochs), "--no-prefect", "--out", str(out)]
+        if a.images:  # the photos are the dataset mirror's, outside the catalog's folder: local images are read only from
+            # the catalog's folder and --image-roots, so without it every product with a photo goes to quarantine
+            args[-2:-2] = ["--image-roots", str(data_home())]
         refit = out.with_name(out.name + "-refit")
         shutil.rmtree(refit, ignore_errors=True)
         kept_args = ["--keep-heads"] + (["--keep-heads-max-drift", str(a.keep_drift)] if a.keep_drift is not None else [])
