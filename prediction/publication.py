@@ -292,7 +292,10 @@ def decide(
             # labelled target rows: no shift between them and the items, the bound is their sampling error's
             bound = precision_lower_bound(k_cal, n_cal, confidence) if threshold is None else driver
         else:
-            atc_se = atc_bootstrap_se(sp, s_lab, pk) if "atc" in estimator and len(sp) >= 2 and len(pk) else None
+            if choice_se is not None and p is target_lp and sp is source_lp:
+                atc_se = choice_se  # the level is the classes themselves: the bootstrap the choice ran, on the same rows
+            else:
+                atc_se = atc_bootstrap_se(sp, s_lab, pk) if "atc" in estimator and len(sp) >= 2 and len(pk) else None
             se = estimate_standard_error(estimator, driver, n_target=int(known.sum()), source_correct=sp.argmax(1) == s_lab, atc_se=atc_se)
             # the per-item estimates are set by the accuracy's lower bound, z standard errors (sampling and bias) down
             bound = float(np.clip(driver - z * np.hypot(se, estimate_error), 0.0, 1.0)) if np.isfinite(driver) and threshold is None else driver
