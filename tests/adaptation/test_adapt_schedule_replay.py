@@ -20,6 +20,7 @@ GRID = [("source_only", {}), ("dann", {"tradeoff": 0.3}), ("dann", {"tradeoff": 
         ("dan", {"tradeoff": 1.0}), ("coral", {"tradeoff": 0.3}), ("rtn", {"tradeoff": 1.0})]
 
 
+@pytest.mark.slow  # 11 s on a 2-core AMD EPYC: trains the whole auto grid
 @pytest.mark.parametrize("seed", [1])
 def test_a_replayed_schedule_adopts_what_auto_train_adopts(make_shifted, seed) -> None:
     xs, ys, xt, yt = make_shifted(seed=7 + seed, n=200, dim=8, shift=1.5)
