@@ -26,6 +26,34 @@ def test_centroid_refine_matches_a_manual_spherical_kmeans() -> None:
     np.testing.assert_array_equal(labels, lab2)
 
 
+def test_centroid_refine_runs_lloyd_to_a_fixed_point_by_default() -> None:
+    rng = np.random.default_rng(3)
+    # four loose clusters on the sphere and a poor seeding classifier, so two steps are not enough to settle
+    centres = rng.normal(size=(4, 6))
+    y = rng.integers(0, 4, 200)
+    z = centres[y] + rng.normal(scale=0.9, size=(200, 6))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    probs = rng.dirichlet(np.ones(4), size=200) * 0.6 + 0.4 * np.eye(4)[(y + (rng.random(200) < 0.4)) % 4]
+
+    def manual(steps):  # Lloyd's spherical k-means by hand, seeded by the soft probabilities
+        c = probs.T @ z
+        for step in range(steps):
+            c = c / np.linalg.norm(c, axis=1, keepdims=True)
+            lab = (z @ c.T).argmax(1)
+            c = np.stack([z[lab == k].sum(0) if (lab == k).any() else c[k] for k in range(4)])
+        return lab
+
+    two = manual(2)
+    _, labels = centroid_refine(z, probs)
+    assert not np.array_equal(labels, two), "the data should need more than two steps"
+    # a fixed point: every product is nearest to the normalised mean of the products sharing its label
+    c = np.stack([z[labels == k].sum(0) for k in range(4)])
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    np.testing.assert_array_equal((z @ c.T).argmax(1), labels)
+    np.testing.assert_array_equal(labels, manual(50))
+    np.testing.assert_array_equal(centroid_refine(z, probs, iterations=2)[1], two)
+
+
 def test_refinement_fixes_predictions_that_are_off_by_a_shift() -> None:
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 300)
