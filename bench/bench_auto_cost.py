@@ -6,6 +6,7 @@ Run from the repository root (features come from the cache of bench/_features.py
     python bench/bench_auto_cost.py --suite instacart --seeds 1 --epochs 10   # also: --suite grocery
     python bench/bench_auto_cost.py --suite office --seeds 1 --epochs 100 --tasks A-W,C-A,D-W   # the demo's epochs
     python bench/bench_auto_cost.py --suite office --seeds 3 --epochs 100 --schedules halving   # the default alone
+    python bench/bench_auto_cost.py --suite partial --seeds 3 --epochs 100 --schedules halving  # partial catalogs
     python bench/bench_auto_cost.py --report-only   # rewrite docs/BENCHMARKS.md from bench/results/auto_cost_*.json
 
 For each task and seed, one process trains, one after the other and each timed on its own:
@@ -47,11 +48,11 @@ SCHEDULES = ("halving", "full")
 
 
 def _task(suite: str, task: str):
-    if suite == "office":
+    if suite in ("office", "partial"):  # partial: each target restricted to bench_safe_auto.PARTIAL_CLASSES
         from bench_safe_auto import office_task
 
         src, tgt = (next(d for d in DOMAINS if SHORT[d] == c) for c in task.split("->"))
-        return office_task(src, tgt)
+        return office_task(src, tgt, partial=suite == "partial")
     if suite == "instacart":
         from bench_safe_auto import instacart_task
 
@@ -134,7 +135,8 @@ def run(args: argparse.Namespace) -> None:
     from _features import grocery, instacart, office_caltech
 
     {"instacart": instacart, "grocery": grocery}.get(args.suite, office_caltech)()
-    tasks = {"office": [f"{SHORT[s]}->{SHORT[t]}" for s, t in permutations(DOMAINS, 2)],
+    pairs = [f"{SHORT[s]}->{SHORT[t]}" for s, t in permutations(DOMAINS, 2)]
+    tasks = {"office": pairs, "partial": pairs,
              "instacart": ["department", "aisle"], "grocery": ["fine", "coarse"]}[args.suite]
     if args.tasks:
         tasks = [t for t in tasks if t.replace("->", "-") in set(args.tasks.split(","))]
@@ -182,9 +184,10 @@ def _per_task(recs: list[dict], tasks: list[str], fn) -> dict[str, float]:
     return {t: float(np.mean([fn(r) for r in recs if r["task"] == t])) for t in tasks}
 
 
-#: Targets the project states for ``auto`` (docs/BENCHMARKS.md): mean target accuracy at least this, and no task more
-#: than this many points below source-only; judged on every task of the suite and 3 seeds.
-TARGETS = {"office": (97.0, -0.5)}
+#: Targets the project states for ``auto`` (docs/BENCHMARKS.md), judged on every task of the suite and 3 seeds:
+#: a mean target accuracy of at least ``mean`` (or at least ``over`` points above source-only's mean), and no task
+#: more than ``-gap`` points below source-only.
+TARGETS = {"office": {"mean": 97.0, "gap": -0.5}, "partial": {"over": 2.0, "gap": 0.0}}
 
 
 def _run_schedules(run: dict) -> tuple[str, ...]:
@@ -196,8 +199,15 @@ def _verdict(suite: str, run: dict, schedule: str, vals: dict[str, float], so: d
 
     if suite not in TARGETS:
         return ""
-    floor_mean, floor_gap = TARGETS[suite]
+    target = TARGETS[suite]
+    floor_gap = target["gap"]
     mean, worst = float(np.mean(list(vals.values()))), min(vals[t] - so[t] for t in vals)
+    so_mean = float(np.mean(list(so.values())))
+    if "mean" in target:
+        floor_mean, wanted = target["mean"], f"mean >= {target['mean']:.1f}"
+    else:
+        floor_mean = round(so_mean, 1) + target["over"]
+        wanted = f"mean at least {target['over']:.1f} above source-only's ({so_mean:.1f})"
     missed = [f"mean {mean:.1f} < {floor_mean:.1f}"] * (round(mean, 1) < floor_mean)
     missed += [f"worst task {worst:+.1f}"] * (round(worst, 1) < floor_gap)
     n_tasks, n_seeds = len(vals), len({r["seed"] for r in run["records"]})
@@ -205,8 +215,9 @@ def _verdict(suite: str, run: dict, schedule: str, vals: dict[str, float], so: d
     judged = n_tasks == 12 and n_seeds >= 3 and epochs == TrainConfig().epochs
     scope = "" if judged else (f" (here {n_tasks} task(s) x {n_seeds} seed(s) at {epochs} epochs; the target is judged "
                                f"on 12 tasks x 3 seeds at the default {TrainConfig().epochs})")
-    return (f"Target for `auto` (`{schedule}`): mean >= {floor_mean:.1f} and no task more than {-floor_gap:.1f} below "
-            f"source-only{scope}: **{'met' if not missed else 'not met'}** (mean {mean:.1f}, worst task {worst:+.1f}"
+    below = f"more than {-floor_gap:.1f} below source-only" if floor_gap else "below source-only"
+    return (f"Target for `auto` (`{schedule}`): {wanted} and no task {below}{scope}: "
+            f"**{'met' if not missed else 'not met'}** (mean {mean:.1f}, worst task {worst:+.1f}"
             + (f"; missed: {', '.join(missed)}" if missed else "") + ").")
 
 
@@ -344,35 +355,29 @@ NOTES = """Notes:
 """
 
 
-NOTES_HALVING = """Notes on the office-caltech-10 run at 100 epochs (2026-11-30):
+NOTES_HALVING = """Notes on the office-caltech-10 run at 100 epochs (2026-12-01):
 
-- The mean misses the target (96.8 against 97.0); the worst task meets it (W->D, 0.4 below source-only).
-- The choice the safety rule makes is not what holds the mean back. `halving` ends with two finalists,
-  source-only and one adapted candidate, and `auto` refines whichever it adopts by class centroids. Refined
-  source-only alone already gives 96.8, and the better of the two refined finalists in every run, picked with the
-  target labels, gives 96.97: no rule choosing between these two networks, label-free or not, reaches 97.0 except
-  by a perfect choice and rounding. The rule's 7 wrong choices of 36 cost 0.14 points; the largest (C->D seed 2,
-  2.5 points) adopted RTN, better than source-only before refinement (94.9 against 92.4) and worse after it (96.8
-  against 99.4): the signals judge the networks, and refinement then reorders them. Dropping any of the three
-  signals gave 96.78-96.81 on the same runs. No change to the safety rule was made: no rule choosing between
-  these finalists can gain more than those 0.14 points, and one fitted to these runs would flatter itself.
-- The worst task is refinement's, not selection's: on W->D source-only is at 99.2 and its refinement moves one
-  of the 157 target images the wrong way in every seed (98.5 refined, the same as the refined adapted finalist).
-- Where the headroom is instead: the adapted finalist `halving` keeps is weaker than DANN alone on some tasks
-  (A->W: finalists at 92.5-93.9 before refinement, RTN twice and CDAN once; DANN alone 97.2 on average), so a better mean needs better
-  finalists (which candidates reach the end) or a better refinement, not a different safety rule. Not measured
-  here: `full` at 100 epochs on the whole table (about 77 s per task and seed on this machine).
-- Followed up in "auto-schedules" (every candidate traced, twelve schedules replayed, `full` among them, 96.79):
-  better finalists alone do not lift the mean. With the best adapted finalist picked with the target labels, the
-  safety rule refuses it in 22 of 36 runs and `auto` reaches 96.95; the best schedule found ("keep 4, 1": DEV
-  keeps four at 1/9, then one) reaches the same 96.95. The default was left as it is (9 -> 3 -> 1); the missing
-  points sit in the final choice between refined networks (the best refined candidate per run: 97.34), and DEV does
-  not rank the adapted candidates by the accuracy `auto` ends with at any point of their training.
-- Wall times come from a CPU shared with another job; the slowest single run (5.3x its DANN run, C->W seed 0)
-  ran while the other job was busy; the per-task means are 2.2-3.4x.
+- The target is met: mean 97.10 (seeds 97.12 / 97.01 / 97.18), worst task W->D 0.4 below source-only, at 2.6
+  times one DANN run in wall time.
+- What changed since the run of 2026-11-30 (96.83 on the same tasks and seeds, another machine): centroid
+  refinement runs its spherical k-means until no label changes (`adaptation.refine.centroid_refine`; it settles
+  within 4 steps here) instead of stopping after two. The networks are nearly the same (another CPU: source-only's
+  per-task figures differ by at most 0.2). Replayed offline on the saved networks of a run of `auto` with refinement off, two steps gave
+  96.91 and convergence 97.10; the gain is A->W (+2.0 in every seed: 96.3 -> 98.3), with smaller ones on A->C,
+  C->W and W->C, and one loss of 0.2 (D->A, one seed). Refinement was kept in 36 of 36 runs (at most 9.5% of
+  the target relabelled, under the 15% limit).
+- The safety rule is unchanged. It kept the worse of its two refined finalists in 5 of 36 runs, 0.04 points of
+  the mean; the best refined finalist in every run, picked with the target labels, gives the same 97.1.
+- The worst task is refinement's, not selection's: on W->D source-only is at 99.2 and refinement of source-only
+  moves one of the 157 target images the wrong way in two of three seeds (in the third `auto` adopted RTN, which
+  ends level with source-only).
+- Wall times come from a CPU on which nothing else ran; this machine trains about twice as slowly as the one of
+  the earlier run (DANN alone 24.8 s per task against 12.2 s), and the ratio is the same 2.6.
 """
 
-TITLES = {"office": "office-caltech-10", "instacart": "instacart brand shift (catalog → new-brands, MiniLM titles)",
+TITLES = {"office": "office-caltech-10",
+          "partial": "partial office-caltech-10 (targets restricted to backpack, bike, calculator, headphones, keyboard)",
+          "instacart": "instacart brand shift (catalog → new-brands, MiniLM titles)",
           "grocery": "grocery-store-dataset (iconic → in-store)"}
 
 #: Sections of docs/BENCHMARKS.md by the schedules a run trained: the comparison of the two, and ``halving`` alone.
@@ -419,7 +424,7 @@ def report() -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--suite", choices=["office", "instacart", "grocery"], default="office")
+    p.add_argument("--suite", choices=["office", "partial", "instacart", "grocery"], default="office")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
