@@ -158,3 +158,37 @@ def write(notes: str = NOTES) -> Path:
 
 if __name__ == "__main__":
     write()
+
+
+def write_rollup() -> Path:
+    """Section `shelf-rollup`: the coarse accuracy of `auto`'s fine head rolled up along the taxonomy, per seed,
+    from the fine-label records of ``shelf_views_auto.json`` that carry it (``coarse_rollup``)."""
+    data = _load("auto")
+    recs = sorted((r for r in data["records"] if "coarse_rollup" in r), key=lambda r: (r["method"], r["views"], r["seed"]))
+    if not recs:
+        raise SystemExit("no fine-label `auto` records with a coarse roll-up in bench/results/shelf_views_auto.json")
+    commands = [c for c in data.get("commands", []) if "--labels fine" in c] or data.get("commands", [])
+    lines = ["## Grocery coarse facts from the fine head: back-off instead of a second head", "",
+             "Written by `bench/bench_shelf_views.py` (`write-rollup` assembles it from `bench/results/shelf_views_auto.json`). "
+             "Command: " + "; ".join(f"`PRODKG_DATA_HOME=... PRODKG_BENCH_CACHE=... {c}`" for c in commands)
+             + f" · date {data.get('date', '?')} · machine: {data.get('machine', '?')}.", "",
+             ("grocery-store-dataset, 81 iconic products (+ shelf-style views) → 5,421 in-store photos, as in \"Shelf-style "
+              "source views\". `auto` (and `auto` followed by two rounds of self-training, what `--method auto "
+              "--self-training 2` does) trains one head on the 81 fine classes; *coarse, rolled up* is the accuracy on the "
+              "19 coarse classes of that head's probabilities summed within each coarse class, as the predict stage "
+              "aggregates them when it backs off along top → coarse → fine (`prediction.backoff.TaxonomyLevels`; there "
+              "after its temperature, which can move a few of the coarse choices). No in-store label "
+              "reaches training or selection. Target accuracy in %."), "",
+             "| run | views per photo | epochs | seed | chosen | fine | coarse, rolled up |", "|---|---|---|---|---|---|---|"]
+    for r in recs:
+        lines.append(f"| `{r['method']}` | {r['views']} | {r['epochs']} | {r['seed']} | {r['chosen']} | "
+                     f"{r['accuracy']:.1f} | {r['coarse_rollup']:.1f} |")
+    by = defaultdict(list)
+    for r in recs:
+        by[(r["method"], r["views"], r["epochs"])].append(r)
+    lines.append("")
+    for (m, k, e), rs in by.items():
+        f, c = [r["accuracy"] for r in rs], [r["coarse_rollup"] for r in rs]
+        lines.append(f"- `{m}`, {k} views, {e} epochs, {len(rs)} seed(s): fine {np.mean(f):.1f} (worst seed {min(f):.1f}), "
+                     f"coarse rolled up {np.mean(c):.1f} (worst seed {min(c):.1f}).")
+    return write_section("shelf-rollup", "\n".join(lines))

@@ -5,6 +5,8 @@
     PRODKG_DATA_HOME=... PRODKG_BENCH_CACHE=... python bench/bench_shelf_views.py auto --views 20 --epochs 10 --seeds 3
     PRODKG_DATA_HOME=... PRODKG_BENCH_CACHE=... python bench/bench_shelf_views.py office --views 5 --epochs 20 --tasks D-W,D-A
     python bench/bench_shelf_views.py write        # the docs/BENCHMARKS.md section from the saved results
+    PRODKG_DATA_HOME=... PRODKG_BENCH_CACHE=... python bench/bench_shelf_views.py auto+self-training --labels fine --views 20 --epochs 30 --seeds 3
+    python bench/bench_shelf_views.py write-rollup # coarse accuracy of the fine head rolled up (section shelf-rollup)
 
 grocery-store-dataset: the 81 iconic products (Lite0 image + MiniLM description) -> the 5,421 in-store photos
 (image only), fine (81) and coarse labels. A run with views trains on each iconic row plus its ``K`` views
@@ -54,6 +56,26 @@ def grocery_data(label: str, k: int):
                            present={"image": np.ones(len(of), bool), "text": g["text_ok"][of]})
         source, ys, groups = MultiModal.concat([source, views]), np.concatenate([ys, y[of]]), np.concatenate([s_idx, of])
     return source, ys, groups, x.subset(t_idx), y[t_idx], len(classes)
+
+
+def coarse_rollup_accuracy(probs: np.ndarray) -> float:
+    """Accuracy on the in-store photos' coarse classes of a fine head's probabilities summed within each coarse
+    class (``probs``: ``(N, 81)``, the target rows of :func:`grocery_data` ``("fine", k)``, in their order): what
+    the predict stage publishes at the coarse level when it backs off along the taxonomy."""
+    from _features import grocery
+
+    g = grocery()
+    iconic = g["domain"] == "iconic"
+    fine = sorted(set(g["y"][iconic].tolist()))
+    coarse_of = {f: c for f, c in zip(g["y"][iconic], g["coarse"][iconic])}
+    coarse = sorted(set(coarse_of.values()))
+    member = np.zeros((len(fine), len(coarse)))
+    for i, f in enumerate(fine):
+        member[i, coarse.index(coarse_of[f])] = 1.0
+    t_idx = np.flatnonzero((g["domain"] == "instore") & np.isin(g["y"], fine))
+    truth = np.array([coarse.index(c) if c in coarse else -1 for c in g["coarse"][t_idx]])
+    assert probs.shape == (len(t_idx), len(fine)), (probs.shape, len(t_idx), len(fine))
+    return float(((probs @ member).argmax(1) == truth).mean() * 100)
 
 
 def office_data(src: str, tgt: str, k: int):
@@ -112,6 +134,8 @@ def _auto_one(job: dict) -> dict:
         winner, rounds = self_train(source, ys, target, n, winner.config, first=winner)
         extra = {"before": before, "rounds": rounds}
     accs = {candidate_label(m, o): float((model.predict(target) == yt).mean() * 100) for (m, o), model in zip(DEFAULT_CANDIDATES, models)}
+    if job["label"] == "fine":  # the fine head's coarse facts, as back-off along the taxonomy publishes them
+        extra["coarse_rollup"] = coarse_rollup_accuracy(winner.predict_proba(target))
     return {**job, "accuracy": float((winner.predict(target) == yt).mean() * 100), "candidates": accs,
             "chosen": sel["chosen"], "selector": sel["selector"], "selector_choice": sel["selector_choice"],
             "refinement": sel["refinement"], "n_source_val": sel["n_source_val"], "reason": sel["reason"],
@@ -232,7 +256,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["all", "curve", "table", "selftrain", "auto", "auto:rows", "auto+self-training", "office", "write"])
+    ap.add_argument("mode", choices=["all", "curve", "table", "selftrain", "auto", "auto:rows", "auto+self-training", "office", "write", "write-rollup"])
     ap.add_argument("--views", type=int, default=20)
     ap.add_argument("--epochs", default="10")
     ap.add_argument("--seeds", type=int, default=3)
@@ -244,10 +268,10 @@ def main() -> None:
     ap.add_argument("--office-views", type=int, default=5)
     ap.add_argument("--office-epochs", type=int, default=20)
     args = ap.parse_args()
-    if args.mode == "write":
-        from _shelf_report import write
+    if args.mode in ("write", "write-rollup"):
+        from _shelf_report import write, write_rollup
 
-        write()
+        write() if args.mode == "write" else write_rollup()
         return
     run(args)
 
