@@ -301,17 +301,22 @@ def safe_choice(
     comes first. An adapted candidate is adopted only when every signal in ``signals`` says it
     beats source-only: ``dev`` (lower DEV risk), ``snd`` (denser target predictions), ``im``
     (more mutual information), ``consensus`` (agrees with the candidates' majority vote at least
-    as often, :func:`consensus_agreement`); a signal whose score is missing is skipped. Otherwise
-    the next candidate is tried when ``scan`` is true, and source-only is adopted when it is false.
+    as often, :func:`consensus_agreement`). A signal that could not be scored (DEV where no source
+    row could be held out) confirms nothing and counts against the candidate: on grocery-store-dataset
+    with one catalog product per class, SND and consensus alone adopted RTN at 6.0% against
+    source-only's 26.4% (one seed of two, docs/BENCHMARKS.md "shelf-rollup"). Otherwise the next
+    candidate is tried when ``scan`` is true, and source-only is adopted when it is false.
 
-    Returns ``(index, record)``, the record naming every signal's verdict for the selector's best candidate.
+    Returns ``(index, record)``, the record naming every signal's verdict for the selector's best candidate
+    and, under ``missing``, the signals that could not be scored.
     """
     so = next(i for i, m in enumerate(methods) if m == "source_only")
     order = sorted(range(len(scores)), key=lambda i: -scores[i][selector])
+    missing = sorted(n for n in signals if n != "consensus" and any(n not in sc for sc in scores))
     checks: dict[str, bool] = {}
     for i in order:
         if i == so:
-            return so, {"adopted": "source_only", "overruled": bool(checks), "checks": checks}
+            return so, {"adopted": "source_only", "overruled": bool(checks), "checks": checks, "missing": missing}
         verdict: dict[str, bool] = {}
         for name in signals:
             if name == "consensus":
@@ -319,13 +324,15 @@ def safe_choice(
             elif name in scores[i] and name in scores[so]:
                 better = scores[i][name] > scores[so][name] if name == "dev" else scores[i][name] >= scores[so][name]
                 verdict[name] = bool(better)
+            else:
+                verdict[name] = False
         if not checks:
             checks = verdict
         if all(verdict.values()):
-            return i, {"adopted": methods[i], "overruled": i != order[0], "checks": verdict}
+            return i, {"adopted": methods[i], "overruled": i != order[0], "checks": verdict, "missing": missing}
         if not scan:
-            return so, {"adopted": "source_only", "overruled": True, "checks": checks}
-    return so, {"adopted": "source_only", "overruled": True, "checks": checks}
+            return so, {"adopted": "source_only", "overruled": True, "checks": checks, "missing": missing}
+    return so, {"adopted": "source_only", "overruled": True, "checks": checks, "missing": missing}
 
 
 def schedule_rungs(schedule: str | Sequence[float]) -> tuple[float, ...]:
@@ -616,6 +623,8 @@ def auto_train(
         failed = ", ".join(n for n, ok in safety["checks"].items() if not ok)
         reason = (f"the highest {selector} score went to {labels[order[0]]}, but {failed} did not confirm that it "
                   f"beats source-only; kept {labels[best]}")
+        if safety["missing"]:
+            reason += f" ({', '.join(safety['missing'])} could not be scored: no held-out source rows)"
     if searched:
         reason += ", with " + ", ".join(f"{f}={getattr(configs[best], f)}" for f in searched)
     if len(order) > 1 and best == order[0]:

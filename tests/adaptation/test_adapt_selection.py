@@ -173,6 +173,10 @@ def test_auto_with_one_product_per_class_trains_on_all_and_falls_back_to_a_targe
     assert sel["selector"] == "snd" and sel["n_source_train"] == 3 and sel["n_source_val"] == 0
     assert "needs held-out source rows" in sel["reason"]
     assert set(sel["candidates"][0]["scores"]) == {"snd"}
+    # DEV cannot be scored without held-out rows, so nothing labelled confirms an adapted candidate: source-only stays
+    assert sel["chosen"] == "source_only" and sel["safety"]["missing"] == ["dev"]
+    if sel["selector_choice"] != "source_only":
+        assert "dev could not be scored" in sel["reason"]
 
 
 def test_default_grid_searches_trade_off_and_learning_rate_besides_the_method() -> None:
@@ -318,6 +322,12 @@ def test_safe_choice_adopts_an_adapted_candidate_only_when_every_signal_agrees()
     scores[1]["snd"] = 6.0
     assert safe_choice(methods, scores, np.array([0.9, 0.8, 0.85]), "dev", signals)[0] == 0
     assert safe_choice(methods, scores, np.array([0.9, 0.8, 0.85]), "dev", ("dev", "snd"))[0] == 1
+    # a signal that could not be scored (no held-out source rows: no DEV) confirms nothing
+    no_dev = [{"snd": sc["snd"]} for sc in scores]
+    index, record = safe_choice(methods, no_dev, agreement, "snd", signals)
+    assert index == 0 and record["checks"] == {"dev": False, "snd": True, "consensus": True}
+    assert record["missing"] == ["dev"]
+    assert safe_choice(methods, no_dev, agreement, "snd", ("snd", "consensus"))[0] == 1
     # source-only scored best by the selector: adopted, nothing overruled
     scores[0]["dev"] = 0.0
     index, record = safe_choice(methods, scores, agreement, "dev")
