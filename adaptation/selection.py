@@ -304,7 +304,7 @@ def safe_choice(
     as often, :func:`consensus_agreement`). A signal that could not be scored (DEV where no source
     row could be held out) confirms nothing and counts against the candidate: on grocery-store-dataset
     with one catalog product per class, SND and consensus alone adopted RTN at 6.0% against
-    source-only's 26.4% (one seed of two, docs/BENCHMARKS.md "shelf-rollup"). Otherwise the next
+    source-only's 26.4% (seed 1 of 3, docs/BENCHMARKS.md "shelf-rollup"). Otherwise the next
     candidate is tried when ``scan`` is true, and source-only is adopted when it is false.
 
     Returns ``(index, record)``, the record naming every signal's verdict for the selector's best candidate
