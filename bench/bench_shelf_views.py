@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,14 @@ def coarse_rollup_accuracy(probs: np.ndarray) -> float:
     """Accuracy on the in-store photos' coarse classes of a fine head's probabilities summed within each coarse
     class (``probs``: ``(N, 81)``, the target rows of :func:`grocery_data` ``("fine", k)``, in their order): what
     the predict stage publishes at the coarse level when it backs off along the taxonomy."""
+    member, truth = _coarse_rollup()
+    assert probs.shape == (len(truth), len(member)), (probs.shape, len(truth), len(member))
+    return float(((probs @ member).argmax(1) == truth).mean() * 100)
+
+
+@lru_cache(maxsize=1)
+def _coarse_rollup() -> tuple[np.ndarray, np.ndarray]:
+    """``(fine -> coarse membership (81, 19), coarse class of each in-store photo (N,))``, read once per process."""
     from _features import grocery
 
     g = grocery()
@@ -75,8 +84,7 @@ def coarse_rollup_accuracy(probs: np.ndarray) -> float:
         member[i, coarse.index(coarse_of[f])] = 1.0
     t_idx = np.flatnonzero((g["domain"] == "instore") & np.isin(g["y"], fine))
     truth = np.array([coarse.index(c) if c in coarse else -1 for c in g["coarse"][t_idx]])
-    assert probs.shape == (len(t_idx), len(fine)), (probs.shape, len(t_idx), len(fine))
-    return float(((probs @ member).argmax(1) == truth).mean() * 100)
+    return member, truth
 
 
 def office_data(src: str, tgt: str, k: int):
