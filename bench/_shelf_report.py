@@ -172,7 +172,7 @@ NOTES_ROLLUP = """- Fine: 38.5 on average, worst seed 36.5, above the issue's 35
 - Self-training's two rounds add 10-13 points fine to source-only (26.4-26.7 before them).
 - More rounds do not close the coarse gap ("Self-training rounds" below): after round 2 the fine accuracy creeps
   up by 0.7 points over three more rounds, and the coarse roll-up stays at 56.6-56.9 (worst seed about 54). The
-  default of two rounds stands. Not tried: centroid refinement here (it relabels 33-79% of the photos, over the 15%
+  default of two rounds stands. Not tried: centroid refinement here (it relabels 79-84% of the photos, over the 15%
   guard set on text), Lite2 features with views.
 """
 
