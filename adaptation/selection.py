@@ -313,10 +313,14 @@ def safe_choice(
     so = next(i for i, m in enumerate(methods) if m == "source_only")
     order = sorted(range(len(scores)), key=lambda i: -scores[i][selector])
     missing = sorted(n for n in signals if n != "consensus" and any(n not in sc for sc in scores))
+
+    def record(adopted: str, overruled: bool, checks: dict[str, bool]) -> dict[str, Any]:
+        return {"adopted": adopted, "overruled": overruled, "checks": checks, "missing": missing}
+
     checks: dict[str, bool] = {}
     for i in order:
         if i == so:
-            return so, {"adopted": "source_only", "overruled": bool(checks), "checks": checks, "missing": missing}
+            return so, record("source_only", bool(checks), checks)
         verdict: dict[str, bool] = {}
         for name in signals:
             if name == "consensus":
@@ -329,10 +333,10 @@ def safe_choice(
         if not checks:
             checks = verdict
         if all(verdict.values()):
-            return i, {"adopted": methods[i], "overruled": i != order[0], "checks": verdict, "missing": missing}
+            return i, record(methods[i], i != order[0], verdict)
         if not scan:
-            return so, {"adopted": "source_only", "overruled": True, "checks": checks, "missing": missing}
-    return so, {"adopted": "source_only", "overruled": True, "checks": checks, "missing": missing}
+            return so, record("source_only", True, checks)
+    return so, record("source_only", True, checks)
 
 
 def schedule_rungs(schedule: str | Sequence[float]) -> tuple[float, ...]:

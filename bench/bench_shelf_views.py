@@ -71,17 +71,16 @@ def coarse_rollup_accuracy(probs: np.ndarray) -> float:
 
 @lru_cache(maxsize=1)
 def _coarse_rollup() -> tuple[np.ndarray, np.ndarray]:
-    """``(fine -> coarse membership (81, 19), coarse class of each in-store photo (N,))``, read once per process."""
+    """``(fine -> coarse membership (81, 19), coarse class of each in-store photo (N,))``, read once per process;
+    the membership is the predict stage's own (:class:`prediction.backoff.TaxonomyLevels`, level 0)."""
     from _features import grocery
+
+    from prodkg.prediction.backoff import TaxonomyLevels
 
     g = grocery()
     iconic = g["domain"] == "iconic"
     fine = sorted(set(g["y"][iconic].tolist()))
-    coarse_of = {f: c for f, c in zip(g["y"][iconic], g["coarse"][iconic])}
-    coarse = sorted(set(coarse_of.values()))
-    member = np.zeros((len(fine), len(coarse)))
-    for i, f in enumerate(fine):
-        member[i, coarse.index(coarse_of[f])] = 1.0
+    member, coarse = TaxonomyLevels(fine, set(zip(g["y"][iconic].tolist(), g["coarse"][iconic].tolist()))).membership(0)
     t_idx = np.flatnonzero((g["domain"] == "instore") & np.isin(g["y"], fine))
     truth = np.array([coarse.index(c) if c in coarse else -1 for c in g["coarse"][t_idx]])
     return member, truth
