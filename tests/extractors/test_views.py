@@ -81,6 +81,7 @@ def test_other_products_are_picked_by_rendezvous():
     assert background_pool(pool, 10) == background_pool(list(reversed(pool)), 10)
 
 
+@pytest.mark.slow
 def test_view_features_are_cached_and_deterministic(lite0, image_set, tmp_path):
     cache = FeatureCache(tmp_path / "cache")
     items = [*image_set, None]

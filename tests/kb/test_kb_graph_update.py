@@ -87,6 +87,7 @@ def _assert_same_content(a, b) -> None:
         pytest.fail(f"only incremental:\n{only_a.serialize(format='nt')}\nonly full rebuild:\n{only_b.serialize(format='nt')}")
 
 
+@pytest.mark.slow
 def test_an_incremental_update_holds_the_content_of_a_full_rebuild(tmp_path):
     products, predictions = _catalog(), _predictions(_catalog())
     first = _run(products, predictions, tmp_path / "inc", "run-1", 0)

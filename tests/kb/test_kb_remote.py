@@ -78,6 +78,7 @@ def published(virtuoso, golden_quads) -> Iterator[VirtuosoStore]:
         yield store
 
 
+@pytest.mark.slow  # a real Virtuoso: about 4 s to start, then a server round trip per step
 def test_sparql_stores_are_registered(virtuoso):
     assert STORES.get("sparql") is SparqlServerStore and STORES.get("sparql11") is SparqlServerStore
     assert STORES.get("virtuoso") is VirtuosoStore
@@ -89,6 +90,7 @@ def test_sparql_stores_are_registered(virtuoso):
         assert store.gsp_url == f"{virtuoso.base_url}/sparql-graph-crud"  # no credentials: the anonymous endpoints
 
 
+@pytest.mark.slow  # a real Virtuoso: about 4 s to start, then a server round trip per step
 def test_publish_loads_the_same_graph_oxigraph_holds(published, oxigraph):
     assert len(published) == len(oxigraph) > 100
     assert published.graphs() == oxigraph.graphs()
@@ -102,6 +104,7 @@ def test_publish_loads_the_same_graph_oxigraph_holds(published, oxigraph):
     assert all("/publication/" in str(served) for served in live.graphs)
 
 
+@pytest.mark.slow  # a real Virtuoso: about 4 s to start, then a server round trip per step
 @pytest.mark.parametrize("name", sorted(CHECKS))
 def test_named_query_checks_pass_on_virtuoso(virtuoso, name):
     """The exact answers (order included) test_kb_queries expects from Oxigraph."""
@@ -132,6 +135,7 @@ def test_every_named_query_has_a_case():
     assert {name for name, _ in CASES} | {"unknown_products"} == set(list_queries())
 
 
+@pytest.mark.slow  # a real Virtuoso: about 4 s to start, then a server round trip per step
 def test_unknown_products_gives_the_rows_oxigraph_gives(virtuoso):
     from test_kb_trust import trust_quads
 
@@ -146,6 +150,7 @@ def test_unknown_products_gives_the_rows_oxigraph_gives(virtuoso):
             assert len(expected) == 1
 
 
+@pytest.mark.slow  # a real Virtuoso: about 4 s to start, then a server round trip per step
 @pytest.mark.parametrize(("name", "bindings"), CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
 def test_named_queries_give_the_rows_oxigraph_gives(published, oxigraph, name, bindings):
     expected = run_query(oxigraph, name, **bindings)
@@ -157,6 +162,7 @@ def test_named_queries_give_the_rows_oxigraph_gives(published, oxigraph, name, b
     assert len(published) == len(oxigraph)  # and nothing was dropped
 
 
+@pytest.mark.slow  # a real Virtuoso: about 4 s to start, then a server round trip per step
 def test_queries_see_only_the_published_graphs(published, oxigraph):
     # Virtuoso's own system graphs and other registries' graphs share the server
     query = "SELECT ?g (COUNT(*) AS ?n) WHERE { GRAPH ?g { ?s ?p ?o } } GROUP BY ?g"
@@ -174,6 +180,7 @@ def test_queries_see_only_the_published_graphs(published, oxigraph):
     assert {type(v) for v in run_query(published, "product_categories").column("accepted")} == {bool}
 
 
+@pytest.mark.slow  # a real Virtuoso: about 4 s to start, then a server round trip per step
 def test_dump_writes_what_oxigraph_writes(published, oxigraph, tmp_path):
     n = published.dump(tmp_path / "server.nq")
     assert n == oxigraph.dump(tmp_path / "local.nq") == len(oxigraph)
@@ -182,6 +189,7 @@ def test_dump_writes_what_oxigraph_writes(published, oxigraph, tmp_path):
     assert published.dump(tmp_path / "catalog.ttl", graph=catalog_graph("shop")) == len(list(oxigraph.quads(catalog_graph("shop"))))
 
 
+@pytest.mark.slow  # a real Virtuoso: about 4 s to start, then a server round trip per step
 def test_publish_replaces_the_previous_publication(virtuoso):
     golden = make_golden()
     with _store(virtuoso, "replace") as store:
@@ -198,6 +206,7 @@ def test_publish_replaces_the_previous_publication(virtuoso):
         assert len(store._publications()) == 1
 
 
+@pytest.mark.slow  # a real Virtuoso: about 4 s to start, then a server round trip per step
 def test_a_failed_publish_leaves_the_previous_graph_live(virtuoso):
     golden = make_golden()
 
@@ -223,6 +232,7 @@ def test_a_failed_publish_leaves_the_previous_graph_live(virtuoso):
         assert graph.current() == before
 
 
+@pytest.mark.slow  # a real Virtuoso: about 4 s to start, then a server round trip per step
 def test_add_quads_creates_or_extends_the_live_graph(virtuoso):
     with _store(virtuoso, "add") as store:
         assert len(store) == 0 and store.graphs() == [] and store.current() is None
@@ -237,6 +247,7 @@ def test_add_quads_creates_or_extends_the_live_graph(virtuoso):
             store.add_quads([(product, SDO.name, Literal("no graph"))])
 
 
+@pytest.mark.slow  # a real Virtuoso: about 4 s to start, then a server round trip per step
 def test_doubles_come_back_to_the_last_digit(virtuoso):
     # Virtuoso 7.2 writes doubles with 6 significant digits in JSON and N-Triples answers
     values = [0.9999998807907104, 1.2345678901234567, 1e-300, 0.5, 3.0]
@@ -255,6 +266,7 @@ def test_doubles_come_back_to_the_last_digit(virtuoso):
         assert set(store.quads()) == set(local.quads())
 
 
+@pytest.mark.slow  # a real Virtuoso: about 4 s to start, then a server round trip per step
 def test_refusals(virtuoso, published):
     with open_server_store(virtuoso.sparql_url, read_only=True) as reader:
         with pytest.raises(StoreError, match="read-only"):

@@ -229,6 +229,7 @@ def _blobs(n_src=20, n_tgt=200, seed=0):
     return products, MultiModal(blocks={"image": x.astype(np.float32)}, present={"image": np.ones(len(y), bool)}), y, ids
 
 
+@pytest.mark.slow
 def test_cross_fitting_trains_on_every_review_and_calibrates_on_out_of_fold_predictions(tmp_path):
     from prodkg.prediction.stage import PredictSettings, predict_stage
 

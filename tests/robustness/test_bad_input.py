@@ -96,6 +96,7 @@ def test_whole_file_problems_stop_before_anything_is_written(kind, tmp_path):
         assert not (out / "runs").exists()
 
 
+@pytest.mark.slow
 def test_unknown_extra_column_is_not_mistaken_for_a_label(tmp_path):
     rows = [[f"s{i}", f"{'Red mug' if i % 2 else 'Blue box'} {i}", "", "", "shop", "mug" if i % 2 else "box", f"note {i}"] for i in range(8)]
     rows += [[f"t{i}", "MUG" if i % 2 else "BOX", "", "", "feed", "", f"note t{i}"] for i in range(4)]

@@ -16,6 +16,7 @@ from prodkg.kb.store import KnowledgeGraph
 HOSTILE = ['a"b', "x}y{z", "#frag?q=1&r", "line\nbreak", "<script>alert(1)</script>", "' OR 1=1 --", "} ; DROP ALL #", "tab\there\\"]
 
 
+@pytest.mark.slow
 def test_hostile_values_survive_the_pipeline_queries_and_exports(tmp_path):
     rows = []
     for i, value in enumerate(HOSTILE):
