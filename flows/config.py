@@ -125,6 +125,11 @@ class RunConfig(BaseModel):
                                                            "target's most confident predictions (a fifth of the target, then two fifths, ...) "
                                                            "joins the labelled rows and the head is trained again (0: off)",
                                json_schema_extra=_cli("model", metavar="ROUNDS"))
+    label_spreading: float = Field(0.0, ge=0, lt=1, description="spread each head's target predictions over the target's 10-nearest-"
+                                                                 "neighbour graph (label spreading, Zhou et al. 2003) with this alpha, "
+                                                                 "so that photos of one product agree; for a target of many photos of "
+                                                                 "the same products, such as shelf photos (0: off; 0.8 is usual)",
+                                   json_schema_extra=_cli("model", metavar="ALPHA"))
     # --- backbone fine-tuning (adaptation/finetune.py) ----------------------------------------------
     finetune: bool = Field(False, description="fine-tune the image encoder's last block (source labels + DANN towards the target) instead of "
                                               "using frozen features; on CPU only up to --finetune-max-images-cpu images",
@@ -330,6 +335,9 @@ class RunConfig(BaseModel):
                     raise ValueError(str(exc)) from None
         if self.keep_heads and not self.reuse_heads:
             raise ValueError("keep_heads (train no head when the previous run qualifies) and --retrain (always train anew) contradict each other")
+        if self.keep_heads and self.label_spreading:
+            raise ValueError("keep_heads and label_spreading cannot be combined: kept heads score only the changed products, and "
+                             "spreading needs every target product's prediction")
         if self.finetune and self.source_views:
             raise ValueError("source_views and finetune_backbone cannot be combined: the views are encoded by the frozen image encoder")
         if self.finetune:
@@ -396,7 +404,7 @@ class RunConfig(BaseModel):
         d = {k: v for k, v in self.to_dict().items() if k not in {"out", "cache_dir", "use_prefect", "progress", "num_workers", "full_check", "data_home", "workers", "dask_address", "reuse_heads",
                                                                  "store_url", "store_update_url", "store_gsp_url",  # where the graph is also published
                                                                  "finetune_max_images_cpu", "finetune_force"}}  # these two only refuse or allow a run
-        for key, default in (("eval_labels", ["category"]), ("catalog_name", None), ("source_views", 0), ("self_training", 0), ("keep_heads", False)):  # at their defaults they keep earlier hashes valid
+        for key, default in (("eval_labels", ["category"]), ("catalog_name", None), ("source_views", 0), ("self_training", 0), ("label_spreading", 0.0), ("keep_heads", False)):  # at their defaults they keep earlier hashes valid
             if d.get(key) == default:
                 d.pop(key)
         # the image limits only refuse or allow an image (whose products the input digests then reflect): not in the hash
@@ -434,7 +442,7 @@ class RunConfig(BaseModel):
 
         return PredictSettings(method=self.method, baseline=self.baseline, fusion=self.fusion, epochs=self.epochs, hidden=self.hidden, lr=self.lr,
                                tradeoff=self.tradeoff, seed=self.seed, progress=self.progress, min_precision=self.min_precision,
-                               threshold=self.threshold, self_training=self.self_training,
+                               threshold=self.threshold, self_training=self.self_training, label_spreading=self.label_spreading,
                                review_folds=self.review_folds, calibration_share=self.review_calibration_share, auto_schedule=self.auto_schedule)
 
     def graph_settings(self):

@@ -50,6 +50,7 @@ def fit_task(
     reviewed: Mapping[int, str] | None = None,
     view_of: np.ndarray | None = None,
     self_training: int = 0,
+    label_spreading: float = 0.0,
 ) -> TaskResult:
     """Train ``config.method`` on labelled source rows and unlabelled target rows, then predict the target.
 
@@ -70,6 +71,11 @@ def fit_task(
 
     ``self_training`` rounds of class-balanced self-training (:func:`adaptation.self_training.self_train`,
     shares 0.2, 0.4, ... of the target) follow the first model; with ``auto`` they retrain the candidate it chose.
+
+    ``label_spreading`` (alpha in (0, 1); 0: off) spreads the head's own target probabilities over the target's
+    k-NN graph (:func:`prediction.propagation.spread_predictions`) before the reviews are blended in: what is
+    published, estimated and evaluated is the spread prediction. It is transductive: a saved head scoring other
+    rows (`prodkg predict`, kept heads) does not spread.
     """
     labels = list(labels)
     is_source = np.asarray(is_source, dtype=bool)
@@ -151,6 +157,12 @@ def fit_task(
     # log-probabilities keep the ranking of confident predictions that float probabilities round to 1.0
     evidence["target_logp"] = by_rows(lambda z: log_softmax(z / temperature), target_logits)
     del target_logits
+    if label_spreading:  # each target product's prediction mixed with those of the target products most like it
+        from prodkg.prediction.propagation import spread_predictions
+
+        probs, metrics["label_spreading"] = spread_predictions(features, tgt_idx, probs, label_spreading)
+        if "skipped" not in metrics["label_spreading"]:
+            evidence["target_logp"] = np.log(np.clip(probs, 1e-300, None))
     if len(rev_idx):  # each reviewed label also spreads to the target products most like it
         from prodkg.prediction.propagation import blend_with_reviews
 

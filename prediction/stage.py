@@ -37,6 +37,7 @@ class PredictSettings:
     threshold: float | None = None  # or a fixed confidence bar instead
     auto_schedule: str = "halving"  # how method "auto" shares the training among its candidates
     self_training: int = 0  # rounds of class-balanced self-training of each head (not of the baseline)
+    label_spreading: float = 0.0  # alpha of the spread of each head's target predictions over the target's k-NN graph (0: off)
     # reviewed target products as the rule's target calibration set (prediction/target_calibration.py): predicted
     # out of fold by heads fitted on the other folds' reviews (review_folds >= 2), or a share held out of training (0)
     review_folds: int = 5
@@ -165,12 +166,13 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
                                                                source_holdout_size(labels, is_source, settings.seed))
         train_labels = labels + [labels[r] for r in of]
         extra = {**({"reviewed": sorted(rows.items())} if rows else {}), **({"views": views.stats["spec_id"]} if len(of) else {}),
-                 **({"self_training": settings.self_training} if settings.self_training else {})}
+                 **({"self_training": settings.self_training} if settings.self_training else {}),
+                 **({"label_spreading": settings.label_spreading} if settings.label_spreading else {})}
         key = task_key(task, digest, train_labels, train_is_source, train_is_target, train_ids, tcfg.to_dict(), extra=extra or None)
         result, reused = fit_or_reuse(heads_cache, key,
                                       lambda: fit_task(task, train_features, train_labels, train_is_source, train_is_target, train_ids, tcfg,
                                                        progress=settings.progress and on_terminal(), reviewed=rows, view_of=view_of,
-                                                       self_training=settings.self_training))
+                                                       self_training=settings.self_training, label_spreading=settings.label_spreading))
         if progress_log is not None:
             progress_log.info(f"adapt-predict: fitted the {task} head ({len(models) + 1} of {n_heads} possible)")
         if task == "category":
@@ -195,7 +197,8 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
                                     extra={**extra, "reviewed": sorted(sub.items())})
                 return fit_or_reuse(heads_cache, fold_key,
                                     lambda: fit_task(task, train_features, train_labels, train_is_source, train_is_target, train_ids,
-                                                     fold_config, reviewed=sub, view_of=view_of, self_training=settings.self_training))[0]
+                                                     fold_config, reviewed=sub, view_of=view_of, self_training=settings.self_training,
+                                                     label_spreading=settings.label_spreading))[0]
 
             if progress_log is not None:
                 progress_log.info(f"adapt-predict: {settings.review_folds} fold heads predict the {len(calibration)} reviews out of fold")
