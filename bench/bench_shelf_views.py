@@ -7,6 +7,7 @@
     python bench/bench_shelf_views.py write        # the docs/BENCHMARKS.md section from the saved results
     PRODKG_DATA_HOME=... PRODKG_BENCH_CACHE=... python bench/bench_shelf_views.py auto+self-training --labels fine --views 20 --epochs 30 --seeds 3
     PRODKG_DATA_HOME=... PRODKG_BENCH_CACHE=... python bench/bench_shelf_views.py rounds --views 20 --epochs 30 --seeds 3 --rounds 5
+    ... python bench/bench_shelf_views.py auto+self-training --labels fine --image-encoder efficientnet_lite2 ...
     python bench/bench_shelf_views.py write-rollup # coarse accuracy of the fine head rolled up (section shelf-rollup)
 
 grocery-store-dataset: the 81 iconic products (Lite0 image + MiniLM description) -> the 5,421 in-store photos
@@ -32,18 +33,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _common import DOMAINS, SHORT, machine, today
+from _features import DEFAULT_IMAGE
 
 RESULTS = ROOT / "bench" / "results"
 METHODS = ("source_only", "dann", "dan")
 
 
-def grocery_data(label: str, k: int):
-    """``(source, y_source, groups, target, y_target, n_classes)``; with ``k`` views per iconic photo appended."""
+def grocery_data(label: str, k: int, encoder: str = DEFAULT_IMAGE):
+    """``(source, y_source, groups, target, y_target, n_classes)``; with ``k`` views per iconic photo appended;
+    image features of ``encoder``."""
     from _features import grocery, grocery_views
 
     from prodkg.adaptation import MultiModal
 
-    g = grocery()
+    g = grocery(encoder)
     names = g["y"] if label == "fine" else g["coarse"]
     classes = sorted(set(names[g["domain"] == "iconic"].tolist()))
     y = np.array([classes.index(c) if c in classes else -1 for c in names])
@@ -52,7 +55,7 @@ def grocery_data(label: str, k: int):
     x = MultiModal(blocks={"image": g["image"], "text": g["text"]}, present={"image": g["image_ok"], "text": g["text_ok"]})
     source, ys, groups = x.subset(s_idx), y[s_idx], s_idx
     if k:
-        v = grocery_views(k)
+        v = grocery_views(k, encoder)
         of = v["of"]
         views = MultiModal(blocks={"image": v["image"], "text": g["text"][of]},
                            present={"image": np.ones(len(of), bool), "text": g["text_ok"][of]})
@@ -60,24 +63,24 @@ def grocery_data(label: str, k: int):
     return source, ys, groups, x.subset(t_idx), y[t_idx], len(classes)
 
 
-def coarse_rollup_accuracy(probs: np.ndarray) -> float:
+def coarse_rollup_accuracy(probs: np.ndarray, encoder: str = DEFAULT_IMAGE) -> float:
     """Accuracy on the in-store photos' coarse classes of a fine head's probabilities summed within each coarse
     class (``probs``: ``(N, 81)``, the target rows of :func:`grocery_data` ``("fine", k)``, in their order): what
     the predict stage publishes at the coarse level when it backs off along the taxonomy."""
-    member, truth = _coarse_rollup()
+    member, truth = _coarse_rollup(encoder)
     assert probs.shape == (len(truth), len(member)), (probs.shape, len(truth), len(member))
     return float(((probs @ member).argmax(1) == truth).mean() * 100)
 
 
-@lru_cache(maxsize=1)
-def _coarse_rollup() -> tuple[np.ndarray, np.ndarray]:
+@lru_cache(maxsize=2)
+def _coarse_rollup(encoder: str) -> tuple[np.ndarray, np.ndarray]:
     """``(fine -> coarse membership (81, 19), coarse class of each in-store photo (N,))``, read once per process;
     the membership is the predict stage's own (:class:`prediction.backoff.TaxonomyLevels`, level 0)."""
     from _features import grocery
 
     from prodkg.prediction.backoff import TaxonomyLevels
 
-    g = grocery()
+    g = grocery(encoder)  # the labels are every encoder's; the arrays already read for the run are reused
     iconic = g["domain"] == "iconic"
     fine = sorted(set(g["y"][iconic].tolist()))
     member, coarse = TaxonomyLevels(fine, set(zip(g["y"][iconic].tolist(), g["coarse"][iconic].tolist()))).membership(0)
@@ -111,7 +114,7 @@ def _train_one(job: dict) -> dict:
     torch.set_num_threads(1)
     from prodkg.adaptation import TrainConfig, train
 
-    data = grocery_data(job["label"], job["views"]) if job["suite"] == "grocery" else office_data(*job["label"].split("->"), job["views"])
+    data = grocery_data(job["label"], job["views"], job.get("encoder", DEFAULT_IMAGE)) if job["suite"] == "grocery" else office_data(*job["label"].split("->"), job["views"])
     source, ys, groups, target, yt, n = data
     t0 = time.perf_counter()
     model = train(source, ys, target, n, TrainConfig(method=job["method"], epochs=job["epochs"], seed=job["seed"]), groups=groups)
@@ -126,7 +129,7 @@ def _auto_one(job: dict) -> dict:
     from prodkg.adaptation import TrainConfig
     from prodkg.adaptation.selection import DEFAULT_CANDIDATES, auto_train, candidate_label
 
-    source, ys, groups, target, yt, n = grocery_data(job["label"], job["views"])
+    source, ys, groups, target, yt, n = grocery_data(job["label"], job["views"], job.get("encoder", DEFAULT_IMAGE))
     models: list = []
     t0 = time.perf_counter()
     # "auto": whole products held out (a class with one product holds none out); "auto:rows": any row,
@@ -143,11 +146,29 @@ def _auto_one(job: dict) -> dict:
         extra = {"before": before, "rounds": rounds}
     accs = {candidate_label(m, o): float((model.predict(target) == yt).mean() * 100) for (m, o), model in zip(DEFAULT_CANDIDATES, models)}
     if job["label"] == "fine":  # the fine head's coarse facts, as back-off along the taxonomy publishes them
-        extra["coarse_rollup"] = coarse_rollup_accuracy(winner.predict_proba(target))
+        encoder = job.get("encoder", DEFAULT_IMAGE)
+        probs = winner.predict_proba(target)
+        extra["coarse_rollup"] = coarse_rollup_accuracy(probs, encoder)
+        extra["spread"] = _spread(target, probs, yt, encoder)
     return {**job, "accuracy": float((winner.predict(target) == yt).mean() * 100), "candidates": accs,
             "chosen": sel["chosen"], "selector": sel["selector"], "selector_choice": sel["selector_choice"],
             "refinement": sel["refinement"], "n_source_val": sel["n_source_val"], "reason": sel["reason"],
             "seconds": round(time.perf_counter() - t0, 1), **extra}
+
+
+def _spread(target, probs: np.ndarray, yt: np.ndarray, encoder: str) -> dict[str, dict]:
+    """Fine accuracy, coarse roll-up and changed share after ``--label-spreading`` at each of its benched alphas
+    (bench_label_spreading.ALPHAS), through the predict stage's own function."""
+    from bench_label_spreading import ALPHAS
+
+    from prodkg.prediction.propagation import spread_predictions
+
+    out = {}
+    for alpha in ALPHAS:
+        spread, rec = spread_predictions(target, np.arange(len(yt)), probs, alpha)
+        out[str(alpha)] = {"fine": float((spread.argmax(1) == yt).mean() * 100), "coarse_rollup": coarse_rollup_accuracy(spread, encoder),
+                           "changed_share": rec.get("changed_share")}
+    return out
 
 
 def _selftrain_one(job: dict) -> dict:
@@ -158,7 +179,7 @@ def _selftrain_one(job: dict) -> dict:
     from prodkg.adaptation import TrainConfig, train
     from prodkg.adaptation.self_training import self_train
 
-    source, ys, _, target, yt, n = grocery_data(job["label"], job["views"])
+    source, ys, _, target, yt, n = grocery_data(job["label"], job["views"], job.get("encoder", DEFAULT_IMAGE))
     cfg = TrainConfig(method=job["method"].split("+")[0], epochs=job["epochs"], seed=job["seed"])
     t0 = time.perf_counter()
     first = train(source, ys, target, n, cfg)
@@ -177,7 +198,7 @@ def _rounds_one(job: dict) -> dict:
     from prodkg.adaptation import TrainConfig, train
     from prodkg.adaptation.self_training import self_train
 
-    source, ys, _, target, yt, n = grocery_data("fine", job["views"])
+    source, ys, _, target, yt, n = grocery_data("fine", job["views"], job.get("encoder", DEFAULT_IMAGE))
     cfg = TrainConfig(method="source_only", epochs=job["epochs"], seed=job["seed"])
     t0 = time.perf_counter()
     model = train(source, ys, target, n, cfg)
@@ -186,7 +207,7 @@ def _rounds_one(job: dict) -> dict:
         if k:  # one more round on the last model's pseudo-labels: the same as self_train with shares 0.2 .. 0.2 k
             model, _ = self_train(source, ys, target, n, cfg, shares=(round(0.2 * k, 1),), first=model)
         curve.append({"round": k, "fine": float((model.predict(target) == yt).mean() * 100),
-                      "coarse_rollup": coarse_rollup_accuracy(model.predict_proba(target))})
+                      "coarse_rollup": coarse_rollup_accuracy(model.predict_proba(target), job.get("encoder", DEFAULT_IMAGE))})
     return {**job, "accuracy": curve[-1]["fine"], "curve": curve, "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -203,6 +224,13 @@ def _save(mode: str, rec: dict, command: str) -> None:
 
 
 def _jobs(mode: str, args: argparse.Namespace, epochs: list[int], seeds) -> tuple[list[dict], object]:
+    jobs, fn = _jobs_lite0(mode, args, epochs, seeds)
+    if args.image_encoder != DEFAULT_IMAGE:  # Lite0's records carry no encoder key (they came first)
+        jobs = [{**j, "encoder": args.image_encoder} for j in jobs]
+    return jobs, fn
+
+
+def _jobs_lite0(mode: str, args: argparse.Namespace, epochs: list[int], seeds) -> tuple[list[dict], object]:
     views = sorted({0, args.views}) if args.with_baseline else [args.views]
     labels, methods = args.labels.split(","), args.methods.split(",")
     if mode in ("curve", "table"):
@@ -231,7 +259,8 @@ def _run_jobs(mode: str, jobs: list[dict], fn, workers: int, command: str) -> li
 
     path = RESULTS / f"shelf_views_{mode}.json"
     old = json.loads(path.read_text())["records"] if path.is_file() else []
-    key = lambda r: json.dumps({k: r[k] for k in ("suite", "label", "views", "method", "epochs", "seed")}, sort_keys=True)
+    key = lambda r: json.dumps({**{k: r[k] for k in ("suite", "label", "views", "method", "epochs", "seed")},
+                                "encoder": r.get("encoder", DEFAULT_IMAGE)}, sort_keys=True)
     have = {key(r): r for r in old}
     todo = [j for j in jobs if key(j) not in have]
     out = [have[key(j)] for j in jobs if key(j) in have]
@@ -268,7 +297,7 @@ def run(args: argparse.Namespace) -> None:
     # rows held out, auto without views
     from _features import grocery_views, office_views
 
-    grocery_views(args.views)
+    grocery_views(args.views, args.image_encoder)
     args.with_baseline = True
     curve = _run_jobs("curve", *_jobs("curve", args, epochs, [0]), args.workers, command)
     e = converged_epochs(curve, args.views)
@@ -301,12 +330,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--office-views", type=int, default=5)
     ap.add_argument("--office-epochs", type=int, default=20)
+    ap.add_argument("--image-encoder", default=DEFAULT_IMAGE, help="grocery image features (the encoder registry's name)")
     ap.add_argument("--rounds", type=int, default=5, help="rounds mode: self-training rounds (shares 0.2, 0.4, ...)")
     args = ap.parse_args()
     if args.mode in ("write", "write-rollup"):
         from _shelf_report import write, write_rollup
 
-        write() if args.mode == "write" else write_rollup()
+        write() if args.mode == "write" else write_rollup(args.image_encoder)
         return
     run(args)
 

@@ -62,7 +62,8 @@ def run_task(name: str, features, labels: list[str | None], is_source: np.ndarra
     ids = [str(i) for i in range(len(labels))]
     hidden = [lab if s else None for lab, s in zip(labels, is_source)]  # the heads never see a target label
     started = time.perf_counter()
-    main = fit_task("category", features, hidden, is_source, is_target, ids, TrainConfig(method=args.method, epochs=epochs, seed=args.seed))
+    main = fit_task("category", features, hidden, is_source, is_target, ids, TrainConfig(method=args.method, epochs=epochs, seed=args.seed),
+                    label_spreading=args.label_spreading)  # the baseline is not spread, as in the predict stage
     other = fit_task("category", features, hidden, is_source, is_target, ids, TrainConfig(method="source_only", epochs=epochs, seed=args.seed))
     unit = fused_unit_features(features.blocks, features.present)
     src = np.flatnonzero(is_source & np.array([lab is not None for lab in hidden]))
@@ -521,6 +522,9 @@ def main() -> None:
     parser.add_argument("--min-precision", type=float, default=0.95)
     parser.add_argument("--grocery-unknown", default="Packages", help="top-level grocery category left out of the source (open set)")
     parser.add_argument("--no-unknown", action="store_true", help="skip unknown-product flags")
+    parser.add_argument("--label-spreading", type=float, default=0.0, metavar="ALPHA",
+                        help="spread the head's target predictions (--label-spreading of a run); results and evidence go to "
+                             "trust_spread<ALPHA>.json and trust_evidence_spread<ALPHA>/")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--rescore", action="store_true", help="re-run the publication rule on the saved evidence of earlier runs (no training)")
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing docs/BENCHMARKS.md")
@@ -531,6 +535,10 @@ def main() -> None:
                         help="print the table of label-free estimates against the truth, per seed, from copies of "
                              "bench/results/trust_evidence after runs of --only office --seed S")
     args = parser.parse_args()
+    if args.label_spreading:
+        global RESULTS, EVIDENCE
+        RESULTS = RESULTS.with_name(f"trust_spread{args.label_spreading}.json")
+        EVIDENCE = EVIDENCE.with_name(f"trust_evidence_spread{args.label_spreading}")
     if args.estimators:
         print(estimator_table(args.estimators))
         return
