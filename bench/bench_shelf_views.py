@@ -63,29 +63,36 @@ def grocery_data(label: str, k: int, encoder: str = DEFAULT_IMAGE):
     return source, ys, groups, x.subset(t_idx), y[t_idx], len(classes)
 
 
-def coarse_rollup_accuracy(probs: np.ndarray, encoder: str = DEFAULT_IMAGE) -> float:
-    """Accuracy on the in-store photos' coarse classes of a fine head's probabilities summed within each coarse
-    class (``probs``: ``(N, 81)``, the target rows of :func:`grocery_data` ``("fine", k)``, in their order): what
-    the predict stage publishes at the coarse level when it backs off along the taxonomy."""
-    member, truth = _coarse_rollup(encoder)
+def coarse_rollup_accuracy(probs: np.ndarray, encoder: str = DEFAULT_IMAGE, level: str = "coarse") -> float:
+    """Accuracy on the in-store photos' ``level`` of a fine head's probabilities summed within each concept of that
+    level (``probs``: ``(N, 81)``, the target rows of :func:`grocery_data` ``("fine", k)``, in their order).
+    ``coarse``: the dataset's 43 coarse classes, level 1 of the taxonomy the predict stage backs off along (what
+    it publishes at that level); ``parent``: the 19 parent concepts the benches called coarse before 2026-12-01
+    (``_features.grocery_coarse``)."""
+    member, truth = _coarse_rollup(encoder, level)
     assert probs.shape == (len(truth), len(member)), (probs.shape, len(truth), len(member))
     return float(((probs @ member).argmax(1) == truth).mean() * 100)
 
 
-@lru_cache(maxsize=2)
-def _coarse_rollup(encoder: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(fine -> coarse membership (81, 19), coarse class of each in-store photo (N,))``, read once per process;
-    the membership is the predict stage's own (:class:`prediction.backoff.TaxonomyLevels`, level 0)."""
-    from _features import grocery
+@lru_cache(maxsize=4)
+def _coarse_rollup(encoder: str, level: str = "coarse") -> tuple[np.ndarray, np.ndarray]:
+    """``(fine -> concept membership (81, K), concept of each in-store photo (N,))``, read once per process. For
+    ``coarse`` the membership is the predict stage's own (:class:`prediction.backoff.TaxonomyLevels` of the
+    dataset's taxonomy, level 1)."""
+    from _features import data_home, grocery
 
+    from prodkg.catalogs import load_dataset
     from prodkg.prediction.backoff import TaxonomyLevels
 
     g = grocery(encoder)  # the labels are every encoder's; the arrays already read for the run are reused
     iconic = g["domain"] == "iconic"
     fine = sorted(set(g["y"][iconic].tolist()))
-    member, coarse = TaxonomyLevels(fine, set(zip(g["y"][iconic].tolist(), g["coarse"][iconic].tolist()))).membership(0)
+    if level == "coarse":
+        member, names = TaxonomyLevels(fine, load_dataset("grocery-store-dataset", data_home()).taxonomy).membership(1)
+    else:
+        member, names = TaxonomyLevels(fine, set(zip(g["y"][iconic].tolist(), g["parent"][iconic].tolist()))).membership(0)
     t_idx = np.flatnonzero((g["domain"] == "instore") & np.isin(g["y"], fine))
-    truth = np.array([coarse.index(c) if c in coarse else -1 for c in g["coarse"][t_idx]])
+    truth = np.array([names.index(c) if c in names else -1 for c in g[level][t_idx]])
     return member, truth
 
 
@@ -149,6 +156,7 @@ def _auto_one(job: dict) -> dict:
         encoder = job.get("encoder", DEFAULT_IMAGE)
         probs = winner.predict_proba(target)
         extra["coarse_rollup"] = coarse_rollup_accuracy(probs, encoder)
+        extra["parent_rollup"] = coarse_rollup_accuracy(probs, encoder, "parent")
         extra["spread"] = _spread(target, probs, yt, encoder)
     return {**job, "accuracy": float((winner.predict(target) == yt).mean() * 100), "candidates": accs,
             "chosen": sel["chosen"], "selector": sel["selector"], "selector_choice": sel["selector_choice"],
@@ -167,7 +175,7 @@ def _spread(target, probs: np.ndarray, yt: np.ndarray, encoder: str) -> dict[str
     for alpha in ALPHAS:
         spread, rec = spread_predictions(target, np.arange(len(yt)), probs, alpha)
         out[str(alpha)] = {"fine": float((spread.argmax(1) == yt).mean() * 100), "coarse_rollup": coarse_rollup_accuracy(spread, encoder),
-                           "changed_share": rec.get("changed_share")}
+                           "parent_rollup": coarse_rollup_accuracy(spread, encoder, "parent"), "changed_share": rec.get("changed_share")}
     return out
 
 

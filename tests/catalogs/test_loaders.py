@@ -67,6 +67,24 @@ def test_grocery_from_mirror_has_three_level_taxonomy(data_home):
     assert "juicy pulp" in iconic.loc["iconic/Golden-Delicious", "description"]
 
 
+@pytest.mark.dataset
+def test_grocery_back_off_level_one_is_the_datasets_own_coarse_class(data_home):
+    """The predict stage's level 1 (what a fine class backs off to first) is the coarse class of the dataset's
+    classes.csv for every one of the 81 classes: 43 of them, Banana its own coarse class, not Fruit."""
+    import csv
+
+    from prodkg.prediction.backoff import TaxonomyLevels
+
+    src = load_dataset("grocery", data_home)
+    with open(data_home / "grocery-store-dataset" / "dataset" / "classes.csv", newline="") as f:
+        coarse = {row["Class Name (str)"]: row["Coarse Class Name (str)"] for row in csv.DictReader(f)}
+    fine = sorted(set(src.frame["category"]))
+    levels = TaxonomyLevels(fine, src.taxonomy)
+    assert sorted(coarse) == fine
+    assert [levels.concept_of(i, 1) for i in range(len(fine))] == [coarse[c] for c in fine]
+    assert len(levels.concepts(1)) == len(set(coarse.values())) == 43 and coarse["Banana"] == "Banana"
+
+
 def test_instacart_brand_split_keeps_every_brand_on_one_side_and_generic_leads_in_the_catalog():
     from prodkg.catalogs.loaders import INSTACART_GENERIC_LEADS, instacart_brand, instacart_brand_domains
 
