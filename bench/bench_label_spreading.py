@@ -68,6 +68,33 @@ def _job(args: tuple) -> dict:
     return rec
 
 
+def timing(sizes: list[int], dim: int = 1280, classes: int = 81) -> None:
+    """Wall time of ``spread_predictions`` on random unit vectors (what the predict stage pays per head)."""
+    import os
+
+    import torch
+
+    import resource
+
+    from prodkg.adaptation import MultiModal
+    from prodkg.prediction.propagation import spread_predictions
+
+    peak_rss_gib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+    rng = np.random.default_rng(0)
+    out = {"command": " ".join(["python", "bench/bench_label_spreading.py", *sys.argv[1:]]), "date": today(), "machine": machine(),
+           "threads": torch.get_num_threads(), "load": os.getloadavg()[0], "dim": dim, "classes": classes, "records": []}
+    for n in sizes:
+        x = MultiModal.complete(image=rng.normal(size=(n, dim)).astype(np.float32))
+        probs = rng.dirichlet(np.ones(classes), size=n).astype(np.float32)
+        t0 = time.perf_counter()
+        spread_predictions(x, np.arange(n), probs, 0.8, max_rows=max(sizes))
+        out["records"].append({"n": n, "seconds": round(time.perf_counter() - t0, 2), "peak_rss_gib": round(peak_rss_gib(), 2)})
+        print(out["records"][-1], flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "label_spreading_timing.json").write_text(json.dumps(out, indent=1))
+
+
 def _path(suite: str, epochs: int) -> Path:
     return RESULTS / f"label_spreading_{suite}_e{epochs}.json"
 
@@ -96,7 +123,47 @@ def run(args: argparse.Namespace) -> None:
                   flush=True)
 
 
-NOTES = ""
+NOTES = """- **grocery, the dataset's 43 coarse classes: 54.7%, below the goal of 60.** `--method auto --source-views 20
+  --self-training 2 --label-spreading 0.8` lifts them from 47.4 to 54.7 (worst seed 51.5) and the fine classes from
+  37.9 to 41.2 (worst seed 38.5); spreading changes the fine class of 15-16% of the in-store photos. At alpha 0.9 the
+  coarse classes reach 57.0 (worst 54.3). A run of the pipeline itself (`prodkg run --dataset grocery-store-dataset
+  --method auto --source-views 20 --self-training 2 --label-spreading 0.8 --epochs 30`, seed 0, bf16 features,
+  12 min 18 s wall, peak RSS 2.4 GiB) reported 41.7% fine, 54.3% at level 1 (the 43 coarse classes) and 84.7% at
+  the 3 top-level categories in its manifest.
+- **The 19 parent concepts, what this file called coarse until now: 64.2%** (every seed above 60: 63.4, 62.3, 66.8;
+  55.9 without spreading). Until 2026-12-01 the benches (`bench/_features.py`) took a fine class's parent as its
+  coarse class. For the 26 fine classes the dataset gives no coarse class of their own (Banana, Avocado, Carrots,
+  ...) that parent is the top-level category (Fruit, Vegetables), so the old "coarse" merged 26 fine classes into 2
+  and was easier than the dataset's coarse level: every grocery "coarse" figure in the sections above, and the
+  issue's goal of 60% set from them, used it. The benches now use the dataset's 43 (`classes.csv`, level 1 of the
+  taxonomy, checked by `tests/catalogs/test_loaders.py`) and report the parent as *parent*.
+- **EfficientNet-Lite2 brings nothing on top:** the same fine head on Lite2 features gives 39.3 fine and 47.5 coarse
+  without spreading and 42.4 / 54.5 with it, within the spread over seeds of Lite0, for 1.5 times the extraction.
+- **Spreading inside self-training does not help more:** pseudo-labels taken from the spread predictions instead of
+  the head's (seed 0, a script outside the bench) ended at 41.0 fine / 53.2 coarse, against 42.9 / 55.1 when only the
+  last model is spread.
+- **office-caltech-10:** spreading lifts source-only by 1.9 points on average (93.7 -> 95.7), but `auto` only by 0.1
+  (97.1 -> 97.2): `auto` already refines its predictions with target class centroids, which use the same cluster
+  structure. On W->D (157 DSLR photos, source-only 99.4) it moves two photos the wrong way, 1.3 points below
+  source-only, over the 0.5 points `auto`'s rule allows. That is why it stays off by default.
+- **partial office-caltech-10** (targets of 5 classes): +3.5 for source-only (92.5 -> 96.0) and +0.7 for `auto`
+  (96.8 -> 97.5), no task below source-only at 0.8; at 0.9 source-only A->D falls 4.4 points.
+- **text titles (instacart brand shift, MiniLM, 10 epochs):** spreading hurts: -1.9 (aisle) and 0.0 (department)
+  for source-only at 0.8, worse at 0.9. Titles of one aisle are not near-duplicates of each other, and 23% of the
+  aisle predictions change. Do not use it on text catalogs. (Here *source-only* trains on the whole source and
+  `auto`'s candidates on 90% of it, DEV holding out the rest, so `auto` below source-only in this table is not the
+  comparison of section "auto-cost-halving".)
+- **What it does to the published facts** (`bench/bench_trust.py --only office --label-spreading 0.8 --no-write`
+  against the same command without it, DANN heads, 100 epochs, one seed, 12 tasks, this machine): accuracy 94.5 ->
+  95.9, precision of the published facts still at least 95.0% on every task (lowest 95.0 -> 96.9), but coverage
+  91.0 -> 82.9% on average (lowest task 79.7 -> 44.6%, C->D), and the label-free estimate within 3 points of the
+  truth on 8 of 12 tasks instead of 9. The rule's estimate and thresholds come from held-out source rows, which are
+  not spread; spread target confidences are lower than the head's, so fewer of them clear the bar. Spreading makes
+  the predictions better and the publication more cautious: where facts must be published, measure coverage
+  with and without it.
+- Spreading itself is cheap at these sizes (a tenth of a second for 2,000 products); its neighbour search compares
+  every pair of target products, so the predict stage leaves a target over 50,000 products unspread and records why
+  (`prediction.propagation.MAX_SPREAD_ROWS`)."""
 
 
 def _suite_table(suite: str, data: dict) -> list[str]:
@@ -138,26 +205,33 @@ def _grocery_lines() -> list[str]:
     if not path.is_file():
         return []
     data = json.loads(path.read_text())
-    recs = sorted((r for r in data["records"] if "spread" in r and r.get("encoder", "efficientnet_lite0") == "efficientnet_lite0"),
-                  key=lambda r: r["seed"])
+    recs = [r for r in data["records"] if "spread" in r]
     if not recs:
         return []
-    cmd = next((c for c in data.get("commands", []) if "--labels fine" in c and "lite2" not in c), "")
+    cmds = [c for c in data.get("commands", []) if "--labels fine" in c]
     lines = ["### grocery-store-dataset: one iconic photo (+ 20 shelf-style views) per product → in-store photos", "",
-             f"Command: `PRODKG_DATA_HOME=... PRODKG_BENCH_CACHE=... {cmd}` · date {data['date']} · machine: {data['machine']}.", "",
+             "Command: " + "; ".join(f"`PRODKG_DATA_HOME=... PRODKG_BENCH_CACHE=... {c}`" for c in cmds)
+             + f" · date {data['date']} · machine: {data['machine']}.", "",
              "`auto` + two rounds of self-training (`--method auto --source-views 20 --self-training 2`, 30 epochs), one head on "
-             "the 81 fine classes; *coarse* is that head's probabilities summed within each of the 19 coarse classes, as the "
-             "predict stage backs off along the taxonomy. Target accuracy in %.", "",
-             "| seed | chosen | fine | fine, spread 0.8 | fine, spread 0.9 | coarse | coarse, spread 0.8 | coarse, spread 0.9 | changed at 0.8 |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in recs:
-        s = r["spread"]
-        lines.append(f"| {r['seed']} | {r['chosen']} | {r['accuracy']:.1f} | {s['0.8']['fine']:.1f} | {s['0.9']['fine']:.1f} | "
-                     f"{r['coarse_rollup']:.1f} | {s['0.8']['coarse_rollup']:.1f} | {s['0.9']['coarse_rollup']:.1f} | "
-                     f"{s['0.8']['changed_share'] * 100:.1f}% |")
-    f = lambda key, a=None: [r["spread"][a][key] if a else r[key] for r in recs]
-    cells = [f("accuracy"), f("fine", "0.8"), f("fine", "0.9"), f("coarse_rollup"), f("coarse_rollup", "0.8"), f("coarse_rollup", "0.9")]
-    lines.append("| **mean (worst)** | | " + " | ".join(f"**{np.mean(v):.1f}** ({min(v):.1f})" for v in cells) + " | |")
+             "the 81 fine classes, its probabilities summed within each concept of a broader level, as the predict stage backs "
+             "off along the taxonomy: *coarse*, the dataset's own 43 coarse classes (level 1 of the taxonomy; Banana is its own "
+             "coarse class); *parent*, the 19 parent concepts (Banana's is Fruit), what earlier sections of this file call "
+             "coarse. Target accuracy in %; *s0.8*, *s0.9*: spread at that alpha; the last column: the share of the in-store "
+             "photos whose fine class spreading at 0.8 changed.", "",
+             "| image encoder | seed | chosen | fine | fine s0.8 | fine s0.9 | coarse | coarse s0.8 | coarse s0.9 | parent | parent s0.8 | parent s0.9 | changed at 0.8 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for encoder in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        rs = sorted((r for r in recs if r.get("encoder", "efficientnet_lite0") == encoder), key=lambda r: r["seed"])
+        if not rs:
+            continue
+        cols = [("accuracy", None), ("fine", "0.8"), ("fine", "0.9"), ("coarse_rollup", None), ("coarse_rollup", "0.8"),
+                ("coarse_rollup", "0.9"), ("parent_rollup", None), ("parent_rollup", "0.8"), ("parent_rollup", "0.9")]
+        value = lambda r, key, a: r["spread"][a][key] if a else r[key]
+        for r in rs:
+            lines.append(f"| {encoder} | {r['seed']} | {r['chosen']} | " + " | ".join(f"{value(r, k, a):.1f}" for k, a in cols)
+                         + f" | {r['spread']['0.8']['changed_share'] * 100:.1f}% |")
+        lines.append(f"| **{encoder}: mean (worst seed)** | | | "
+                     + " | ".join(f"**{np.mean(v):.1f}** ({min(v):.1f})" for v in ([value(r, k, a) for r in rs] for k, a in cols)) + " | |")
     return lines
 
 
@@ -174,6 +248,16 @@ def write() -> Path:
     for suite in ("office", "partial", "instacart"):
         for path in sorted(RESULTS.glob(f"label_spreading_{suite}_e*.json")):
             lines += [""] + _suite_table(suite, json.loads(path.read_text()))
+    tpath = RESULTS / "label_spreading_timing.json"
+    if tpath.is_file():
+        t = json.loads(tpath.read_text())
+        lines += ["", "### Cost", "",
+                  f"Command: `{t['command']}` · date {t['date']} · machine: {t['machine']} · {t['threads']} torch threads, "
+                  f"load average {t['load']:.1f} at the start.", "",
+                  f"`spread_predictions` alone at alpha 0.8 on random {t['dim']}-d unit vectors and {t['classes']} classes "
+                  "(the k-NN graph, then 30 spreading steps); peak RSS of the whole process.", "",
+                  "| target products | seconds | peak RSS (GiB) |", "|---|---|---|"]
+        lines += [f"| {r['n']:,} | {r['seconds']:.1f} | {r['peak_rss_gib']:.2f} |" for r in t["records"]]
     if NOTES:
         lines += ["", NOTES.strip()]
     return write_section("label-spreading", "\n".join(lines))
@@ -186,7 +270,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--timing", default="", metavar="SIZES", help="time the spread alone on random features of these target sizes (e.g. 5000,20000,50000)")
     args = ap.parse_args()
+    if args.timing:
+        timing([int(n) for n in args.timing.split(",")])
+        return
     if args.write:
         print(write())
         return
