@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 NOTES = """- **grocery, the dataset's 43 coarse classes: 54.7%, below the goal of 60.** `--method auto --source-views 20
-  --self-training 2 --label-spreading 0.8` lifts them from 47.4 to 54.7 (worst seed 51.5) and the fine classes from
+  --self-training 2 --label-spreading 0.8` lifts them from 47.5 to 54.7 (worst seed 51.5) and the fine classes from
   37.9 to 41.2 (worst seed 38.5); spreading changes the fine class of 15-16% of the in-store photos. At alpha 0.9 the
   coarse classes reach 57.0 (worst 54.3). A run of the pipeline itself (`prodkg run --dataset grocery-store-dataset
   --method auto --source-views 20 --self-training 2 --label-spreading 0.8 --epochs 30`, seed 0, bf16 features,
