@@ -158,6 +158,10 @@ def _auto_one(job: dict) -> dict:
         extra["coarse_rollup"] = coarse_rollup_accuracy(probs, encoder)
         extra["parent_rollup"] = coarse_rollup_accuracy(probs, encoder, "parent")
         extra["spread"] = _spread(target, probs, yt, encoder)
+    else:  # a head of the coarse classes' own: its accuracy after spreading too
+        from bench_label_spreading import spread_scores
+
+        extra["spread"] = spread_scores(target, winner.predict_proba(target), yt)
     return {**job, "accuracy": float((winner.predict(target) == yt).mean() * 100), "candidates": accs,
             "chosen": sel["chosen"], "selector": sel["selector"], "selector_choice": sel["selector_choice"],
             "refinement": sel["refinement"], "n_source_val": sel["n_source_val"], "reason": sel["reason"],
