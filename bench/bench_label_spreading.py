@@ -32,16 +32,19 @@ RESULTS = ROOT / "bench" / "results"
 ALPHAS = (0.8, 0.9)
 
 
-def spread_scores(target, probs: np.ndarray, yt: np.ndarray) -> dict[str, dict]:
-    """Accuracy (%) and changed share of ``probs`` spread at each of :data:`ALPHAS`."""
+def spreads(target, probs: np.ndarray) -> dict[str, tuple[np.ndarray, dict]]:
+    """``probs`` (every row of ``target``) spread at each of :data:`ALPHAS` by the predict stage's own function:
+    ``{alpha: (spread probabilities, its record)}``."""
     from prodkg.prediction.propagation import spread_predictions
 
-    out = {}
-    for alpha in ALPHAS:
-        spread, rec = spread_predictions(target, np.arange(len(yt)), probs, alpha)
-        out[str(alpha)] = {"acc": float((spread.argmax(1) == yt).mean() * 100), "changed_share": rec.get("changed_share"),
-                           **({"skipped": rec["skipped"]} if "skipped" in rec else {})}
-    return out
+    return {str(alpha): spread_predictions(target, np.arange(len(probs)), probs, alpha) for alpha in ALPHAS}
+
+
+def spread_scores(target, probs: np.ndarray, yt: np.ndarray) -> dict[str, dict]:
+    """Accuracy (%) and changed share of ``probs`` spread at each of :data:`ALPHAS`."""
+    return {a: {"acc": float((spread.argmax(1) == yt).mean() * 100), "changed_share": rec.get("changed_share"),
+                **({"skipped": rec["skipped"]} if "skipped" in rec else {})}
+            for a, (spread, rec) in spreads(target, probs).items()}
 
 
 def _job(args: tuple) -> dict:

@@ -169,18 +169,13 @@ def _auto_one(job: dict) -> dict:
 
 
 def _spread(target, probs: np.ndarray, yt: np.ndarray, encoder: str) -> dict[str, dict]:
-    """Fine accuracy, coarse roll-up and changed share after ``--label-spreading`` at each of its benched alphas
-    (bench_label_spreading.ALPHAS), through the predict stage's own function."""
-    from bench_label_spreading import ALPHAS
+    """Fine accuracy, coarse and parent roll-ups and changed share after ``--label-spreading`` at each of its
+    benched alphas (bench_label_spreading.ALPHAS), through the predict stage's own function."""
+    from bench_label_spreading import spreads
 
-    from prodkg.prediction.propagation import spread_predictions
-
-    out = {}
-    for alpha in ALPHAS:
-        spread, rec = spread_predictions(target, np.arange(len(yt)), probs, alpha)
-        out[str(alpha)] = {"fine": float((spread.argmax(1) == yt).mean() * 100), "coarse_rollup": coarse_rollup_accuracy(spread, encoder),
-                           "parent_rollup": coarse_rollup_accuracy(spread, encoder, "parent"), "changed_share": rec.get("changed_share")}
-    return out
+    return {a: {"fine": float((spread.argmax(1) == yt).mean() * 100), "coarse_rollup": coarse_rollup_accuracy(spread, encoder),
+                "parent_rollup": coarse_rollup_accuracy(spread, encoder, "parent"), "changed_share": rec.get("changed_share")}
+            for a, (spread, rec) in spreads(target, probs).items()}
 
 
 def _selftrain_one(job: dict) -> dict:
