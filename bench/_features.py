@@ -9,6 +9,7 @@ that id, so vectors of two encoders never mix. ``PRODKG_BENCH_THREADS`` sets the
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -103,24 +104,27 @@ def grocery(image_encoder: str = DEFAULT_IMAGE) -> dict[str, np.ndarray]:
 
 
 def grocery_coarse(fine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(coarse, parent)`` of each fine grocery class. *coarse*: the dataset's own coarse class (43 of them, the
-    class's ancestor just below its top-level category, the class itself where the dataset gives it no coarse
-    class of its own, e.g. Avocado), which is level 1 of the taxonomy the predict stage backs off along.
-    *parent*: the class's parent concept (19 groups: Avocado's is Fruit, a top-level category), what the benches
-    called "coarse" before 2026-12-01; kept so that earlier figures can be compared."""
+    """``(coarse, parent)`` of each fine grocery class. *coarse*: the dataset's own coarse class (43 of them), level 1
+    of the taxonomy as the predict stage reads it (:class:`prediction.backoff.TaxonomyLevels`; the class itself
+    where the dataset gives it no coarse class of its own, e.g. Avocado). *parent*: the class's parent concept (19
+    groups: Avocado's is Fruit, a top-level category), what the benches called "coarse" before 2026-12-01; kept
+    so that earlier figures can be compared."""
+    from prodkg.prediction.backoff import TaxonomyLevels
+
+    taxonomy = _grocery_taxonomy()
+    parent = dict(taxonomy)
+    names = sorted(set(fine.tolist()))
+    levels = TaxonomyLevels(names, taxonomy)
+    coarse = {c: levels.concept_of(i, 1) for i, c in enumerate(names)}
+    return np.array([coarse[c] for c in fine], dtype=str), np.array([parent.get(c) or c for c in fine], dtype=str)
+
+
+@lru_cache(maxsize=1)
+def _grocery_taxonomy() -> tuple:
+    """The grocery dataset's taxonomy, read once per process."""
     from prodkg.catalogs import load_dataset
 
-    parent = dict(load_dataset("grocery-store-dataset", data_home()).taxonomy)
-
-    def below_top(c: str) -> str:
-        path = [c]
-        while parent.get(path[-1]):
-            path.append(parent[path[-1]])
-        return path[-2] if len(path) >= 2 else path[-1]
-
-    names = sorted(set(fine.tolist()))
-    coarse, up = {c: below_top(c) for c in names}, {c: parent.get(c) or c for c in names}
-    return np.array([coarse[c] for c in fine], dtype=str), np.array([up[c] for c in fine], dtype=str)
+    return tuple(load_dataset("grocery-store-dataset", data_home()).taxonomy)
 
 
 def grocery_views(k: int, image_encoder: str = DEFAULT_IMAGE, seed: int = 0) -> dict[str, np.ndarray]:

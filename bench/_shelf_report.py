@@ -11,7 +11,6 @@ from _common import write_section
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LABELS = ("fine", "coarse")
-LITE0 = "efficientnet_lite0"
 
 
 def _load(mode: str) -> dict:
@@ -182,31 +181,23 @@ NOTES_ROLLUP = """- Fine: 38.5 on average, worst seed 36.5, above the issue's 35
 """
 
 
-NOTES_ROLLUP_ENCODER: dict[str, str] = {}
-
-
-def write_rollup(encoder: str = LITE0, notes: str | None = None) -> Path:
-    """Section `shelf-rollup` (Lite0 features) or `shelf-rollup-<encoder>`: the coarse accuracy of `auto`'s fine
-    head rolled up along the taxonomy, per seed, from the fine-label records of ``shelf_views_auto.json`` of that
-    image encoder that carry it (``coarse_rollup``)."""
-    lite0 = encoder == LITE0
-    short = encoder.removeprefix("efficientnet_")
-    notes = (NOTES_ROLLUP if lite0 else NOTES_ROLLUP_ENCODER.get(encoder, "")) if notes is None else notes
+def write_rollup(notes: str = NOTES_ROLLUP) -> Path:
+    """Section `shelf-rollup`: the coarse accuracy of `auto`'s fine head rolled up along the taxonomy, per seed,
+    from the fine-label records of ``shelf_views_auto.json`` that carry it (``coarse_rollup``)."""
     data = _load("auto")
-    recs = sorted((r for r in data["records"] if "coarse_rollup" in r and r.get("encoder", LITE0) == encoder),
+    recs = sorted((r for r in data["records"] if "coarse_rollup" in r and "encoder" not in r),  # Lite0 features
                   key=lambda r: (r["method"], r["views"], r["seed"]))
     if not recs:
-        raise SystemExit(f"no fine-label `auto` records of {encoder} with a coarse roll-up in bench/results/shelf_views_auto.json")
-    commands = [c for c in data.get("commands", []) if "--labels fine" in c and (short in c) != lite0] or data.get("commands", [])
-    title = "back-off instead of a second head" if lite0 else f"EfficientNet-{short.capitalize()} features"
-    lines = [f"## Grocery coarse facts from the fine head: {title}", "",
+        raise SystemExit("no fine-label `auto` records with a coarse roll-up in bench/results/shelf_views_auto.json")
+    commands = [c for c in data.get("commands", []) if "--labels fine" in c] or data.get("commands", [])
+    lines = ["## Grocery coarse facts from the fine head: back-off instead of a second head", "",
              "Written by `bench/bench_shelf_views.py` (`write-rollup` assembles it from `bench/results/shelf_views_auto.json`). "
              "Command: " + "; ".join(f"`PRODKG_DATA_HOME=... PRODKG_BENCH_CACHE=... {c}`" for c in commands)
              + f" · date {data.get('date', '?')} · machine: {data.get('machine', '?')}.", "",
              ("grocery-store-dataset, 81 iconic products (+ shelf-style views) → 5,421 in-store photos, as in \"Shelf-style "
-              f"source views\", image features of {encoder} (`--image-encoder {encoder}`). `auto` (and `auto` followed by two rounds of self-training, what `--method auto "
+              "source views\". `auto` (and `auto` followed by two rounds of self-training, what `--method auto "
               "--self-training 2` does) trains one head on the 81 fine classes; *coarse, rolled up* is the accuracy on the "
-              "19 coarse classes of that head's probabilities summed within each coarse class, as the predict stage "
+              "dataset's 43 coarse classes (records before 2026-12-01: the 19 parent concepts) of that head's probabilities summed within each coarse class, as the predict stage "
               "aggregates them when it backs off along top → coarse → fine (`prediction.backoff.TaxonomyLevels`; there "
               "after its temperature, which can move a few of the coarse choices). No in-store label "
               "reaches training or selection. Target accuracy in %."), "",
@@ -223,7 +214,6 @@ def write_rollup(encoder: str = LITE0, notes: str | None = None) -> Path:
         lines.append(f"- `{m}`, {k} views, {e} epochs, {len(rs)} seed(s): fine {np.mean(f):.1f} (worst seed {min(f):.1f}), "
                      f"coarse rolled up {np.mean(c):.1f} (worst seed {min(c):.1f}).")
     rounds = _load("rounds")
-    rounds["records"] = [r for r in rounds["records"] if r.get("encoder", LITE0) == encoder]
     if rounds["records"]:
         recs = sorted(rounds["records"], key=lambda r: r["seed"])
         n = max(len(r["curve"]) for r in recs)
@@ -243,4 +233,4 @@ def write_rollup(encoder: str = LITE0, notes: str | None = None) -> Path:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if notes:
         lines += ["", notes.strip()]
-    return write_section("shelf-rollup" if lite0 else f"shelf-rollup-{short}", "\n".join(lines))
+    return write_section("shelf-rollup", "\n".join(lines))

@@ -76,21 +76,17 @@ def coarse_rollup_accuracy(probs: np.ndarray, encoder: str = DEFAULT_IMAGE, leve
 
 @lru_cache(maxsize=4)
 def _coarse_rollup(encoder: str, level: str = "coarse") -> tuple[np.ndarray, np.ndarray]:
-    """``(fine -> concept membership (81, K), concept of each in-store photo (N,))``, read once per process. For
-    ``coarse`` the membership is the predict stage's own (:class:`prediction.backoff.TaxonomyLevels` of the
-    dataset's taxonomy, level 1)."""
-    from _features import data_home, grocery
-
-    from prodkg.catalogs import load_dataset
-    from prodkg.prediction.backoff import TaxonomyLevels
+    """``(fine -> concept membership (81, K), concept of each in-store photo (N,))`` for ``level`` (``coarse``
+    or ``parent`` of ``_features.grocery_coarse``), read once per process."""
+    from _features import grocery
 
     g = grocery(encoder)  # the labels are every encoder's; the arrays already read for the run are reused
     iconic = g["domain"] == "iconic"
     fine = sorted(set(g["y"][iconic].tolist()))
-    if level == "coarse":
-        member, names = TaxonomyLevels(fine, load_dataset("grocery-store-dataset", data_home()).taxonomy).membership(1)
-    else:
-        member, names = TaxonomyLevels(fine, set(zip(g["y"][iconic].tolist(), g["parent"][iconic].tolist()))).membership(0)
+    concept = dict(zip(g["y"][iconic].tolist(), g[level][iconic].tolist()))
+    names = sorted(set(concept.values()))
+    member = np.zeros((len(fine), len(names)))
+    member[np.arange(len(fine)), [names.index(concept[c]) for c in fine]] = 1.0
     t_idx = np.flatnonzero((g["domain"] == "instore") & np.isin(g["y"], fine))
     truth = np.array([names.index(c) if c in names else -1 for c in g[level][t_idx]])
     return member, truth
@@ -343,7 +339,7 @@ def main() -> None:
     if args.mode in ("write", "write-rollup"):
         from _shelf_report import write, write_rollup
 
-        write() if args.mode == "write" else write_rollup(args.image_encoder)
+        write() if args.mode == "write" else write_rollup()
         return
     run(args)
 
