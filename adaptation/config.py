@@ -55,6 +55,9 @@ class TrainConfig:
         auto_schedule: for ``method="auto"``, how its candidates share the training budget, a name in
             :data:`AUTO_SCHEDULES`: ``halving`` (successive halving, about 3 times one method's training)
             or ``full`` (every candidate trained in full, about 10 times). Ignored by a named method.
+        ensemble: heads trained, each from its own seed, whose class probabilities are averaged (a deep
+            ensemble, :mod:`adaptation.ensemble`); with ``auto`` the extra heads retrain the candidate it chose.
+            1 (the default): one head.
     """
 
     method: str = "dann"
@@ -71,6 +74,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     auto_schedule: str = "halving"
+    ensemble: int = 1
 
     def __post_init__(self) -> None:
         # Imported here: the registries live in modules that import torch and this config.
@@ -84,7 +88,7 @@ class TrainConfig:
         if self.method != AUTO:
             METHODS.get(self.method)  # raises UnknownComponentError listing the valid names
         FUSIONS.get(self.fusion)
-        for name in ("hidden", "epochs", "batch_size"):
+        for name in ("hidden", "epochs", "batch_size", "ensemble"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"TrainConfig.{name}: expected a positive integer, got {value!r}")
@@ -108,8 +112,12 @@ class TrainConfig:
                               f"got {self.auto_schedule!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict of every field."""
-        return dataclasses.asdict(self)
+        """Plain JSON-ready dict of every field; ``ensemble`` only when above 1, so that the configs of single
+        heads (cache keys of fitted heads, saved models) read as they did before the field existed."""
+        data = dataclasses.asdict(self)
+        if data["ensemble"] == 1:
+            del data["ensemble"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

@@ -42,6 +42,9 @@ def train(
     ``config.method == "auto"`` trains a grid of candidate methods and keeps the
     one a label-free selector scores best (:func:`adaptation.selection.auto_train`).
 
+    ``config.ensemble > 1`` trains that many heads from different seeds and averages their class
+    probabilities (:func:`adaptation.ensemble.train_ensemble`).
+
     The result depends only on the inputs and ``config`` (weights, dropout and
     batch order are all seeded from ``config.seed``); the caller's global torch
     random state is left untouched.
@@ -61,6 +64,10 @@ def train(
         raise ConfigError(f"config must be a TrainConfig; got {type(config).__name__}")
     # re-validated copy: the dataclass is mutable, and the model keeps a snapshot of what it was trained with
     config = TrainConfig.from_dict(config.to_dict())
+    if config.ensemble > 1:
+        from prodkg.adaptation.ensemble import train_ensemble
+
+        return train_ensemble(source, y_source, target, n_classes, config, progress=progress, groups=groups)
     if config.method == AUTO:
         return auto_train(source, y_source, target, n_classes, config, progress=progress, groups=groups)
     return train_method(source, y_source, target, n_classes, config, progress=progress)

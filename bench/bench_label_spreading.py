@@ -229,13 +229,16 @@ def _grocery_lines() -> list[str]:
              "off along the taxonomy: *coarse*, the dataset's own 43 coarse classes (level 1 of the taxonomy; Banana is its own "
              "coarse class); *parent*, the 19 parent concepts (Banana's is Fruit), what earlier sections of this file call "
              "coarse. Target accuracy in %; *s0.8*, *s0.9*: spread at that alpha; the last column: the share of the in-store "
-             "photos whose fine class spreading at 0.8 changed.", "",
+             "photos whose fine class spreading at 0.8 changed. *N heads*: `--ensemble N`, N heads of `auto`'s choice from "
+             "their own seeds, each self-trained from its own pseudo-labels, their probabilities averaged "
+             "(`adaptation/ensemble.py`).", "",
              "| image encoder | seed | chosen | fine | fine s0.8 | fine s0.9 | coarse | coarse s0.8 | coarse s0.9 | parent | parent s0.8 | parent s0.9 | changed at 0.8 |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for encoder in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
-        rs = sorted((r for r in recs if r.get("encoder", "efficientnet_lite0") == encoder), key=lambda r: r["seed"])
-        if not rs:
-            continue
+    runs = sorted({(r.get("encoder", "efficientnet_lite0"), r.get("ensemble", 1)) for r in recs})
+    for encoder_key, size in runs:
+        encoder = encoder_key if size == 1 else f"{encoder_key}, {size} heads"
+        rs = sorted((r for r in recs if (r.get("encoder", "efficientnet_lite0"), r.get("ensemble", 1)) == (encoder_key, size)),
+                    key=lambda r: r["seed"])
         cols = [("accuracy", None), ("fine", "0.8"), ("fine", "0.9"), ("coarse_rollup", None), ("coarse_rollup", "0.8"),
                 ("coarse_rollup", "0.9"), ("parent_rollup", None), ("parent_rollup", "0.8"), ("parent_rollup", "0.9")]
         value = lambda r, key, a: r["spread"][a][key] if a else r[key]

@@ -139,14 +139,21 @@ def _auto_one(job: dict) -> dict:
     # so views are held out beside their product's photo and other views (what a run without groups does)
     winner = auto_train(source, ys, target, n, TrainConfig(method="auto", epochs=job["epochs"], seed=job["seed"]),
                         candidates_out=models, groups=None if job["method"] == "auto:rows" else groups)
-    sel = winner.selection
     extra = {}
+    if job.get("ensemble", 1) > 1:  # --ensemble N: N heads of auto's choice from their own seeds, averaged
+        import dataclasses
+
+        from prodkg.adaptation.ensemble import train_ensemble
+
+        extra["single_head"] = float((winner.predict(target) == yt).mean() * 100)
+        winner = train_ensemble(source, ys, target, n, dataclasses.replace(winner.config, ensemble=job["ensemble"]), first=winner)
+    sel = winner.selection
     if job["method"] == "auto+self-training":  # auto as a run with --self-training 2 does it: the choice, then two rounds
         from prodkg.adaptation.self_training import self_train
 
         before = float((winner.predict(target) == yt).mean() * 100)
         winner, rounds = self_train(source, ys, target, n, winner.config, first=winner)
-        extra = {"before": before, "rounds": rounds}
+        extra.update(before=before, rounds=rounds)
     accs = {candidate_label(m, o): float((model.predict(target) == yt).mean() * 100) for (m, o), model in zip(DEFAULT_CANDIDATES, models)}
     if job["label"] == "fine":  # the fine head's coarse facts, as back-off along the taxonomy publishes them
         encoder = job.get("encoder", DEFAULT_IMAGE)
@@ -230,6 +237,8 @@ def _jobs(mode: str, args: argparse.Namespace, epochs: list[int], seeds) -> tupl
     jobs, fn = _jobs_lite0(mode, args, epochs, seeds)
     if args.image_encoder != DEFAULT_IMAGE:  # Lite0's records carry no encoder key (they came first)
         jobs = [{**j, "encoder": args.image_encoder} for j in jobs]
+    if args.ensemble > 1:  # nor do single heads an ensemble key
+        jobs = [{**j, "ensemble": args.ensemble} for j in jobs]
     return jobs, fn
 
 
@@ -263,7 +272,7 @@ def _run_jobs(mode: str, jobs: list[dict], fn, workers: int, command: str) -> li
     path = RESULTS / f"shelf_views_{mode}.json"
     old = json.loads(path.read_text())["records"] if path.is_file() else []
     key = lambda r: json.dumps({**{k: r[k] for k in ("suite", "label", "views", "method", "epochs", "seed")},
-                                "encoder": r.get("encoder", DEFAULT_IMAGE)}, sort_keys=True)
+                                "encoder": r.get("encoder", DEFAULT_IMAGE), "ensemble": r.get("ensemble", 1)}, sort_keys=True)
     have = {key(r): r for r in old}
     todo = [j for j in jobs if key(j) not in have]
     out = [have[key(j)] for j in jobs if key(j) in have]
@@ -334,6 +343,8 @@ def main() -> None:
     ap.add_argument("--office-views", type=int, default=5)
     ap.add_argument("--office-epochs", type=int, default=20)
     ap.add_argument("--image-encoder", default=DEFAULT_IMAGE, help="grocery image features (the encoder registry's name)")
+    ap.add_argument("--ensemble", type=int, default=1, help="auto modes: heads of auto's choice from that many seeds, averaged "
+                                                            "(--ensemble; self-training retrains all of them)")
     ap.add_argument("--rounds", type=int, default=5, help="rounds mode: self-training rounds (shares 0.2, 0.4, ...)")
     args = ap.parse_args()
     if args.mode in ("write", "write-rollup"):

@@ -345,7 +345,7 @@ def cmd_adapt(args) -> int:
         if d not in known:
             raise ConfigError(f"domain {d!r} is not in {args.features}; its domains are {known}")
     is_source, is_target = np.isin(domains, source), np.isin(domains, target)
-    overrides = {k: getattr(args, k) for k in ("epochs", "seed", "auto_schedule") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("epochs", "seed", "auto_schedule", "ensemble") if getattr(args, k) is not None}
     config = TrainConfig(method=args.method, fusion=args.fusion, **overrides)
     started = datetime.now(UTC)
     with torch_threads(1):
@@ -652,6 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --method auto, how its candidates share the training: halving (successive halving, about 3 method runs; "
                         "default) or full (every candidate trained in full, about 10)")
     a.add_argument("--seed", type=int)
+    a.add_argument("--ensemble", type=int, metavar="N",
+                   help="heads trained from N seeds, their class probabilities averaged (default 1: one head); each adds one head's training")
     a.add_argument("--out", required=True, help="folder for predictions.parquet, manifest.json and model/")
     a.add_argument("--quiet", action="store_true")
     a.set_defaults(func=cmd_adapt)

@@ -125,6 +125,11 @@ class RunConfig(BaseModel):
                                                            "target's most confident predictions (a fifth of the target, then two fifths, ...) "
                                                            "joins the labelled rows and the head is trained again (0: off)",
                                json_schema_extra=_cli("model", metavar="ROUNDS"))
+    ensemble: int = Field(1, ge=1, le=10, description="heads trained per task, each from its own seed, whose class probabilities are "
+                                                      "averaged (a deep ensemble; with --method auto, of the candidate it chose); "
+                                                      "each adds one head's training time; for a source of few labelled photos per "
+                                                      "class, whose heads vary much from seed to seed (1: one head)",
+                          json_schema_extra=_cli("model", metavar="N"))
     label_spreading: float = Field(0.0, ge=0, lt=1, description="spread each head's target predictions over the target's 10-nearest-"
                                                                  "neighbour graph (label spreading, Zhou et al. 2003) with this alpha, "
                                                                  "so that photos of one product agree; for a target of many photos of "
@@ -404,7 +409,7 @@ class RunConfig(BaseModel):
         d = {k: v for k, v in self.to_dict().items() if k not in {"out", "cache_dir", "use_prefect", "progress", "num_workers", "full_check", "data_home", "workers", "dask_address", "reuse_heads",
                                                                  "store_url", "store_update_url", "store_gsp_url",  # where the graph is also published
                                                                  "finetune_max_images_cpu", "finetune_force"}}  # these two only refuse or allow a run
-        for key, default in (("eval_labels", ["category"]), ("catalog_name", None), ("source_views", 0), ("self_training", 0), ("label_spreading", 0.0), ("keep_heads", False)):  # at their defaults they keep earlier hashes valid
+        for key, default in (("eval_labels", ["category"]), ("catalog_name", None), ("source_views", 0), ("self_training", 0), ("ensemble", 1), ("label_spreading", 0.0), ("keep_heads", False)):  # at their defaults they keep earlier hashes valid
             if d.get(key) == default:
                 d.pop(key)
         # the image limits only refuse or allow an image (whose products the input digests then reflect): not in the hash
@@ -443,6 +448,7 @@ class RunConfig(BaseModel):
         return PredictSettings(method=self.method, baseline=self.baseline, fusion=self.fusion, epochs=self.epochs, hidden=self.hidden, lr=self.lr,
                                tradeoff=self.tradeoff, seed=self.seed, progress=self.progress, min_precision=self.min_precision,
                                threshold=self.threshold, self_training=self.self_training, label_spreading=self.label_spreading,
+                               ensemble=self.ensemble,
                                review_folds=self.review_folds, calibration_share=self.review_calibration_share, auto_schedule=self.auto_schedule)
 
     def graph_settings(self):

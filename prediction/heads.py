@@ -72,6 +72,9 @@ def fit_task(
     ``self_training`` rounds of class-balanced self-training (:func:`adaptation.self_training.self_train`,
     shares 0.2, 0.4, ... of the target) follow the first model; with ``auto`` they retrain the candidate it chose.
 
+    ``config.ensemble`` heads from different seeds average their probabilities (:mod:`adaptation.ensemble`); with
+    ``self_training`` each member self-trains from its own pseudo-labels.
+
     ``label_spreading`` (alpha in (0, 1); 0: off) spreads the head's own target probabilities over the target's
     k-NN graph (:func:`prediction.propagation.spread_predictions`) before the reviews are blended in: what is
     published, estimated and evaluated is the spread prediction. It is transductive: a saved head scoring other
@@ -128,6 +131,11 @@ def fit_task(
                      "n_source_val": int(len(val_idx)), "n_target": int(len(tgt_idx)), "train_seconds": round(seconds, 3)}
     if rounds is not None:
         metrics["self_training"] = rounds
+    if config.ensemble > 1:  # a deep ensemble (adaptation/ensemble.py): its members' seeds, or why it has none
+        skipped = ((model.selection or {}).get("ensemble") or {}).get("skipped")
+        members = model.member_configs() if not skipped else None
+        metrics["ensemble"] = ({"members": len(members), "seeds": [c["seed"] for c in members]} if members
+                               else {"members": 1, "skipped": skipped or "one head"})
     if view_of is not None:
         metrics["n_source_train_views"] = int((view_of[train_idx] >= 0).sum())
     temperature = 1.0

@@ -37,6 +37,7 @@ class PredictSettings:
     threshold: float | None = None  # or a fixed confidence bar instead
     auto_schedule: str = "halving"  # how method "auto" shares the training among its candidates
     self_training: int = 0  # rounds of class-balanced self-training of each head (not of the baseline)
+    ensemble: int = 1  # heads per task from different seeds, their probabilities averaged (adaptation/ensemble.py)
     label_spreading: float = 0.0  # alpha of the spread of each head's target predictions over the target's k-NN graph (0: off)
     # reviewed target products as the rule's target calibration set (prediction/target_calibration.py): predicted
     # out of fold by heads fitted on the other folds' reviews (review_folds >= 2), or a share held out of training (0)
@@ -78,7 +79,7 @@ class PredictSettings:
         method = method or self.method
         if method == "auto":  # only auto's config carries it, so a named method's cached head stays valid
             overrides["auto_schedule"] = self.auto_schedule
-        return TrainConfig(method=method, fusion=self.fusion, seed=self.seed, **overrides)
+        return TrainConfig(method=method, fusion=self.fusion, seed=self.seed, ensemble=self.ensemble, **overrides)
 
 
 @dataclass
