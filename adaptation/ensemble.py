@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from prodkg.adaptation.config import TrainConfig
+from prodkg.adaptation.config import AUTO, TrainConfig
 from prodkg.adaptation.model import AdaptedModel, EnsembleNetwork
 
 __all__ = ["MEMBER_SEED_STRIDE", "combine", "member_seeds", "members_of", "train_ensemble"]
@@ -43,11 +43,13 @@ def train_ensemble(source, y_source: np.ndarray, target, n_classes: int, config:
     first member's, with ``ensemble`` telling how many members were averaged or why none were added.
     """
     from prodkg.adaptation.loop import train_method
-    from prodkg.adaptation.trainer import train
+    from prodkg.adaptation.selection import auto_train
 
     size = config.ensemble
     if first is None:
-        first = train(source, y_source, target, n_classes, dataclasses.replace(config, ensemble=1), progress=progress, groups=groups)
+        single = dataclasses.replace(config, ensemble=1)
+        first = (auto_train(source, y_source, target, n_classes, single, progress=progress, groups=groups) if single.method == AUTO
+                 else train_method(source, y_source, target, n_classes, single, progress=progress))
     chosen = first.config
     if first.refined or isinstance(first.network, EnsembleNetwork):
         why = ("refined by target class centroids" if first.refined else "already an average of auto's top candidates")

@@ -80,9 +80,33 @@ def office_caltech(image_encoder: str = DEFAULT_IMAGE) -> dict[str, np.ndarray]:
     return data
 
 
+def concat_parts(encoder_name: str) -> tuple[str, ...]:
+    """The encoders a side-by-side image encoder (:mod:`extractors.image_concat`) concatenates; () for any other."""
+    from prodkg.extractors.base import ENCODERS
+
+    return tuple(getattr(ENCODERS.get(encoder_name), "parts", ()))
+
+
+def _side_by_side(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays of the first part with every part's ``image`` block side by side: what the concatenating encoder
+    gives (each of its halves is exactly its encoder's vector, tests/extractors/test_image_concat.py)."""
+    data = dict(parts[0])
+    for other in parts[1:]:
+        for key in ("of", "id", "y"):
+            if key in data and not np.array_equal(data[key], other[key]):
+                raise SystemExit(f"the parts' cached features disagree on {key}: extract them again")
+    data["image"] = np.hstack([d["image"] for d in parts]).astype(np.float32)
+    if "image_ok" in data:
+        data["image_ok"] = np.logical_and.reduce([d["image_ok"] for d in parts])
+    return data
+
+
 def grocery(image_encoder: str = DEFAULT_IMAGE) -> dict[str, np.ndarray]:
     """Image features (``image_encoder``, default EfficientNet-Lite0) of iconic and in-store photos, MiniLM text
     features of the iconic descriptions, fine and coarse labels, domain and split."""
+    if concat_parts(image_encoder):  # assembled from the parts' caches rather than extracted a second time
+        data = _side_by_side([grocery(p) for p in concat_parts(image_encoder)])
+        return data
     out = CACHE / f"grocery_{short_name(image_encoder)}_minilm.npz"
     data = _load(out, image_encoder)
     if data is None:
@@ -140,6 +164,9 @@ def grocery_views(k: int, image_encoder: str = DEFAULT_IMAGE, seed: int = 0) -> 
 
 def _views(dataset: str, domain: str, out: Path, k: int, image_encoder: str, seed: int) -> dict[str, np.ndarray]:
     """Features of ``k`` views of each photo of ``domain`` in ``dataset``, cached in ``out``."""
+    if concat_parts(image_encoder):  # a view's pixels do not depend on the encoder, so the parts' views line up
+        return _side_by_side([_views(dataset, domain, out.with_name(out.name.replace(short_name(image_encoder), short_name(p))), k, p, seed)
+                              for p in concat_parts(image_encoder)])
     data = _load(out, image_encoder)
     if data is None:
         from prodkg.catalogs import load_dataset

@@ -346,6 +346,11 @@ class RunConfig(BaseModel):
         if self.finetune and self.source_views:
             raise ValueError("source_views and finetune_backbone cannot be combined: the views are encoded by the frozen image encoder")
         if self.finetune:
+            from prodkg.extractors.base import ENCODERS
+
+            if not hasattr(ENCODERS.get(self.image_encoder), "last_block"):
+                raise ValueError(f"finetune_backbone needs an image encoder with one backbone to fine-tune; {self.image_encoder} "
+                                 "has none of its own (it concatenates other encoders' features)")
             try:
                 self.finetune_settings().config()  # unknown or reserved finetune_options keys
             except ConfigError as exc:

@@ -169,7 +169,8 @@ def test_fsspec_urls_are_read_like_paths(lite0, image_set):
 
 
 # Every registered encoder must be covered by a test in this folder; add yours here with its tests.
-TESTED_ENCODERS = {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet50", "hf_text", "minilm"}
+# efficientnet_lite0_lite2: tests/extractors/test_image_concat.py
+TESTED_ENCODERS = {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite0_lite2", "resnet18", "resnet50", "hf_text", "minilm"}
 
 
 def test_every_registered_encoder_is_tested():
