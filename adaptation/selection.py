@@ -161,12 +161,35 @@ def deep_embedded_validation(losses: np.ndarray, weights: np.ndarray) -> float:
     ``L = w * loss``; ``eta = -Cov(L, w) / Var(w)``; risk ``mean(L) + eta * mean(w) - eta``.
     Lower is better. Shape: ``(N,)`` losses and weights in, scalar out.
     """
+    return float(dev_terms(losses, weights).mean())
+
+
+def dev_terms(losses: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The DEV risk row by row: ``w * loss + eta * (w - 1)``, whose mean is :func:`deep_embedded_validation`.
+
+    Two models scored on the same held-out rows can then be compared row by row (:func:`dev_gain`).
+    Shape: ``(N,)`` losses and weights in, ``(N,)`` out.
+    """
     if losses.shape != weights.shape or losses.ndim != 1 or losses.size < 2:
         raise StageError(f"DEV needs two equal (N,) arrays with N >= 2; got {losses.shape} and {weights.shape}")
     weighted = weights * losses
     var_w = weights.var(ddof=1)
     eta = 0.0 if var_w < 1e-12 else -np.cov(weighted, weights, ddof=1)[0, 1] / var_w
-    return float(weighted.mean() + eta * weights.mean() - eta)
+    return weighted + eta * (weights - 1.0)
+
+
+def _dev_terms_of(ev: Evidence) -> np.ndarray:
+    p = _softmax(ev.val_logits)
+    losses = -np.log(p[np.arange(len(ev.y_val)), ev.y_val] + 1e-12)
+    return dev_terms(losses, normalised_weights(importance_weights(ev.train_embed, ev.target_embed, ev.val_embed)))
+
+
+def dev_gain(baseline: Evidence, other: Evidence) -> tuple[float, float]:
+    """How much lower ``other``'s DEV risk is than ``baseline``'s on the same held-out rows, and the standard
+    error of that difference from its row-by-row values: ``(mean(d), std(d) / sqrt(N))`` with
+    ``d = terms(baseline) - terms(other)``. The gain equals the difference of the two :func:`dev` scores."""
+    d = _dev_terms_of(baseline) - _dev_terms_of(other)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
 #: Largest importance weight, as a multiple of the mean weight, that :func:`normalised_weights` lets through.
@@ -199,10 +222,7 @@ def normalised_weights(weights: np.ndarray, max_ratio: float = MAX_WEIGHT_RATIO)
 def dev(ev: Evidence) -> float:
     """Minus the DEV risk (:func:`deep_embedded_validation`) of the model's cross-entropy on held-out source rows,
     with the importance weights self-normalised and clipped (:func:`normalised_weights`), so it is never above 0."""
-    p = _softmax(ev.val_logits)
-    losses = -np.log(p[np.arange(len(ev.y_val)), ev.y_val] + 1e-12)
-    weights = normalised_weights(importance_weights(ev.train_embed, ev.target_embed, ev.val_embed))
-    return -deep_embedded_validation(losses, weights)
+    return -float(_dev_terms_of(ev).mean())
 
 
 def rank_scores(scores: Sequence[float]) -> np.ndarray:
@@ -260,6 +280,9 @@ DEFAULT_SELECTOR = "dev"
 #: (12 tasks, docs/BENCHMARKS.md) the three together, with refinement, gave mean 97.1 and worst task -0.6 against
 #: source-only; DEV and SND alone 97.1 and -1.3.
 SAFETY_SIGNALS = ("dev", "snd", "consensus")
+#: How many standard errors (of the row-by-row difference, :func:`dev_gain`) an adapted candidate's DEV risk must
+#: lie below source-only's for the DEV signal to confirm it (:func:`safe_choice`).
+DEV_MARGIN_SE = 0.0
 
 
 def consensus_agreement(predictions: Sequence[np.ndarray]) -> np.ndarray:
@@ -294,6 +317,8 @@ def safe_choice(
     selector: str,
     signals: Sequence[str] = SAFETY_SIGNALS,
     scan: bool = False,
+    dev_gains: Sequence[tuple[float, float] | None] | None = None,
+    dev_margin: float | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Index of the candidate ``auto`` adopts: the selector's best, unless the safety signals overrule it.
 
@@ -307,9 +332,14 @@ def safe_choice(
     source-only's 26.4% (seed 1 of 3, docs/BENCHMARKS.md "shelf-rollup"). Otherwise the next
     candidate is tried when ``scan`` is true, and source-only is adopted when it is false.
 
+    ``dev_gains`` (per candidate, against source-only: :func:`dev_gain`'s ``(gain, standard error)``, None for
+    source-only) make the DEV signal ask for a gain above ``dev_margin`` (default :data:`DEV_MARGIN_SE`) standard
+    errors instead of any gain.
+
     Returns ``(index, record)``, the record naming every signal's verdict for the selector's best candidate
     and, under ``missing``, the signals that could not be scored.
     """
+    margin = DEV_MARGIN_SE if dev_margin is None else dev_margin
     so = next(i for i, m in enumerate(methods) if m == "source_only")
     order = sorted(range(len(scores)), key=lambda i: -scores[i][selector])
     missing = sorted(n for n in signals if n != "consensus" and any(n not in sc for sc in scores))
@@ -325,6 +355,9 @@ def safe_choice(
         for name in signals:
             if name == "consensus":
                 verdict[name] = bool(agreement[i] >= agreement[so])
+            elif name == "dev" and dev_gains is not None and dev_gains[i] is not None:
+                gain, se = dev_gains[i]
+                verdict[name] = bool(gain > margin * se and gain > 0)
             elif name in scores[i] and name in scores[so]:
                 better = scores[i][name] > scores[so][name] if name == "dev" else scores[i][name] >= scores[so][name]
                 verdict[name] = bool(better)
@@ -614,8 +647,21 @@ def auto_train(
     agreement[voters] = consensus_agreement(target_preds)
     safety = None
     if safe:
+        gains = None
+        if "dev" in signals and len(va) >= 2:  # DEV's gain over source-only, row by row, with its standard error
+            from threadpoolctl import threadpool_limits
+
+            so_i = next(i for i in finalists if configs[i].method == "source_only")
+            with threadpool_limits(limits=1, user_api="blas"):  # as score_candidates, for DEV's domain classifier
+                evidence = {i: Evidence.collect(models[i], source_val, y_source[va], target, source_train, seed=config.seed)
+                            for i in finalists}
+                gains = [None if i == so_i else dev_gain(evidence[so_i], evidence[i]) for i in finalists]
         j, safety = safe_choice([configs[i].method for i in finalists], [scores[i] for i in finalists],
-                                agreement[finalists], selector)
+                                agreement[finalists], selector, dev_gains=gains)
+        if gains is not None:
+            safety["dev_gain"] = {labels[i]: {"gain": round(g[0], 6), "se": round(g[1], 6)}
+                                  for i, g in zip(finalists, gains, strict=True) if g is not None}
+            safety["dev_margin_se"] = DEV_MARGIN_SE
         best = finalists[j]
     else:
         best = order[0]

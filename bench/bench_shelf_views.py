@@ -166,7 +166,7 @@ def _auto_one(job: dict) -> dict:
 
         extra["spread"] = spread_scores(target, winner.predict_proba(target), yt)
     return {**job, "accuracy": float((winner.predict(target) == yt).mean() * 100), "candidates": accs,
-            "chosen": sel["chosen"], "selector": sel["selector"], "selector_choice": sel["selector_choice"],
+            "chosen": sel["chosen"], "selector": sel["selector"], "selector_choice": sel["selector_choice"], "safety": sel["safety"],
             "refinement": sel["refinement"], "n_source_val": sel["n_source_val"], "reason": sel["reason"],
             "seconds": round(time.perf_counter() - t0, 1), **extra}
 

@@ -360,3 +360,47 @@ def test_auto_falls_back_to_source_only_when_the_signals_disagree_and_says_why(m
         assert sel["chosen"] == "source_only" and "did not confirm that it beats source-only" in sel["reason"]
     else:
         assert sel["chosen"] == "source_only" or all(sel["safety"]["checks"].values())
+
+
+def test_dev_gain_is_the_difference_of_the_two_dev_scores_with_a_paired_standard_error() -> None:
+    from prodkg.adaptation.selection import dev_gain, dev_terms, importance_weights, normalised_weights
+
+    rng = np.random.default_rng(5)
+    shared = dict(y_val=rng.integers(0, 3, 40), val_embed=rng.normal(size=(40, 4)), train_embed=rng.normal(size=(200, 4)),
+                  target_embed=rng.normal(loc=0.7, size=(200, 4)))
+    base = _evidence(np.zeros((200, 3)), val_logits=rng.normal(size=(40, 3)), **shared)
+    better = _evidence(np.zeros((200, 3)), val_logits=base.val_logits + 2.0 * np.eye(3)[shared["y_val"]], **shared)
+    gain, se = dev_gain(base, better)
+    dev = SELECTORS.get("dev")
+    assert gain == pytest.approx(dev(better) - dev(base), rel=1e-9) and gain > 0
+    # the row-by-row risks with eta from plain sums (as _dev_reference), and their differences' standard error by hand
+    w = normalised_weights(importance_weights(shared["train_embed"], shared["target_embed"], shared["val_embed"])).tolist()
+
+    def rows(ev: Evidence) -> list[float]:
+        p = softmax(ev.val_logits, axis=1)
+        losses = [-np.log(p[i, y] + 1e-12) for i, y in enumerate(ev.y_val)]
+        n, big_l = len(w), [a * b for a, b in zip(w, losses)]
+        mean_l, mean_w = sum(big_l) / n, sum(w) / n
+        eta = -(sum((a - mean_l) * (b - mean_w) for a, b in zip(big_l, w)) / (n - 1)) / (sum((b - mean_w) ** 2 for b in w) / (n - 1))
+        terms = [a + eta * (b - 1) for a, b in zip(big_l, w)]
+        assert sum(terms) / n == pytest.approx(_dev_reference(losses, w), rel=1e-9)
+        np.testing.assert_allclose(dev_terms(np.array(losses), np.array(w)), terms, rtol=1e-9)
+        return terms
+
+    d = [a - b for a, b in zip(rows(base), rows(better))]
+    mean = sum(d) / len(d)
+    assert se == pytest.approx((sum((x - mean) ** 2 for x in d) / (len(d) - 1)) ** 0.5 / len(d) ** 0.5, rel=1e-6)
+
+
+def test_a_dev_gain_within_its_noise_does_not_confirm_an_adapted_candidate() -> None:
+    from prodkg.adaptation.selection import safe_choice
+
+    methods = ["source_only", "cdan"]
+    scores = [{"dev": -0.0193, "snd": 5.0}, {"dev": -0.0011, "snd": 5.5}]  # the grocery coarse head's DEV scores
+    agreement = np.array([0.8, 0.9])
+    # the scores alone confirm cdan; a gain of 0.018 with a standard error of 0.03 does not, at one standard error
+    assert safe_choice(methods, scores, agreement, "dev")[0] == 1
+    index, record = safe_choice(methods, scores, agreement, "dev", dev_gains=[None, (0.018, 0.03)], dev_margin=1.0)
+    assert index == 0 and record["checks"]["dev"] is False
+    assert safe_choice(methods, scores, agreement, "dev", dev_gains=[None, (0.018, 0.01)], dev_margin=1.0)[0] == 1
+    assert safe_choice(methods, scores, agreement, "dev", dev_gains=[None, (-0.001, 0.0)], dev_margin=0.0)[0] == 0
