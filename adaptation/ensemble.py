@@ -37,10 +37,11 @@ def train_ensemble(source, y_source: np.ndarray, target, n_classes: int, config:
     """Train ``config.ensemble`` heads of ``config`` (``auto``: of the candidate it chooses), one per seed of
     :func:`member_seeds`, and return their :class:`~adaptation.model.EnsembleNetwork` as one model.
 
-    Arguments are those of :func:`adaptation.train`, which calls this when ``config.ensemble > 1``. The returned
-    model's config is the (chosen) configuration with ``ensemble`` set; ``first``, a single head already trained
-    on these rows with ``config`` (``auto``: the model it chose), becomes the first member instead of a new one; its ``selection`` (``auto`` only) is the
-    first member's, with ``ensemble`` telling how many members were averaged or why none were added.
+    Arguments are those of :func:`adaptation.train`, which calls this when ``config.ensemble > 1``; ``first``, a
+    single head already trained on these rows with ``config`` (``auto``: the model it chose), becomes the first
+    member instead of a new one. The returned model's config is the (chosen) configuration with ``ensemble`` set.
+    Its ``selection`` (``auto`` only) is the first member's, with ``seed_ensemble`` telling how many members were
+    averaged or why none were added (``auto``'s own ``ensemble`` names the candidates it averaged, if any).
     """
     from prodkg.adaptation.loop import train_method
     from prodkg.adaptation.selection import auto_train
@@ -54,17 +55,15 @@ def train_ensemble(source, y_source: np.ndarray, target, n_classes: int, config:
     if first.refined or isinstance(first.network, EnsembleNetwork):
         why = ("refined by target class centroids" if first.refined else "already an average of auto's top candidates")
         if first.selection is not None:
-            first.selection["ensemble"] = {"members": 1, "skipped": f"the chosen model is {why}"}
+            first.selection["seed_ensemble"] = {"members": 1, "skipped": f"the chosen model is {why}"}
             first.selection["reason"] += f"; no ensemble of {size} heads: the chosen model is {why}"
         return first
     seeds = member_seeds(chosen.seed, size)
     others = [train_method(source, y_source, target, n_classes, dataclasses.replace(chosen, seed=seed), progress=progress)
               for seed in seeds[1:]]
-    selection = first.selection
-    if selection is not None:
-        selection["ensemble"] = {"members": size, "seeds": seeds}
-        selection["reason"] += f"; probabilities averaged over {size} heads of it trained from seeds {', '.join(map(str, seeds))}"
-    first.selection = selection
+    if first.selection is not None:
+        first.selection["seed_ensemble"] = {"members": size, "seeds": seeds}
+        first.selection["reason"] += f"; probabilities averaged over {size} heads of it trained from seeds {', '.join(map(str, seeds))}"
     return combine([first, *others], dataclasses.replace(chosen, ensemble=size))
 
 

@@ -478,8 +478,10 @@ def score_candidates(
     target: MultiModal,
     selectors: Sequence[str],
     seed: int = 0,
+    evidence_out: list[Evidence] | None = None,
 ) -> list[dict[str, float]]:
-    """Every selector's score of every model (one dict per model).
+    """Every selector's score of every model (one dict per model); ``evidence_out`` receives each model's
+    :class:`Evidence`, for comparisons between models on the same rows (:func:`dev_gain`).
 
     BLAS runs on one thread meanwhile: DEV's domain classifier is small, and on a shared
     2-core machine under other load two OpenBLAS threads spinning on it were 35 times slower
@@ -493,6 +495,8 @@ def score_candidates(
         for model in models:
             ev = Evidence.collect(model, source_val, y_val, target, source_train, seed=seed)
             out.append({name: float(fn(ev)) for name, fn in funcs.items()})
+            if evidence_out is not None:
+                evidence_out.append(ev)
     return out
 
 
@@ -634,8 +638,9 @@ def auto_train(
     signals = [n for n in (SAFETY_SIGNALS if safe else ()) if n != "consensus"]  # consensus: not a selector
     wanted = {selector, *signals, "source_val"} if len(va) >= 2 else {selector, *signals}
     names = sorted(n for n in wanted if len(va) >= 2 or n not in NEEDS_SOURCE_VAL)
+    final_evidence: list[Evidence] = []
     final_scores = score_candidates([models[i] for i in finalists], source_train, source_val, y_source[va], target,
-                                    names, seed=config.seed)
+                                    names, seed=config.seed, evidence_out=final_evidence)
     scores: list[dict[str, float]] = [stopped[i]["scores"] if i in stopped else {} for i in range(len(models))]
     for i, sc in zip(finalists, final_scores, strict=True):
         scores[i] = sc
@@ -651,10 +656,9 @@ def auto_train(
         if "dev" in signals and len(va) >= 2:  # DEV's gain over source-only, row by row, with its standard error
             from threadpoolctl import threadpool_limits
 
+            evidence = dict(zip(finalists, final_evidence, strict=True))
             so_i = next(i for i in finalists if configs[i].method == "source_only")
             with threadpool_limits(limits=1, user_api="blas"):  # as score_candidates, for DEV's domain classifier
-                evidence = {i: Evidence.collect(models[i], source_val, y_source[va], target, source_train, seed=config.seed)
-                            for i in finalists}
                 gains = [None if i == so_i else dev_gain(evidence[so_i], evidence[i]) for i in finalists]
         j, safety = safe_choice([configs[i].method for i in finalists], [scores[i] for i in finalists],
                                 agreement[finalists], selector, dev_gains=gains)

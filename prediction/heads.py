@@ -132,7 +132,7 @@ def fit_task(
     if rounds is not None:
         metrics["self_training"] = rounds
     if config.ensemble > 1:  # a deep ensemble (adaptation/ensemble.py): its members' seeds, or why it has none
-        skipped = ((model.selection or {}).get("ensemble") or {}).get("skipped")
+        skipped = ((model.selection or {}).get("seed_ensemble") or {}).get("skipped")
         members = model.member_configs() if not skipped else None
         metrics["ensemble"] = ({"members": len(members), "seeds": [c["seed"] for c in members]} if members
                                else {"members": 1, "skipped": skipped or "one head"})

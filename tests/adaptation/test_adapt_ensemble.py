@@ -65,11 +65,11 @@ def test_with_auto_the_members_retrain_the_chosen_candidate():
     source, ys, target, _ = _few_shot(2)
     ens = train(source, ys, target, 4, TrainConfig(method="auto", epochs=3, seed=0, ensemble=2))
     chosen = ens.selection["chosen_method"]
-    if ens.selection["ensemble"].get("skipped"):  # refinement kept: the single refined head stands, and says why
+    if ens.selection["seed_ensemble"].get("skipped"):  # refinement kept: the single refined head stands, and says why
         assert ens.refined and "no ensemble of 2 heads" in ens.selection["reason"]
         return
     assert {c["method"] for c in ens.member_configs()} == {chosen} and ens.config.method == chosen
-    assert ens.selection["ensemble"] == {"members": 2, "seeds": [0, MEMBER_SEED_STRIDE]}
+    assert ens.selection["seed_ensemble"] == {"members": 2, "seeds": [0, MEMBER_SEED_STRIDE]}
     assert "probabilities averaged over 2 heads" in ens.selection["reason"]
 
 
@@ -82,7 +82,7 @@ def test_an_average_of_autos_top_candidates_is_left_as_it_is():
     top = AdaptedModel(EnsembleNetwork([a.network, b.network]), a.config, 4, a.dims, selection={"reason": "dann won"})
     out = train_ensemble(source, ys, target, 4, dataclasses.replace(a.config, ensemble=3), first=top)
     assert out is top and len(out.member_configs()) == 2
-    assert out.selection["ensemble"] == {"members": 1, "skipped": "the chosen model is already an average of auto's top candidates"}
+    assert out.selection["seed_ensemble"] == {"members": 1, "skipped": "the chosen model is already an average of auto's top candidates"}
     assert out.selection["reason"].endswith("no ensemble of 3 heads: the chosen model is already an average of auto's top candidates")
 
 
