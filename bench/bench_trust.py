@@ -62,9 +62,12 @@ def run_task(name: str, features, labels: list[str | None], is_source: np.ndarra
     ids = [str(i) for i in range(len(labels))]
     hidden = [lab if s else None for lab, s in zip(labels, is_source)]  # the heads never see a target label
     started = time.perf_counter()
-    main = fit_task("category", features, hidden, is_source, is_target, ids, TrainConfig(method=args.method, epochs=epochs, seed=args.seed),
+    ensemble = getattr(args, "ensemble", 1)  # --ensemble: both heads, as a run's train config gives it to the baseline too
+    main = fit_task("category", features, hidden, is_source, is_target, ids,
+                    TrainConfig(method=args.method, epochs=epochs, seed=args.seed, ensemble=ensemble),
                     label_spreading=args.label_spreading)  # the baseline is not spread, as in the predict stage
-    other = fit_task("category", features, hidden, is_source, is_target, ids, TrainConfig(method="source_only", epochs=epochs, seed=args.seed))
+    other = fit_task("category", features, hidden, is_source, is_target, ids,
+                     TrainConfig(method="source_only", epochs=epochs, seed=args.seed, ensemble=ensemble))
     unit = fused_unit_features(features.blocks, features.present)
     src = np.flatnonzero(is_source & np.array([lab is not None for lab in hidden]))
     tgt = np.flatnonzero(is_target)
@@ -386,6 +389,15 @@ NOTES = """\
   levels, and with nothing labelled behind it the run publishes nothing (it says so in the manifest). With the labels,
   the best bar on the top-level confidence would cover 52.4 % at ≥ 95 %: the 50 % goal needs target evidence (reviews:
   see "Review loop") or a better head, not only a better estimate.
+* **Three heads per task (`--ensemble 3`, 2026-12-01).** `bench/bench_trust.py --only office --ensemble 3 --no-write`
+  (DANN head and source-only baseline, 3 seeds each, 100 epochs, one run seed, Intel Xeon) against the same command
+  without it: accuracy 94.5 -> 95.3 %, every task still published at ≥ 95 % (lowest 95.0 -> 95.2 %), coverage
+  91.0 -> 92.6 % on average (lowest task 79.7 -> 81.4 %), and the coverage the best bar per task would reach with
+  the labels (the ceiling of the agreement filter) 94.8 -> 95.6 %, now above the 95 % goal. The label-free estimate
+  is within 3 points on 9 of 12 tasks either way (this script's own count, from the estimate of the finest
+  level). The gain in coverage follows the gain in accuracy (more products on which the two heads agree); target
+  calibration is about the same (ECE A->C 2.3 -> 2.4 %, A->D 4.5 -> 5.7 %). It costs three trainings of each head.
+  The coverage goal stays unmet.
 * **Calibration.** Target ECE of the source-calibrated confidence is 0-8 % on office-caltech-10 closed set and 3 %
   on instacart: source temperatures do not carry over, which is why thresholds come from the target estimate, not
   the confidence.
@@ -525,6 +537,9 @@ def main() -> None:
     parser.add_argument("--label-spreading", type=float, default=0.0, metavar="ALPHA",
                         help="spread the head's target predictions (--label-spreading of a run); results and evidence go to "
                              "trust_spread<ALPHA>.json and trust_evidence_spread<ALPHA>/")
+    parser.add_argument("--ensemble", type=int, default=1, metavar="N",
+                        help="N heads from N seeds for the head and the baseline (--ensemble of a run); results and evidence go "
+                             "to trust_ens<N>.json and trust_evidence_ens<N>/")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--rescore", action="store_true", help="re-run the publication rule on the saved evidence of earlier runs (no training)")
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing docs/BENCHMARKS.md")
@@ -535,10 +550,13 @@ def main() -> None:
                         help="print the table of label-free estimates against the truth, per seed, from copies of "
                              "bench/results/trust_evidence after runs of --only office --seed S")
     args = parser.parse_args()
+    global RESULTS, EVIDENCE
     if args.label_spreading:
-        global RESULTS, EVIDENCE
         RESULTS = RESULTS.with_name(f"trust_spread{args.label_spreading}.json")
         EVIDENCE = EVIDENCE.with_name(f"trust_evidence_spread{args.label_spreading}")
+    if args.ensemble > 1:
+        RESULTS = RESULTS.with_name(RESULTS.stem + f"_ens{args.ensemble}.json")
+        EVIDENCE = EVIDENCE.with_name(EVIDENCE.name + f"_ens{args.ensemble}")
     if args.estimators:
         print(estimator_table(args.estimators))
         return
