@@ -105,8 +105,7 @@ def grocery(image_encoder: str = DEFAULT_IMAGE) -> dict[str, np.ndarray]:
     """Image features (``image_encoder``, default EfficientNet-Lite0) of iconic and in-store photos, MiniLM text
     features of the iconic descriptions, fine and coarse labels, domain and split."""
     if concat_parts(image_encoder):  # assembled from the parts' caches rather than extracted a second time
-        data = _side_by_side([grocery(p) for p in concat_parts(image_encoder)])
-        return data
+        return _side_by_side([grocery(p) for p in concat_parts(image_encoder)])
     out = CACHE / f"grocery_{short_name(image_encoder)}_minilm.npz"
     data = _load(out, image_encoder)
     if data is None:

@@ -344,7 +344,7 @@ def main() -> None:
     ap.add_argument("--office-epochs", type=int, default=20)
     ap.add_argument("--image-encoder", default=DEFAULT_IMAGE, help="grocery image features (the encoder registry's name)")
     ap.add_argument("--ensemble", type=int, default=1, help="auto modes: heads of auto's choice from that many seeds, averaged "
-                                                            "(--ensemble; self-training retrains all of them)")
+                                                            "(--ensemble; each self-trains from its own pseudo-labels)")
     ap.add_argument("--rounds", type=int, default=5, help="rounds mode: self-training rounds (shares 0.2, 0.4, ...)")
     args = ap.parse_args()
     if args.mode in ("write", "write-rollup"):
