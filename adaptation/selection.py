@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import time
@@ -54,6 +55,12 @@ class Evidence:
     target_logits: np.ndarray
     target_embed: np.ndarray
     train_embed: np.ndarray
+
+    @functools.cached_property
+    def dev_rows(self) -> np.ndarray:
+        """DEV's risk row by row (:func:`dev_terms` of the held-out losses and importance weights), computed once:
+        the DEV selector and :func:`dev_gain` both read it, and its domain classifier is the costly part."""
+        return _dev_terms_of(self)
 
     @classmethod
     def collect(
@@ -188,7 +195,7 @@ def dev_gain(baseline: Evidence, other: Evidence) -> tuple[float, float]:
     """How much lower ``other``'s DEV risk is than ``baseline``'s on the same held-out rows, and the standard
     error of that difference from its row-by-row values: ``(mean(d), std(d) / sqrt(N))`` with
     ``d = terms(baseline) - terms(other)``. The gain equals the difference of the two :func:`dev` scores."""
-    d = _dev_terms_of(baseline) - _dev_terms_of(other)
+    d = baseline.dev_rows - other.dev_rows
     return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
@@ -222,7 +229,7 @@ def normalised_weights(weights: np.ndarray, max_ratio: float = MAX_WEIGHT_RATIO)
 def dev(ev: Evidence) -> float:
     """Minus the DEV risk (:func:`deep_embedded_validation`) of the model's cross-entropy on held-out source rows,
     with the importance weights self-normalised and clipped (:func:`normalised_weights`), so it is never above 0."""
-    return -float(_dev_terms_of(ev).mean())
+    return -float(ev.dev_rows.mean())
 
 
 def rank_scores(scores: Sequence[float]) -> np.ndarray:
@@ -654,12 +661,10 @@ def auto_train(
     if safe:
         gains = None
         if "dev" in signals and len(va) >= 2:  # DEV's gain over source-only, row by row, with its standard error
-            from threadpoolctl import threadpool_limits
-
+            # the final scoring computed each finalist's DEV rows (Evidence.dev_rows) already
             evidence = dict(zip(finalists, final_evidence, strict=True))
             so_i = next(i for i in finalists if configs[i].method == "source_only")
-            with threadpool_limits(limits=1, user_api="blas"):  # as score_candidates, for DEV's domain classifier
-                gains = [None if i == so_i else dev_gain(evidence[so_i], evidence[i]) for i in finalists]
+            gains = [None if i == so_i else dev_gain(evidence[so_i], evidence[i]) for i in finalists]
         j, safety = safe_choice([configs[i].method for i in finalists], [scores[i] for i in finalists],
                                 agreement[finalists], selector, dev_gains=gains)
         if gains is not None:

@@ -169,12 +169,11 @@ def fit_task(
         from prodkg.prediction.propagation import spread_predictions
 
         probs, metrics["label_spreading"] = spread_predictions(features, tgt_idx, probs, label_spreading)
-        if "skipped" not in metrics["label_spreading"]:
-            evidence["target_logp"] = np.log(np.clip(probs, 1e-300, None))
     if len(rev_idx):  # each reviewed label also spreads to the target products most like it
         from prodkg.prediction.propagation import blend_with_reviews
 
         probs = blend_with_reviews(features, tgt_idx, rev_idx, space.encode([reviewed[i] for i in rev_idx]), probs)
+    if len(rev_idx) or "changed" in metrics.get("label_spreading", {}):  # the rule reads the mixed probabilities
         evidence["target_logp"] = np.log(np.clip(probs, 1e-300, None))
     pred = probs.argmax(1)
     predictions = pd.DataFrame(
