@@ -84,7 +84,8 @@ def pick_estimator(n_source_rows: int, has_other: bool, n_source_errors: int | N
       agreement missed 6 of those 8 by less).
       Agreement overestimates where the two heads share their mistakes (by 22 points on instacart, where catalog and
       new feed hardly differ), but there the hold-out is large and ATC's sampling error small, so ATC is kept;
-    * ``none`` when neither is available: the source-calibrated confidence is taken at its word.
+    * ``none`` when neither is available. :func:`decide` then publishes nothing under ``min_precision`` (the
+      source-calibrated confidence is no estimate under shift); named by the caller, it takes that confidence at its word.
     """
     errors = MIN_SOURCE_ERRORS if n_source_errors is None else n_source_errors
     if n_source_rows >= MIN_SOURCE_ROWS and errors >= MIN_SOURCE_ERRORS:
@@ -244,9 +245,13 @@ def decide(
     tax = TaxonomyLevels(classes, taxonomy)
     # No labelled row was held out of training (one catalog product per class): no estimate of target accuracy has
     # anything labelled behind it, and agreement between two heads trained on the same few rows overestimates
-    # (grocery: the rule published coarse facts 59 % right, estimated above 95 %). Under ``min_precision`` nothing
-    # is published then; a fixed ``threshold``, or an estimator named by the caller, is the caller's own call.
-    no_anchor = threshold is None and chosen_by_default and len(source_labels) == 0 and not len(cal_items)
+    # (grocery: the rule published coarse facts 59 % right, estimated above 95 %). Nor is there an estimate when the
+    # hold-out is too small for ATC and no second head or review gives another (``auto`` chose ``none``): the
+    # source-calibrated confidence taken at its word is what the rule replaced (grocery's manufacturer head, 4 held-out
+    # rows and no second head, published "ARLA KO" for 66 cucumbers and zucchini, estimated 97 % right). Under
+    # ``min_precision`` nothing is published then; a fixed ``threshold``, or an estimator named by the caller, is the
+    # caller's own call.
+    no_anchor = threshold is None and chosen_by_default and not len(cal_items) and (len(source_labels) == 0 or estimator == "none")
     use_cal = estimator == "calibration"
     confidence = bound_confidence(z)
     cal_done = [0, 0]  # calibration rows published so far, over the levels: right, rows
@@ -381,9 +386,13 @@ def decide(
         rule["calibration"] = {"n_rows": len(cal_items), "bound": "clopper-pearson", "confidence": round(confidence, 6),
                                "n_published": cal_done[1], "n_published_right": cal_done[0],
                                "precision_bound": round(precision_lower_bound(cal_done[0], cal_done[1], confidence), 6)}
-    if no_anchor:
+    if no_anchor and len(source_labels) == 0:
         rule["abstained"] = ("no labelled source row was held out and no reviewed target product calibrates the rule: no estimate of "
                              "target accuracy can be checked, nothing is published")
+    elif no_anchor:
+        rule["abstained"] = (f"{len(source_labels)} labelled source row(s) held out (ATC needs {MIN_SOURCE_ROWS}), no second head and no "
+                             "reviewed target product: no estimate of target accuracy, nothing is published (a fixed --threshold "
+                             "publishes on the source-calibrated confidence)")
     frame = pd.DataFrame(rows, columns=["item", "level", "value", "confidence", "correctness", "published"])
     return Decision(predictions=frame, published=published, published_level=published_level, unknown=unknown, levels=levels,
                     rule=rule, n_levels=tax.n_levels, level_values=level_values)

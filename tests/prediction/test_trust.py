@@ -245,6 +245,24 @@ def test_items_the_two_heads_disagree_on_back_off_or_abstain():
     assert decide(probs, CLASSES, threshold=0.9, **kw).published == ["apple", "apple", "apple"]
 
 
+def test_a_hold_out_too_small_for_atc_and_no_second_head_publishes_nothing():
+    """Grocery's manufacturer head: 4 held-out catalog rows, all right, and no baseline head. Nothing estimates target
+    accuracy, and the source-calibrated confidence under shift is what the rule replaced (that head called 66
+    cucumbers and zucchini "ARLA KO" at 0.97), so the default rule abstains and says why."""
+    probs = np.array([[0.97, 0.01, 0.01, 0.01]] * 40)
+    held_p, held_l = probs[:4], np.zeros(4, int)
+    d = decide(probs, CLASSES, source_probs=held_p, source_labels=held_l, min_precision=0.95)
+    assert d.published == [None] * 40 and d.levels[0]["estimator"] == "none"
+    assert "4 labelled source row(s) held out" in d.rule["abstained"]
+    # what lifts it: a hold-out large enough for ATC, a second head, a fixed threshold, or the estimator named
+    big = decide(probs, CLASSES, source_probs=np.repeat(held_p, 5, 0), source_labels=np.zeros(20, int), min_precision=0.95)
+    assert "abstained" not in big.rule and big.levels[0]["estimator"] == "atc"
+    assert "abstained" not in decide(probs, CLASSES, source_probs=held_p, source_labels=held_l, other_probs=probs).rule
+    assert decide(probs, CLASSES, source_probs=held_p, source_labels=held_l, threshold=0.9).published == ["apple"] * 40
+    named = decide(probs, CLASSES, source_probs=held_p, source_labels=held_l, estimator="none", min_precision=0.9, z=0.0)
+    assert "abstained" not in named.rule and named.published.count("apple") > 0
+
+
 def test_log_probabilities_keep_the_order_of_predictions_that_round_to_one():
     # margins of 40-80 nats: every probability is 1.0 in float64, the log-probabilities still differ
     margins = np.linspace(40.0, 80.0, 20)
