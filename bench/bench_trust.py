@@ -402,6 +402,27 @@ NOTES = """\
   100 epochs, Intel Xeon): accuracy 97.0 %, every task published at ≥ 97.4 %, coverage 93.8 % on average (lowest
   task W->C, 88.8 %), the label-free estimate within 3 points on 11 of 12 tasks; the labelled ceiling of the
   agreement filter is 94.8 %, as with DANN, so the 95 % coverage goal is out of this rule's reach with this head too.
+* **`auto` with `--ensemble 3` (2026-12-01).** `bench/bench_trust.py --only office --method auto --ensemble 3 --no-write`
+  (Intel Xeon): the head's accuracy is `auto`'s alone on all 12 tasks (its choice was always its top-candidate
+  average or its centroid refinement, where the extra heads stand down), so only the baseline became three heads:
+  coverage 93.9 % (lowest W->C 87.8 %), every task at ≥ 97.3 %, estimate within 3 points on 11 of 12, labelled
+  ceiling 94.9 %. Among the products the head and the baseline disagree on, `auto`'s prediction was right 50-93 % of
+  the time per task (79 % over all tasks even where its confidence was at least 0.999), so admitting them would cost
+  precision: the agreement filter stays, and with it the 95 % office goal is out of reach of these heads.
+* **grocery with the recommended head (2026-12-01).** `prodkg run --dataset grocery-store-dataset --image-encoder
+  efficientnet_lite0_lite2 --method auto --source-views 20 --self-training 2 --ensemble 3 --label-spreading 0.8
+  --epochs 30` (section `label-spreading`): accurate at 56.7 % fine, 68.4 % coarse, 94.8 % top; the agreement
+  estimate says 50.3, 52.0 and 86.1 % (6.4, 16.4 and 8.7 points low: the source-only baseline, 37.4 % fine, is the
+  weaker head of the two), and with no held-out row the run publishes no category fact. With labelled target rows
+  the rule has evidence: 100 reviews chosen by the review queue (1.8 % of the in-store photos, DANN on Lite0 features,
+  100 epochs) let it publish 73.8 % of the other products at 99.4 % precision (per seed 69.9-76.1 % coverage; section
+  `review-loop-grocery-100`). Label-free, the 50 % goal is not met; with 100 reviews it is.
+* **Attribute heads (2026-12-01).** They have no baseline head, so with fewer than 20 held-out rows no estimate of
+  target accuracy exists; the rule used to take the source-calibrated confidence at its word there, and on grocery
+  in-store (`prodkg run --dataset grocery-store-dataset --method auto --source-views 20 --self-training 2
+  --label-spreading 0.8 --epochs 30`, Lite0) the manufacturer head published "ARLA KO"
+  for 66 cucumbers and zucchini at an estimated 97 %, all wrong. The default rule now publishes nothing for such a
+  head and says why in `metrics.<task>.publication.abstained`.
 * **Calibration.** Target ECE of the source-calibrated confidence is 0-8 % on office-caltech-10 closed set and 3 %
   on instacart: source temperatures do not carry over, which is why thresholds come from the target estimate, not
   the confidence.
