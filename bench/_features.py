@@ -193,14 +193,19 @@ def office_views(domain: str, k: int, image_encoder: str = DEFAULT_IMAGE, seed: 
                   k, image_encoder, seed)
 
 
-def instacart() -> dict[str, np.ndarray]:
-    """MiniLM features of the product titles (``X``), aisle labels (``y``, "" when unlabelled), ``domain`` and ``id``."""
-    out = CACHE / "instacart_minilm.npz"
+def instacart(text_encoder: str = "minilm") -> dict[str, np.ndarray]:
+    """Features of the product titles by ``text_encoder`` (``X``; default MiniLM), aisle labels (``y``, "" when
+    unlabelled), ``domain`` and ``id``. ``minilm_ngrams`` is composed from the two parts' files: each half is exactly
+    that encoder's vector (tests/extractors/test_text_ngrams.py)."""
+    if text_encoder == "minilm_ngrams":
+        a, b = instacart("minilm"), instacart("ngrams")
+        return {**a, "X": np.hstack([a["X"], b["X"]]), "ok": a["ok"] & b["ok"]}
+    out = CACHE / ("instacart_minilm.npz" if text_encoder == "minilm" else f"instacart_{text_encoder}.npz")
     if not out.is_file():
         from prodkg.catalogs import load_dataset
 
         frame = load_dataset("instacart-products", data_home()).frame
-        feats, ok = _extract(frame["title"].tolist(), "minilm")
+        feats, ok = _extract(frame["title"].tolist(), text_encoder)
         CACHE.mkdir(parents=True, exist_ok=True)
         np.savez(out, X=feats, ok=ok, y=frame["category"].to_numpy(str), domain=frame["domain"].to_numpy(str),
                  id=frame["product_id"].to_numpy(str))

@@ -27,7 +27,7 @@ from prodkg.extractors.cache import FeatureCache
 from prodkg.extractors.extract import ExtractResult, content_hash, extract_features
 
 # imported for their registrations
-from prodkg.extractors import image_concat, image_efficientnet, image_resnet, text_hf  # noqa: F401  isort: skip
+from prodkg.extractors import image_concat, image_efficientnet, image_resnet, text_hf, text_ngrams  # noqa: F401  isort: skip
 
 __all__ = [
     "ENCODERS",

@@ -169,8 +169,9 @@ def test_fsspec_urls_are_read_like_paths(lite0, image_set):
 
 
 # Every registered encoder must be covered by a test in this folder; add yours here with its tests.
-# efficientnet_lite0_lite2: tests/extractors/test_image_concat.py
-TESTED_ENCODERS = {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite0_lite2", "resnet18", "resnet50", "hf_text", "minilm"}
+# efficientnet_lite0_lite2: tests/extractors/test_image_concat.py; ngrams, minilm_ngrams: tests/extractors/test_text_ngrams.py
+TESTED_ENCODERS = {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "efficientnet_lite0_lite2", "resnet18", "resnet50", "hf_text", "minilm",
+                   "ngrams", "minilm_ngrams"}
 
 
 def test_every_registered_encoder_is_tested():
