@@ -113,6 +113,8 @@ def rescore(path: Path, args: argparse.Namespace, *, flat: bool = False) -> dict
                      min_precision=args.min_precision, unknown=None if args.no_unknown else ev["unknown"], other_probs=ev["other_logp"], **kw)
         scored = evaluate(alt, classes, taxonomy, truth)
         result["variants"][name] = {"precision": scored["precision"], "coverage": scored["coverage"]}
+    if taxonomy:  # the same rule on the top level alone: what coverage at any level the back-off trades for finer facts
+        result["variants"]["root_only"] = root_only(ev, classes, taxonomy, truth, args)
     result["oracle_coverage"] = oracle_coverage(ev, classes, truth, args.min_precision, taxonomy)
     if taxonomy:
         result["oracle_coverage_root"] = oracle_coverage(ev, classes, truth, args.min_precision, taxonomy, 0)
@@ -120,6 +122,24 @@ def rescore(path: Path, args: argparse.Namespace, *, flat: bool = False) -> dict
                    "n_source_holdout": int(len(ev["source_labels"])), "decision": decision.summary(),
                    "unknown": None if args.no_unknown else unknown_meta, "seconds": meta["seconds"], "evidence": path.name})
     return result
+
+
+def root_only(ev: dict, classes: list[str], taxonomy: list, truth: list[str | None], args: argparse.Namespace) -> dict:
+    """The publication rule on the taxonomy's top level alone (each head's probabilities summed over a root's classes,
+    the hold-out's labels mapped to their roots): no finer fact, every product judged at the broadest level."""
+    from prodkg.prediction.backoff import TaxonomyLevels
+    from prodkg.prediction.publication import decide, evaluate
+
+    tax = TaxonomyLevels(classes, taxonomy)
+    lp, names = tax.aggregate_log(ev["target_logp"], 0)
+    sp, _ = tax.aggregate_log(ev["source_logp"], 0)
+    op, _ = tax.aggregate_log(ev["other_logp"], 0)
+    member, _ = tax.membership(0)
+    s_lab = member.argmax(1)[ev["source_labels"]] if len(ev["source_labels"]) else ev["source_labels"]
+    alt = decide(lp, names, source_probs=sp, source_labels=s_lab, min_precision=args.min_precision,
+                 unknown=None if args.no_unknown else ev["unknown"], other_probs=op)
+    scored = evaluate(alt, names, [], tax.labels_at(truth, 0))
+    return {"precision": scored["precision"], "coverage": scored["coverage"]}
 
 
 def oracle_coverage(ev: dict, classes: list[str], truth: list[str | None], min_precision: float, taxonomy=(), level: int | None = None) -> float:
@@ -311,7 +331,8 @@ def report(result: dict) -> str:
             if oracle and not r.get("flat"):
                 notes.append(f"{r['task']}:{oracle} One shared estimate instead of per-class ratios: {_pct(v['shared']['coverage'])} % at "
                              f"{_pct(v['shared']['precision'])} %; each level's target on its own facts: {_pct(v['per_level']['coverage'])} % at "
-                             f"{_pct(v['per_level']['precision'])} %.")
+                             f"{_pct(v['per_level']['precision'])} %" + (f"; the top level alone: {_pct(v['root_only']['coverage'])} % at "
+                                                                             f"{_pct(v['root_only']['precision'])} %" if "root_only" in v else "") + ".")
             row = (f"| {r['task']} | {_pct(r['accuracy'])} | {_pct(est)} ({estimator}) | {'–' if err is None else f'{err:.1f}'} | "
                    f"{_pct(bound)} | {_pct(r['target_ece'])} | {_pct(r['precision'])} | {_pct(r['coverage'])} | {by_level} |")
             if open_set:
@@ -426,8 +447,10 @@ NOTES = """\
 * **instacart with the title's words (2026-12-01).** `bench/bench_trust.py --only instacart --text-encoder
   minilm_ngrams --no-write` (Intel Xeon): MiniLM's vector and hashed n-grams of the title side by side lift the head
   from 70.2 to 75.0 % on the aisle (MiniLM alone, same machine) and the published share from 42.0 to 51.0 % at 95.7 %
-  precision, the estimate within 1.7 points; the labelled ceiling on the department rises from 55.6 to 66.5 %, still
-  under the 70 % goal (section `text-encoders`).
+  precision, the estimate within 1.7 points; the labelled ceiling on the department rises from 55.6 to 66.5 %. With
+  20 epochs instead of 5 (`--instacart-epochs 20`) the rule publishes 54.4 % at 95.7 % and the ceiling is 71.0 %; the
+  rule itself stays under the 70 % goal, and run on the department alone (no aisle facts) would publish 63.1 %
+  (section `text-encoders`).
 * **Calibration.** Target ECE of the source-calibrated confidence is 0-8 % on office-caltech-10 closed set and 3 %
   on instacart: source temperatures do not carry over, which is why thresholds come from the target estimate, not
   the confidence.
