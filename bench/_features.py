@@ -81,23 +81,24 @@ def office_caltech(image_encoder: str = DEFAULT_IMAGE) -> dict[str, np.ndarray]:
 
 
 def concat_parts(encoder_name: str) -> tuple[str, ...]:
-    """The encoders a side-by-side image encoder (:mod:`extractors.image_concat`) concatenates; () for any other."""
+    """The encoders a side-by-side encoder (:mod:`extractors.concat`) concatenates; () for any other."""
     from prodkg.extractors.base import ENCODERS
 
     return tuple(getattr(ENCODERS.get(encoder_name), "parts", ()))
 
 
-def _side_by_side(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The arrays of the first part with every part's ``image`` block side by side: what the concatenating encoder
-    gives (each of its halves is exactly its encoder's vector, tests/extractors/test_image_concat.py)."""
+def _side_by_side(parts: list[dict[str, np.ndarray]], block: str = "image", ok: str = "image_ok") -> dict[str, np.ndarray]:
+    """The arrays of the first part with every part's ``block`` side by side (``ok``: rows every part encoded): what
+    the concatenating encoder gives (each of its halves is exactly its encoder's vector, tests/extractors/
+    test_image_concat.py and test_text_ngrams.py)."""
     data = dict(parts[0])
     for other in parts[1:]:
         for key in ("of", "id", "y"):
             if key in data and not np.array_equal(data[key], other[key]):
                 raise SystemExit(f"the parts' cached features disagree on {key}: extract them again")
-    data["image"] = np.hstack([d["image"] for d in parts]).astype(np.float32)
-    if "image_ok" in data:
-        data["image_ok"] = np.logical_and.reduce([d["image_ok"] for d in parts])
+    data[block] = np.hstack([d[block] for d in parts]).astype(np.float32)
+    if ok in data:
+        data[ok] = np.logical_and.reduce([d[ok] for d in parts])
     return data
 
 
@@ -195,11 +196,9 @@ def office_views(domain: str, k: int, image_encoder: str = DEFAULT_IMAGE, seed: 
 
 def instacart(text_encoder: str = "minilm") -> dict[str, np.ndarray]:
     """Features of the product titles by ``text_encoder`` (``X``; default MiniLM), aisle labels (``y``, "" when
-    unlabelled), ``domain`` and ``id``. ``minilm_ngrams`` is composed from the two parts' files: each half is exactly
-    that encoder's vector (tests/extractors/test_text_ngrams.py)."""
-    if text_encoder == "minilm_ngrams":
-        a, b = instacart("minilm"), instacart("ngrams")
-        return {**a, "X": np.hstack([a["X"], b["X"]]), "ok": a["ok"] & b["ok"]}
+    unlabelled), ``domain`` and ``id``; a side-by-side encoder (``minilm_ngrams``) from its parts' files."""
+    if concat_parts(text_encoder):
+        return _side_by_side([instacart(p) for p in concat_parts(text_encoder)], block="X", ok="ok")
     out = CACHE / ("instacart_minilm.npz" if text_encoder == "minilm" else f"instacart_{text_encoder}.npz")
     if not out.is_file():
         from prodkg.catalogs import load_dataset
