@@ -86,27 +86,58 @@ class FeatureCache:
 
     def iter_many(self, encoder_id: str, keys: Iterable[str]) -> Iterator[tuple[str, np.ndarray]]:
         """``(key, vector)`` for those ``keys`` that have a cached vector, as read-only little-endian float32 views of
-        the stored bytes, valid until the caller lets go of them: a caller that copies each into its own array (as
-        :func:`~prodkg.extractors.extract.extract_features` does) makes no per-vector copy, which at a million
+        the stored bytes, valid until the caller lets go of them: a caller that copies each into its own array
+        makes no per-vector copy, which at a million
         cached vectors left 1.4 GiB of freed 1.5 KiB blocks scattered over the heap. Hits and misses are counted
         once the iteration ends."""
         _check_encoder_id(encoder_id)  # now, not at the first item
         return self._iter_many(encoder_id, list(dict.fromkeys(keys)))
 
     def _iter_many(self, encoder_id: str, wanted: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+        for chunk in self._chunks_found(encoder_id, wanted):
+            for key, dim, blob in chunk:
+                vec = np.frombuffer(blob, dtype="<f4")
+                if vec.shape == (dim,):  # a torn or foreign row is treated as a miss and recomputed
+                    yield key, vec
+
+    def read_blocks(self, encoder_id: str, keys: Iterable[str], dim: int) -> Iterator[tuple[list[str], np.ndarray]]:
+        """The cached ``dim``-vectors of ``keys`` a block at a time: ``(found keys, (len(found), dim) float32 array)``.
+
+        For callers that place many vectors into one array: a block is one ``frombuffer`` over the joined bytes,
+        where :meth:`iter_many` makes a view per vector (at 980,000 cached titles the per-vector path spent 14 s
+        of a re-run's extract stage in Python). A row of another width counts as a miss."""
+        _check_encoder_id(encoder_id)  # now, not at the first block
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        return self._read_blocks(encoder_id, list(dict.fromkeys(keys)), int(dim))
+
+    def _read_blocks(self, encoder_id: str, wanted: list[str], dim: int) -> Iterator[tuple[list[str], np.ndarray]]:
+        width = 4 * dim
+        for chunk in self._chunks_found(encoder_id, wanted, dim):
+            found = [(key, blob) for key, d, blob in chunk if d == dim and len(blob) == width]
+            if found:
+                block = np.frombuffer(b"".join(blob for _, blob in found), dtype="<f4").reshape(len(found), dim)
+                yield [key for key, _ in found], block if _NATIVE_F4 else block.astype(np.float32)
+
+    def _chunks_found(self, encoder_id: str, wanted: list[str], dim: int | None = None
+                      ) -> Iterator[list[tuple[str, int, bytes]]]:
+        """``(key, dim, blob)`` rows of the wanted keys, one SQL chunk at a time; hits (whole rows, of width ``dim``
+        when given) and misses counted at the end.
+
+        Keys are looked up in sorted order: the table is a B-tree on ``(encoder_id, key)`` and content hashes are
+        random, so sorted lookups walk it once instead of jumping about (980,000 lookups in a 2.3 GB cache of
+        1,020,000 vectors of 384 floats: 16 s sorted against 55 s in the catalog's order)."""
         n_found = 0
         conn = self._connect()
-        for chunk in _chunks(wanted, _CHUNK):
+        for chunk in _chunks(sorted(wanted), _CHUNK):
             marks = ",".join("?" * len(chunk))
             rows = conn.execute(
                 f"SELECT key, dim, vector FROM features WHERE encoder_id = ? AND key IN ({marks})",
                 [encoder_id, *chunk],
             ).fetchall()
-            for key, dim, blob in rows:
-                vec = np.frombuffer(blob, dtype="<f4")
-                if vec.shape == (dim,):  # a torn or foreign row is treated as a miss and recomputed
-                    n_found += 1
-                    yield key, vec
+            # a torn row, or one of another width than asked for, is a miss
+            n_found += sum(1 for _, d, blob in rows if len(blob) == 4 * d and dim in (None, d))
+            yield rows
             del rows
         self.hits += n_found
         self.misses += len(wanted) - n_found

@@ -219,13 +219,17 @@ def extract_features(
 
     n_cached = 0
     if cache is not None and rows_by_hash:
-        for digest, vec in cache.iter_many(encoder.encoder_id, list(rows_by_hash)):
-            if vec.shape != (encoder.dim,):
-                continue
-            rows = rows_by_hash.pop(digest)
-            features[rows] = vec
-            ok[rows] = True
-            n_cached += len(rows)
+        for found, block in cache.read_blocks(encoder.encoder_id, list(rows_by_hash), encoder.dim):
+            # one fancy-indexed copy per block: identical contents (several rows per hash) repeat their vector
+            where: list[int] = []
+            which: list[int] = []
+            for j, digest in enumerate(found):
+                rows = rows_by_hash.pop(digest)
+                where += rows
+                which += [j] * len(rows)
+            features[where] = block[which]
+            ok[where] = True
+            n_cached += len(where)
 
     if on_progress is not None:
         on_progress(n - sum(len(rows) for rows in rows_by_hash.values()))  # cached, absent or unreadable

@@ -52,9 +52,9 @@ def test_many_keys_beyond_one_sql_statement(tmp_path):
 
 
 def test_iter_many_streams_views_of_the_stored_vectors(tmp_path):
-    """What extraction reads a million cached vectors through: the same vectors as get_many (whose values the tests
-    above check against what was put), each a read-only view rather than a copy, across SQL chunks, with hits and
-    misses counted and a bad encoder id refused before the first item."""
+    """The same vectors as get_many (whose values the tests above check against what was put), each a read-only view
+    rather than a copy, across SQL chunks, with hits and misses counted and a bad encoder id refused before the first
+    item."""
     cache = FeatureCache(tmp_path)
     vecs = {f"k{i}": np.array([i, -i, 0.5 * i], np.float32) for i in range(2000)}
     cache.put_many("e", vecs)
@@ -67,6 +67,30 @@ def test_iter_many_streams_views_of_the_stored_vectors(tmp_path):
     assert cache.stats()["hits"] == 2000 and cache.stats()["misses"] == 1
     with pytest.raises(ValueError, match="encoder_id"):
         cache.iter_many("", ["k"])
+
+
+def test_read_blocks_gives_each_found_key_its_own_vector_across_chunks(tmp_path):
+    """What extraction reads a million cached vectors through: blocks whose rows are the vectors put under their
+    keys (checked against the dict put, not against iter_many), across SQL chunks; an absent key and a row of another
+    width are misses; a bad encoder id or width is refused before the first block."""
+    cache = FeatureCache(tmp_path)
+    vecs = {f"k{i}": np.array([i, -i, 0.25 * i], np.float32) for i in range(2000)}
+    cache.put_many("e", vecs)
+    cache.put_many("e", {"wide": np.ones(5, np.float32)})
+    seen: dict[str, np.ndarray] = {}
+    n_blocks = 0
+    for found, block in cache.read_blocks("e", ["absent", "wide", *reversed(list(vecs)), "k3"], 3):
+        assert block.shape == (len(found), 3) and block.dtype == np.float32
+        seen.update(zip(found, block))
+        n_blocks += 1
+    assert n_blocks >= 2 and sorted(seen) == sorted(vecs)
+    for key, vec in seen.items():
+        np.testing.assert_array_equal(vec, vecs[key])
+    assert cache.stats()["hits"] == 2000 and cache.stats()["misses"] == 2
+    with pytest.raises(ValueError, match="encoder_id"):
+        cache.read_blocks("", ["k"], 3)
+    with pytest.raises(ValueError, match="dim"):
+        cache.read_blocks("e", ["k"], 0)
 
 
 def test_rejects_bad_values(tmp_path):
