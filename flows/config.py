@@ -90,6 +90,12 @@ class RunConfig(BaseModel):
     min_precision: float = Field(0.95, gt=0, le=1, description="share of published facts that should be right, by the pipeline's label-free "
                                                                 "estimate; picks each task's threshold and taxonomy back-off level",
                                  json_schema_extra=_cli("model"))
+    # with a taxonomy, every product's level is chosen at once (prediction.publication._allocate_levels)
+    specificity: float = Field(1.0, ge=0, allow_inf_nan=False,
+                               description="with a taxonomy, what a finer published fact is worth over a broader one: each fact counts 1 "
+                                           "plus this times its information (1 at the finest class); 0 publishes the most products "
+                                           "--min-precision allows, larger values more of the finest facts",
+                               json_schema_extra=_cli("model"))
     # a fixed confidence bar instead of min_precision (the rule before min_precision was a fixed 0.5)
     threshold: float | None = Field(None, ge=0, le=1, description="a fixed confidence at which a prediction becomes a plain fact, "
                                                                   "instead of --min-precision", json_schema_extra=_cli("model"))
@@ -452,7 +458,7 @@ class RunConfig(BaseModel):
 
         return PredictSettings(method=self.method, baseline=self.baseline, fusion=self.fusion, epochs=self.epochs, hidden=self.hidden, lr=self.lr,
                                tradeoff=self.tradeoff, seed=self.seed, progress=self.progress, min_precision=self.min_precision,
-                               threshold=self.threshold, self_training=self.self_training, label_spreading=self.label_spreading,
+                               specificity=self.specificity, threshold=self.threshold, self_training=self.self_training, label_spreading=self.label_spreading,
                                ensemble=self.ensemble,
                                review_folds=self.review_folds, calibration_share=self.review_calibration_share, auto_schedule=self.auto_schedule)
 

@@ -34,6 +34,7 @@ class PredictSettings:
     seed: int = 0
     progress: bool = True
     min_precision: float = 0.95  # published facts should be right this often, by the label-free estimate
+    specificity: float = 1.0  # with a taxonomy: a fact is worth 1 plus this times its information (publication._allocate_levels)
     threshold: float | None = None  # or a fixed confidence bar instead
     auto_schedule: str = "halving"  # how method "auto" shares the training among its candidates
     self_training: int = 0  # rounds of class-balanced self-training of each head (not of the baseline)
@@ -272,7 +273,7 @@ def publish_task(result, other, settings: PredictSettings, task: str, mid: str, 
             save_prototypes(prototypes_to, unknown.prototypes, unknown.threshold)
     other_probs = other.evidence.get("target_logp") if other is not None and other.labels.classes == classes else None
     decision = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
-                      min_precision=settings.min_precision, threshold=settings.threshold, unknown=None if unknown is None else unknown.unknown,
+                      min_precision=settings.min_precision, specificity=settings.specificity, threshold=settings.threshold, unknown=None if unknown is None else unknown.unknown,
                       other_probs=other_probs, calibration=_target_positions(calibration, target_idx))
     frame = publication_frame(decision, result.predictions["product_id"].tolist(), task, mid,
                               unknown_similarity=None if unknown is None else unknown.similarity)

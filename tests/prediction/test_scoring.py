@@ -23,7 +23,8 @@ def _logp(rng, n, strength):
 
 @pytest.mark.parametrize("with_other", [True, False])
 def test_the_recorded_min_precision_rule_replays_the_runs_decision(with_other):
-    """One shared estimate per level: the run's bar is a confidence threshold, replayed exactly."""
+    """One shared estimate per level, the levels in turn (``specificity=None``): the run's bar is a confidence
+    threshold, replayed exactly."""
     rng = np.random.default_rng(4)
     source, target = _logp(rng, 300, 4.0), _logp(rng, 200, 3.0)
     labels = source.argmax(1)
@@ -32,7 +33,7 @@ def test_the_recorded_min_precision_rule_replays_the_runs_decision(with_other):
     other = target + rng.normal(scale=1.0, size=target.shape) if with_other else None
     unknown = rng.random(len(target)) < 0.05
     run = decide(target, CLASSES, source_probs=source, source_labels=labels, taxonomy=TAXONOMY, other_probs=other, unknown=unknown,
-                 min_precision=0.8, class_evidence="none")
+                 min_precision=0.8, class_evidence="none", specificity=None)
     published = run.summary()["levels"]
     assert run.n_levels == 3 and sum(lv["n_published"] > 0 for lv in published) >= 2  # fine and broader levels both publish
     head = SavedHead(task="category", model=None, classes=CLASSES, temperature=1.0, model_id="m", publication=run.summary(),
@@ -57,7 +58,8 @@ def test_per_class_bars_replay_conservatively():
     labels = source.argmax(1)
     flip = rng.random(len(labels)) < 0.15
     labels[flip] = rng.integers(0, len(CLASSES), flip.sum())
-    run = decide(target, CLASSES, source_probs=source, source_labels=labels, taxonomy=TAXONOMY, min_precision=0.8, class_evidence="source")
+    run = decide(target, CLASSES, source_probs=source, source_labels=labels, taxonomy=TAXONOMY, min_precision=0.8, class_evidence="source",
+                 specificity=None)
     bars = [lv["class_thresholds"] for lv in run.summary()["levels"]]
     assert any(bars)  # the per-class rule was in force
     head = SavedHead(task="category", model=None, classes=CLASSES, temperature=1.0, model_id="m", publication=run.summary(),
