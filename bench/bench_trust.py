@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from itertools import permutations
@@ -504,6 +505,62 @@ def goals(result: dict) -> list[str]:
     return out
 
 
+BACKOFF_SPECIFICITIES = (None, 0.0, 0.5, 1.0, 2.0, 4.0, 100.0)
+
+
+def backoff_report(specs: list[str], args: argparse.Namespace) -> str:
+    """The taxonomy back-off rules side by side on saved heads (``LABEL=EVIDENCE.npz`` each, from runs of this script):
+    the levels in turn, finest first, against the joint choice of every product's level at several ``specificity``."""
+    from prodkg.prediction.publication import DEFAULT_SPECIFICITY, decide, evaluate
+
+    lines = ["## Taxonomy back-off: the levels in turn against one joint choice", "",
+             f"Command: `python bench/bench_trust.py --backoff-report {' '.join(shlex.quote(x) for x in specs)}` · {today()} · machine: {machine()}.", "",
+             "The heads are those a run of this script saved (its evidence file, the label of each row says which run); the "
+             "publication rule (`prediction.publication.decide`, its defaults: 0.95 target, agreement with the baseline head, "
+             "unknown flags) is applied with the back-off below, and the new feed's labels are read only to score. *In turn*: "
+             "each level, finest first, the lowest bar at which the facts published so far reach the target (the rule before "
+             "2026-12-01). *Joint, s*: every product's level chosen at once, a fact worth 1 + s × its information share "
+             f"(`--specificity s`; the default is {DEFAULT_SPECIFICITY:g}). Coverage is the share of the feed with a published "
+             "fact at any level; by level, finest first, the share and (in brackets) the precision of those facts. *Oracle*: with "
+             "the labels, the most a confidence bar on the top level alone could publish at ≥ 95 % among the products both heads "
+             "agree on.", "",
+             "| heads | back-off | coverage | precision | by level (finest → top) | facts' information |",
+             "|---|---|---:|---:|---|---:|"]
+    for spec in specs:
+        label, _, path = spec.rpartition("=")
+        with np.load(path) as data:
+            ev = {k: data[k] for k in data.files}
+        meta = json.loads(str(ev["meta"]))
+        taxonomy = [tuple(t) for t in meta["taxonomy"]]
+        classes = ev["classes"].tolist()
+        truth = [t or None for t in ev["truth"].tolist()]
+        from prodkg.prediction.backoff import TaxonomyLevels
+
+        tax = TaxonomyLevels(classes, taxonomy)
+        for s in BACKOFF_SPECIFICITIES:
+            d = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
+                       min_precision=args.min_precision, unknown=ev["unknown"], other_probs=ev["other_logp"], specificity=s)
+            r = evaluate(d, classes, taxonomy, truth)
+            info = 0.0  # the information the published facts carry, as a share of a finest class's, summed (per product)
+            for lv in range(tax.n_levels):
+                member, names = tax.membership(lv)
+                index = {c: j for j, c in enumerate(names)}
+                under = np.asarray(member, float).sum(0)[[index[v] for v in d.level_values[lv]]]
+                share = 1 - np.log(under) / np.log(len(classes))
+                info += float(share[d.published_level == lv].sum())
+            name = "in turn" if s is None else f"joint, s = {s:g}" + (" (default)" if s == DEFAULT_SPECIFICITY else "")
+            by_level = " / ".join(f"{_pct(lv['coverage'])} ({_pct(lv['precision'])})" for lv in r["levels"])
+            lines.append(f"| {label or Path(path).parent.name} | {name} | {_pct(r['coverage'])} | {_pct(r['precision'])} | {by_level} | "
+                         f"{info / len(truth):.3f} |")
+        lines.append(f"| {label or Path(path).parent.name} | oracle, top level | {_pct(oracle_coverage(ev, classes, truth, args.min_precision, taxonomy, 0))} "
+                     f"| ≥ 95 | – | – |")
+    lines += ["", "*Facts' information*: the published facts' information shares summed, per product of the feed (1 would be a "
+              "right-or-wrong finest fact for every product)."]
+    if args.notes:
+        lines += ["", Path(args.notes).read_text().strip()]
+    return "\n".join(lines)
+
+
 def seed_report(paths: list[Path], notes: Path | None = None) -> str:
     """The office-caltech-10 closed-set figures of several seeds side by side (each path: the results file of a run
     with ``--only office --seed S``): the section above is one seed, and its estimate and coverage vary with it."""
@@ -606,7 +663,9 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing docs/BENCHMARKS.md")
     parser.add_argument("--seed-report", nargs="+", type=Path, metavar="RESULTS",
                         help="write the section comparing seeds from these results files (runs of --only office --seed S)")
-    parser.add_argument("--notes", type=Path, help="with --seed-report: a Markdown file appended to the section")
+    parser.add_argument("--notes", type=Path, help="with --seed-report or --backoff-report: a Markdown file appended to the section")
+    parser.add_argument("--backoff-report", nargs="+", metavar="LABEL=EVIDENCE",
+                        help="write the section comparing the taxonomy back-off rules on saved heads (evidence files of earlier runs)")
     parser.add_argument("--estimators", nargs="+", type=Path, metavar="EVIDENCE_DIR",
                         help="print the table of label-free estimates against the truth, per seed, from copies of "
                              "bench/results/trust_evidence after runs of --only office --seed S")
@@ -626,6 +685,10 @@ def main() -> None:
         EVIDENCE = EVIDENCE.with_name(EVIDENCE.name + f"_ens{args.ensemble}")
     if args.estimators:
         print(estimator_table(args.estimators))
+        return
+    if args.backoff_report:
+        text = backoff_report(args.backoff_report, args)
+        print(text if args.no_write else f"wrote {write_section('trust-backoff', text)}")
         return
     if args.seed_report:
         text = seed_report(args.seed_report, args.notes)

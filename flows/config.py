@@ -91,7 +91,7 @@ class RunConfig(BaseModel):
                                                                 "estimate; picks each task's threshold and taxonomy back-off level",
                                  json_schema_extra=_cli("model"))
     # with a taxonomy, every product's level is chosen at once (prediction.publication._allocate_levels)
-    specificity: float = Field(1.0, ge=0, allow_inf_nan=False,
+    specificity: float = Field(2.0, ge=0, allow_inf_nan=False,
                                description="with a taxonomy, what a finer published fact is worth over a broader one: each fact counts 1 "
                                            "plus this times its information (1 at the finest class); 0 publishes the most products "
                                            "--min-precision allows, larger values more of the finest facts",

@@ -64,7 +64,7 @@ DEFAULT_CLASS_PRIOR = 5.0
 #: the accuracy estimate's error beyond sampling (its bias under shift), as a standard deviation; see :func:`decide`
 DEFAULT_ESTIMATE_ERROR = 0.02
 #: a published fact's worth is 1 plus this times its information (1 at the finest class): see :func:`_allocate_levels`
-DEFAULT_SPECIFICITY = 1.0
+DEFAULT_SPECIFICITY = 2.0
 #: standard errors between the estimated precision of what is published and ``min_precision`` (see :func:`decide`)
 DEFAULT_Z = 1.0
 ESTIMATORS = ("auto", "atc", "atc_mc", "doc", "agreement", "atc+agreement", "calibration", "none")

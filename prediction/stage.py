@@ -34,7 +34,7 @@ class PredictSettings:
     seed: int = 0
     progress: bool = True
     min_precision: float = 0.95  # published facts should be right this often, by the label-free estimate
-    specificity: float = 1.0  # with a taxonomy: a fact is worth 1 plus this times its information (publication._allocate_levels)
+    specificity: float = 2.0  # with a taxonomy: a fact is worth 1 plus this times its information (publication._allocate_levels)
     threshold: float | None = None  # or a fixed confidence bar instead
     auto_schedule: str = "halving"  # how method "auto" shares the training among its candidates
     self_training: int = 0  # rounds of class-balanced self-training of each head (not of the baseline)

@@ -71,7 +71,7 @@ def test_the_joint_choice_publishes_more_than_the_levels_in_turn_at_the_same_tru
         if spec == 0.0:  # every fact worth the same: at least as many products as the levels in turn
             assert coverage >= coverage_turn
     default = _decide(data)
-    assert default.rule["allocation"]["specificity"] == 1.0
+    assert default.rule["allocation"]["specificity"] == 2.0
     assert (default.published_level == 1).sum() > 0 and (default.published_level == 0).sum() > 0  # both levels publish
 
 
