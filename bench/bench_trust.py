@@ -511,7 +511,8 @@ BACKOFF_SPECIFICITIES = (None, 0.0, 0.5, 1.0, 2.0, 4.0, 100.0)
 def backoff_report(specs: list[str], args: argparse.Namespace) -> str:
     """The taxonomy back-off rules side by side on saved heads (``LABEL=EVIDENCE.npz`` each, from runs of this script):
     the levels in turn, finest first, against the joint choice of every product's level at several ``specificity``."""
-    from prodkg.prediction.publication import DEFAULT_SPECIFICITY, decide, evaluate
+    from prodkg.prediction.backoff import TaxonomyLevels
+    from prodkg.prediction.publication import DEFAULT_SPECIFICITY, decide, evaluate, information_share
 
     lines = ["## Taxonomy back-off: the levels in turn against one joint choice", "",
              f"Command: `python bench/bench_trust.py --backoff-report {' '.join(shlex.quote(x) for x in specs)}` · {today()} · machine: {machine()}.", "",
@@ -534,8 +535,6 @@ def backoff_report(specs: list[str], args: argparse.Namespace) -> str:
         taxonomy = [tuple(t) for t in meta["taxonomy"]]
         classes = ev["classes"].tolist()
         truth = [t or None for t in ev["truth"].tolist()]
-        from prodkg.prediction.backoff import TaxonomyLevels
-
         tax = TaxonomyLevels(classes, taxonomy)
         for s in BACKOFF_SPECIFICITIES:
             d = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
@@ -543,10 +542,8 @@ def backoff_report(specs: list[str], args: argparse.Namespace) -> str:
             r = evaluate(d, classes, taxonomy, truth)
             info = 0.0  # the information the published facts carry, as a share of a finest class's, summed (per product)
             for lv in range(tax.n_levels):
-                member, names = tax.membership(lv)
-                index = {c: j for j, c in enumerate(names)}
-                under = np.asarray(member, float).sum(0)[[index[v] for v in d.level_values[lv]]]
-                share = 1 - np.log(under) / np.log(len(classes))
+                index = {c: j for j, c in enumerate(tax.membership(lv)[1])}
+                share = information_share(tax, lv, np.array([index[v] for v in d.level_values[lv]], dtype=np.int64))
                 info += float(share[d.published_level == lv].sum())
             name = "in turn" if s is None else f"joint, s = {s:g}" + (" (default)" if s == DEFAULT_SPECIFICITY else "")
             by_level = " / ".join(f"{_pct(lv['coverage'])} ({_pct(lv['precision'])})" for lv in r["levels"])

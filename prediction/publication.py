@@ -54,7 +54,8 @@ from prodkg.prediction.target_calibration import bound_confidence, precision_low
 from prodkg.prediction.thresholds import NEVER, threshold_for_precision
 from prodkg.prediction.thresholds import precision_lower_bound as estimated_precision_bound
 
-__all__ = ["DEFAULT_ESTIMATE_ERROR", "DEFAULT_MIN_PRECISION", "DEFAULT_SPECIFICITY", "DEFAULT_Z", "Decision", "decide", "estimate_standard_error", "evaluate", "pick_estimator"]
+__all__ = ["DEFAULT_ESTIMATE_ERROR", "DEFAULT_MIN_PRECISION", "DEFAULT_SPECIFICITY", "DEFAULT_Z", "Decision", "decide", "estimate_standard_error", "evaluate",
+           "information_share", "pick_estimator"]
 
 DEFAULT_MIN_PRECISION = 0.95
 CLASS_EVIDENCE = ("none", "source", "agreement")
@@ -467,6 +468,15 @@ class Allocation:
     reward: float
 
 
+def information_share(tax: TaxonomyLevels, level: int, concepts: np.ndarray) -> np.ndarray:
+    """The information of a fact naming each of ``concepts`` (indices of ``level``'s concepts), as a share of a finest
+    class's: ``1 - log(classes under the concept) / log(classes)`` (1 for a class, 0 for a concept over all of them)."""
+    member, _ = tax.membership(level)
+    under = np.asarray(member, dtype=np.float64).sum(0)[np.asarray(concepts)]
+    n_classes = len(tax.classes)
+    return 1.0 - np.log(under) / np.log(n_classes) if n_classes > 1 else np.ones(len(under))
+
+
 def _allocate_levels(info: list[dict], tax: TaxonomyLevels, min_precision: float, specificity: float, *, z: float,
                      min_items: int) -> Allocation:
     """Every item's level at once: the published set of most reward whose estimated precision, less ``z`` standard
@@ -487,15 +497,9 @@ def _allocate_levels(info: list[dict], tax: TaxonomyLevels, min_precision: float
     the department would have covered 63 %).
     """
     n = len(info[0]["pred"])
-    n_classes = len(tax.classes)
     score_c = np.stack([np.clip(lv["correctness"], 0.0, 1.0) for lv in info])  # (levels, N), finest first
     eligible = np.stack([lv["eligible"] for lv in info])
-    reward = np.empty_like(score_c)
-    for j, lv in enumerate(info):
-        member, _ = tax.membership(lv["level"])
-        under = np.asarray(member, dtype=np.float64).sum(0)[lv["pred"]]
-        share = 1.0 - np.log(under) / np.log(n_classes) if n_classes > 1 else np.ones(n)
-        reward[j] = 1.0 + specificity * share
+    reward = np.stack([1.0 + specificity * information_share(tax, lv["level"], lv["pred"]) for lv in info])
     conf_log = np.stack([lv["conf_log"] for lv in info])
     level_of = np.array([lv["level"] for lv in info])
     cols = np.arange(n)
