@@ -95,10 +95,8 @@ class FeatureCache:
 
     def _iter_many(self, encoder_id: str, wanted: list[str]) -> Iterator[tuple[str, np.ndarray]]:
         for chunk in self._chunks_found(encoder_id, wanted):
-            for key, dim, blob in chunk:
-                vec = np.frombuffer(blob, dtype="<f4")
-                if vec.shape == (dim,):  # a torn or foreign row is treated as a miss and recomputed
-                    yield key, vec
+            for key, _, blob in chunk:
+                yield key, np.frombuffer(blob, dtype="<f4")
 
     def read_blocks(self, encoder_id: str, keys: Iterable[str], dim: int) -> Iterator[tuple[list[str], np.ndarray]]:
         """The cached ``dim``-vectors of ``keys`` a block at a time: ``(found keys, (len(found), dim) float32 array)``.
@@ -112,17 +110,15 @@ class FeatureCache:
         return self._read_blocks(encoder_id, list(dict.fromkeys(keys)), int(dim))
 
     def _read_blocks(self, encoder_id: str, wanted: list[str], dim: int) -> Iterator[tuple[list[str], np.ndarray]]:
-        width = 4 * dim
         for chunk in self._chunks_found(encoder_id, wanted, dim):
-            found = [(key, blob) for key, d, blob in chunk if d == dim and len(blob) == width]
-            if found:
-                block = np.frombuffer(b"".join(blob for _, blob in found), dtype="<f4").reshape(len(found), dim)
-                yield [key for key, _ in found], block if _NATIVE_F4 else block.astype(np.float32)
+            if chunk:
+                block = np.frombuffer(b"".join(blob for _, _, blob in chunk), dtype="<f4").reshape(len(chunk), dim)
+                yield [key for key, _, _ in chunk], block if _NATIVE_F4 else block.astype(np.float32)
 
     def _chunks_found(self, encoder_id: str, wanted: list[str], dim: int | None = None
                       ) -> Iterator[list[tuple[str, int, bytes]]]:
-        """``(key, dim, blob)`` rows of the wanted keys, one SQL chunk at a time; hits (whole rows, of width ``dim``
-        when given) and misses counted at the end.
+        """``(key, dim, blob)`` rows of the wanted keys, one SQL chunk at a time, whole rows only (of width ``dim``
+        when given: a torn or foreign row is a miss, and is recomputed); hits and misses counted at the end.
 
         Keys are looked up in sorted order: the table is a B-tree on ``(encoder_id, key)`` and content hashes are
         random, so sorted lookups walk it once instead of jumping about (980,000 lookups in a 2.3 GB cache of
@@ -131,12 +127,11 @@ class FeatureCache:
         conn = self._connect()
         for chunk in _chunks(sorted(wanted), _CHUNK):
             marks = ",".join("?" * len(chunk))
-            rows = conn.execute(
+            rows = [(key, d, blob) for key, d, blob in conn.execute(
                 f"SELECT key, dim, vector FROM features WHERE encoder_id = ? AND key IN ({marks})",
                 [encoder_id, *chunk],
-            ).fetchall()
-            # a torn row, or one of another width than asked for, is a miss
-            n_found += sum(1 for _, d, blob in rows if len(blob) == 4 * d and dim in (None, d))
+            ).fetchall() if len(blob) == 4 * d and dim in (None, d)]
+            n_found += len(rows)
             yield rows
             del rows
         self.hits += n_found
