@@ -270,6 +270,9 @@ def _publish_update(plan, kg: KnowledgeGraph, layout: RunLayout, products, predi
     from prodkg.kb.triples import alt_label_quads, run_quads, taxonomy_quads
 
     scheme, run_dir = catalog_name, layout.run_dir(run_info.run_id)
+    # the embeddings first, as a full publish writes them: the handed features (1.5 GB at a million products of
+    # 384 dimensions) are let go of before the statements are built and checked and the checkpoint is edited
+    _write_handed_embeddings(handoff, products, layout.table(run_info.run_id, "embeddings"), run_info.run_id, _encoders(run_info))
     rows = products.iloc[plan.catalog_rows]
     built = catalog_nquads(rows, catalog=catalog_name, attributes=attributes, scheme=scheme, base=base, content_hash=True)
     index = plan.index
@@ -294,7 +297,6 @@ def _publish_update(plan, kg: KnowledgeGraph, layout: RunLayout, products, predi
     sample += _change_sample(run_info.run_id, records, base)
     _validate_or_refuse(taxonomy_quads(scheme, taxonomy, base=base) + alt_label_quads(scheme, taxonomy, base=base) + quads + sample, run_dir)
     del sample
-    _write_handed_embeddings(handoff, products, layout.table(run_info.run_id, "embeddings"), run_info.run_id, _encoders(run_info))
     run_prefix = str(mint("graph", "run", "x", base=base))[: -len("x")]
     removed = [0]
 
@@ -463,9 +465,11 @@ def write_embeddings(products: pd.DataFrame, features, path: Path, metadata: dic
 
     An absent modality contributes zeros, so products compare on what they have. ``metadata`` (see
     :func:`embeddings_metadata`) goes into the Parquet file's key-value metadata. Written ``batch``
-    products at a time (one row group each), so memory stays that of a batch: at a million products
-    of 384 dimensions the whole table at once peaked 8 GiB above the features themselves, batches of 50,000
-    0.74 GiB and of 16,384 0.23 GiB, no slower (docs/BENCHMARKS.md, "Writing embeddings.parquet").
+    products at a time (one row group each), each batch's vectors handed to Arrow as one flat float32
+    buffer with its offsets rather than as a column of per-row arrays, so memory stays that of a batch:
+    at a million products of 384 dimensions the whole table at once peaked 8 GiB above the features
+    themselves; batches of 16,384 as per-row arrays 0.29 GiB and 22 s, as one buffer 0.13 GiB and 11 s
+    (docs/BENCHMARKS.md, "Writing embeddings.parquet").
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -474,27 +478,28 @@ def write_embeddings(products: pd.DataFrame, features, path: Path, metadata: dic
     rows = len(features.blocks[modalities[0]]) if modalities else 0
     if not modalities or len(products) != rows:
         raise StageError(f"write_embeddings: {len(products)} products but features for {rows}")
-    ids = products["product_id"].astype(str).tolist()
+    dim = sum(int(np.shape(features.blocks[m])[1]) for m in modalities)
+    # the file's schema (and pandas metadata) as the contract's frame converts to, from its first row
+    first = check_table(pd.DataFrame({"product_id": products["product_id"].astype(str).iloc[:1],
+                                      "vector": [np.zeros(dim, np.float32)] * min(rows, 1)}), EMBEDDINGS)
+    schema = pa.Table.from_pandas(first, preserve_index=False).schema
+    schema = schema.with_metadata({**(schema.metadata or {}), **{k.encode(): v.encode() for k, v in (metadata or {}).items()}})
+    ids = pa.array(products["product_id"].astype(str), type=schema.field("product_id").type)
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = None
-    try:
-        for start in range(0, max(rows, 1), batch):
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, rows, batch):
             stop = min(rows, start + batch)
-            blocks = []
+            matrix = np.empty((stop - start, dim), dtype=np.float32)
+            at = 0
             for modality in modalities:
                 block = np.asarray(features.blocks[modality][start:stop], dtype=np.float32)
+                width = block.shape[1]
                 norms = np.linalg.norm(block, axis=1, keepdims=True)
-                block = np.divide(block, norms, out=np.zeros_like(block), where=norms > 0)
-                present = np.asarray(features.present[modality][start:stop], dtype=bool)
-                blocks.append(block * present[:, None])
-            matrix = np.concatenate(blocks, axis=1)
-            table = pd.DataFrame({"product_id": ids[start:stop], "vector": list(matrix)})
-            arrow = pa.Table.from_pandas(check_table(table, EMBEDDINGS), preserve_index=False)
-            if writer is None:
-                meta = {**(arrow.schema.metadata or {}), **{k.encode(): v.encode() for k, v in (metadata or {}).items()}}
-                writer = pq.ParquetWriter(path, arrow.schema.with_metadata(meta))
-            writer.write_table(arrow.replace_schema_metadata(writer.schema.metadata))
-    finally:
-        if writer is not None:
-            writer.close()
+                keep = (norms > 0) & np.asarray(features.present[modality][start:stop], dtype=bool)[:, None]
+                scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=keep)  # absent or zero: zeros
+                np.multiply(block, scale, out=matrix[:, at:at + width])
+                at += width
+            offsets = pa.array(np.arange(0, (stop - start + 1) * dim, dim, dtype=np.int32))
+            vectors = pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1)), type=schema.field("vector").type)
+            writer.write_table(pa.Table.from_arrays([ids.slice(start, stop - start), vectors], schema=schema))
     return rows

@@ -45,3 +45,17 @@ def test_a_length_mismatch_is_a_clear_error(tmp_path):
 
     with pytest.raises(StageError, match="6 products but features for 7"):
         write_embeddings(pd.DataFrame({"product_id": [f"p{i}" for i in range(6)]}), _features(7), tmp_path / "e.parquet")
+
+
+def test_the_file_reads_back_as_the_contracts_table_and_an_empty_catalog_writes_one_too(tmp_path):
+    from prodkg.contracts import EMBEDDINGS, check_table
+
+    feats = _features(7)
+    path = tmp_path / "embeddings.parquet"
+    write_embeddings(pd.DataFrame({"product_id": [f"p{i}" for i in range(7)]}), feats, path, batch=2)
+    frame = check_table(pd.read_parquet(path), EMBEDDINGS)  # raises if a column's type strayed from the contract
+    assert list(frame.columns) == ["product_id", "vector"] and [len(v) for v in frame["vector"]] == [7] * 7
+
+    empty = SimpleNamespace(blocks={"text": np.zeros((0, 3), np.float32)}, present={"text": np.zeros(0, bool)})
+    assert write_embeddings(pd.DataFrame({"product_id": pd.Series([], dtype=str)}), empty, tmp_path / "none.parquet") == 0
+    assert pd.read_parquet(tmp_path / "none.parquet").columns.tolist() == ["product_id", "vector"]
