@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from prodkg.extractors.base import MODALITIES, Encoder, ItemError, LazyEncoder, read_bytes
 from prodkg.extractors.cache import FeatureCache
 from prodkg.extractors.sources import ImageLimits, current_limits, using_limits
+from prodkg.memory import mapped_zeros
 
 # Hashing image files is I/O bound (and hashlib drops the GIL on large buffers), so a few threads help,
 # most of all for remote URLs.
@@ -205,7 +206,7 @@ def extract_features(
         raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
     items = list(items)
     n = len(items)
-    features = np.zeros((n, encoder.dim), dtype=np.float32)
+    features = mapped_zeros((n, encoder.dim), np.float32)  # kept until the shards are stacked: never in the heap
     ok = np.zeros(n, dtype=bool)
 
     present = [(row, item) for row, item in enumerate(items) if not _is_absent(item)]

@@ -97,7 +97,7 @@ def _extract_shard(items: list[str | None], settings: ExtractSettings, modality:
     with Progress(len(items), f"extract {modality} ({encoder.name})", enabled=settings.progress) as bar:
         parts = [extract_features(items, encoder, cache=cache, batch_size=settings.batch_size, num_workers=settings.num_workers,
                                   progress=False, limits=settings.image_limits if modality == "image" else None, on_progress=bar.update)]
-    features = np.concatenate([r.features for r in parts])
+    features = parts[0].features if len(parts) == 1 else np.concatenate([r.features for r in parts])  # no copy of one part
     errors, offset = {}, 0
     for r in parts:
         errors.update({offset + int(i): reason for i, reason in r.errors.items()})

@@ -155,9 +155,6 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
             write_table(quarantined.astype({"source_row": "Int64"}), path)
             raise CatalogError(f"{exc}; every reason is in {path}") from None
     hidden = _eval_labels(cfg, ing.attributes)
-    if len(ing.products) >= RELEASE_ENCODERS_AT:
-        # before the shards: each then goes back to the system once stacked, instead of staying in the heap
-        map_large_blocks()
     if cfg.finetune:  # a refused fine-tuning stops the run before anything is extracted
         from prodkg.adaptation.stage import check_finetune
 
@@ -203,6 +200,10 @@ def run_stages(cfg: RunConfig, run_id: str, runner: _Runner) -> dict:
         from prodkg.extractors.stage import release_encoders
 
         release_encoders()
+        # From here on, arrays of a MiB or more get mappings of their own, so what the heads and the graph stage free
+        # goes back to the system. Not before: the encoders' activations, freed and made again every batch, would each
+        # be faulted in again (MiniLM 25-40 % slower); the shards' vectors have mappings of their own (mapped_zeros).
+        map_large_blocks()
     # Reviewers' decisions (kb/curation.py): reviewed target products are labelled data for the category head
     from prodkg.kb.curation import DecisionStore, reviewed_labels
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import mmap
 
-__all__ = ["map_large_blocks", "trim_heap"]
+import numpy as np
+
+__all__ = ["map_large_blocks", "mapped_zeros", "trim_heap"]
 
 
 @functools.cache
@@ -57,3 +60,23 @@ def map_large_blocks(threshold: int = 1 << 20, arenas: int | None = 2) -> bool:
     if arenas is not None:
         ok = fn(_M_ARENA_MAX, int(arenas)) == 1 and ok
     return ok
+
+
+#: arrays of at least this many bytes get a mapping of their own from :func:`mapped_zeros`
+MAPPED_AT = 1 << 20
+
+
+def mapped_zeros(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+    """A zero-filled array on an anonymous mapping of its own (from :data:`MAPPED_AT` bytes; smaller: ``np.zeros``).
+
+    Its memory goes back to the operating system when the array is freed, whatever glibc's mapping threshold,
+    so an array made once and kept for a while (an extraction shard's vectors, until the shards are stacked)
+    never pins heap pages. Unlike a process-wide :func:`map_large_blocks`, the short-lived arrays around it (the
+    encoder's activations, allocated and freed every batch) keep coming from the heap: served from mappings of
+    their own, each was faulted in again per batch, and MiniLM encoded titles 25-40 % slower.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes < MAPPED_AT:
+        return np.zeros(shape, dtype)
+    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).reshape(shape)  # anonymous pages are zeros

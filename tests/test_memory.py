@@ -81,3 +81,50 @@ def test_map_large_blocks_gives_each_freed_shard_back_without_a_trim():
                                             text=True).stdout)["held"] for mode in ("default", "mapped")}
     assert held["default"] > 160  # what the fix is for: glibc's default keeps the freed shards
     assert held["mapped"] < 32  # the 5 MiB kept alive and a margin
+
+
+_MAPPED = """
+import json
+import numpy as np
+from prodkg.memory import mapped_zeros
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+first = np.ones(4 << 20, np.uint8)  # glibc's own rule now serves 4 MiB arrays from the heap
+del first
+start = rss()
+keep, shards = [], []
+for _ in range(80):
+    shard = mapped_zeros((1024, 1024), np.float32)  # 4 MiB, as an extraction shard's vectors
+    assert not shard.any() and shard.flags.writeable
+    shard[:] = 1.0  # touched: resident
+    shards.append(shard)
+    keep.append(np.ones(64 << 10, np.uint8))
+touched = rss() - start
+del shards
+print(json.dumps({"touched": touched, "held": rss() - start}))
+"""
+
+
+@pytest.mark.skipif(not trim_heap(), reason="no glibc here")
+def test_mapped_zeros_gives_each_freed_shard_back_under_glibcs_own_rule():
+    """The shards of the test above, made by mapped_zeros with glibc's threshold left alone: they were resident (320 MiB
+    touched), and once freed none of it stays, with no process-wide setting and no trim."""
+    import json
+    import subprocess
+    import sys
+
+    got = json.loads(subprocess.run([sys.executable, "-c", _MAPPED], check=True, capture_output=True, text=True).stdout)
+    assert got["touched"] > 300
+    assert got["held"] < 32
+
+
+def test_mapped_zeros_is_a_plain_zero_array_of_the_shape_and_type_asked():
+    from prodkg.memory import mapped_zeros
+
+    for shape, dtype in [((3, 2), np.float32), ((2048, 384), np.float32), ((600_000,), np.float64), ((0, 384), np.float32)]:
+        a = mapped_zeros(shape, dtype)
+        assert a.shape == shape and a.dtype == np.dtype(dtype) and a.flags.writeable and a.flags.c_contiguous
+        assert not a.any()
