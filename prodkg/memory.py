@@ -50,7 +50,10 @@ def map_large_blocks(threshold: int = 1 << 20, arenas: int | None = 2) -> bool:
     freed between longer-lived allocations they stay in the process, out of :func:`trim_heap`'s reach where a page is
     shared: at a million products the heap held 1.45 GiB resident for its 0.7 GiB in use, through the graph stage.
     A fixed threshold also turns that adjustment off. Threads each got an arena of their own (torch's, the tokenizer's,
-    the store's loaders), which kept their freed blocks too. Process-wide, so called once by a large run.
+    the store's loaders), which kept their freed blocks too. Process-wide, so called once by a large run, once its
+    encoders are done: an encoder's activations of a MiB or more, freed and made again every batch, would each come
+    from a fresh mapping and be faulted in again (MiniLM encoded titles 25-40 % slower, a quarter of its CPU in the
+    kernel); arrays kept across the encoding come from :func:`mapped_zeros` instead.
     """
     fn = _glibc("mallopt")
     if fn is None:
