@@ -67,6 +67,8 @@ def main() -> None:
     p.add_argument("--work", default=str(ROOT / "runs" / "scale"))
     p.add_argument("--keep", action="store_true", help="keep the output folders")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--resume", help="JSON lines an earlier run printed: a size whose first-run row is there and whose output "
+                   "folder (--work) still holds that run's state starts from it (the re-runs only)")
     p.add_argument("--rows", action="append", help="write the section from the JSON lines an earlier run printed (repeatable)")
     p.add_argument("--command", help="with --rows: the options those runs were given (for the section's command line)")
     p.add_argument("--load-note", default="shared with other jobs (load varies)", help="what else the machine ran")
@@ -89,12 +91,17 @@ def main() -> None:
         rows = [json.loads(line) for f in a.rows for line in Path(f).read_text().splitlines() if line.startswith('{"size"')]
         publish()
         return
+    resumed = {}
+    if a.resume:  # first runs already made (a bench that stopped later, e.g. on a full disk): their state is reused
+        resumed = {r["size"]: r for r in (json.loads(line) for line in Path(a.resume).read_text().splitlines() if line.startswith('{"size"'))
+                   if r["run"] == "first run"}
     for n in (int(s) for s in a.sizes.split(",")):
         frame, taxonomy = synth_catalog(n, images=a.images)
         tag = f"{label(n).replace(' ', '')}{'-img' if a.images else ''}"
         catalog, tax = write(frame, taxonomy, work / f"catalog-{tag}.parquet")
         out = work / f"out-{tag}"
-        if out.exists():
+        resume = resumed.get(n) if out.exists() else None
+        if out.exists() and resume is None:
             shutil.rmtree(out)
         args = ["--catalog", str(catalog), "--taxonomy", str(tax), "--source", "catalog", "--target", "new", "--method", a.method,
                 "--baseline", "none", "--epochs", str(a.epochs), "--no-prefect", "--out", str(out)]
@@ -114,6 +121,13 @@ def main() -> None:
             plan.append((f"re-run, {a.changed:.0%} changed (target), kept heads", changed_in(frame, a.changed, "new")[0], out, kept_args))
         first = None
         for what, edited, folder, extra in plan:
+            if what == "first run" and resume is not None:
+                first, row = {"wall": resume["wall"], "stages": sum(resume["durations"].values())}, resume
+                if not a.no_refit:
+                    shutil.copytree(out, refit, symlinks=True)
+                rows.append(row)
+                print(json.dumps(row, default=str), flush=True)
+                continue
             if edited is not None:
                 edited.to_parquet(catalog, index=False)
             load_before = os.getloadavg()[0]
