@@ -467,9 +467,8 @@ def write_embeddings(products: pd.DataFrame, features, path: Path, metadata: dic
     :func:`embeddings_metadata`) goes into the Parquet file's key-value metadata. Written ``batch``
     products at a time (one row group each), each batch's vectors handed to Arrow as one flat float32
     buffer with its offsets rather than as a column of per-row arrays, so memory stays that of a batch:
-    at a million products of 384 dimensions the whole table at once peaked 8 GiB above the features
-    themselves; batches of 16,384 as per-row arrays 0.29 GiB and 22 s, as one buffer 0.13 GiB and 11 s
-    (docs/BENCHMARKS.md, "Writing embeddings.parquet").
+    at a million products of 384 dimensions, batches of 16,384 took 0.29 GiB above the features and 22 s
+    as per-row arrays, 0.06 GiB and 8 s as one buffer (docs/BENCHMARKS.md, "Writing embeddings.parquet").
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
