@@ -95,22 +95,18 @@ def _extract_shard(items: list[str | None], settings: ExtractSettings, modality:
     # are a few in every hundred, and split into steps they made batches of a few items each, which encoded MiniLM
     # titles about 6x slower than full batches. Progress is reported per batch instead.
     with Progress(len(items), f"extract {modality} ({encoder.name})", enabled=settings.progress) as bar:
-        parts = [extract_features(items, encoder, cache=cache, batch_size=settings.batch_size, num_workers=settings.num_workers,
-                                  progress=False, limits=settings.image_limits if modality == "image" else None, on_progress=bar.update)]
-    features = parts[0].features if len(parts) == 1 else np.concatenate([r.features for r in parts])  # no copy of one part
-    errors, offset = {}, 0
-    for r in parts:
-        errors.update({offset + int(i): reason for i, reason in r.errors.items()})
-        offset += len(r.ok)
+        result = extract_features(items, encoder, cache=cache, batch_size=settings.batch_size, num_workers=settings.num_workers,
+                                  progress=False, limits=settings.image_limits if modality == "image" else None, on_progress=bar.update)
+    features = result.features  # the one call's own array (on a mapping of its own): no copy
     return {
         "features": features,
-        "ok": np.concatenate([r.ok for r in parts]),
-        "errors": errors,
-        "n_computed": sum(r.n_computed for r in parts),
-        "n_cached": sum(r.n_cached for r in parts),
+        "ok": result.ok,
+        "errors": {int(i): reason for i, reason in result.errors.items()},
+        "n_computed": result.n_computed,
+        "n_cached": result.n_cached,
         "n_absent": sum(1 for item in items if item is None or (isinstance(item, str) and not item.strip())),
-        "encoder_id": parts[0].encoder_id,
-        "seconds": sum(r.seconds for r in parts),
+        "encoder_id": result.encoder_id,
+        "seconds": result.seconds,
         "dim": int(features.shape[1]),
         "encoder": encoder.name,
         "precision": encoder.precision,  # resolved ("auto" → fp32 or bf16); `prodkg predict` pins it for new rows

@@ -479,11 +479,11 @@ def write_embeddings(products: pd.DataFrame, features, path: Path, metadata: dic
         raise StageError(f"write_embeddings: {len(products)} products but features for {rows}")
     dim = sum(int(np.shape(features.blocks[m])[1]) for m in modalities)
     # the file's schema (and pandas metadata) as the contract's frame converts to, from its first row
-    first = check_table(pd.DataFrame({"product_id": products["product_id"].astype(str).iloc[:1],
-                                      "vector": [np.zeros(dim, np.float32)] * min(rows, 1)}), EMBEDDINGS)
+    product_ids = products["product_id"].astype(str)
+    first = check_table(pd.DataFrame({"product_id": product_ids.iloc[:1], "vector": [np.zeros(dim, np.float32)] * min(rows, 1)}), EMBEDDINGS)
     schema = pa.Table.from_pandas(first, preserve_index=False).schema
     schema = schema.with_metadata({**(schema.metadata or {}), **{k.encode(): v.encode() for k, v in (metadata or {}).items()}})
-    ids = pa.array(products["product_id"].astype(str), type=schema.field("product_id").type)
+    ids = pa.array(product_ids, type=schema.field("product_id").type)
     path.parent.mkdir(parents=True, exist_ok=True)
     with pq.ParquetWriter(path, schema) as writer:
         for start in range(0, rows, batch):
