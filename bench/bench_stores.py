@@ -50,10 +50,11 @@ def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def query_times(store, repeat: int) -> dict[str, tuple[float, int]]:
-    """Median seconds and row count of each named query."""
+def query_times(store, repeat: int, names: list[str]) -> dict[str, tuple[float, int]]:
+    """Median seconds and row count of each named query in ``names``."""
     out = {}
-    for name, bindings in QUERIES.items():
+    for name in names:
+        bindings = QUERIES[name]
         times, rows = [], 0
         for _ in range(repeat):
             t = time.perf_counter()
@@ -86,8 +87,18 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="runs of each named query (the median is reported)")
     p.add_argument("--work", default=None, help="folder for the stores (default: a temporary one)")
     p.add_argument("--skip-publish", action="store_true", help="leave out prodkg's publish to Virtuoso (queries then run on the bulk-loaded copy)")
+    p.add_argument("--queries", default=",".join(QUERIES),
+                   help="the named queries to time, comma-separated (product_categories returns the whole catalog: at 1 M "
+                        "products that is an export's work, not an endpoint's)")
+    p.add_argument("--section", default="stores", help="the docs/BENCHMARKS.md section to write")
+    p.add_argument("--heading", default="Stores at catalog scale: Oxigraph (local) against Virtuoso")
+    p.add_argument("--notes", default=None, help="a Markdown file appended to the section")
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args()
+    a.query_names = [q.strip() for q in a.queries.split(",") if q.strip()]
+    unknown = sorted(set(a.query_names) - set(QUERIES))
+    if unknown:
+        p.error(f"--queries: unknown {unknown}; the bench's queries are {list(QUERIES)}")
 
     work = Path(a.work or tempfile.mkdtemp(prefix="prodkg-stores-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -113,7 +124,7 @@ def main() -> None:
     rows["oxigraph"] = {"load": time.perf_counter() - t, "size": du(local_dir)}
     print(f"oxigraph: {n_quads:,} quads in {rows['oxigraph']['load']:.1f} s, {rows['oxigraph']['size'] / 2**20:.0f} MiB", flush=True)
     with OxigraphStore(local_dir, read_only=True) as local:
-        rows["oxigraph"]["queries"] = query_times(local, a.repeat)
+        rows["oxigraph"]["queries"] = query_times(local, a.repeat, a.query_names)
 
     vdir = work / "virtuoso"
     shutil.rmtree(vdir, ignore_errors=True)
@@ -128,7 +139,7 @@ def main() -> None:
             isql(server, "checkpoint;")  # the database file then holds what the transaction log held
             rows["virtuoso (prodkg publish)"] = {"load": load_s, "size": du(vdir)}
             print(f"virtuoso publish: {rows['virtuoso (prodkg publish)']['load']:.1f} s", flush=True)
-            rows["virtuoso (prodkg publish)"]["queries"] = query_times(remote, a.repeat)
+            rows["virtuoso (prodkg publish)"]["queries"] = query_times(remote, a.repeat, a.query_names)
         bulk = vdir / "bulk"
         bulk.mkdir()
         shutil.copyfile(dump, bulk / "graph.nq")
@@ -147,16 +158,18 @@ def main() -> None:
         server.stop()
 
     body = report(rows, n_quads, a)
+    if a.notes:
+        body += "\n\n" + Path(a.notes).read_text().strip()
     print(body)
     if not a.no_write:
-        print("wrote", write_section("stores", body), flush=True)
+        print("wrote", write_section(a.section, body), flush=True)
     if not a.work:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def report(rows: dict[str, dict], n_quads: int, a) -> str:
-    names = list(QUERIES)
-    lines = ["## Stores at catalog scale: Oxigraph (local) against Virtuoso", "",
+    names = a.query_names
+    lines = [f"## {a.heading}", "",
              f"Command: `PRODKG_DATA_HOME=../shared/datasets nice -n 10 .venv/bin/python bench/bench_stores.py {' '.join(sys.argv[1:])}`  ",
              f"Machine: {machine()}; Virtuoso 7.2 (Debian's virtuoso-opensource) on loopback, {a.virtuoso_buffers:,} buffers "
              f"({a.virtuoso_buffers * 8 / 2**20:.1f} GiB). Date: {today()}.  ",
