@@ -134,8 +134,13 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
                 "changes": unchanged, "shacl": "conforms (unchanged content; this run's provenance validated)",
                 "reused_graph_of": content_run, "server": server, "update": {"path": "unchanged"}}
 
-    # Something changed. When the live graph has this run's shape (taxonomy, settings, models, builders) and
-    # its per-product index, only the products (and predictions) that changed are deleted and inserted.
+    # Something changed, so this run writes an embeddings file of its own: written now, the handed features (1.5 GB at
+    # a million products of 384 dimensions) are let go of before the fingerprints, the live graph's index and the update
+    # plan are made, and before either publish path builds, checks and loads statements.
+    _write_handed_embeddings(handoff, products, layout.table(run_info.run_id, "embeddings"), run_info.run_id, _encoders(run_info))
+
+    # When the live graph has this run's shape (taxonomy, settings, models, builders) and its per-product index, only
+    # the products (and predictions) that changed are deleted and inserted.
     from prodkg.kb.graph_update import INDEX_TABLE, Update, shape_key, write_index
 
     shape = shape_key(products=products, predictions=predictions, taxonomy=taxonomy, catalog=catalog_name, attributes=attributes,
@@ -152,7 +157,7 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
                         catalog_name, base)
     if isinstance(plan, Update):
         result = _publish_update(plan, kg, layout, products, predictions, taxonomy, attributes, run_info, settings, catalog_name,
-                                 base, digest, shape, handoff)
+                                 base, digest, shape)
         if result is not None:
             result["server"] = mirror(Path(result["store"]), run_info.run_id) if mirror else None
             result["seconds"] = round(time.perf_counter() - started, 3)
@@ -166,9 +171,8 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     # stay rdflib terms. The change records (one per product on a first run) are written column-wise too.
     from prodkg.kb.spool import build_spool, change_nquads
 
-    # the embeddings first: the features they are made from are then let go of (when handed over), before the
-    # spool, the change records and the store's load, which at a million products each need a gigabyte or more
-    _write_handed_embeddings(handoff, products, layout.table(run_info.run_id, "embeddings"), run_info.run_id, _encoders(run_info))
+    # (the embeddings were written before planning: the spool, the change records and the store's load, which at a
+    # million products each need a gigabyte or more, run without the features)
     decided = sorted(curation) if curation else []
     quads = []
     quads += taxonomy_quads(scheme, taxonomy, base=base)
@@ -258,7 +262,7 @@ def _plan_update(live_index, index_shape, live_digest, content_run, shape, produ
 
 
 def _publish_update(plan, kg: KnowledgeGraph, layout: RunLayout, products, predictions, taxonomy, attributes, run_info,
-                    settings: GraphSettings, catalog_name: str, base: str, digest: str, shape: str, handoff) -> dict | None:
+                    settings: GraphSettings, catalog_name: str, base: str, digest: str, shape: str) -> dict | None:
     """Delete and insert the statements of the products ``plan`` rewrites, in a checkpoint of the live store, and publish it.
 
     Returns None (nothing published) when the rebuilt products' IRIs are not those of the live index."""
@@ -269,10 +273,7 @@ def _publish_update(plan, kg: KnowledgeGraph, layout: RunLayout, products, predi
     from prodkg.kb.spool import change_nquads
     from prodkg.kb.triples import alt_label_quads, run_quads, taxonomy_quads
 
-    scheme, run_dir = catalog_name, layout.run_dir(run_info.run_id)
-    # the embeddings first, as a full publish writes them: the handed features (1.5 GB at a million products of
-    # 384 dimensions) are let go of before the statements are built and checked and the checkpoint is edited
-    _write_handed_embeddings(handoff, products, layout.table(run_info.run_id, "embeddings"), run_info.run_id, _encoders(run_info))
+    scheme, run_dir = catalog_name, layout.run_dir(run_info.run_id)  # (graph_stage wrote the embeddings before planning)
     rows = products.iloc[plan.catalog_rows]
     built = catalog_nquads(rows, catalog=catalog_name, attributes=attributes, scheme=scheme, base=base, content_hash=True)
     index = plan.index
