@@ -171,8 +171,6 @@ def graph_stage(products: pd.DataFrame, predictions: pd.DataFrame, taxonomy: lis
     # stay rdflib terms. The change records (one per product on a first run) are written column-wise too.
     from prodkg.kb.spool import build_spool, change_nquads
 
-    # (the embeddings were written before planning: the spool, the change records and the store's load, which at a
-    # million products each need a gigabyte or more, run without the features)
     decided = sorted(curation) if curation else []
     quads = []
     quads += taxonomy_quads(scheme, taxonomy, base=base)
@@ -273,7 +271,7 @@ def _publish_update(plan, kg: KnowledgeGraph, layout: RunLayout, products, predi
     from prodkg.kb.spool import change_nquads
     from prodkg.kb.triples import alt_label_quads, run_quads, taxonomy_quads
 
-    scheme, run_dir = catalog_name, layout.run_dir(run_info.run_id)  # (graph_stage wrote the embeddings before planning)
+    scheme, run_dir = catalog_name, layout.run_dir(run_info.run_id)
     rows = products.iloc[plan.catalog_rows]
     built = catalog_nquads(rows, catalog=catalog_name, attributes=attributes, scheme=scheme, base=base, content_hash=True)
     index = plan.index
