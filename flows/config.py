@@ -172,7 +172,11 @@ class RunConfig(BaseModel):
     # --- execution -------------------------------------------------------------------------------
     batch_size: int = Field(64, ge=1, description="images or texts per encoder batch", json_schema_extra=_cli("execution"))
     num_workers: int = Field(0, ge=0, description="DataLoader workers for image decoding", json_schema_extra=_cli("execution"))
-    shard_size: int = Field(4096, ge=1, description="products per extraction task", json_schema_extra=_cli("execution"))
+    # Large by default: a shard's cache lookups are sorted, so few shards read the cache nearly in key order (980,000
+    # cached titles of a 1 M catalog: 28-37 s in shards of 4,096, 16-20 s in shards of 65,536), and a nightly re-run's
+    # few changed items per shard encode in length-sorted batches only when a shard has many of them.
+    shard_size: int = Field(65536, ge=1, description="products per extraction task (on a remote Dask cluster, smaller shards "
+                            "keep more workers busy)", json_schema_extra=_cli("execution"))
     workers: int = Field(0, ge=0, description="run extraction sharded on a local Dask cluster of N worker processes (prefect-dask)",
                          json_schema_extra=_cli("execution"))
     dask_address: str | None = Field(None, description="run extraction on an existing Dask cluster, e.g. tcp://10.0.0.5:8786",

@@ -23,7 +23,7 @@ def test_shard_size_gives_every_local_worker_a_shard(sample_catalog):
     assert extraction_shard_size(load_config(**base, workers=2), 18) == 9
     assert extraction_shard_size(load_config(**base, workers=4), 18) == 5
     assert extraction_shard_size(load_config(**base, workers=2, shard_size=4), 18) == 4
-    assert extraction_shard_size(load_config(**base), 18) == 4096
+    assert extraction_shard_size(load_config(**base), 18) == 65536
     assert task_runner_for(load_config(**base)) is None
     runner = task_runner_for(load_config(**base, workers=3))
     assert type(runner).__name__ == "DaskTaskRunner" and runner.cluster_kwargs["n_workers"] == 3
