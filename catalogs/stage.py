@@ -220,14 +220,15 @@ def unasserted_predictions(predictions: pd.DataFrame, facts: pd.DataFrame) -> tu
     """
     if predictions.empty:
         return predictions, 0
+    from prodkg.frames import members
+
     keep = np.ones(len(predictions), dtype=bool)
     ids = facts["product_id"].astype(str)
     for task in predictions["task"].unique():
         if task not in facts.columns:
             continue
         values = facts[task]
-        asserted = set(ids[values.notna() & (values.astype("string").str.len() > 0)].tolist())
-        if asserted:
-            rows = (predictions["task"] == task).to_numpy() & predictions["product_id"].astype(str).isin(asserted).to_numpy()
-            keep &= ~rows
+        asserted = ids[(values.notna() & (values.astype("string").str.len() > 0)).to_numpy(bool)]
+        if len(asserted):
+            keep &= ~((predictions["task"] == task).to_numpy() & members(predictions["product_id"].astype(str), asserted))
     return predictions[keep].reset_index(drop=True), int((~keep).sum())

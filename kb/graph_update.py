@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 import pyoxigraph as ox
 
 from prodkg.digests import cell_hashes
+from prodkg.frames import members
 from prodkg.kb.iri import DEFAULT_BASE, mint
 from prodkg.kb.triples import catalog_graph
 from prodkg.kb.vocab import PKG, SDO
@@ -155,13 +156,6 @@ def read_index(path: Path) -> tuple[pd.DataFrame | None, str | None, str | None]
 # ----------------------------------------------------------------------------- planning and applying an update
 
 
-def _members(values, pool) -> np.ndarray:
-    """Whether each of ``values`` is in ``pool``, through pandas' hash table of Python objects.
-
-    (An Arrow-backed str column's ``isin`` makes one Arrow scalar per pool value: seconds for a million.)"""
-    return pd.Series(np.asarray(values, dtype=object), dtype=object).isin(np.asarray(pool, dtype=object)).to_numpy()
-
-
 @dataclass
 class Update:
     """What an incremental update rewrites, by product id (str)."""
@@ -187,7 +181,7 @@ def plan_update(previous: pd.DataFrame, products: pd.DataFrame, predictions: pd.
     ids = current["product_id"]
     if not ids.is_unique:
         return "repeated product ids"
-    if not _members(predictions["product_id"].astype(str), ids).all():
+    if not members(predictions["product_id"].astype(str), ids).all():
         return "predictions of products the catalog lacks"
     live = pd.Index(previous["product_id"])
     if not live.is_unique:
@@ -200,7 +194,7 @@ def plan_update(previous: pd.DataFrame, products: pd.DataFrame, predictions: pd.
         return here & ((current[a].to_numpy() != before[a].to_numpy()) | (current[b].to_numpy() != before[b].to_numpy()))
 
     added, row_changed, pred_changed = ~here, differs("row_fp", "row_fp2"), differs("pred_fp", "pred_fp2")
-    removed = ~_members(live, ids)
+    removed = ~members(live, ids)
     rewritten = int((added | row_changed | pred_changed).sum() + removed.sum())
     if rewritten > INCREMENTAL_MAX_SHARE * max(len(current), 1):
         return f"{rewritten:,} of {len(current):,} products to rewrite (more than {INCREMENTAL_MAX_SHARE:.0%}: a full rebuild is cheaper)"
@@ -219,7 +213,7 @@ def plan_update(previous: pd.DataFrame, products: pd.DataFrame, predictions: pd.
     predicted = set(ids[added | pred_changed])
     return Update(
         catalog_rows=np.flatnonzero(added | row_changed),
-        prediction_rows=np.flatnonzero(_members(predictions["product_id"].astype(str), list(predicted))),
+        prediction_rows=np.flatnonzero(members(predictions["product_id"].astype(str), list(predicted))),
         removed=gone,
         catalog_stale=[*product[row_changed].tolist(), *gone["product"].tolist()],
         predictions_stale=[*product[pred_changed].tolist(), *gone["product"].tolist()],

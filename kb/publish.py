@@ -289,9 +289,9 @@ def _publish_update(plan, kg: KnowledgeGraph, layout: RunLayout, products, predi
     quads = run_quads(run_info, base=base) + digest_quads(run_info.run_id, digest, base=base)
 
     # the shapes see the taxonomy (already live), this run's provenance, and a sample of what it rewrites
-    from prodkg.kb.graph_update import _members
+    from prodkg.frames import members
 
-    touched = np.union1d(plan.catalog_rows, np.flatnonzero(_members(products["product_id"].astype(str), preds["product_id"].astype(str).unique())))
+    touched = np.union1d(plan.catalog_rows, np.flatnonzero(members(products["product_id"].astype(str), preds["product_id"].astype(str).unique())))
     sample = _shacl_sample(products.iloc[touched], preds, run_info, settings, catalog_name, attributes, scheme, base, [])
     sample += _change_sample(run_info.run_id, records, base)
     _validate_or_refuse(taxonomy_quads(scheme, taxonomy, base=base) + alt_label_quads(scheme, taxonomy, base=base) + quads + sample, run_dir)
