@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -174,3 +175,17 @@ def test_parquet_bytes_columns_are_decoded_or_quarantined(tmp_path):
     assert res.products["product_id"].tolist() == ["p1"]
     assert res.products["title"].tolist() == ["red ceramic coffee mug"]  # the text, not "b'red ceramic coffee mug'"
     assert res.quarantine["reason"].tolist() == ["column 'title' is not valid UTF-8"]
+
+
+def test_clean_text_matches_its_rules_on_random_text_without_markup():
+    """Plain cells take a shortcut; the rules say what any text without tags or entities becomes: NFC, control
+    characters as spaces, white space runs as one space, none at the ends (str.split's white space is re's \\s)."""
+    import random
+    import unicodedata
+
+    control = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+    rng = random.Random(3)
+    alphabet = "ab1 \t\n\r\x0b\x0c\x1c\x1f\x7f\x85\xa0\u2028e\u0301é;"
+    for _ in range(50_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 9)))
+        assert clean_text(text) == " ".join(control.sub(" ", unicodedata.normalize("NFC", text)).split()), repr(text)
