@@ -86,7 +86,7 @@ def main() -> None:
     p.add_argument("--virtuoso-buffers", type=int, default=340_000, help="NumberOfBuffers (8 KiB pages); 340,000 is about 2.6 GiB")
     p.add_argument("--repeat", type=int, default=3, help="runs of each named query (the median is reported)")
     p.add_argument("--work", default=None, help="folder for the stores (default: a temporary one)")
-    p.add_argument("--skip-publish", action="store_true", help="leave out prodkg's publish to Virtuoso (queries then run on the bulk-loaded copy)")
+    p.add_argument("--skip-publish", action="store_true", help="leave out prodkg's publish to Virtuoso: only its bulk loader is timed there (the queries read the live graph a publish names, which a bulk-loaded copy lacks)")
     p.add_argument("--queries", default=",".join(QUERIES),
                    help="the named queries to time, comma-separated (product_categories returns the whole catalog: at 1 M "
                         "products that is an export's work, not an endpoint's)")
