@@ -210,10 +210,9 @@ def plan_update(previous: pd.DataFrame, products: pd.DataFrame, predictions: pd.
     index = pd.DataFrame({"product": product, "product_id": ids.to_numpy(dtype=object), "content_hash": content,
                           **{c: current[c].to_numpy() for c in ("row_fp", "row_fp2", "pred_fp", "pred_fp2")}})
     gone = previous.loc[removed, ["product", "product_id", "content_hash"]].reset_index(drop=True)
-    predicted = set(ids[added | pred_changed])
     return Update(
         catalog_rows=np.flatnonzero(added | row_changed),
-        prediction_rows=np.flatnonzero(members(predictions["product_id"].astype(str), list(predicted))),
+        prediction_rows=np.flatnonzero(members(predictions["product_id"].astype(str), ids[added | pred_changed])),
         removed=gone,
         catalog_stale=[*product[row_changed].tolist(), *gone["product"].tolist()],
         predictions_stale=[*product[pred_changed].tolist(), *gone["product"].tolist()],

@@ -360,14 +360,14 @@ def _shacl_sample(products: pd.DataFrame, predictions: pd.DataFrame, run_info, s
     predictions with one subject, confidence, model and run each) holds for the unsampled ones as
     it holds for these; the taxonomy, provenance, change and curation quads are always checked whole.
     """
+    from prodkg.frames import members
     from prodkg.kb.curation import without_predicted_categories
     from prodkg.kb.triples import catalog_quads, prediction_quads
 
     rows = products
     if len(products) > SHACL_SAMPLE:
         rows = products.iloc[np.linspace(0, len(products) - 1, SHACL_SAMPLE).round().astype(int)]
-    ids = set(rows["product_id"].astype(str))
-    sampled = predictions[predictions["product_id"].astype(str).isin(ids)] if len(rows) < len(products) else predictions
+    sampled = predictions[members(predictions["product_id"].astype(str), rows["product_id"].astype(str))] if len(rows) < len(products) else predictions
     quads = catalog_quads(rows, catalog=catalog_name, attributes=attributes, scheme=scheme, base=base, content_hash=True)
     quads += prediction_quads(sampled, run_info, catalog=catalog_name, scheme=scheme, threshold=settings.threshold, base=base,
                               min_precision=settings.min_precision if settings.threshold is None else None)
