@@ -75,6 +75,34 @@ def test_agreement_and_matched_confidence():
     assert (q.argmax(1) == p.argmax(1)).all()
 
 
+def test_matched_confidence_agrees_with_a_plain_bisection_and_stops_at_the_range_ends():
+    # the reference: softmax(log p / tau) written out, tau found by 200 halvings of [e^-8, e^8] in log space
+    def reference(p, accuracy):
+        logp = np.log(p)
+
+        def mean_top(log_tau):
+            z = logp / np.exp(log_tau)
+            e = np.exp(z - z.max(1, keepdims=True))
+            return (e / e.sum(1, keepdims=True)).max(1).mean(), e / e.sum(1, keepdims=True)
+
+        lo, hi = -8.0, 8.0
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if mean_top(mid)[0] > accuracy else (lo, mid)
+        return mean_top((lo + hi) / 2)[1]
+
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.full(7, 0.3), size=500)
+    for accuracy in (0.3, 0.55, 0.8, 0.97):
+        assert np.abs(match_accuracy(p, accuracy) - reference(p, accuracy)).max() < 1e-8
+        assert match_accuracy(p, accuracy).max(1).mean() == pytest.approx(accuracy, abs=1e-9)
+    # a target no temperature in the range reaches: the nearer end (nearly uniform, or each row's top class near 1)
+    flat = match_accuracy(p, 1.0 / 7 + 1e-6)
+    assert np.abs(flat - reference(p, 1.0 / 7 + 1e-6)).max() < 1e-8 and flat.max(1).mean() < 0.15
+    sharp = match_accuracy(p, 0.999999)
+    assert (sharp.argmax(1) == p.argmax(1)).all() and sharp.max(1).mean() > 0.99
+
+
 def test_threshold_for_precision_by_hand():
     conf = np.array([0.99, 0.95, 0.9, 0.8, 0.7])
     corr = np.array([1.0, 1.0, 0.7, 0.9, 0.2])
