@@ -25,21 +25,40 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from _common import ROOT, machine, run_once, today, write_section  # noqa: E402
 from synth_catalog import synth_catalog, write  # noqa: E402
 
 
-def vectors(summary: dict) -> pd.Series:
-    frame = pd.read_parquet(Path(summary["run_dir"]) / "embeddings.parquet")
-    return frame.set_index("product_id")["vector"].sort_index()
+def vectors(summary: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The run's product ids (sorted) and their vectors as one (N, D) float32 matrix in that order.
+
+    Read through Arrow as one matrix: a pandas column of a million per-row arrays took the bench process past 13 GiB
+    (killed for memory after the third 1 M run of 2026-12-02)."""
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(Path(summary["run_dir"]) / "embeddings.parquet")
+    n = source.metadata.num_rows
+    ids, matrix, at = np.empty(n, dtype=object), None, 0
+    for batch in source.iter_batches(batch_size=65_536, columns=["product_id", "vector"]):
+        values = batch.column(1).flatten().to_numpy().astype(np.float32, copy=False)
+        rows = values.reshape(len(batch), -1) if len(batch) else values.reshape(0, 0)
+        if matrix is None:
+            matrix = np.empty((n, rows.shape[1]), dtype=np.float32)
+        matrix[at:at + len(batch)] = rows
+        ids[at:at + len(batch)] = batch.column(0).to_pylist()
+        at += len(batch)
+    if matrix is None:
+        return ids, np.zeros((0, 0), np.float32)
+    order = np.argsort(ids, kind="stable")
+    in_order = bool(len(order) < 2 or (np.diff(order) == 1).all())
+    return ids[order], matrix if in_order else matrix[order]  # the runs write products in catalog order: no copy then
 
 
 def max_diff(a: np.ndarray, b: np.ndarray, chunk: int = 50_000) -> float:
-    """The largest |difference| of any component between two columns of vectors, a chunk of rows at a time."""
+    """The largest |difference| of any component between two (N, D) matrices, a chunk of rows at a time."""
     out = 0.0
     for i in range(0, len(a), chunk):
-        out = max(out, float(np.max(np.abs(np.stack(a[i:i + chunk]) - np.stack(b[i:i + chunk])), initial=0.0)))
+        out = max(out, float(np.max(np.abs(a[i:i + chunk] - b[i:i + chunk]), initial=0.0)))
     return out
 
 
@@ -49,6 +68,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--text-encoder", default="minilm", help="the runs' text encoder (ngrams: what sharding costs at 1 M without "
                    "hours of MiniLM; see `prodkg list encoders`)")
+    p.add_argument("--modes", default="direct,prefect,dask",
+                   help="which runs, in this order: direct (plain functions), prefect (the flow, thread runner), dask (the flow on a "
+                        "local cluster); the first one's vectors are the reference")
     p.add_argument("--section", default="dask", help="the docs/BENCHMARKS.md section to write")
     p.add_argument("--work", default=str(ROOT / "runs" / "dask"))
     p.add_argument("--no-write", action="store_true")
@@ -58,24 +80,31 @@ def main() -> None:
     catalog, tax = write(frame, taxonomy, work / f"catalog-{a.products}.parquet")
     base = ["--catalog", str(catalog), "--taxonomy", str(tax), "--source", "catalog", "--target", "new", "--method", "source_only",
             "--baseline", "none", "--epochs", "1", "--text-encoder", a.text_encoder]
-    modes = [("one process, stages as plain functions", ["--no-prefect"]),
-             ("one process, Prefect flow (thread task runner)", []),
-             (f"Prefect flow + local Dask cluster, {a.workers} workers", ["--workers", str(a.workers)])]
+    every = {"direct": ("one process, stages as plain functions", ["--no-prefect"]),
+             "prefect": ("one process, Prefect flow (thread task runner)", []),
+             "dask": (f"Prefect flow + local Dask cluster, {a.workers} workers", ["--workers", str(a.workers)])}
+    wanted = [m.strip() for m in a.modes.split(",") if m.strip()]
+    if not wanted or any(m not in every for m in wanted):
+        raise SystemExit(f"--modes: a comma-separated list of {', '.join(every)}, got {a.modes!r}")
+    modes = [every[m] for m in wanted]
     rows, reference = [], None
     for label, extra in modes:
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)
         summary, wall, rss = run_once([*base, *extra, "--out", str(out)])
-        vec = vectors(summary)
-        if reference is None:
-            reference = vec
-        if not vec.index.equals(reference.index):
+        ids, vec = vectors(summary)
+        if reference is None:  # kept on disk and mapped: the next run's matrix and this one are not both in memory
+            np.save(work / "reference.npy", vec)
+            reference = (ids, np.load(work / "reference.npy", mmap_mode="r"))
+        if not np.array_equal(ids, reference[0]):
             raise SystemExit(f"{label}: the runs embedded different products")
-        diff = max_diff(vec.to_numpy(), reference.to_numpy())
+        diff = max_diff(vec, reference[1])
+        del vec
         row = {"mode": label, "extract": summary["durations"]["extract"], "wall": wall, "rss": rss, "max_diff": diff,
                "executor": summary.get("features", {})}
         rows.append(row)
         print(json.dumps(row, default=str), flush=True)
+    reference = None
     shutil.rmtree(work, ignore_errors=True)
     body = report(rows, a)
     print(body)

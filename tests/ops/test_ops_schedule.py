@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+from datetime import datetime
 
 import pytest
 from ops_support import (
@@ -41,7 +42,7 @@ def test_scheduled_deployment_completes_a_triggered_run(prefect_server, small_ca
     out = tmp_path / "nightly"
     log = tmp_path / "serve.log"
     serve = start([PYTHON, "-m", "prodkg.flows.cli", "schedule", "--cron", "0 2 * * *", "--name", "nightly-test", "--catalog", str(small_catalog),
-                   "--source", "webshop", "--target", "supplier", "--epochs", "3", "--out", str(out), "--cache-dir", str(shared_cache)],
+                   "--source", "webshop", "--target", "supplier", "--epochs", "3", "--shard-size", "6", "--out", str(out), "--cache-dir", str(shared_cache)],
                   base_env(home, api), log)
     try:
         deployment = wait_for(lambda: _deployment(api, "prodkg", "nightly-test"), SERVE_TIMEOUT_S, "deployment registered", serve, log)
@@ -76,6 +77,14 @@ def test_scheduled_deployment_completes_a_triggered_run(prefect_server, small_ca
     own_task_runs = {tr["id"] for tr in http_json(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}, "limit": 200})}
     assert run["id"] in [fr["id"] for fr in flow_runs]
     assert [fr["id"] for fr in flow_runs if fr.get("parent_task_run_id") in own_task_runs] == []  # no subflow under it
+    # Prefect's thread runner runs the extraction shards (18 products, 6 a shard) one after another, each a task run of
+    # its own: side by side they would each hold a batch of activations on the same cores
+    own = http_json(f"{api}/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}, "limit": 200})
+    for modality in ("image", "text"):
+        spans = sorted((datetime.fromisoformat(tr["start_time"]), datetime.fromisoformat(tr["end_time"]))
+                       for tr in own if tr["name"].startswith(f"extract-{modality}"))
+        assert len(spans) == 3, spans
+        assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), spans
     # the summary and the metrics are artifacts of that flow run
     artifacts = {a["key"]: a for a in http_json(f"{api}/artifacts/filter", {"limit": 50}) if a.get("flow_run_id") == run["id"]}
     assert artifacts["prodkg-summary"]["type"] == "markdown" and "prodkg run" in artifacts["prodkg-summary"]["data"]
@@ -84,6 +93,7 @@ def test_scheduled_deployment_completes_a_triggered_run(prefect_server, small_ca
     (run_dir,) = (out / "runs").iterdir()
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["orchestrator"] == "prefect" and manifest["counts"]["products"] == 18
+    assert manifest["features"]["text"]["shards"] == manifest["features"]["image"]["shards"] == 3
     assert (run_dir / "report.html").is_file() and not manifest["report"].get("error")
 
     # retries with back-off on the I/O tasks only; model code (extraction, adaptation) is never retried
@@ -96,7 +106,7 @@ def test_scheduled_deployment_completes_a_triggered_run(prefect_server, small_ca
 
     # progress lines of the long stages reach the server's run logs
     messages = [entry["message"] for entry in http_json(f"{api}/logs/filter", {"limit": 200})]
-    assert "extract text (minilm): 18/18 items (100 %)" in messages
+    assert "extract text (minilm): 6/6 items (100 %)" in messages  # a line per shard of 6
     assert any(m.startswith("adapt-predict: fitted the category head") for m in messages)
 
 
