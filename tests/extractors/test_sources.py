@@ -281,3 +281,17 @@ def test_extraction_counts_each_image_once_against_the_budget(root):
     assert result.ok.tolist() == [True, True, True, False]
     assert "image budget" in result.errors[3]
     assert result.features[:3, 0].tolist() == [8, 9, 10]
+
+
+def test_a_photo_shown_on_many_products_is_read_once(root):
+    """40 rows naming 3 photos (above the size at which hashing goes to threads) spend 3 reads of the budget."""
+    from prodkg.extractors import extract_features
+
+    paths = [str(_png(root / f"{i}.png", size=(8 + i, 8))) for i in range(4)]
+    sizes = [os.path.getsize(p) for p in paths]
+    limits = ImageLimits(roots=(str(root),), budget_bytes=sum(sizes[:3]), budget_key="budget-test-repeats")
+    rows = [paths[i % 3] for i in range(39)] + [paths[3]]
+    result = extract_features(rows, _SizeEncoder.make(), progress=False, limits=limits)
+    assert result.ok[:39].all() and not result.ok[39]
+    assert "image budget" in result.errors[39]
+    assert result.features[:39, 0].tolist() == [8 + i % 3 for i in range(39)]
