@@ -64,6 +64,8 @@ def _load(out: Path, encoder_name: str) -> dict[str, np.ndarray] | None:
 def office_caltech(image_encoder: str = DEFAULT_IMAGE) -> dict[str, np.ndarray]:
     """``X`` (N, dim) features of ``image_encoder`` (default EfficientNet-Lite0), ``y`` class names, ``domain``
     names, ``id`` product ids."""
+    if concat_parts(image_encoder):  # assembled from the parts' caches rather than extracted a second time
+        return _side_by_side([office_caltech(p) for p in concat_parts(image_encoder)], block="X", ok="")
     out = CACHE / f"office_caltech_{short_name(image_encoder)}.npz"
     data = _load(out, image_encoder)
     if data is None:
@@ -97,7 +99,7 @@ def _side_by_side(parts: list[dict[str, np.ndarray]], block: str = "image", ok: 
             if key in data and not np.array_equal(data[key], other[key]):
                 raise SystemExit(f"the parts' cached features disagree on {key}: extract them again")
     data[block] = np.hstack([d[block] for d in parts]).astype(np.float32)
-    if ok in data:
+    if ok and ok in data:
         data[ok] = np.logical_and.reduce([d[ok] for d in parts])
     return data
 

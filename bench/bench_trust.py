@@ -169,7 +169,7 @@ def _office(args, open_set: bool) -> list[dict]:
     from _features import office_caltech
     from prodkg.adaptation import MultiModal
 
-    d = office_caltech()
+    d = office_caltech(args.image_encoder)
     out = []
     for s, t in permutations(OFFICE, 2):
         keep = (d["domain"] == t) | ((d["domain"] == s) & (np.isin(d["y"], OFFICE_KNOWN) if open_set else True))
@@ -189,7 +189,7 @@ def _grocery(args, open_set: bool) -> list[dict]:
     from prodkg.adaptation import MultiModal
     from prodkg.catalogs import load_dataset
 
-    g = grocery()
+    g = grocery(args.image_encoder)
     taxonomy = list(load_dataset("grocery-store-dataset", data_home()).taxonomy)
     parent = dict(taxonomy)
 
@@ -652,6 +652,10 @@ def main() -> None:
     parser.add_argument("--text-encoder", default="minilm",
                         help="instacart's title features (minilm, ngrams, minilm_ngrams); results and evidence of another than "
                              "minilm go to trust_<encoder>.json and trust_evidence_<encoder>/")
+    parser.add_argument("--image-encoder", default="efficientnet_lite0",
+                        help="office-caltech-10's and grocery's image features (a registered encoder, e.g. efficientnet_lite2 or "
+                             "the side-by-side efficientnet_lite0_lite2); results and evidence of another than Lite0 go to "
+                             "trust_<encoder>.json and trust_evidence_<encoder>/")
     parser.add_argument("--ensemble", type=int, default=1, metavar="N",
                         help="N heads from N seeds for the head and the baseline (--ensemble of a run); results and evidence go "
                              "to trust_ens<N>.json and trust_evidence_ens<N>/")
@@ -677,6 +681,10 @@ def main() -> None:
     if args.text_encoder != "minilm":
         RESULTS = RESULTS.with_name(RESULTS.stem + f"_{args.text_encoder}.json")
         EVIDENCE = EVIDENCE.with_name(EVIDENCE.name + f"_{args.text_encoder}")
+    if args.image_encoder != "efficientnet_lite0":
+        short = args.image_encoder.removeprefix("efficientnet_")
+        RESULTS = RESULTS.with_name(RESULTS.stem + f"_{short}.json")
+        EVIDENCE = EVIDENCE.with_name(EVIDENCE.name + f"_{short}")
     if args.ensemble > 1:
         RESULTS = RESULTS.with_name(RESULTS.stem + f"_ens{args.ensemble}.json")
         EVIDENCE = EVIDENCE.with_name(EVIDENCE.name + f"_ens{args.ensemble}")
