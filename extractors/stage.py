@@ -15,7 +15,7 @@ import pandas as pd
 
 from prodkg.errors import StageError
 from prodkg.extractors.cache import FeatureCache
-from prodkg.memory import trim_heap
+from prodkg.memory import mapped_zeros, trim_heap
 from prodkg.progress import Progress
 
 __all__ = ["ExtractOutput", "ExtractSettings", "SourceViews", "assemble_features", "encoder_for", "extract_shard", "extract_source_views", "release_encoders",
@@ -185,17 +185,26 @@ def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) ->
 
 
 def _stack_moving(parts: list[dict]) -> np.ndarray:
-    """The shards' ``features`` stacked into one float32 array, each popped from its shard once copied."""
+    """The shards' ``features`` stacked into one float32 array, each popped from its shard once copied.
+
+    Only the rows a shard encoded (``ok``) are copied: the others are zeros (absent or failed items), and on a
+    mapping of their own they stay untouched pages that hold no memory. A modality few products have costs its
+    share: a million products, 10 % with a photo, held a 5 GB block of Lite0 vectors, 90 % of it zeros (peak RSS
+    12.6 GiB)."""
     arrays = [p["features"] for p in parts]
     widths = {a.shape[1] for a in arrays if a.ndim == 2}
     if len(widths) != 1 or any(a.ndim != 2 for a in arrays):
         raise StageError(f"extract shards disagree on the feature shape: {sorted({a.shape[1:] for a in arrays})}")
     del arrays
-    out = np.empty((sum(len(p["features"]) for p in parts), widths.pop()), np.float32)
+    out = mapped_zeros((sum(len(p["features"]) for p in parts), widths.pop()), np.float32)
     offset = 0
     for k, p in enumerate(parts, start=1):
         block = p.pop("features")
-        out[offset:offset + len(block)] = block
+        rows = np.flatnonzero(p["ok"])
+        if len(rows) == len(block):
+            out[offset:offset + len(block)] = block
+        else:
+            out[offset + rows] = block[rows]
         offset += len(block)
         del block
         if k % 32 == 0:  # freed shards stay in the heap until trimmed: without this the stack peaked at twice the vectors

@@ -81,4 +81,9 @@ def mapped_zeros(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if nbytes < MAPPED_AT:
         return np.zeros(shape, dtype)
-    return np.frombuffer(mmap.mmap(-1, nbytes), dtype=dtype).reshape(shape)  # anonymous pages are zeros
+    # private: a page never written reads as the kernel's one zero page and holds no memory (a shared anonymous
+    # mapping, mmap's default, gives every page read its own): a block most of whose rows stay zeros (a photo on a
+    # tenth of the products) costs the rows written, however often it is read
+    flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_ANONYMOUS", 0)
+    buf = mmap.mmap(-1, nbytes, flags=flags) if flags else mmap.mmap(-1, nbytes)
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)  # anonymous pages are zeros
