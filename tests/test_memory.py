@@ -163,6 +163,7 @@ print(json.dumps({"equal": bool(np.array_equal(block, expected)), "dtype": str(b
 """
 
 
+@pytest.mark.slow
 def test_stacked_shards_hold_memory_for_the_rows_they_encoded_only():
     """A modality a tenth of the products have (a photo on 10 % of a catalog): the stacked block equals the shards
     concatenated, and stacking 320 MiB of mostly-zero shards makes the process grow by about the rows encoded, not by
