@@ -65,7 +65,7 @@ def office_caltech(image_encoder: str = DEFAULT_IMAGE) -> dict[str, np.ndarray]:
     """``X`` (N, dim) features of ``image_encoder`` (default EfficientNet-Lite0), ``y`` class names, ``domain``
     names, ``id`` product ids."""
     if concat_parts(image_encoder):  # assembled from the parts' caches rather than extracted a second time
-        return _side_by_side([office_caltech(p) for p in concat_parts(image_encoder)], block="X", ok="")
+        return _side_by_side([office_caltech(p) for p in concat_parts(image_encoder)], block="X", ok=None)
     out = CACHE / f"office_caltech_{short_name(image_encoder)}.npz"
     data = _load(out, image_encoder)
     if data is None:
@@ -89,17 +89,17 @@ def concat_parts(encoder_name: str) -> tuple[str, ...]:
     return tuple(getattr(ENCODERS.get(encoder_name), "parts", ()))
 
 
-def _side_by_side(parts: list[dict[str, np.ndarray]], block: str = "image", ok: str = "image_ok") -> dict[str, np.ndarray]:
-    """The arrays of the first part with every part's ``block`` side by side (``ok``: rows every part encoded): what
-    the concatenating encoder gives (each of its halves is exactly its encoder's vector, tests/extractors/
-    test_image_concat.py and test_text_ngrams.py)."""
+def _side_by_side(parts: list[dict[str, np.ndarray]], block: str = "image", ok: str | None = "image_ok") -> dict[str, np.ndarray]:
+    """The arrays of the first part with every part's ``block`` side by side (``ok``: rows every part encoded; None
+    where the parts have no such mask): what the concatenating encoder gives (each of its halves is exactly its
+    encoder's vector, tests/extractors/test_image_concat.py and test_text_ngrams.py)."""
     data = dict(parts[0])
     for other in parts[1:]:
         for key in ("of", "id", "y"):
             if key in data and not np.array_equal(data[key], other[key]):
                 raise SystemExit(f"the parts' cached features disagree on {key}: extract them again")
     data[block] = np.hstack([d[block] for d in parts]).astype(np.float32)
-    if ok and ok in data:
+    if ok is not None and ok in data:
         data[ok] = np.logical_and.reduce([d[ok] for d in parts])
     return data
 

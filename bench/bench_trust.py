@@ -41,6 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DOMAINS as OFFICE, SHORT, machine, today, write_section  # noqa: E402
+from _features import DEFAULT_IMAGE, short_name  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "trust.json"
 OFFICE_KNOWN = ("backpack", "bike", "calculator", "headphones", "keyboard", "laptop")
@@ -583,9 +584,10 @@ def seed_report(paths: list[Path], notes: Path | None = None, heading: str | Non
              "| seed | date | tasks at ≥ 95 % precision (of those publishing) | mean precision | worst precision | mean coverage | "
              "worst coverage | estimate within 3 points | mean \|err\| | worst \|err\| |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    rows = []
+    rows, metas = [], []
     for path in paths:
         res = json.loads(Path(path).read_text())["office"]
+        metas.append(res["meta"])
         recs = res["records"]
         prec = np.array([r["precision"] for r in recs], float)
         cov = np.array([r["coverage"] for r in recs], float)
@@ -604,8 +606,7 @@ def seed_report(paths: list[Path], notes: Path | None = None, heading: str | Non
                   f"{' / '.join(_pct(c.mean()) for *_, c, _ in rows)}); the estimate was within 3 points on "
                   f"{sum(int((e <= 3).sum()) for *_, e in rows)} of {sum(len(e) for *_, e in rows)} task runs."]
     if heading:
-        commands = [json.loads(Path(path).read_text())["office"]["meta"] for path in paths]
-        lines += ["", "Commands:", ""] + [f"- seed {m['seed']}: `{m['command']}` ({m['seconds']:.0f} s)" for m in commands]
+        lines += ["", "Commands:", ""] + [f"- seed {m['seed']}: `{m['command']}` ({m['seconds']:.0f} s)" for m in metas]
     if notes:
         lines += ["", Path(notes).read_text().strip()]
     return "\n".join(lines)
@@ -670,7 +671,7 @@ def main() -> None:
     parser.add_argument("--text-encoder", default="minilm",
                         help="instacart's title features (minilm, ngrams, minilm_ngrams); results and evidence of another than "
                              "minilm go to trust_<encoder>.json and trust_evidence_<encoder>/")
-    parser.add_argument("--image-encoder", default="efficientnet_lite0",
+    parser.add_argument("--image-encoder", default=DEFAULT_IMAGE,
                         help="office-caltech-10's and grocery's image features (a registered encoder, e.g. efficientnet_lite2 or "
                              "the side-by-side efficientnet_lite0_lite2); results and evidence of another than Lite0 go to "
                              "trust_<encoder>.json and trust_evidence_<encoder>/")
@@ -702,10 +703,9 @@ def main() -> None:
     if args.text_encoder != "minilm":
         RESULTS = RESULTS.with_name(RESULTS.stem + f"_{args.text_encoder}.json")
         EVIDENCE = EVIDENCE.with_name(EVIDENCE.name + f"_{args.text_encoder}")
-    if args.image_encoder != "efficientnet_lite0":
-        short = args.image_encoder.removeprefix("efficientnet_")
-        RESULTS = RESULTS.with_name(RESULTS.stem + f"_{short}.json")
-        EVIDENCE = EVIDENCE.with_name(EVIDENCE.name + f"_{short}")
+    if args.image_encoder != DEFAULT_IMAGE:
+        RESULTS = RESULTS.with_name(RESULTS.stem + f"_{short_name(args.image_encoder)}.json")
+        EVIDENCE = EVIDENCE.with_name(EVIDENCE.name + f"_{short_name(args.image_encoder)}")
     if args.ensemble > 1:
         RESULTS = RESULTS.with_name(RESULTS.stem + f"_ens{args.ensemble}.json")
         EVIDENCE = EVIDENCE.with_name(EVIDENCE.name + f"_ens{args.ensemble}")
