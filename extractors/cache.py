@@ -27,6 +27,15 @@ CREATE TABLE IF NOT EXISTS features (
     PRIMARY KEY (encoder_id, key)
 ) WITHOUT ROWID
 """
+# Content hashes of local image files, keyed by real path and valid while the file's stat signature
+# (device, inode, size, mtime_ns, ctime_ns) is the one it had when it was read: see FeatureCache.file_digests.
+_FILE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS file_digests (
+    path      TEXT PRIMARY KEY,
+    signature TEXT NOT NULL,
+    digest    TEXT NOT NULL
+) WITHOUT ROWID
+"""
 
 
 def _chunks(seq: list[Any], size: int) -> Iterator[list[Any]]:
@@ -60,6 +69,7 @@ class FeatureCache:
         self._local = threading.local()
         with self._connect() as conn:  # create the schema eagerly so a bad path fails here, not mid-run
             conn.execute(_SCHEMA)
+            conn.execute(_FILE_SCHEMA)
 
     @property
     def db_path(self) -> Path:
@@ -159,6 +169,35 @@ class FeatureCache:
             raise
         conn.execute("COMMIT")
         self.writes += len(rows)
+
+    def file_digests(self, paths: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """``path -> (signature, digest)`` remembered for those ``paths`` that have one.
+
+        A local image's content hash, recorded when the file was last read in full, with the stat signature it had
+        then (see :func:`prodkg.extractors.extract.stat_signature`). A caller trusts the digest only while the file's
+        signature is unchanged, as git's index and rsync trust size and times: a nightly re-run of a catalog that
+        names 100,042 photos then reads none of them again to learn that they did not change."""
+        conn = self._connect()
+        out: dict[str, tuple[str, str]] = {}
+        for chunk in _chunks(sorted(set(paths)), _CHUNK):
+            marks = ",".join("?" * len(chunk))
+            for path, signature, digest in conn.execute(f"SELECT path, signature, digest FROM file_digests WHERE path IN ({marks})", chunk):
+                out[path] = (signature, digest)
+        return out
+
+    def put_file_digests(self, items: Mapping[str, tuple[str, str]]) -> None:
+        """Remember ``path -> (signature, digest)`` (replacing what a path had), in one transaction."""
+        rows = [(str(path), str(sig), str(digest)) for path, (sig, digest) in items.items()]
+        if not rows:
+            return
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT OR REPLACE INTO file_digests (path, signature, digest) VALUES (?, ?, ?)", rows)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def __len__(self) -> int:
         return int(self._connect().execute("SELECT COUNT(*) FROM features").fetchone()[0])

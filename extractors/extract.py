@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -18,12 +20,15 @@ from tqdm.auto import tqdm
 
 from prodkg.extractors.base import MODALITIES, Encoder, ItemError, LazyEncoder, read_bytes
 from prodkg.extractors.cache import FeatureCache
-from prodkg.extractors.sources import ImageLimits, current_limits, using_limits
+from prodkg.extractors.sources import ImageLimits, SourceRefused, check_local, current_limits, file_url_path, using_limits
 from prodkg.memory import mapped_zeros
 
 # Hashing image files is I/O bound (and hashlib drops the GIL on large buffers), so a few threads help,
 # most of all for remote URLs.
 _HASH_THREADS = 8
+# A file whose mtime or ctime is this close to the moment it was hashed may still be being written within the
+# file system's timestamp granularity ("racy git"): its digest is not remembered, so the next run reads it again.
+_RACY_NS = 2_000_000_000
 
 
 def content_hash(item: str, modality: str, limits: ImageLimits | None = None) -> str:
@@ -128,27 +133,82 @@ def _is_absent(item: Any) -> bool:
     return isinstance(item, float) and math.isnan(item)
 
 
-def _hash_all(items: list[tuple[int, str]], modality: str, limits: ImageLimits | None = None) -> tuple[dict[int, str], dict[int, str]]:
+def stat_signature(st: os.stat_result) -> str:
+    """What must be unchanged for a file's remembered content hash to stand: device, inode, size, and the
+    modification and change times in nanoseconds (ctime cannot be set back by a user, so a rewrite that restores
+    size and mtime still shows)."""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
+def _local_path(item: str) -> str | None:
+    """The local path an image item names (a path or a ``file:`` URL), else None (a remote URL, a refused one)."""
+    if "://" not in item[:16]:
+        return item
+    if urlsplit(item).scheme.lower() != "file":
+        return None
+    try:
+        return file_url_path(item)
+    except SourceRefused:
+        return None
+
+
+def _hash_all(items: list[tuple[int, str]], modality: str, limits: ImageLimits | None = None,
+              memo: FeatureCache | None = None) -> tuple[dict[int, str], dict[int, str]]:
     """Row -> content hash for readable items, row -> reason for the rest.
 
     Each distinct item is hashed once: a catalog that shows one photo on many products reads the file once per
-    call (a synthetic 200 k catalog names 7,325 distinct photos on 19,980 rows), not once per row."""
+    call (a synthetic 200 k catalog names 7,325 distinct photos on 19,980 rows), not once per row.
+
+    ``memo``: a cache whose :meth:`~prodkg.extractors.cache.FeatureCache.file_digests` remember local image files'
+    hashes by stat signature. A file that passes the same checks as a read (allowed folder, regular file, byte
+    cap) and whose signature is unchanged keeps its remembered hash without being read; the others are read,
+    and remembered for the next call. A nightly re-run of a 1 M catalog spent 18.7 s reading its 8,009 distinct
+    photos again (a tenth of its extract stage) only to find them unchanged. Skipped reads spend none of the run's
+    image budget."""
     rows_of: dict[str, list[int]] = {}
     for row, item in items:
         rows_of.setdefault(item, []).append(row)
+    distinct = list(rows_of)
+
+    local: dict[str, tuple[str, str]] = {}  # item -> (real path, stat signature) of local files that pass the checks
+    known: dict[str, tuple[str, str]] = {}
+    if memo is not None and modality == "image":
+        for item in distinct:
+            path = _local_path(item) if isinstance(item, str) else None
+            if path is None:
+                continue
+            try:
+                real, st = check_local(path, limits)
+            except (SourceRefused, OSError):
+                continue  # the read below refuses it with its reason
+            local[item] = (real, stat_signature(st))
+        known = memo.file_digests(real for real, _ in local.values())
+    learned: dict[str, tuple[str, str]] = {}
 
     def one(item: str) -> tuple[str | None, str | None]:
+        where = local.get(item)
+        if where is not None:
+            real, signature = where
+            remembered = known.get(real)
+            if remembered is not None and remembered[0] == signature:
+                return remembered[1], None
         try:
-            return content_hash(item, modality, limits), None
+            digest = content_hash(item, modality, limits)
         except ItemError as exc:
             return None, str(exc)
+        if where is not None:
+            mtime_ns, ctime_ns = (int(x) for x in where[1].split(":")[3:5])
+            if time.time_ns() - max(mtime_ns, ctime_ns) > _RACY_NS:
+                learned[where[0]] = (where[1], digest)  # the signature taken before the read: a file changed since differs
+        return digest, None
 
-    distinct = list(rows_of)
     if modality == "image" and len(distinct) > 32:
         with ThreadPoolExecutor(max_workers=_HASH_THREADS) as pool:
             results = list(pool.map(one, distinct))
     else:
         results = [one(x) for x in distinct]
+    if memo is not None and learned:
+        memo.put_file_digests(learned)
     hashes: dict[int, str] = {}
     errors: dict[int, str] = {}
     for item, (digest, error) in zip(distinct, results, strict=True):
@@ -171,6 +231,7 @@ def extract_features(
     num_threads: int | None = None,
     limits: ImageLimits | None = None,
     on_progress: Callable[[int], None] | None = None,
+    stat_memo: bool = True,
 ) -> ExtractResult:
     """Encode every item with ``encoder``, reusing and filling ``cache``.
 
@@ -196,6 +257,9 @@ def extract_features(
             (byte and pixel caps, URL timeouts, no devices or FIFOs, but any local folder).
         on_progress: called with a count of items done: once for those found in the cache or absent, then after
             each batch (so a caller can show progress over one call, whose missing items form whole batches).
+        stat_memo: with a ``cache``, trust a local image file's remembered content hash while its stat signature
+            (device, inode, size, mtime, ctime) is unchanged, instead of reading the file again; False reads every
+            file (``--full-check``).
 
     Returns:
         An :class:`ExtractResult` aligned with ``items``.
@@ -219,7 +283,7 @@ def extract_features(
     present = [(row, item) for row, item in enumerate(items) if not _is_absent(item)]
     if limits is None and encoder.modality == "image":
         limits = current_limits()  # fixed now: the hashing threads and DataLoader workers do not share this context
-    hashes, errors = _hash_all(present, encoder.modality, limits)
+    hashes, errors = _hash_all(present, encoder.modality, limits, memo=cache if stat_memo else None)
 
     rows_by_hash: dict[str, list[int]] = {}
     for row, digest in hashes.items():

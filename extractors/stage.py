@@ -34,6 +34,7 @@ class ExtractSettings:
     num_workers: int = 0
     progress: bool = True
     image_limits: object | None = None  # an extractors.sources.ImageLimits: which image files and URLs may be read, and how much
+    stat_memo: bool = True  # trust an image file's remembered hash while its stat signature is unchanged (False: --full-check)
 
     def encoder(self, modality: str) -> tuple[str, dict[str, Any]]:
         """The encoder name and options of ``modality``."""
@@ -96,7 +97,8 @@ def _extract_shard(items: list[str | None], settings: ExtractSettings, modality:
     # titles about 6x slower than full batches. Progress is reported per batch instead.
     with Progress(len(items), f"extract {modality} ({encoder.name})", enabled=settings.progress) as bar:
         result = extract_features(items, encoder, cache=cache, batch_size=settings.batch_size, num_workers=settings.num_workers,
-                                  progress=False, limits=settings.image_limits if modality == "image" else None, on_progress=bar.update)
+                                  progress=False, limits=settings.image_limits if modality == "image" else None, on_progress=bar.update,
+                                  stat_memo=settings.stat_memo)
     features = result.features  # the one call's own array (on a mapping of its own): no copy
     return {
         "features": features,
@@ -250,7 +252,7 @@ def extract_source_views(ext: ExtractOutput, settings: ExtractSettings, source: 
     encoder = encoder_for(settings, "image")
     with _EXTRACT_LOCK, Progress(1, f"source views ({k} per image)", enabled=settings.progress) as bar:
         res = extract_views(items, encoder, k, seed=seed, cache=cache, batch_size=min(settings.batch_size, 32),
-                            limits=settings.image_limits)
+                            limits=settings.image_limits, stat_memo=settings.stat_memo)
         bar.update(1)
     if res.errors:  # read once by extraction, so a failure here is a change under the run's feet
         row, reason = next(iter(res.errors.items()))

@@ -91,6 +91,7 @@ def extract_views(
     num_threads: int | None = None,
     limits: ImageLimits | None = None,
     progress: bool = False,
+    stat_memo: bool = True,
 ) -> ViewResult:
     """Encode ``k`` shelf-style views of every image in ``items`` with ``encoder``, reusing and filling ``cache``.
 
@@ -105,6 +106,8 @@ def extract_views(
         seed: the run seed; views differ between seeds and are the same for one.
         spec: the augmentation (default :class:`ShelfAugment`'s defaults).
         cache: where views' vectors are looked up first and stored after.
+        stat_memo: trust a local image's remembered content hash while its stat signature is unchanged
+            (see :func:`~prodkg.extractors.extract.extract_features`).
     """
     start = time.perf_counter()
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -116,7 +119,7 @@ def extract_views(
     items = list(items)
     limits = limits or current_limits()
     present = [(row, item) for row, item in enumerate(items) if not _is_absent(item)]
-    hashes, errors = _hash_all(present, "image", limits)
+    hashes, errors = _hash_all(present, "image", limits, memo=cache if stat_memo else None)
     item_of_hash = {h: items[row] for row, h in sorted(hashes.items(), reverse=True)}  # first row wins
     pool = background_pool(hashes.values(), pool_size)
 

@@ -185,7 +185,8 @@ class RunConfig(BaseModel):
                               json_schema_extra=_cli("execution", flag="--no-prefect", invert=True, run_only=True))
     progress: bool = Field(True, description="show progress and the summary (--quiet: neither)", json_schema_extra=_cli("execution", flag="--quiet", invert=True))
     full_check: bool = Field(False, description="re-read and re-validate every input even when the catalog, taxonomy, images, code and "
-                                                "config are unchanged since the last run (default: such a re-run republishes without reading them)",
+                                                "config are unchanged since the last run (default: such a re-run republishes without reading them), "
+                                                "and read every image file again (default: a file whose size and times are unchanged keeps its remembered hash)",
                              json_schema_extra=_cli("execution"))
     # --- output ----------------------------------------------------------------------------------
     out: str = Field(DEFAULT_OUT, description="output folder: runs/, kg/, cache/", json_schema_extra=_cli("output"))
@@ -448,7 +449,7 @@ class RunConfig(BaseModel):
 
         return ExtractSettings(image_encoder=self.image_encoder, text_encoder=self.text_encoder, image_options=dict(self.image_options),
                                text_options=dict(self.text_options), batch_size=self.batch_size, num_workers=self.num_workers, progress=self.progress,
-                               image_limits=image_limits)
+                               image_limits=image_limits, stat_memo=not self.full_check)
 
     def finetune_settings(self):
         from prodkg.adaptation.stage import FinetuneSettings

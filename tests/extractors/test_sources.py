@@ -295,3 +295,78 @@ def test_a_photo_shown_on_many_products_is_read_once(root):
     assert result.ok[:39].all() and not result.ok[39]
     assert "image budget" in result.errors[39]
     assert result.features[:39, 0].tolist() == [8 + i % 3 for i in range(39)]
+
+
+# --- remembered hashes of unchanged files -----------------------------------------------------------
+
+
+@pytest.fixture
+def settled(monkeypatch):
+    """Files written by a test are seconds old at most: treat them as settled, so their hashes are remembered."""
+    from prodkg.extractors import extract
+
+    monkeypatch.setattr(extract, "_RACY_NS", -1)
+
+
+def test_an_unchanged_photo_is_not_read_again(root, tmp_path, settled):
+    """The second run's budget is spent, so only photos it does not read can pass: all three do with the memo,
+    none without it (``--full-check``)."""
+    import hashlib
+
+    from prodkg.extractors import FeatureCache, extract_features
+
+    paths = [str(_png(root / f"{i}.png", size=(8 + i, 8))) for i in range(3)]
+    cache = FeatureCache(tmp_path / "cache")
+    limits = ImageLimits(roots=(str(root),), budget_bytes=sum(os.path.getsize(p) for p in paths), budget_key="memo-test")
+    first = extract_features(paths, _SizeEncoder.make(), cache=cache, progress=False, limits=limits)
+    assert first.ok.all() and first.n_computed == 3
+    remembered = cache.file_digests(os.path.realpath(p) for p in paths)
+    assert {p: d for p, (_, d) in remembered.items()} == {os.path.realpath(p): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+
+    again = extract_features(paths, _SizeEncoder.make(), cache=cache, progress=False, limits=limits)
+    assert again.ok.all() and again.n_cached == 3 and again.features[:, 0].tolist() == [8, 9, 10]
+    full = extract_features(paths, _SizeEncoder.make(), cache=cache, progress=False, limits=limits, stat_memo=False)
+    assert not full.ok.any() and all("image budget" in reason for reason in full.errors.values())
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_is_read_again(root, tmp_path, settled):
+    import hashlib
+
+    from prodkg.extractors import FeatureCache
+    from prodkg.extractors.extract import _hash_all
+
+    path = root / "blob.png"
+    path.write_bytes(b"a" * 100)
+    cache = FeatureCache(tmp_path / "cache")
+    limits = ImageLimits(roots=(str(root),))
+    assert _hash_all([(0, str(path))], "image", limits, memo=cache)[0] == {0: hashlib.sha256(b"a" * 100).hexdigest()}
+    before = os.stat(path)
+    path.write_bytes(b"b" * 100)  # same size; the mtime is put back, the ctime cannot be
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert _hash_all([(0, str(path))], "image", limits, memo=cache)[0] == {0: hashlib.sha256(b"b" * 100).hexdigest()}
+
+
+def test_a_file_written_just_now_is_not_remembered(root, tmp_path):
+    from prodkg.extractors import FeatureCache
+    from prodkg.extractors.extract import _hash_all
+
+    cache = FeatureCache(tmp_path / "cache")
+    hashes, errors = _hash_all([(0, str(root / "ok.png"))], "image", ImageLimits(roots=(str(root),)), memo=cache)
+    assert len(hashes) == 1 and not errors
+    assert cache.file_digests([os.path.realpath(root / "ok.png")]) == {}  # within the timestamp granularity: read next time too
+
+
+def test_a_remembered_photo_still_obeys_the_folder_rules(root, tmp_path, settled):
+    from prodkg.extractors import FeatureCache
+    from prodkg.extractors.extract import _hash_all
+    from prodkg.flows.config import RunConfig
+
+    cache = FeatureCache(tmp_path / "cache")
+    item = [(0, str(root / "ok.png"))]
+    assert _hash_all(item, "image", ImageLimits(roots=None), memo=cache)[0]
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    hashes, errors = _hash_all(item, "image", ImageLimits(roots=(str(other),)), memo=cache)
+    assert not hashes and "outside the allowed image folders" in errors[0]
+    assert RunConfig(dataset="office-caltech-10", full_check=True).extract_settings().stat_memo is False
+    assert RunConfig(dataset="office-caltech-10").extract_settings().stat_memo is True
