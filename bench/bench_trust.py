@@ -79,6 +79,7 @@ def run_task(name: str, features, labels: list[str | None], is_source: np.ndarra
                 "other_logp": other.evidence["target_logp"], "classes": np.array(main.labels.classes, dtype=str),
                 "truth": np.array(["" if labels[i] is None else labels[i] for i in tgt], dtype=str),
                 "similarity": unknown.similarity, "source_similarity": unknown.source_similarity, "unknown": unknown.unknown,
+                "nearest": np.asarray(unknown.nearest, dtype=str),
                 "meta": np.array(json.dumps({"task": name, "taxonomy": [list(t) for t in taxonomy], "unknown": unknown.manifest(),
                                              "n_source": int(len(src)), "seconds": round(time.perf_counter() - started, 1)}))}
     EVIDENCE.mkdir(parents=True, exist_ok=True)
@@ -98,13 +99,17 @@ def rescore(path: Path, args: argparse.Namespace, *, flat: bool = False) -> dict
     classes = ev["classes"].tolist()
     unknown_meta = meta["unknown"]
     if not args.no_unknown and "source_similarity" in ev:  # the bar again from the saved similarities (the rule may have changed)
-        from prodkg.prediction.unknown import unknown_threshold
+        from prodkg.prediction.unknown import known_probability, unknown_threshold
 
         bar, more = unknown_threshold(ev["similarity"], ev["source_similarity"])
         ev["unknown"] = ev["similarity"] < bar
         unknown_meta = {**unknown_meta, **more, "threshold": bar, "n_unknown": int(ev["unknown"].sum())}
+        kp = known_probability(ev["similarity"], bar, more)  # as the predict stage weighs the rule
+    else:
+        kp = None
     decision = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
-                      min_precision=args.min_precision, unknown=None if args.no_unknown else ev["unknown"], other_probs=ev["other_logp"])
+                      min_precision=args.min_precision, unknown=None if args.no_unknown else ev["unknown"], other_probs=ev["other_logp"],
+                      third=ev["nearest"].tolist() if "nearest" in ev else None, known_probability=kp)
     truth = [t or None for t in ev["truth"].tolist()]
     result = evaluate(decision, classes, taxonomy, truth, target_probs=ev["target_logp"])
     result.pop("risk_coverage", None)
@@ -113,7 +118,8 @@ def rescore(path: Path, args: argparse.Namespace, *, flat: bool = False) -> dict
     result["variants"] = {}
     for name, kw in variants.items():  # the same rule less one of its parts, for the notes
         alt = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
-                     min_precision=args.min_precision, unknown=None if args.no_unknown else ev["unknown"], other_probs=ev["other_logp"], **kw)
+                     min_precision=args.min_precision, unknown=None if args.no_unknown else ev["unknown"], other_probs=ev["other_logp"],
+                     third=ev["nearest"].tolist() if "nearest" in ev else None, known_probability=kp, **kw)
         scored = evaluate(alt, classes, taxonomy, truth)
         result["variants"][name] = {"precision": scored["precision"], "coverage": scored["coverage"]}
     if taxonomy:  # the same rule on the top level alone: what coverage at any level the back-off trades for finer facts
@@ -545,7 +551,8 @@ def backoff_report(specs: list[str], args: argparse.Namespace) -> str:
         tax = TaxonomyLevels(classes, taxonomy)
         for s in BACKOFF_SPECIFICITIES:
             d = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
-                       min_precision=args.min_precision, unknown=ev["unknown"], other_probs=ev["other_logp"], specificity=s)
+                       min_precision=args.min_precision, unknown=ev["unknown"], other_probs=ev["other_logp"],
+                       third=ev["nearest"].tolist() if "nearest" in ev else None, specificity=s)
             r = evaluate(d, classes, taxonomy, truth)
             info = 0.0  # the information the published facts carry, as a share of a finest class's, summed (per product)
             for lv in range(tax.n_levels):

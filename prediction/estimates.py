@@ -35,6 +35,7 @@ __all__ = [
     "match_accuracy_reliable",
     "score",
     "source_reliability",
+    "triplet_estimate",
 ]
 
 
@@ -174,6 +175,27 @@ def agreement_estimate(predicted_a, predicted_b) -> float:
     if a.shape != b.shape:
         raise ValueError(f"the two prediction vectors differ in shape: {a.shape} and {b.shape}")
     return float((a == b).mean()) if len(a) else float("nan")
+
+
+def triplet_estimate(predicted_a, predicted_b, predicted_c) -> float:
+    """Accuracy of classifier ``a`` from the agreement rates of three classifiers on unlabelled items:
+    ``sqrt(agree(a, b) * agree(a, c) / agree(b, c))``, clipped to [0, 1] (NaN where ``b`` and ``c`` never agree).
+
+    Where the three are right or wrong independently of each other and two wrong answers never coincide (many
+    classes), ``agree(x, y) = acc(x) acc(y)`` for every pair, and the ratio isolates ``acc(a)`` (the agreement
+    rates of Platanios, Blum and Mitchell, "Estimating accuracy from unlabeled data", UAI 2014, solved for three
+    classifiers). Agreement with one other head alone, ``agree(a, b)``, is ``acc(a) acc(b)``: it takes the weaker
+    head's errors for the estimated head's own. Errors that go together (items hard for all three) push both the
+    numerator and the denominator up; so does a shared wrong answer."""
+    a, b, c = np.asarray(predicted_a), np.asarray(predicted_b), np.asarray(predicted_c)
+    if not a.shape == b.shape == c.shape:
+        raise ValueError(f"the three prediction vectors differ in shape: {a.shape}, {b.shape} and {c.shape}")
+    if not len(a):
+        return float("nan")
+    ab, ac, bc = float((a == b).mean()), float((a == c).mean()), float((b == c).mean())
+    if bc == 0:
+        return float("nan")
+    return float(np.clip(np.sqrt(ab * ac / bc), 0.0, 1.0))
 
 
 #: The range of log-temperatures searched (tau from 3.4e-4 to 2981), and how close to the crossing the search stops.

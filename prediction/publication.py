@@ -5,11 +5,14 @@ the published ones, from the deepest level up:
 
 1. the level's probabilities are the sums over its concepts' classes (:mod:`prediction.backoff`);
 2. its accuracy on the target is estimated without labels (ATC, with DoC and, given a second head,
-   agreement recorded beside it; :mod:`prediction.estimates`), and so is a lower bound on it: ``z`` standard
+   agreement recorded beside it, and given a third classifier the three-way agreement estimate too;
+   :mod:`prediction.estimates`), and so is a lower bound on it: ``z`` standard
    errors down, the estimate's sampling error and its typical error under shift (``estimate_error``) together;
 3. every item gets an estimated probability of being right, its confidence re-tempered so the mean is that
    lower bound; where the source hold-out shows a class wrong more (or less) often than the shared estimate
    expects, its items' chances of being wrong are scaled by the class's shrunk ratio (per-class thresholds);
+   where the target holds a group of products unlike the source, each item's chance is also weighed by its
+   probability of being of a known class (:func:`prediction.unknown.known_probability`), and items are ranked by it;
 4. the items not yet published and not unknown get the lowest bar at which the published set's estimated
    precision, less ``z`` standard errors of its own count, reaches ``min_precision`` (:mod:`prediction.thresholds`),
    or the fixed ``threshold`` when one is given;
@@ -48,6 +51,7 @@ from prodkg.prediction.estimates import (
     match_accuracy,
     match_accuracy_reliable,
     source_reliability,
+    triplet_estimate,
 )
 from prodkg.prediction.metrics import confidence_ece, open_set_scores, risk_coverage
 from prodkg.prediction.target_calibration import bound_confidence, precision_lower_bound
@@ -68,7 +72,7 @@ DEFAULT_ESTIMATE_ERROR = 0.02
 DEFAULT_SPECIFICITY = 2.0
 #: standard errors between the estimated precision of what is published and ``min_precision`` (see :func:`decide`)
 DEFAULT_Z = 1.0
-ESTIMATORS = ("auto", "atc", "atc_mc", "doc", "agreement", "atc+agreement", "calibration", "none")
+ESTIMATORS = ("auto", "atc", "atc_mc", "doc", "agreement", "atc+agreement", "triplet", "calibration", "none")
 #: ATC's threshold is the (k+1)-th smallest held-out source score, k the number of held-out errors: with fewer
 #: rows or errors than these it is an extreme order statistic, and ``auto`` leans on agreement instead
 MIN_SOURCE_ROWS = 20
@@ -164,6 +168,9 @@ def decide(
     threshold: float | None = None,
     unknown: np.ndarray | None = None,
     other_probs: np.ndarray | None = None,
+    third: Sequence[str | None] | None = None,
+    known_probability: np.ndarray | None = None,
+    require_third: bool = False,
     estimator: str = "auto",
     min_items: int = 5,
     require_agreement: bool = True,
@@ -187,8 +194,17 @@ def decide(
         threshold: a fixed confidence bar instead (applied at every level); None uses ``min_precision``.
         unknown: (N,) bool, items flagged unknown: they get no published category.
         other_probs: (N, C) a second head's target probabilities, for the agreement estimate.
+        third: (N,) a third classifier's target predictions, as class names (None or a name not in ``classes``: no
+            answer, never agreeing), for the ``triplet`` estimate with ``other_probs``
+            (:func:`prediction.estimates.triplet_estimate`); the predict stage gives the nearest source prototype's class.
+        known_probability: (N,) each item's probability of being of a known class
+            (:func:`prediction.unknown.known_probability`): its estimated correctness is weighed by it, and items are
+            ranked by that correctness. None: 1.
+        require_third: with ``third``, publish only items whose finest class the third classifier names too, and
+            estimate over those items alone (they are not flagged unknown: they get no fact, as items the two heads
+            disagree on get none at their level).
         estimator: which estimate sets the per-item correctness: ``auto`` (default, :func:`pick_estimator`),
-            ``atc``, ``atc_mc``, ``doc`` or ``agreement`` (needs ``other_probs``).
+            ``atc``, ``atc_mc``, ``doc``, ``agreement`` (needs ``other_probs``) or ``triplet`` (also needs ``third``).
         min_items: a threshold must publish at least this many items of its level (``min_precision`` rule).
         require_agreement: with ``other_probs``, publish an item at a level only where both heads predict the same
             concept there (it may still be published at a broader level where they agree); ``min_precision`` rule
@@ -239,6 +255,12 @@ def decide(
         raise ValueError(f"calibration rows must index the {n} target items")
     if "agreement" in estimator and other_probs is None:
         raise ValueError("the agreement estimator needs a second head's probabilities (other_probs)")
+    if estimator == "triplet" and (other_probs is None or third is None):
+        raise ValueError("the triplet estimator needs a second head's probabilities (other_probs) and a third classifier's predictions (third)")
+    index_of = {c: j for j, c in enumerate(classes)}
+    third_idx = None if third is None else np.array([index_of.get(t, -1) if t is not None else -1 for t in third], np.int64)
+    if third_idx is not None and len(third_idx) != n:
+        raise ValueError(f"third has {len(third_idx)} predictions for {n} target items")
     if specificity is not None and not (isinstance(specificity, (int, float)) and np.isfinite(specificity) and specificity >= 0):
         raise ValueError(f"specificity must be a finite number >= 0 or None, got {specificity!r}")
     if class_evidence not in CLASS_EVIDENCE:
@@ -247,7 +269,9 @@ def decide(
     if estimator == "auto" and len(cal_items):
         estimator = "calibration"
     unknown = np.zeros(n, bool) if unknown is None else np.asarray(unknown, bool)
-    known = ~unknown
+    known = ~unknown  # the items that can be published, which the estimates are of
+    if require_third and third_idx is not None and threshold is None:
+        known = known & (third_idx == target_lp.argmax(1))
     choice_se = None  # ATC's bootstrap error at the finest level, where it decided between ATC and agreement
     if estimator == "auto":
         n_errors = int((source_lp.argmax(1) != source_labels).sum()) if len(source_labels) else 0
@@ -290,6 +314,9 @@ def decide(
             op, _ = tax.aggregate_log(other_lp, level)
             estimates["agreement"] = agreement_estimate(pk.argmax(1), op[known].argmax(1))
             estimates["atc+agreement"] = (estimates["atc"] + estimates["agreement"]) / 2
+            if third_idx is not None:  # the third classifier's classes at this level (-1, no answer, stays -1)
+                t_level = np.where(third_idx >= 0, m.argmax(1)[np.maximum(third_idx, 0)], -1)
+                estimates["triplet"] = triplet_estimate(pk.argmax(1), op[known].argmax(1), t_level[known])
         conf_log = p.max(1)  # thresholds compare log-confidences: no ties among predictions rounded to 1.0
         conf = np.exp(conf_log)
         pred = p.argmax(1)
@@ -297,7 +324,7 @@ def decide(
         index = {c: j for j, c in enumerate(names)}
         cal_truth = np.array([-1 if t is None else index.get(t, -1) for t in tax.labels_at(cal_labels, level)], dtype=np.int64)
         cal_right = pred[cal_items] == cal_truth
-        cal_rows = ~unknown[cal_items]  # like the estimates, of the items that can be published
+        cal_rows = known[cal_items]  # like the estimates, of the items that can be published
         if len(cal_items):
             k_cal, n_cal = int(cal_right[cal_rows].sum()), int(cal_rows.sum())
             estimates["calibration"] = k_cal / n_cal if n_cal else float("nan")
@@ -328,17 +355,20 @@ def decide(
                                    None if op is None else op[known].argmax(1))
             if ratios is not None:
                 correctness[known] = apply_class_ratios(correctness[known], pred[known], ratios)
+            if known_probability is not None:
+                correctness[known] *= np.asarray(known_probability, np.float64)[known]
         else:
             ratios = None
-        # with per-class ratios the items are ranked by their estimated correctness (within a class that is their
-        # confidence's order), so the one bar below is a confidence threshold per class
-        key = conf_log if ratios is None else _rank(correctness, conf_log)
-        eligible = ~unknown
+        # with per-class ratios (or known-class probabilities) the items are ranked by their estimated correctness
+        # (within a class that is their confidence's order), so the one bar below is a confidence threshold per class
+        weighed = ratios is not None or (known_probability is not None and np.isfinite(driver))
+        key = conf_log if not weighed else _rank(correctness, conf_log)
+        eligible = known.copy()
         if op is not None and require_agreement and threshold is None:
             eligible &= pred == op.argmax(1)
         info.append({"level": level, "names": names, "pred": pred, "conf_log": conf_log, "conf": conf, "correctness": correctness,
                      "key": key, "eligible": eligible, "estimates": estimates, "driver": driver, "se": se, "atc_se": atc_se,
-                     "bound": bound, "ratios": ratios is not None, "cal_right": cal_right, "cal_rows": cal_rows,
+                     "bound": bound, "ratios": weighed, "cal_right": cal_right, "cal_rows": cal_rows,
                      "k_cal": k_cal if len(cal_items) else 0, "n_cal": n_cal if len(cal_items) else 0})
         del p, sp, op, pk
     # one joint choice of every item's level (Lagrangian, information-gain rewards) where broader levels exist and the

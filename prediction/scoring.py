@@ -42,6 +42,7 @@ class SavedHead:
     baseline: object | None = None  # the baseline head (agreement rule), when the run saved it
     baseline_temperature: float = 1.0
     prototypes: dict | None = None  # unknown scores: modality -> (prototypes, has)
+    publish_floor: float = float("-inf")  # the run published no product less similar than this to its nearest prototype
     unknown_bar: float | None = None
     notes: list[str] = field(default_factory=list)  # what of the run's rule cannot be applied, and why
     # the fold heads that made the run's published predictions (reviews cross-fitted: prediction.stage.cross_fitted),
@@ -157,7 +158,7 @@ def load_saved_model(path: str | Path) -> SavedModel:
         if protos:
             proto_path = _beside(run / "models" / f"{_safe(task)}.prototypes.npz", protos)
             try:
-                head.prototypes, head.unknown_bar = load_prototypes(proto_path)
+                head.prototypes, head.unknown_bar, head.publish_floor = load_prototypes(proto_path)
             except (OSError, KeyError, ValueError) as exc:
                 raise ModelLoadError(f"cannot read the unknown prototypes {proto_path}: {exc}") from exc
         heads.append(head)
@@ -186,7 +187,7 @@ def _head_logp(head: SavedHead, features) -> np.ndarray:
 
 
 def recorded_decision(head: SavedHead, logp: np.ndarray, *, threshold: float | None = None, other_logp: np.ndarray | None = None,
-                      unknown: np.ndarray | None = None):
+                      unknown: np.ndarray | None = None, blocked: np.ndarray | None = None):
     """A :class:`prediction.publication.Decision` for new items under the rule ``head``'s run recorded.
 
     ``threshold`` (a fixed bar at every level) overrides the record. Under ``min_precision`` each level publishes what
@@ -194,6 +195,8 @@ def recorded_decision(head: SavedHead, logp: np.ndarray, *, threshold: float | N
     required that) and the item is not ``unknown``. Where the run set per-class bars (per-class error ratios), an item
     is held to its concept's bar: the confidence above which the run published every item of that concept, so on the
     run's own rows the replay publishes the run's fact, a broader one, or nothing. A rule that needs a baseline head the run did not save publishes nothing.
+    ``blocked`` items (less similar to the source than any product the run published, where its rule weighed
+    known-class probabilities) are not published under the recorded rule, nor flagged unknown.
     """
     from prodkg.prediction.backoff import TaxonomyLevels
     from prodkg.prediction.publication import Decision
@@ -223,6 +226,8 @@ def recorded_decision(head: SavedHead, logp: np.ndarray, *, threshold: float | N
         conf_log = p.max(1)
         pred = p.argmax(1)
         remaining = (published_level < 0) & ~unknown
+        if blocked is not None and rule["rule"] == "min_precision" and threshold is None:
+            remaining &= ~np.asarray(blocked, bool)
         if rule["rule"] == "threshold":
             t = float(np.log(rule["threshold"])) if rule["threshold"] > 0 else -np.inf
         elif rule["rule"] == "min_precision" and recorded.get(level) is not None and (other_logp is not None or not agree):
@@ -283,14 +288,15 @@ def score_features(saved: SavedModel, features, product_ids, *, threshold: float
             logp = _head_logp(head, features)
             other = _logp(head.baseline, features, head.baseline_temperature) if head.baseline is not None else None
         notes = list(head.notes)
-        unknown = similarity = None
+        unknown = similarity = blocked = None
         if head.prototypes is not None and head.unknown_bar is not None:
             similarity = nearest_prototype_similarity(head.prototypes, fused_unit_features(features.blocks, features.present))
             unknown = similarity < head.unknown_bar
+            blocked = similarity < head.publish_floor
         pub = head.publication or {}
         if threshold is None and pub.get("rule") == "min_precision" and pub.get("require_agreement") and other is None:
             notes.append("the run required agreement with its baseline head but did not save it: nothing is published")
-        decision = recorded_decision(head, logp, threshold=threshold, other_logp=other, unknown=unknown)
+        decision = recorded_decision(head, logp, threshold=threshold, other_logp=other, unknown=unknown, blocked=blocked)
         frame = publication_frame(decision, ids, head.task, head.model_id, unknown_similarity=similarity)
         frames.append(frame[frame["value"] != NO_VALUE].reset_index(drop=True))
         summary[head.task] = {**decision.rule, "n_products": len(ids), "n_published": int((decision.published_level >= 0).sum()),

@@ -269,12 +269,19 @@ def publish_task(result, other, settings: PredictSettings, task: str, mid: str, 
         src = np.flatnonzero(is_source & np.array([lab is not None for lab in labels]))
         src_labels = np.array([labels[i] for i in src], dtype=object).astype(str)
         unknown = score_unknown(subset(unit, src), src_labels, subset(unit, target_idx))
-        if prototypes_to is not None:
-            save_prototypes(prototypes_to, unknown.prototypes, unknown.threshold)
     other_probs = other.evidence.get("target_logp") if other is not None and other.labels.classes == classes else None
     decision = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
                       min_precision=settings.min_precision, specificity=settings.specificity, threshold=settings.threshold, unknown=None if unknown is None else unknown.unknown,
-                      other_probs=other_probs, calibration=_target_positions(calibration, target_idx))
+                      other_probs=other_probs, third=None if unknown is None or other_probs is None else unknown.nearest.tolist(),
+                      known_probability=None if unknown is None else unknown.known_probability,
+                      calibration=_target_positions(calibration, target_idx))
+    if unknown is not None and prototypes_to is not None:
+        # where the known-class probabilities weighed the rule, new rows are held to the least similar product this run
+        # published (`prodkg predict` replays the rule's bars, not the weights)
+        weighed = unknown.known_probability is not None and bool((unknown.known_probability < 1).any())
+        published = decision.published_level >= 0
+        floor = float(unknown.similarity[published].min()) if weighed and published.any() else None
+        save_prototypes(prototypes_to, unknown.prototypes, unknown.threshold, publish_floor=floor)
     frame = publication_frame(decision, result.predictions["product_id"].tolist(), task, mid,
                               unknown_similarity=None if unknown is None else unknown.similarity)
     record: dict = {"publication": decision.summary()}
@@ -421,19 +428,25 @@ def sample_embeddings(features, model, is_source: np.ndarray, is_target: np.ndar
     return {"is_target": np.asarray(is_target, bool)[rows], "before": fused_input(part), "after": np.asarray(model.embed(part), np.float32)}
 
 
-def save_prototypes(path: Path, prototypes: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float) -> None:
-    """Write the unknown scores' class prototypes (:func:`prediction.unknown.class_prototypes`) and the bar to ``path`` (.npz)."""
+def save_prototypes(path: Path, prototypes: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float,
+                    publish_floor: float | None = None) -> None:
+    """Write the unknown scores' class prototypes (:func:`prediction.unknown.class_prototypes`) and the bar to ``path``
+    (.npz); ``publish_floor``: the similarity below which the run published nothing, where its rule weighed
+    known-class probabilities (None: none)."""
     arrays = {"threshold": np.float64(threshold), "modalities": np.array(sorted(prototypes), dtype=str)}
+    if publish_floor is not None:
+        arrays["publish_floor"] = np.float64(publish_floor)
     for m, (protos, has) in prototypes.items():
         arrays[f"protos_{m}"], arrays[f"has_{m}"] = protos.astype(np.float64), has
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
 
 
-def load_prototypes(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float]:
-    """Inverse of :func:`save_prototypes`: (prototypes, the unknown bar)."""
+def load_prototypes(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float, float]:
+    """Inverse of :func:`save_prototypes`: (prototypes, the unknown bar, the publish floor; -inf when none)."""
     with np.load(path, allow_pickle=False) as z:
-        return {str(m): (z[f"protos_{m}"], z[f"has_{m}"].astype(bool)) for m in z["modalities"]}, float(z["threshold"])
+        floor = float(z["publish_floor"]) if "publish_floor" in z.files else float("-inf")
+        return {str(m): (z[f"protos_{m}"], z[f"has_{m}"].astype(bool)) for m in z["modalities"]}, float(z["threshold"]), floor
 
 
 def _safe(name: str) -> str:

@@ -117,9 +117,10 @@ def _class_sums(src: UnitFeatures, own: np.ndarray, k: int) -> dict[str, tuple[n
     return {m: (sums[m], counts[m]) for m in src.modalities}
 
 
-def _nearest(prototypes: dict[str, tuple[np.ndarray, np.ndarray]], tgt: UnitFeatures, k: int) -> np.ndarray:
-    """Each target row's best class similarity: per class the mean over the row's modalities, then the max."""
-    out = np.zeros(len(tgt))
+def _nearest(prototypes: dict[str, tuple[np.ndarray, np.ndarray]], tgt: UnitFeatures, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each target row's best class similarity (per class the mean over the row's modalities, then the max), and
+    that class's index: the nearest-prototype classifier, which the label-free estimate uses as a third opinion."""
+    out, which = np.zeros(len(tgt)), np.zeros(len(tgt), np.int64)
     for a, b, chunk in tgt.chunks():
         t_sum, t_cnt = np.zeros((b - a, k)), np.zeros((b - a, 1))
         for m in sorted(prototypes):
@@ -127,8 +128,10 @@ def _nearest(prototypes: dict[str, tuple[np.ndarray, np.ndarray]], tgt: UnitFeat
             xt, pt = chunk[m]
             t_sum += np.where(pt[:, None] & has[None, :], xt @ protos.T, 0.0)
             t_cnt += pt[:, None]
-        out[a:b] = (t_sum / np.maximum(t_cnt, 1)).max(axis=1)
-    return out
+        sims = t_sum / np.maximum(t_cnt, 1)
+        which[a:b] = sims.argmax(axis=1)
+        out[a:b] = sims[np.arange(b - a), which[a:b]]
+    return out, which
 
 
 def prototype_similarity(source, source_labels: np.ndarray, target) -> tuple[np.ndarray, np.ndarray]:
@@ -144,12 +147,13 @@ def prototype_similarity(source, source_labels: np.ndarray, target) -> tuple[np.
 
 
 def _similarities(src: UnitFeatures, labels: np.ndarray, tgt: UnitFeatures):
-    """:func:`prototype_similarity`'s two arrays and the class prototypes of :func:`class_prototypes`."""
+    """:func:`prototype_similarity`'s two arrays, the class prototypes of :func:`class_prototypes`, and each target
+    item's nearest class (its label)."""
     classes, own = np.unique(labels, return_inverse=True)
     k, n_s = len(classes), len(labels)
     sums = _class_sums(src, own, k)
     prototypes = {m: (_unit(total), count > 0) for m, (total, count) in sums.items()}
-    target_sim = _nearest(prototypes, tgt, k) if len(tgt) else np.zeros(0)
+    target_sim, nearest = _nearest(prototypes, tgt, k) if len(tgt) else (np.zeros(0), np.zeros(0, np.int64))
     s_sum, s_cnt = np.zeros(n_s), np.zeros(n_s)
     n_classes_with = {m: int(has.sum()) for m, (_, has) in prototypes.items()}
     for a, b, chunk in src.chunks():
@@ -166,7 +170,7 @@ def _similarities(src: UnitFeatures, labels: np.ndarray, tgt: UnitFeatures):
             s_sum[a:b] += np.where(loo_ok, (xs * loo).sum(1), np.where(single, nearest_other, 0.0))
             s_cnt[a:b] += loo_ok | single
     keep = s_cnt > 0
-    return target_sim, (s_sum / np.maximum(s_cnt, 1))[keep], prototypes
+    return target_sim, (s_sum / np.maximum(s_cnt, 1))[keep], prototypes, classes[nearest]
 
 
 def class_prototypes(source, source_labels: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -184,7 +188,7 @@ def nearest_prototype_similarity(prototypes: dict[str, tuple[np.ndarray, np.ndar
     tgt = _as_modalities(target)
     if not len(tgt) or not prototypes:
         return np.zeros(len(tgt))
-    return _nearest(prototypes, tgt, len(next(iter(prototypes.values()))[1]))
+    return _nearest(prototypes, tgt, len(next(iter(prototypes.values()))[1]))[0]
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 64) -> float:
@@ -217,6 +221,8 @@ class UnknownScores:
     details: dict
     source_similarity: np.ndarray | None = None  # each source item's leave-one-out similarity (the reference)
     prototypes: dict | None = None  # the source class prototypes (:func:`class_prototypes`), for scoring new rows later
+    nearest: np.ndarray | None = None  # each target item's nearest prototype's class label (a third classifier, for the estimate)
+    known_probability: np.ndarray | None = None  # each target item's probability of a known class (:func:`known_probability`)
 
     def manifest(self) -> dict:
         return {"method": "nearest source prototype (cosine, frozen features)", "threshold": round(float(self.threshold), 6),
@@ -272,12 +278,50 @@ def unknown_threshold(target_sim: np.ndarray, source_sim: np.ndarray, *, quantil
     return bar, {**details, "shift_scale": scale, **more}
 
 
+def known_probability(target_sim: np.ndarray, bar: float, details: dict, *, iterations: int = 200) -> np.ndarray:
+    """Each target item's probability of being of a known class, from its similarity alone.
+
+    Where the target's similarities fall into two groups (the bar is Otsu's split, see :func:`target_bar`), a mixture
+    of two normal distributions is fitted to them (EM, started from the two sides of the split) and an item's
+    probability is the posterior of the upper group, made non-decreasing in the similarity (a wide lower group's tail
+    must not make the most similar items look unknown). The flag is a hard cut at the bar; this says how sure it is
+    above the bar, where unknown products that resemble a source category sit beside known ones: the publication rule
+    weighs each item's estimated correctness by it. A single group: 1 for every item (no unknown products in sight)."""
+    x = np.asarray(target_sim, np.float64)
+    if not str(details.get("rule", "")).startswith("two groups") or len(x) < 4:
+        return np.ones(len(x))
+    lo, hi = x[x < bar], x[x >= bar]
+    if len(lo) < 2 or len(hi) < 2:
+        return np.ones(len(x))
+    floor = 1e-6 * max(float(x.var()), 1e-12)
+    w = np.array([len(lo), len(hi)], np.float64) / len(x)
+    mu = np.array([lo.mean(), hi.mean()])
+    var = np.array([lo.var(), hi.var()]) + floor
+    for _ in range(iterations):
+        logp = -0.5 * ((x[:, None] - mu) ** 2 / var + np.log(2 * np.pi * var)) + np.log(w)
+        logp -= logp.max(1, keepdims=True)
+        r = np.exp(logp)
+        r /= r.sum(1, keepdims=True)
+        nk = r.sum(0)
+        if (nk < 1e-9).any():
+            return np.ones(len(x))
+        w, mu = nk / len(x), (r * x[:, None]).sum(0) / nk
+        var = (r * (x[:, None] - mu) ** 2).sum(0) / nk + floor
+    upper = int(np.argmax(mu))
+    post = r[:, upper]
+    order = np.argsort(x, kind="stable")
+    post[order] = np.maximum.accumulate(post[order])
+    return post
+
+
 def score_unknown(source, source_labels: np.ndarray, target, **kwargs) -> UnknownScores:
     """Similarities, the bar and the unknown flags (``source`` / ``target`` as :func:`prototype_similarity` takes them)."""
-    target_sim, source_sim, prototypes = _similarities(_as_modalities(source), np.asarray(source_labels), _as_modalities(target))
+    target_sim, source_sim, prototypes, nearest = _similarities(_as_modalities(source), np.asarray(source_labels), _as_modalities(target))
     bar, details = unknown_threshold(target_sim, source_sim, **kwargs)
+    kp = known_probability(target_sim, bar, details)
+    details = {**details, "expected_unknown_unflagged": float((1.0 - kp[target_sim >= bar]).sum())}
     return UnknownScores(similarity=target_sim, threshold=bar, unknown=target_sim < bar, details=details, source_similarity=source_sim,
-                         prototypes=prototypes)
+                         prototypes=prototypes, nearest=nearest, known_probability=kp)
 
 
 

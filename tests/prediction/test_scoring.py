@@ -128,3 +128,30 @@ def test_saved_prototypes_give_the_runs_similarities():
     expected, _ = prototype_similarity(subset(unit, src), labels, subset(unit, tgt))
     got = nearest_prototype_similarity(class_prototypes(subset(unit, src), labels), subset(unit, tgt))
     np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_the_publish_floor_survives_the_prototypes_file_and_holds_new_rows_back(tmp_path):
+    """A run whose rule weighed known-class probabilities saves the least similarity it published at; the replay for
+    new rows publishes nothing below it (nor flags it unknown), and a file without a floor blocks nothing."""
+    from prodkg.prediction.stage import load_prototypes, save_prototypes
+
+    protos = {"image": (np.eye(3), np.ones(3, bool))}
+    save_prototypes(tmp_path / "p.npz", protos, 0.2, publish_floor=0.55)
+    save_prototypes(tmp_path / "q.npz", protos, 0.2)
+    assert load_prototypes(tmp_path / "p.npz")[1:] == (0.2, 0.55)
+    assert load_prototypes(tmp_path / "q.npz")[2] == float("-inf")
+    rng = np.random.default_rng(4)
+    source, target = _logp(rng, 300, 4.0), _logp(rng, 200, 3.0)
+    labels = source.argmax(1)
+    flip = rng.random(len(labels)) < 0.15
+    labels[flip] = rng.integers(0, len(CLASSES), flip.sum())
+    run = decide(target, CLASSES, source_probs=source, source_labels=labels, taxonomy=TAXONOMY, min_precision=0.8, class_evidence="none",
+                 specificity=None)
+    head = SavedHead(task="category", model=None, classes=CLASSES, temperature=1.0, model_id="m", publication=run.summary(),
+                     taxonomy=TAXONOMY)
+    blocked = np.arange(200) % 5 == 0
+    replay = recorded_decision(head, target, blocked=blocked)
+    free = recorded_decision(head, target)
+    assert (free.published_level >= 0).sum() > 10
+    assert (replay.published_level[blocked] < 0).all() and not replay.unknown.any()
+    assert replay.published_level[~blocked].tolist() == free.published_level[~blocked].tolist()

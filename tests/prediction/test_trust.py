@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from prodkg.prediction.backoff import TaxonomyLevels
-from prodkg.prediction.estimates import agreement_estimate, atc_bootstrap_se, atc_estimate, atc_threshold, doc_estimate, match_accuracy
+from prodkg.prediction.estimates import (agreement_estimate, atc_bootstrap_se, atc_estimate, atc_threshold, doc_estimate, match_accuracy,
+                                         triplet_estimate)
 from prodkg.prediction.metrics import confidence_ece, h_score, open_set_scores, risk_coverage, selective_metrics
 from prodkg.prediction.publication import decide, evaluate, pick_estimator
 from prodkg.prediction.thresholds import NEVER, threshold_for_precision
-from prodkg.prediction.unknown import otsu_threshold, prototype_similarity, score_unknown
+from prodkg.prediction.unknown import known_probability, otsu_threshold, prototype_similarity, score_unknown, unknown_threshold
 
 
 def _calibrated_sample(rng, n, c, strength):
@@ -101,6 +102,51 @@ def test_matched_confidence_agrees_with_a_plain_bisection_and_stops_at_the_range
     assert np.abs(flat - reference(p, 1.0 / 7 + 1e-6)).max() < 1e-8 and flat.max(1).mean() < 0.15
     sharp = match_accuracy(p, 0.999999)
     assert (sharp.argmax(1) == p.argmax(1)).all() and sharp.max(1).mean() > 0.99
+
+
+def test_three_heads_with_independent_errors_give_each_ones_accuracy():
+    """Simulated heads, wrong independently of each other and at random among 20 classes: the triplet recovers
+    the strong head's accuracy, where its agreement with the weaker baseline alone reads that head's errors as its own."""
+    rng = np.random.default_rng(3)
+    n, k = 20_000, 20
+    truth = rng.integers(k, size=n)
+
+    def head(accuracy):
+        pred = truth.copy()
+        wrong = rng.random(n) > accuracy
+        pred[wrong] = (truth[wrong] + rng.integers(1, k, wrong.sum())) % k
+        return pred
+
+    strong, baseline, third = head(0.99), head(0.90), head(0.75)
+    true = float((strong == truth).mean())
+    assert triplet_estimate(strong, baseline, third) == pytest.approx(true, abs=0.01)
+    assert agreement_estimate(strong, baseline) < true - 0.07
+    assert triplet_estimate(baseline, strong, third) == pytest.approx(float((baseline == truth).mean()), abs=0.01)
+    assert np.isnan(triplet_estimate([0, 1], [1, 0], [0, 1]))  # the other two never agree: no estimate
+    with pytest.raises(ValueError, match="differ in shape"):
+        triplet_estimate([0, 1], [0, 1], [0])
+
+
+def test_decide_reports_the_triplet_estimate_at_every_level():
+    """A third classifier's class names reach the estimate through the taxonomy: at the parent level two classes of
+    one parent are the same answer."""
+    classes = ["a1", "a2", "b1"]
+    taxonomy = [("A", None), ("B", None), ("a1", "A"), ("a2", "A"), ("b1", "B")]
+    head = np.log(np.array([[0.9, 0.05, 0.05]] * 6 + [[0.05, 0.05, 0.9]] * 4))
+    other = np.log(np.array([[0.9, 0.05, 0.05]] * 5 + [[0.05, 0.9, 0.05]] + [[0.05, 0.05, 0.9]] * 4))
+    third = ["a1"] * 4 + ["a2"] * 2 + ["b1"] * 3 + [None]
+    source = np.log(np.array([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]] * 10))
+    d = decide(head, classes, source_probs=source, source_labels=np.array([0, 1, 2] * 10), taxonomy=taxonomy, other_probs=other,
+               third=third, estimator="triplet")
+    est = {lv["level"]: lv["estimates"]["triplet"] for lv in d.levels}
+    h, o, t = head.argmax(1), other.argmax(1), np.array([{"a1": 0, "a2": 1, "b1": 2}.get(x, -1) for x in third])
+    want = np.sqrt((h == o).mean() * (h == t).mean() / (o == t).mean())
+    assert est[max(est)] == pytest.approx(want)
+    parent = np.array([0, 0, 1])
+    hp, op, tp = parent[h], parent[o], np.where(t >= 0, parent[np.maximum(t, 0)], -1)
+    assert est[min(est)] == pytest.approx(np.sqrt((hp == op).mean() * (hp == tp).mean() / (op == tp).mean()))
+    with pytest.raises(ValueError, match="third"):
+        decide(head, classes, source_probs=source, source_labels=np.array([0, 1, 2] * 10), other_probs=other, estimator="triplet")
 
 
 def test_threshold_for_precision_by_hand():
@@ -253,6 +299,64 @@ def test_prototype_similarity_and_unknown_flags():
     assert len(loo) == 60 and loo.min() > 0.9
     flags = score_unknown(source, labels, target)
     assert flags.unknown.tolist() == [False, False, False, True, True]
+
+
+def test_known_probability_is_the_posterior_of_the_upper_group():
+    """Similarities drawn from two known normal groups: the fitted posterior matches Bayes' rule with the true
+    parameters, rises with the similarity, and is 1 everywhere when the target shows a single group."""
+    rng = np.random.default_rng(7)
+    lo, hi = rng.normal(0.35, 0.05, 4000), rng.normal(0.65, 0.08, 6000)
+    x = np.concatenate([lo, hi])
+    bar, details = unknown_threshold(x, rng.normal(0.7, 0.05, 500))
+    assert details["rule"].startswith("two groups")
+    got = known_probability(x, bar, details)
+
+    def density(v, mu, sd):
+        return np.exp(-0.5 * ((v - mu) / sd) ** 2) / sd
+
+    want = 0.6 * density(x, 0.65, 0.08) / (0.6 * density(x, 0.65, 0.08) + 0.4 * density(x, 0.35, 0.05))
+    band = (x > 0.4) & (x < 0.6)  # where the groups overlap and the posterior is neither 0 nor 1
+    assert np.abs(got - want)[band].max() < 0.06
+    order = np.argsort(x)
+    assert (np.diff(got[order]) >= 0).all()
+    one = rng.normal(0.65, 0.08, 3000)
+    bar1, details1 = unknown_threshold(one, rng.normal(0.7, 0.05, 500))
+    assert not details1["rule"].startswith("two groups")
+    assert (known_probability(one, bar1, details1) == 1).all()
+
+
+def test_items_likely_of_an_unknown_class_are_held_back_by_their_known_probability():
+    """Two heads that agree on every item with the same high confidence: by agreement all 100 are publishable. Weighed
+    by a known-class probability of 0.3, the 20 items that look like a group of unknown products drop below the
+    bar, and the 80 others stay published."""
+    rng = np.random.default_rng(11)
+    k, n = 5, 100
+    z = rng.normal(size=(n, k))
+    z[np.arange(n), rng.integers(k, size=n)] += 8.0
+    lp = z - np.log(np.exp(z).sum(1, keepdims=True))
+    source_z = rng.normal(size=(40, k))
+    source_labels = rng.integers(k, size=40)
+    source_z[np.arange(40), source_labels] += 8.0
+    kp = np.ones(n)
+    kp[80:] = 0.3
+    common = dict(source_probs=source_z - np.log(np.exp(source_z).sum(1, keepdims=True)), source_labels=source_labels, other_probs=lp,
+                  estimator="agreement")
+    plain = decide(lp, [f"c{i}" for i in range(k)], **common)
+    weighed = decide(lp, [f"c{i}" for i in range(k)], known_probability=kp, **common)
+    assert (plain.published_level >= 0).all()
+    assert (weighed.published_level[:80] >= 0).all() and (weighed.published_level[80:] >= 0).sum() <= 3
+    assert not weighed.unknown.any()  # held back, not flagged
+
+
+def test_requiring_the_third_classifier_holds_back_what_it_disputes():
+    classes = ["a", "b"]
+    lp = np.log(np.array([[0.99, 0.01]] * 60 + [[0.01, 0.99]] * 40))
+    third = ["a"] * 50 + ["b"] * 10 + ["b"] * 40
+    source = np.log(np.array([[0.99, 0.01], [0.01, 0.99]] * 20))
+    d = decide(lp, classes, source_probs=source, source_labels=np.array([0, 1] * 20), other_probs=lp, third=third, require_third=True,
+               estimator="agreement")
+    assert (d.published_level[50:60] < 0).all() and not d.unknown.any()  # the ten the prototype disputes
+    assert (d.published_level[:50] >= 0).all() and (d.published_level[60:] >= 0).all()
 
 
 def test_otsu_splits_two_modes():

@@ -39,7 +39,8 @@ def _dense(blocks, present, src, labels, tgt):
             elif (counts > 0).sum() > 1:
                 s_sum[i] += max(xs[i] @ protos[c] for c in range(k) if c != own[i])
                 s_cnt[i] += 1
-    return (t_sum / np.maximum(t_cnt, 1)).max(1), (s_sum / np.maximum(s_cnt, 1))[s_cnt > 0], protos_out
+    t_mean = t_sum / np.maximum(t_cnt, 1)
+    return t_mean.max(1), (s_sum / np.maximum(s_cnt, 1))[s_cnt > 0], protos_out, [classes[c] for c in t_mean.argmax(1)]
 
 
 def test_chunked_scores_equal_the_dense_reference(monkeypatch):
@@ -55,8 +56,9 @@ def test_chunked_scores_equal_the_dense_reference(monkeypatch):
     labels[11] = "lonely"  # a class with a single item: its nearest other class stands in
     unit = unk.fused_unit_features(blocks, present)
     scores = unk.score_unknown(unk.subset(unit, src), labels.astype(str), unk.subset(unit, tgt))
-    want_t, want_s, want_p = _dense(blocks, present, src, labels.astype(str).tolist(), tgt)
+    want_t, want_s, want_p, want_class = _dense(blocks, present, src, labels.astype(str).tolist(), tgt)
     np.testing.assert_allclose(scores.similarity, want_t, rtol=1e-10, atol=1e-12)
+    assert scores.nearest.tolist() == want_class  # the nearest-prototype classifier the triplet estimate consults
     np.testing.assert_allclose(scores.source_similarity, want_s, rtol=1e-10, atol=1e-12)
     for m, (protos, has) in want_p.items():
         np.testing.assert_allclose(scores.prototypes[m][0], protos, rtol=1e-10, atol=1e-12)
