@@ -661,6 +661,75 @@ def estimator_table(dirs: list[Path]) -> str:
     return "\n".join(lines)
 
 
+#: the rule's parts this session's report compares, each on top of the one before
+RULE_VARIANTS = (("before", {}), ("+ known-class weights", {"weigh": True}), ("+ the prototype's agreement", {"weigh": True, "require_third": True}))
+
+
+def rule_variants_report(groups: list[str], notes: Path | None = None) -> str:
+    """The publication rule on saved heads with and without two of its parts: the known-class weights
+    (:func:`prediction.unknown.known_probability`) and the nearest source prototype's agreement (``require_third``).
+    ``LABEL=DIR`` each, DIR a copy of an evidence folder after a run of this script; every ``*.npz`` in it is a task.
+    The heads, the unknown flags and everything else are the same in every row of a group."""
+    from prodkg.prediction.publication import decide, evaluate
+    from prodkg.prediction.unknown import known_probability, unknown_threshold
+
+    lines = ["## Publication rule: known-class weights and the nearest prototype's agreement, on saved heads", "",
+             f"Command: `python bench/bench_trust.py --rule-report {' '.join(shlex.quote(x) for x in groups)}` · {today()} · "
+             f"machine: {machine()}.", "",
+             "Each group: one run's saved heads (`LABEL=DIR`), every task in it rescored by the predict stage's rule as it was "
+             "(*before*), with each product's estimated correctness weighed by its known-class probability, and with "
+             "publication and the estimate also restricted to the products whose nearest source prototype names the head's class. "
+             "Precision and coverage as in section `trust` (unknown-class products published count as wrong); *unknowns "
+             "published*: the share of unknown-class products that got a category fact; *estimate within 3*: the label-free "
+             "estimate against the true accuracy of the products it is of.", "",
+             "| heads | tasks | rule | tasks at ≥ 95 % (of those publishing) | worst precision | mean coverage | worst coverage | "
+             "estimate within 3 | unknowns published: mean / worst |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for group in groups:
+        label, _, folder = group.partition("=")
+        files = sorted(Path(folder).glob("*.npz"))
+        out: dict[str, list[dict]] = {name: [] for name, _ in RULE_VARIANTS}
+        for f in files:
+            with np.load(f) as data:
+                ev = {k: data[k] for k in data.files}
+            meta = json.loads(str(ev["meta"]))
+            taxonomy = [tuple(t) for t in meta["taxonomy"]]
+            classes = ev["classes"].tolist()
+            bar, more = unknown_threshold(ev["similarity"], ev["source_similarity"])
+            truth = [t or None for t in ev["truth"].tolist()]
+            index = {c: i for i, c in enumerate(classes)}
+            right = ev["target_logp"].argmax(1) == np.array([index.get(t, -1) for t in ev["truth"]])
+            for name, opts in RULE_VARIANTS:
+                d = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
+                           unknown=ev["similarity"] < bar, other_probs=ev["other_logp"], third=ev["nearest"].tolist(),
+                           require_third=opts.get("require_third", False),
+                           known_probability=known_probability(ev["similarity"], bar, more) if opts.get("weigh") else None)
+                r = evaluate(d, classes, taxonomy, truth)
+                finest = d.levels[0]
+                scope = ~d.unknown
+                if opts.get("require_third"):
+                    scope &= np.array([index.get(t, -1) for t in ev["nearest"].tolist()]) == ev["target_logp"].argmax(1)
+                est = finest["estimates"].get(finest["estimator"], float("nan"))
+                err = abs(est - right[scope].mean()) * 100 if scope.any() and np.isfinite(est) else float("nan")
+                out[name].append({"task": meta["task"], "precision": r["precision"], "coverage": r["coverage"], "err": err,
+                                  "unknown_published": (r.get("open_set") or {}).get("unknown_published", float("nan"))})
+        for name, _ in RULE_VARIANTS:
+            recs = out[name]
+            prec = np.array([r["precision"] for r in recs], float)
+            cov = np.array([r["coverage"] for r in recs], float)
+            unk = np.array([r["unknown_published"] for r in recs], float)
+            err = np.array([r["err"] for r in recs], float)
+            pub = np.isfinite(prec)
+            worst = recs[int(np.nanargmin(prec))]["task"] if pub.any() else "–"
+            unk_text = f"{_pct(np.nanmean(unk))} / {_pct(np.nanmax(unk))}" if np.isfinite(unk).any() else "–"
+            lines.append(f"| {label} | {len(recs)} | {name} | {int((prec[pub] >= 0.95).sum())} of {int(pub.sum())} | "
+                         f"{_pct(np.nanmin(prec)) if pub.any() else '–'} ({worst}) | {_pct(np.nanmean(cov))} | "
+                         f"{_pct(np.nanmin(cov))} ({recs[int(np.nanargmin(cov))]['task']}) | {int((err <= 3).sum())} of {len(recs)} | {unk_text} |")
+    if notes:
+        lines += ["", Path(notes).read_text().strip()]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(SUITES), help=f"comma-separated suites ({', '.join(SUITES)})")
@@ -693,9 +762,12 @@ def main() -> None:
     parser.add_argument("--heading", help="with --seed-report: the runs' configuration in words, for a section of runs with other "
                                           "settings than the defaults")
     parser.add_argument("--section", help="with --seed-report: the docs/BENCHMARKS.md section to write (default trust-seeds)")
-    parser.add_argument("--notes", type=Path, help="with --seed-report or --backoff-report: a Markdown file appended to the section")
+    parser.add_argument("--notes", type=Path, help="with --seed-report, --backoff-report or --rule-report: a Markdown file appended to the section")
     parser.add_argument("--backoff-report", nargs="+", metavar="LABEL=EVIDENCE",
                         help="write the section comparing the taxonomy back-off rules on saved heads (evidence files of earlier runs)")
+    parser.add_argument("--rule-report", nargs="+", metavar="LABEL=DIR",
+                        help="write the section comparing the rule with and without the known-class weights and the prototype's "
+                             "agreement on saved heads (DIR: a copy of an evidence folder; its *.npz files are the tasks)")
     parser.add_argument("--estimators", nargs="+", type=Path, metavar="EVIDENCE_DIR",
                         help="print the table of label-free estimates against the truth, per seed, from copies of "
                              "bench/results/trust_evidence after runs of --only office --seed S")
@@ -718,6 +790,10 @@ def main() -> None:
         EVIDENCE = EVIDENCE.with_name(EVIDENCE.name + f"_ens{args.ensemble}")
     if args.estimators:
         print(estimator_table(args.estimators))
+        return
+    if args.rule_report:
+        text = rule_variants_report(args.rule_report, args.notes)
+        print(text if args.no_write else f"wrote {write_section('trust-rule-parts', text)}")
         return
     if args.backoff_report:
         text = backoff_report(args.backoff_report, args)

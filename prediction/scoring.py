@@ -43,6 +43,7 @@ class SavedHead:
     baseline_temperature: float = 1.0
     prototypes: dict | None = None  # unknown scores: modality -> (prototypes, has)
     publish_floor: float = float("-inf")  # the run published no product less similar than this to its nearest prototype
+    prototype_classes: list[str] | None = None  # the prototypes' class names in their order (the third classifier's answers)
     unknown_bar: float | None = None
     notes: list[str] = field(default_factory=list)  # what of the run's rule cannot be applied, and why
     # the fold heads that made the run's published predictions (reviews cross-fitted: prediction.stage.cross_fitted),
@@ -158,7 +159,7 @@ def load_saved_model(path: str | Path) -> SavedModel:
         if protos:
             proto_path = _beside(run / "models" / f"{_safe(task)}.prototypes.npz", protos)
             try:
-                head.prototypes, head.unknown_bar, head.publish_floor = load_prototypes(proto_path)
+                head.prototypes, head.unknown_bar, head.publish_floor, head.prototype_classes = load_prototypes(proto_path)
             except (OSError, KeyError, ValueError) as exc:
                 raise ModelLoadError(f"cannot read the unknown prototypes {proto_path}: {exc}") from exc
         heads.append(head)
@@ -277,7 +278,7 @@ def score_features(saved: SavedModel, features, product_ids, *, threshold: float
     from prodkg.extractors.extract import torch_threads
     from prodkg.prediction.publication import publication_frame
     from prodkg.prediction.stage import NO_VALUE
-    from prodkg.prediction.unknown import fused_unit_features, nearest_prototype_similarity
+    from prodkg.prediction.unknown import fused_unit_features, nearest_prototype_class, nearest_prototype_similarity
 
     ids = [str(i) for i in product_ids]
     frames, summary = [], {}
@@ -290,9 +291,19 @@ def score_features(saved: SavedModel, features, product_ids, *, threshold: float
         notes = list(head.notes)
         unknown = similarity = blocked = None
         if head.prototypes is not None and head.unknown_bar is not None:
-            similarity = nearest_prototype_similarity(head.prototypes, fused_unit_features(features.blocks, features.present))
+            unit = fused_unit_features(features.blocks, features.present)
+            similarity = nearest_prototype_similarity(head.prototypes, unit)
             unknown = similarity < head.unknown_bar
             blocked = similarity < head.publish_floor
+            if (head.publication or {}).get("require_third"):
+                # the run published only where the nearest source prototype named the head's class: so do new rows
+                # (a run saved without the prototypes' classes cannot say, and publishes nothing here)
+                if head.prototype_classes is None:
+                    blocked = np.ones(len(ids), bool)
+                    notes.append("the run required the nearest prototype's agreement but saved no prototype classes: nothing is published")
+                else:
+                    third = np.array(head.prototype_classes, dtype=object)[nearest_prototype_class(head.prototypes, unit)]
+                    blocked |= third != np.array(head.classes, dtype=object)[logp.argmax(1)]
         pub = head.publication or {}
         if threshold is None and pub.get("rule") == "min_precision" and pub.get("require_agreement") and other is None:
             notes.append("the run required agreement with its baseline head but did not save it: nothing is published")

@@ -281,7 +281,8 @@ def publish_task(result, other, settings: PredictSettings, task: str, mid: str, 
         weighed = unknown.known_probability is not None and bool((unknown.known_probability < 1).any())
         published = decision.published_level >= 0
         floor = float(unknown.similarity[published].min()) if weighed and published.any() else None
-        save_prototypes(prototypes_to, unknown.prototypes, unknown.threshold, publish_floor=floor)
+        save_prototypes(prototypes_to, unknown.prototypes, unknown.threshold, publish_floor=floor,
+                        classes=sorted(set(src_labels.tolist())))
     frame = publication_frame(decision, result.predictions["product_id"].tolist(), task, mid,
                               unknown_similarity=None if unknown is None else unknown.similarity)
     record: dict = {"publication": decision.summary()}
@@ -429,24 +430,29 @@ def sample_embeddings(features, model, is_source: np.ndarray, is_target: np.ndar
 
 
 def save_prototypes(path: Path, prototypes: dict[str, tuple[np.ndarray, np.ndarray]], threshold: float,
-                    publish_floor: float | None = None) -> None:
+                    publish_floor: float | None = None, classes: list[str] | None = None) -> None:
     """Write the unknown scores' class prototypes (:func:`prediction.unknown.class_prototypes`) and the bar to ``path``
     (.npz); ``publish_floor``: the similarity below which the run published nothing, where its rule weighed
-    known-class probabilities (None: none)."""
+    known-class probabilities (None: none); ``classes``: the prototypes' class names in their order."""
     arrays = {"threshold": np.float64(threshold), "modalities": np.array(sorted(prototypes), dtype=str)}
     if publish_floor is not None:
         arrays["publish_floor"] = np.float64(publish_floor)
+    if classes is not None:  # the prototypes' classes, in their order: new rows' nearest class by name
+        arrays["classes"] = np.array(classes, dtype=str)
     for m, (protos, has) in prototypes.items():
         arrays[f"protos_{m}"], arrays[f"has_{m}"] = protos.astype(np.float64), has
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
 
 
-def load_prototypes(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float, float]:
-    """Inverse of :func:`save_prototypes`: (prototypes, the unknown bar, the publish floor; -inf when none)."""
+def load_prototypes(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float, float, list[str] | None]:
+    """Inverse of :func:`save_prototypes`: (prototypes, the unknown bar, the publish floor -- -inf when none --, the
+    prototypes' classes -- None in files written before they were saved)."""
     with np.load(path, allow_pickle=False) as z:
         floor = float(z["publish_floor"]) if "publish_floor" in z.files else float("-inf")
-        return {str(m): (z[f"protos_{m}"], z[f"has_{m}"].astype(bool)) for m in z["modalities"]}, float(z["threshold"]), floor
+        classes = [str(c) for c in z["classes"]] if "classes" in z.files else None
+        return ({str(m): (z[f"protos_{m}"], z[f"has_{m}"].astype(bool)) for m in z["modalities"]}, float(z["threshold"]), floor,
+                classes)
 
 
 def _safe(name: str) -> str:

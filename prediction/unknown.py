@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BIMODAL", "UnitFeatures", "UnknownScores", "class_prototypes", "fused_unit_features", "nearest_prototype_similarity", "otsu_threshold",
+__all__ = ["BIMODAL", "UnitFeatures", "UnknownScores", "class_prototypes", "fused_unit_features", "nearest_prototype_class", "nearest_prototype_similarity", "otsu_threshold",
            "prototype_similarity", "score_unknown", "separability", "subset", "target_bar", "unknown_threshold"]
 
 
@@ -180,6 +180,15 @@ def class_prototypes(source, source_labels: np.ndarray) -> dict[str, tuple[np.nd
     labels = np.asarray(source_labels)
     classes, own = np.unique(labels, return_inverse=True)
     return {m: (_unit(total), count > 0) for m, (total, count) in _class_sums(_as_modalities(source), own, len(classes)).items()}
+
+
+def nearest_prototype_class(prototypes: dict[str, tuple[np.ndarray, np.ndarray]], target) -> np.ndarray:
+    """Each target item's nearest prototype of :func:`class_prototypes`, as an index into their classes (the sorted
+    source labels): the third classifier's answer, with the arithmetic of :func:`nearest_prototype_similarity`."""
+    tgt = _as_modalities(target)
+    if not len(tgt) or not prototypes:
+        return np.full(len(tgt), -1, np.int64)
+    return _nearest(prototypes, tgt, len(next(iter(prototypes.values()))[1]))[1]
 
 
 def nearest_prototype_similarity(prototypes: dict[str, tuple[np.ndarray, np.ndarray]], target) -> np.ndarray:

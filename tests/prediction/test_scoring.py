@@ -128,6 +128,11 @@ def test_saved_prototypes_give_the_runs_similarities():
     expected, _ = prototype_similarity(subset(unit, src), labels, subset(unit, tgt))
     got = nearest_prototype_similarity(class_prototypes(subset(unit, src), labels), subset(unit, tgt))
     np.testing.assert_allclose(got, expected, rtol=1e-12)
+    # and the same nearest class as the run's scores, by name through the sorted classes the file keeps
+    from prodkg.prediction.unknown import nearest_prototype_class, score_unknown
+
+    which = nearest_prototype_class(class_prototypes(subset(unit, src), labels), subset(unit, tgt))
+    assert np.array(sorted(set(labels)))[which].tolist() == score_unknown(subset(unit, src), labels, subset(unit, tgt)).nearest.tolist()
 
 
 def test_the_publish_floor_survives_the_prototypes_file_and_holds_new_rows_back(tmp_path):
@@ -136,10 +141,10 @@ def test_the_publish_floor_survives_the_prototypes_file_and_holds_new_rows_back(
     from prodkg.prediction.stage import load_prototypes, save_prototypes
 
     protos = {"image": (np.eye(3), np.ones(3, bool))}
-    save_prototypes(tmp_path / "p.npz", protos, 0.2, publish_floor=0.55)
+    save_prototypes(tmp_path / "p.npz", protos, 0.2, publish_floor=0.55, classes=["a", "b", "c"])
     save_prototypes(tmp_path / "q.npz", protos, 0.2)
-    assert load_prototypes(tmp_path / "p.npz")[1:] == (0.2, 0.55)
-    assert load_prototypes(tmp_path / "q.npz")[2] == float("-inf")
+    assert load_prototypes(tmp_path / "p.npz")[1:] == (0.2, 0.55, ["a", "b", "c"])
+    assert load_prototypes(tmp_path / "q.npz")[2:] == (float("-inf"), None)
     rng = np.random.default_rng(4)
     source, target = _logp(rng, 300, 4.0), _logp(rng, 200, 3.0)
     labels = source.argmax(1)
