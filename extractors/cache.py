@@ -158,17 +158,21 @@ class FeatureCache:
             if arr.ndim != 1 or arr.size == 0:
                 raise ValueError(f"cache values must be non-empty 1-D vectors; {key!r} has shape {arr.shape}")
             rows.append((encoder_id, key, int(arr.size), arr.astype("<f4").tobytes()))
+        self._write("INSERT OR REPLACE INTO features (encoder_id, key, dim, vector) VALUES (?, ?, ?, ?)", rows)
+        self.writes += len(rows)
+
+    def _write(self, statement: str, rows: list[tuple]) -> None:
+        """``statement`` over ``rows`` in one transaction that takes the write lock up front (nothing when no rows)."""
         if not rows:
             return
         conn = self._connect()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany("INSERT OR REPLACE INTO features (encoder_id, key, dim, vector) VALUES (?, ?, ?, ?)", rows)
+            conn.executemany(statement, rows)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-        self.writes += len(rows)
 
     def file_digests(self, paths: Iterable[str]) -> dict[str, tuple[str, str]]:
         """``path -> (signature, digest)`` remembered for those ``paths`` that have one.
@@ -187,17 +191,8 @@ class FeatureCache:
 
     def put_file_digests(self, items: Mapping[str, tuple[str, str]]) -> None:
         """Remember ``path -> (signature, digest)`` (replacing what a path had), in one transaction."""
-        rows = [(str(path), str(sig), str(digest)) for path, (sig, digest) in items.items()]
-        if not rows:
-            return
-        conn = self._connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany("INSERT OR REPLACE INTO file_digests (path, signature, digest) VALUES (?, ?, ?)", rows)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        self._write("INSERT OR REPLACE INTO file_digests (path, signature, digest) VALUES (?, ?, ?)",
+                    [(str(path), str(sig), str(digest)) for path, (sig, digest) in items.items()])
 
     def __len__(self) -> int:
         return int(self._connect().execute("SELECT COUNT(*) FROM features").fetchone()[0])

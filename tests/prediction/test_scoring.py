@@ -21,6 +21,15 @@ def _logp(rng, n, strength):
     return logits - np.log(np.exp(logits).sum(1, keepdims=True))
 
 
+def _source_and_target(rng, n_target):
+    """Held-out source log-probabilities with 15 % of their labels redrawn (so ATC drives the estimate), and a target."""
+    source, target = _logp(rng, 300, 4.0), _logp(rng, n_target, 3.0)
+    labels = source.argmax(1)
+    flip = rng.random(len(labels)) < 0.15
+    labels[flip] = rng.integers(0, len(CLASSES), flip.sum())
+    return source, labels, target
+
+
 @pytest.mark.parametrize("with_other", [True, False])
 def test_the_recorded_min_precision_rule_replays_the_runs_decision(with_other):
     """One shared estimate per level, the levels in turn (``specificity=None``): the run's bar is a confidence
@@ -53,11 +62,7 @@ def test_per_class_bars_replay_conservatively():
     new rows are held to one confidence bar per concept, above which the run published every item of that concept.
     On the run's own rows the replay then publishes the run's fact, a broader concept above it, or nothing; never
     a fact the run did not vouch for."""
-    rng = np.random.default_rng(4)
-    source, target = _logp(rng, 300, 4.0), _logp(rng, 400, 3.0)
-    labels = source.argmax(1)
-    flip = rng.random(len(labels)) < 0.15
-    labels[flip] = rng.integers(0, len(CLASSES), flip.sum())
+    source, labels, target = _source_and_target(np.random.default_rng(4), 400)
     run = decide(target, CLASSES, source_probs=source, source_labels=labels, taxonomy=TAXONOMY, min_precision=0.8, class_evidence="source",
                  specificity=None)
     bars = [lv["class_thresholds"] for lv in run.summary()["levels"]]
@@ -145,11 +150,7 @@ def test_the_publish_floor_survives_the_prototypes_file_and_holds_new_rows_back(
     save_prototypes(tmp_path / "q.npz", protos, 0.2)
     assert load_prototypes(tmp_path / "p.npz")[1:] == (0.2, 0.55, ["a", "b", "c"])
     assert load_prototypes(tmp_path / "q.npz")[2:] == (float("-inf"), None)
-    rng = np.random.default_rng(4)
-    source, target = _logp(rng, 300, 4.0), _logp(rng, 200, 3.0)
-    labels = source.argmax(1)
-    flip = rng.random(len(labels)) < 0.15
-    labels[flip] = rng.integers(0, len(CLASSES), flip.sum())
+    source, labels, target = _source_and_target(np.random.default_rng(4), 200)
     run = decide(target, CLASSES, source_probs=source, source_labels=labels, taxonomy=TAXONOMY, min_precision=0.8, class_evidence="none",
                  specificity=None)
     head = SavedHead(task="category", model=None, classes=CLASSES, temperature=1.0, model_id="m", publication=run.summary(),
