@@ -261,6 +261,8 @@ def decide(
         raise ValueError("the agreement estimator needs a second head's probabilities (other_probs)")
     if estimator == "triplet" and (other_probs is None or third is None):
         raise ValueError("the triplet estimator needs a second head's probabilities (other_probs) and a third classifier's predictions (third)")
+    if known_probability is not None and bool((np.asarray(known_probability) >= 1).all()):
+        known_probability = None  # one group of similarities (a closed-set target): nothing to weigh, the rule as without
     index_of = {c: j for j, c in enumerate(classes)}
     third_idx = None if third is None else np.array([index_of.get(t, -1) if t is not None else -1 for t in third], np.int64)
     if third_idx is not None and len(third_idx) != n:
