@@ -170,7 +170,7 @@ def _hash_all(items: list[tuple[int, str]], modality: str, limits: ImageLimits |
         rows_of.setdefault(item, []).append(row)
     distinct = list(rows_of)
 
-    local: dict[str, tuple[str, str]] = {}  # item -> (real path, stat signature) of local files that pass the checks
+    local: dict[str, tuple[str, str, int]] = {}  # item -> (real path, stat signature, newer of mtime/ctime) of files that pass the checks
     known: dict[str, tuple[str, str]] = {}
     if memo is not None and modality == "image":
         for item in distinct:
@@ -181,14 +181,14 @@ def _hash_all(items: list[tuple[int, str]], modality: str, limits: ImageLimits |
                 real, st = check_local(path, limits)
             except (SourceRefused, OSError):
                 continue  # the read below refuses it with its reason
-            local[item] = (real, stat_signature(st))
-        known = memo.file_digests(real for real, _ in local.values())
+            local[item] = (real, stat_signature(st), max(st.st_mtime_ns, st.st_ctime_ns))
+        known = memo.file_digests(real for real, _, _ in local.values())
     learned: dict[str, tuple[str, str]] = {}
 
     def one(item: str) -> tuple[str | None, str | None]:
         where = local.get(item)
         if where is not None:
-            real, signature = where
+            real, signature, _ = where
             remembered = known.get(real)
             if remembered is not None and remembered[0] == signature:
                 return remembered[1], None
@@ -196,10 +196,8 @@ def _hash_all(items: list[tuple[int, str]], modality: str, limits: ImageLimits |
             digest = content_hash(item, modality, limits)
         except ItemError as exc:
             return None, str(exc)
-        if where is not None:
-            mtime_ns, ctime_ns = (int(x) for x in where[1].split(":")[3:5])
-            if time.time_ns() - max(mtime_ns, ctime_ns) > _RACY_NS:
-                learned[where[0]] = (where[1], digest)  # the signature taken before the read: a file changed since differs
+        if where is not None and time.time_ns() - where[2] > _RACY_NS:
+            learned[where[0]] = (where[1], digest)  # the signature taken before the read: a file changed since differs
         return digest, None
 
     if modality == "image" and len(distinct) > 32:
