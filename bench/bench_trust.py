@@ -707,7 +707,7 @@ def rule_variants_report(groups: list[str], notes: Path | None = None) -> str:
                 r = evaluate(d, classes, taxonomy, truth)
                 finest = d.levels[0]
                 scope = ~d.unknown
-                if opts.get("require_third"):
+                if d.rule.get("require_third"):  # the rule held the estimate to the products the prototype supports
                     scope &= np.array([index.get(t, -1) for t in ev["nearest"].tolist()]) == ev["target_logp"].argmax(1)
                 est = finest["estimates"].get(finest["estimator"], float("nan"))
                 err = abs(est - right[scope].mean()) * 100 if scope.any() and np.isfinite(est) else float("nan")

@@ -200,13 +200,14 @@ def decide(
         known_probability: (N,) each item's probability of being of a known class
             (:func:`prediction.unknown.known_probability`): its estimated correctness is weighed by it, and items are
             ranked by that correctness. None: 1.
-        require_third: with ``third`` (default on), publish only items whose finest class the third classifier names
-            too, and estimate over those items alone (they are not flagged unknown: they get no fact, as items the two
+        require_third: with ``third`` (default on) and where the agreement (or triplet) estimate drives the rule,
+            publish only items whose finest class the third classifier names too, and estimate over those items alone (they are not flagged unknown: they get no fact, as items the two
             heads disagree on get none at their level). Where the baseline is the weaker head, its agreement with the
             head reads the baseline's errors as the head's and the bound falls; among the products the nearest source
-            prototype also supports it does much less so (office-caltech-10, three runs of 12 tasks: mean coverage
-            90.9 / 83.6 / 89.3 % without, 91.5 / 90.1 / 92.7 % with, every task at 95 % or more both ways;
-            docs/BENCHMARKS.md, section ``trust-rule-parts``).
+            prototype also supports it does much less so (office-caltech-10, DANN on Lite0, three seeds of 12 tasks: mean
+            coverage 90.9 / 83.6 / 73.6 % without, 91.9 / 88.9 / 87.6 % with, every task at 95 % or more both ways;
+            docs/BENCHMARKS.md, section ``trust-rule-parts``). ATC-driven levels are left alone: there the head's
+            own hold-out sets the estimate, and a weaker prototype would only hold back what it vouches for.
         estimator: which estimate sets the per-item correctness: ``auto`` (default, :func:`pick_estimator`),
             ``atc``, ``atc_mc``, ``doc``, ``agreement`` (needs ``other_probs``) or ``triplet`` (also needs ``third``).
         min_items: a threshold must publish at least this many items of its level (``min_precision`` rule).
@@ -276,8 +277,6 @@ def decide(
         estimator = "calibration"
     unknown = np.zeros(n, bool) if unknown is None else np.asarray(unknown, bool)
     known = ~unknown  # the items that can be published, which the estimates are of
-    if require_third and third_idx is not None and threshold is None:
-        known = known & (third_idx == target_lp.argmax(1))
     choice_se = None  # ATC's bootstrap error at the finest level, where it decided between ATC and agreement
     if estimator == "auto":
         n_errors = int((source_lp.argmax(1) != source_labels).sum()) if len(source_labels) else 0
@@ -285,6 +284,10 @@ def decide(
         if estimator == "atc" and other_probs is not None and known.any():
             choice_se = atc_bootstrap_se(source_lp, source_labels, target_lp, target_rows=None if known.all() else known)
             estimator = pick_estimator(len(source_labels), True, n_errors, atc_se=choice_se, max_atc_se=estimate_error)
+    # where agreement drives the estimate, publish (and estimate) only where the third classifier names the head's class
+    third_filter = bool(require_third and third_idx is not None and threshold is None and estimator in ("agreement", "triplet"))
+    if third_filter:
+        known = known & (third_idx == target_lp.argmax(1))
     tax = TaxonomyLevels(classes, taxonomy)
     # No labelled row was held out of training (one catalog product per class): no estimate of target accuracy has
     # anything labelled behind it, and agreement between two heads trained on the same few rows overestimates
@@ -455,7 +458,7 @@ def decide(
     if choice_se is not None:  # why auto chose ATC or agreement
         rule["atc_bootstrap_se"] = round(float(choice_se), 6)
     rule["require_agreement"] = bool(other_probs is not None and require_agreement and threshold is None)
-    rule["require_third"] = bool(third_idx is not None and require_third and threshold is None)
+    rule["require_third"] = third_filter
     if len(cal_items):
         rule["calibration"] = {"n_rows": len(cal_items), "bound": "clopper-pearson", "confidence": round(confidence, 6),
                                "n_published": cal_done[1], "n_published_right": cal_done[0],
