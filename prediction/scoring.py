@@ -278,7 +278,7 @@ def score_features(saved: SavedModel, features, product_ids, *, threshold: float
     from prodkg.extractors.extract import torch_threads
     from prodkg.prediction.publication import publication_frame
     from prodkg.prediction.stage import NO_VALUE
-    from prodkg.prediction.unknown import fused_unit_features, nearest_prototype_class, nearest_prototype_similarity
+    from prodkg.prediction.unknown import fused_unit_features, nearest_prototype
 
     ids = [str(i) for i in product_ids]
     frames, summary = [], {}
@@ -292,7 +292,7 @@ def score_features(saved: SavedModel, features, product_ids, *, threshold: float
         unknown = similarity = blocked = None
         if head.prototypes is not None and head.unknown_bar is not None:
             unit = fused_unit_features(features.blocks, features.present)
-            similarity = nearest_prototype_similarity(head.prototypes, unit)
+            similarity, which = nearest_prototype(head.prototypes, unit)
             unknown = similarity < head.unknown_bar
             blocked = similarity < head.publish_floor
             if (head.publication or {}).get("require_third"):
@@ -302,7 +302,7 @@ def score_features(saved: SavedModel, features, product_ids, *, threshold: float
                     blocked = np.ones(len(ids), bool)
                     notes.append("the run required the nearest prototype's agreement but saved no prototype classes: nothing is published")
                 else:
-                    third = np.array(head.prototype_classes, dtype=object)[nearest_prototype_class(head.prototypes, unit)]
+                    third = np.array(head.prototype_classes, dtype=object)[which]
                     blocked |= third != np.array(head.classes, dtype=object)[logp.argmax(1)]
         pub = head.publication or {}
         if threshold is None and pub.get("rule") == "min_precision" and pub.get("require_agreement") and other is None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BIMODAL", "UnitFeatures", "UnknownScores", "class_prototypes", "fused_unit_features", "nearest_prototype_class", "nearest_prototype_similarity", "otsu_threshold",
+__all__ = ["BIMODAL", "UnitFeatures", "UnknownScores", "class_prototypes", "fused_unit_features", "nearest_prototype", "nearest_prototype_similarity", "otsu_threshold",
            "prototype_similarity", "score_unknown", "separability", "subset", "target_bar", "unknown_threshold"]
 
 
@@ -182,22 +182,19 @@ def class_prototypes(source, source_labels: np.ndarray) -> dict[str, tuple[np.nd
     return {m: (_unit(total), count > 0) for m, (total, count) in _class_sums(_as_modalities(source), own, len(classes)).items()}
 
 
-def nearest_prototype_class(prototypes: dict[str, tuple[np.ndarray, np.ndarray]], target) -> np.ndarray:
-    """Each target item's nearest prototype of :func:`class_prototypes`, as an index into their classes (the sorted
-    source labels): the third classifier's answer, with the arithmetic of :func:`nearest_prototype_similarity`."""
+def nearest_prototype(prototypes: dict[str, tuple[np.ndarray, np.ndarray]], target) -> tuple[np.ndarray, np.ndarray]:
+    """Each target item's similarity to its nearest prototype of :func:`class_prototypes` (the target half of
+    :func:`prototype_similarity`, with the same arithmetic: the mean over the item's modalities, then the max) and that
+    prototype's index into their classes (the sorted source labels): the third classifier's answer. One pass for both."""
     tgt = _as_modalities(target)
     if not len(tgt) or not prototypes:
-        return np.full(len(tgt), -1, np.int64)
-    return _nearest(prototypes, tgt, len(next(iter(prototypes.values()))[1]))[1]
+        return np.zeros(len(tgt)), np.full(len(tgt), -1, np.int64)
+    return _nearest(prototypes, tgt, len(next(iter(prototypes.values()))[1]))
 
 
 def nearest_prototype_similarity(prototypes: dict[str, tuple[np.ndarray, np.ndarray]], target) -> np.ndarray:
-    """Each target item's similarity to its nearest prototype of :func:`class_prototypes`: the target half of
-    :func:`prototype_similarity`, with the same arithmetic (the mean over the item's modalities, then the max)."""
-    tgt = _as_modalities(target)
-    if not len(tgt) or not prototypes:
-        return np.zeros(len(tgt))
-    return _nearest(prototypes, tgt, len(next(iter(prototypes.values()))[1]))[0]
+    """The similarity half of :func:`nearest_prototype`."""
+    return nearest_prototype(prototypes, target)[0]
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 64) -> float:

@@ -134,9 +134,9 @@ def test_saved_prototypes_give_the_runs_similarities():
     got = nearest_prototype_similarity(class_prototypes(subset(unit, src), labels), subset(unit, tgt))
     np.testing.assert_allclose(got, expected, rtol=1e-12)
     # and the same nearest class as the run's scores, by name through the sorted classes the file keeps
-    from prodkg.prediction.unknown import nearest_prototype_class, score_unknown
+    from prodkg.prediction.unknown import nearest_prototype, score_unknown
 
-    which = nearest_prototype_class(class_prototypes(subset(unit, src), labels), subset(unit, tgt))
+    which = nearest_prototype(class_prototypes(subset(unit, src), labels), subset(unit, tgt))[1]
     assert np.array(sorted(set(labels)))[which].tolist() == score_unknown(subset(unit, src), labels, subset(unit, tgt)).nearest.tolist()
 
 
