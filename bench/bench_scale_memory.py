@@ -8,7 +8,9 @@ at random, L2-normalised, under the MiniLM encoder's cache identity. The run the
 from the cache (the few titles ingest normalises differently are encoded by MiniLM), fits the heads, scores the
 target and builds the graph as a first run does, in a fresh output folder, as one ``prodkg run`` process with stages
 as plain functions. What it leaves out is encoding a million titles (65 minutes on 2 cores), which the ``scale``
-section measures end to end; the vectors' values change what is learnt, not what is held.
+section measures end to end; the vectors' values change what is learnt, not what is held. With ``--images 0.1``
+a tenth of the products carry one of the bundled photos (as ``bench_scale.py --images``); the photos are encoded by
+EfficientNet-Lite0 in the run (a few thousand distinct ones), and the section is ``scale-memory-images``.
 
 The process's resident memory is sampled every 0.2 s (``/proc/PID/status`` VmRSS) and each sample is counted in
 the stage its progress lines say was running (to the second: a sample in the second one stage ends and the next
@@ -33,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import ROOT, machine, today, write_section  # noqa: E402
-from synth_catalog import synth_catalog, write  # noqa: E402
+from synth_catalog import data_home, synth_catalog, write  # noqa: E402
 
 STAGE_LINE = re.compile(r"prodkg: (\d\d:\d\d:\d\d) (\w+) (started|ended)")
 
@@ -92,9 +94,12 @@ def per_stage(samples: list, stderr: str, day: str) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--products", type=int, default=1_000_000)
+    p.add_argument("--images", type=float, default=0.0,
+                   help="share of products with a bundled photo (0.1: the images variant); photos are encoded in the run")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--method", default="dann")
     p.add_argument("--work", default=str(ROOT / "runs" / "scale-memory"))
+    p.add_argument("--section", help="the docs/BENCHMARKS.md section (default: scale-memory, or scale-memory-images with --images)")
     p.add_argument("--load-note", default="shared with other jobs (load varies)", help="what else the machine ran")
     p.add_argument("--notes", help="a Markdown file appended to the section")
     p.add_argument("--no-write", action="store_true")
@@ -108,7 +113,7 @@ def main() -> None:
     work = Path(a.work)
     out = work / "out"
     shutil.rmtree(out, ignore_errors=True)
-    frame, taxonomy = synth_catalog(a.products)
+    frame, taxonomy = synth_catalog(a.products, images=a.images)
     catalog, tax = write(frame, taxonomy, work / "catalog.parquet")
     started = time.perf_counter()
     fill_cache(frame, out / "cache")
@@ -116,6 +121,8 @@ def main() -> None:
     del frame
     cmd = [sys.executable, "-m", "prodkg.flows.cli", "run", "--catalog", str(catalog), "--taxonomy", str(tax), "--source", "catalog",
            "--target", "new", "--method", a.method, "--baseline", "none", "--epochs", str(a.epochs), "--no-prefect", "--out", str(out), "--json"]
+    if a.images:  # the photos are the dataset mirror's: local images are read only from the catalog's folder and these roots
+        cmd[-3:-3] = ["--image-roots", str(data_home())]
     samples: list = []
     stop = threading.Event()
     with open(work / "run.out", "w+") as so, open(work / "run.err", "w+") as se:
@@ -135,7 +142,7 @@ def main() -> None:
     (work / "samples.json").write_text(json.dumps(samples))  # (unix time, GiB) every 0.2 s, beside run.err's stage lines
     summary = json.loads(stdout[stdout.index("{"):])
     stages = per_stage(samples, stderr, time.strftime("%Y-%m-%d"))
-    row = {"products": a.products, "wall": wall, "peak": usage.ru_maxrss / 2**20, "stages": stages, "durations": summary["durations"],
+    row = {"products": a.products, "images": a.images, "wall": wall, "peak": usage.ru_maxrss / 2**20, "stages": stages, "durations": summary["durations"],
            "features": summary.get("features"), "fill_seconds": fill_seconds}
     print(json.dumps(row), flush=True)
     publish(row, a)
@@ -145,7 +152,9 @@ def publish(row: dict, a) -> None:
     """Print the section for ``row`` and write it to docs/BENCHMARKS.md (unless ``--no-write``)."""
     durations, stages, peak, wall, fill_seconds = row["durations"], row["stages"], row["peak"], row["wall"], row["fill_seconds"]
     command = a.command if a.row and a.command else " ".join(sys.argv[1:])
-    lines = ["## Memory of a first run at scale, encoder work done beforehand", "",
+    images = row.get("images") or 0.0
+    title = "## Memory of a first run at scale, encoder work done beforehand" + (f" ({images:.0%} with a photo)" if images else "")
+    lines = [title, "",
              f"Command: `PRODKG_DATA_HOME=../shared/datasets nice -n 10 .venv/bin/python bench/bench_scale_memory.py {command}`  ",
              (f"Machine: {machine()}, {a.load_note}. Date: {today()}. One `prodkg run` (`--no-prefect`, method {a.method}, "
               f"{a.epochs} epochs, no baseline) over a synthetic catalog whose feature cache holds a stand-in vector for every product "
@@ -157,12 +166,17 @@ def publish(row: dict, a) -> None:
     feats = (row.get("features") or {}).get("text", {})
     lines.append(f"- Text vectors: {feats.get('cached', 0):,} read from the cache, {feats.get('computed', 0):,} encoded by MiniLM "
                  f"(titles ingest normalised). Filling the cache took {fill_seconds:.0f} s, outside the run.")
+    if images:
+        photos = (row.get("features") or {}).get("image", {})
+        lines.append(f"- Photos: {images:.0%} of the products carry one of the bundled photos (drawn with repeats); their vectors are "
+                     f"made in the run by EfficientNet-Lite0 ({photos.get('computed', 0):,} computed, {photos.get('cached', 0):,} "
+                     "from the cache).")
     if a.notes:
         lines += ["", Path(a.notes).read_text().strip()]
     body = "\n".join(lines)
     print(body)
     if not a.no_write:
-        print("wrote", write_section("scale-memory", body))
+        print("wrote", write_section(a.section or ("scale-memory-images" if images else "scale-memory"), body))
 
 
 if __name__ == "__main__":
