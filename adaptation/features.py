@@ -7,19 +7,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prodkg.blocks import CHUNK_ROWS, PACK_AT_MOST, PackedBlock, block_chunks, chunks as _chunks  # noqa: F401 (re-exported)
 from prodkg.errors import StageError
-
-# Rows per chunk where a whole block would otherwise be copied (a mask, a float64 cast): 16,384 rows of 384
-# float64 columns are 48 MiB, where a million rows at once were several GiB.
-CHUNK_ROWS = 16_384
-
-
-def _chunks(n: int):
-    return ((a, min(n, a + CHUNK_ROWS)) for a in range(0, n, CHUNK_ROWS))
-
 
 def _present_chunks(block: np.ndarray, present: np.ndarray, rows: np.ndarray | None):
     """The present rows of ``block`` (of its rows ``rows``, when given), a chunk at a time."""
+    if isinstance(block, PackedBlock) and rows is None:  # its rows are the present ones (MultiModal checks)
+        for a, b in _chunks(len(block.values)):
+            yield block.values[a:b][np.asarray(present[block.rows[a:b]], bool)]
+        return
     n = len(block) if rows is None else len(rows)
     for a, b in _chunks(n):
         take = slice(a, b) if rows is None else rows[a:b]
@@ -64,6 +60,27 @@ def _as_block(name: str, value: object) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+def _packed_for(name: str, block: PackedBlock, mask: np.ndarray) -> PackedBlock:
+    """``block`` checked against its presence mask: every present row held and finite; held rows the mask calls
+    absent are let go of (as a dense block's absent rows are zeroed)."""
+    held = block.present()
+    missing = int((mask & ~held).sum())
+    if missing:
+        raise StageError(f"modality {name!r}: {missing} present row(s) have no vector in its packed block")
+    keep = mask[block.rows]
+    if not keep.all():
+        block = PackedBlock(block.rows[keep], block.values[keep], len(block))
+    bad = sum(int((~np.isfinite(block.values[a:b])).any(axis=1).sum()) for a, b in _chunks(len(block.values)))
+    if bad:
+        raise StageError(f"modality {name!r}: {bad} present row(s) hold NaN or infinite values")
+    return block
+
+
+def _take(block, idx: np.ndarray):
+    """Rows ``idx`` of a block, a packed one kept packed."""
+    return block.take(idx) if isinstance(block, PackedBlock) else block[idx]
+
+
 def _as_mask(name: str, value: object, n: int) -> np.ndarray:
     arr = np.asarray(value)
     if arr.dtype != np.bool_:
@@ -78,8 +95,10 @@ class MultiModal:
     """Per-product features of several modalities, some possibly missing.
 
     ``blocks`` maps a modality name (``"image"``, ``"text"``, ...) to an ``(N, d_m)``
-    float32 array; ``present`` maps the same names to an ``(N,)`` bool mask. Every
-    block has the same number of rows ``N``, one per product, in the same order.
+    float32 array, or to a :class:`~prodkg.blocks.PackedBlock` holding only its present
+    rows (extraction packs a modality at most half the products have; read it by rows);
+    ``present`` maps the same names to an ``(N,)`` bool mask. Every block has the same
+    number of rows ``N``, one per product, in the same order.
 
     Instances compare by identity (arrays have no single truth value) and print
     a summary rather than their arrays.
@@ -112,12 +131,17 @@ class MultiModal:
         for name in sorted(self.blocks):
             if not isinstance(name, str) or not name:
                 raise StageError(f"modality names must be non-empty strings; got {name!r}")
-            block = _as_block(name, self.blocks[name])
+            given = self.blocks[name]
+            block = given if isinstance(given, PackedBlock) else _as_block(name, given)
             if n_rows is None:
                 n_rows = block.shape[0]
             elif block.shape[0] != n_rows:
                 raise StageError(f"modality {name!r} has {block.shape[0]} rows but earlier modalities have {n_rows}")
             mask = _as_mask(name, self.present[name], n_rows)
+            if isinstance(block, PackedBlock):
+                block = _packed_for(name, block, mask)
+                blocks[name], present[name] = block, mask
+                continue
             bad = sum(int((~np.isfinite(block[a:b][mask[a:b]])).any(axis=1).sum()) for a, b in _chunks(n_rows))
             if bad:
                 raise StageError(f"modality {name!r}: {bad} present row(s) hold NaN or infinite values")
@@ -125,7 +149,7 @@ class MultiModal:
             # tenth of a million products: 5 GB of Lite0 vectors, 90 % zeros on untouched pages) is then neither
             # copied nor touched (copied, it peaked the run at 12.6 GiB)
             if not mask.all() and any(np.any(block[a:b][~mask[a:b]]) for a, b in _chunks(n_rows)):
-                if block is self.blocks[name]:
+                if block is given:
                     block = block.copy()  # never write into the caller's array
                 block[~mask] = 0.0
             blocks[name] = block
@@ -173,7 +197,7 @@ class MultiModal:
             if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
                 raise StageError(f"subset index out of range for {len(self)} rows")
         return MultiModal(
-            blocks={m: self.blocks[m][idx] for m in self.modalities},
+            blocks={m: _take(self.blocks[m], idx) for m in self.modalities},
             present={m: self.present[m][idx] for m in self.modalities},
         )
 
@@ -186,8 +210,14 @@ class MultiModal:
         for i, part in enumerate(parts[1:], start=1):
             if part.dims != first.dims:
                 raise StageError(f"MultiModal.concat: part {i} has modalities {part.dims}, part 0 has {first.dims}")
+        def stacked(m: str):
+            if any(isinstance(p.blocks[m], PackedBlock) for p in parts):  # a packed modality stays packed
+                return PackedBlock.concat([p.blocks[m] if isinstance(p.blocks[m], PackedBlock) else (p.blocks[m], p.present[m])
+                                           for p in parts])
+            return np.concatenate([p.blocks[m] for p in parts])
+
         return cls(
-            blocks={m: np.concatenate([p.blocks[m] for p in parts]) for m in first.modalities},
+            blocks={m: stacked(m) for m in first.modalities},
             present={m: np.concatenate([p.present[m] for p in parts]) for m in first.modalities},
         )
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from prodkg.adaptation.config import TrainConfig
-from prodkg.adaptation.features import MultiModal, Rows, column_moments
+from prodkg.adaptation.features import MultiModal, PackedBlock, Rows, column_moments
 from prodkg.adaptation.fusion import FUSIONS
 from prodkg.errors import ConfigError, ModelLoadError, StageError
 
@@ -155,9 +155,36 @@ class EnsembleNetwork(nn.Module):
         return features, torch.log(probs / len(self.members)).clamp(min=-80.0)
 
 
-def to_tensors(x: MultiModal, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """The blocks and masks of ``x`` as tensors on ``device``."""
-    blocks = {m: torch.from_numpy(x.blocks[m]).to(device) for m in x.modalities}
+class PackedRows:
+    """A :class:`~prodkg.adaptation.features.PackedBlock` on the torch side: ``rows[take]`` (a slice or an index
+    tensor) is the dense ``(len(take), d)`` batch, zeros where a row is not held. Only the held vectors and one
+    position per row live on the device."""
+
+    def __init__(self, block: PackedBlock, device: torch.device) -> None:
+        position = np.full(len(block), -1, np.int64)
+        position[block.rows] = np.arange(len(block.rows))
+        self.values = torch.from_numpy(block.values).to(device)
+        self.position = torch.from_numpy(position).to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.values.device
+
+    def __len__(self) -> int:
+        return len(self.position)
+
+    def __getitem__(self, take) -> torch.Tensor:
+        position = self.position[take]
+        held = position >= 0
+        out = torch.zeros((len(position), self.values.shape[1]), dtype=self.values.dtype, device=self.values.device)
+        out[held] = self.values[position[held]]
+        return out
+
+
+def to_tensors(x: MultiModal, device: torch.device) -> tuple[dict[str, torch.Tensor | PackedRows], dict[str, torch.Tensor]]:
+    """The blocks and masks of ``x`` as tensors on ``device`` (a packed block as :class:`PackedRows`: read it by rows)."""
+    blocks = {m: PackedRows(b, device) if isinstance(b, PackedBlock) else torch.from_numpy(b).to(device)
+              for m, b in ((m, x.blocks[m]) for m in x.modalities)}
     present = {m: torch.from_numpy(x.present[m]).to(device) for m in x.modalities}
     return blocks, present
 

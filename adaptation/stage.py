@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from prodkg.blocks import PackedBlock, block_chunks
 from prodkg.catalogs.stage import modality_items
 from prodkg.errors import ConfigError, StageError
 from prodkg.extractors.stage import ExtractOutput, shared_encoder
@@ -113,7 +114,10 @@ def finetune_stage(ext: ExtractOutput, settings: FinetuneSettings, source: list[
             _store_finetune(entry, path, features, info)
     info["path"] = str(path)
     blocks = dict(ext.features.blocks)
-    blocks["image"] = np.where(present[:, None], features, 0.0).astype(np.float32)
+    if isinstance(ext.features.blocks["image"], PackedBlock):  # a modality few products have stays packed
+        blocks["image"] = PackedBlock(np.flatnonzero(present), np.asarray(features, np.float32)[present], len(present))
+    else:
+        blocks["image"] = np.where(present[:, None], features, 0.0).astype(np.float32)
     from prodkg.adaptation import MultiModal
 
     stats = dict(ext.stats)
@@ -133,7 +137,9 @@ def _finetune_key(encoder_id: str, fcfg, device: str, frozen: np.ndarray, presen
 
     h = hashlib.sha256(json.dumps({"encoder": encoder_id, "config": {k: v for k, v in fcfg.to_dict().items() if k not in {"force", "max_images_cpu", "num_threads"}},
                                    "device": str(device).split(":")[0], "torch": torch.__version__, "prodkg": prodkg.__version__}, sort_keys=True).encode())
-    for arr in (np.ascontiguousarray(frozen, np.float32), present.astype(bool), labels.astype(np.int64), is_target.astype(bool)):
+    for chunk in block_chunks(frozen):  # a packed block as its dense rows: the same bytes
+        h.update(chunk.astype(np.float32, copy=False).tobytes())
+    for arr in (present.astype(bool), labels.astype(np.int64), is_target.astype(bool)):
         h.update(arr.tobytes())
     return h.hexdigest()[:32]
 

@@ -448,7 +448,7 @@ def embeddings_metadata(features, run_id: str | None = None, encoders: dict[str,
 
     layout, start = [], 0
     for modality in sorted(features.blocks):
-        dim = int(np.asarray(features.blocks[modality]).shape[1])
+        dim = int(features.blocks[modality].shape[1])
         layout.append({"modality": modality, "start": start, "dim": dim, "encoder_id": (encoders or {}).get(modality)})
         start += dim
     meta = {"prodkg.layout": json.dumps(layout), "prodkg.dim": str(start), "prodkg.normalised": "each modality L2-normalised; absent: zeros",

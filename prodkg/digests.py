@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from prodkg.blocks import block_chunks
 from prodkg.errors import StageError
 
 __all__ = ["cell_hashes", "features_digest", "frame_digest"]
@@ -79,7 +80,9 @@ def features_digest(features) -> str:
     h = hashlib.sha256()
     for modality in sorted(features.blocks):
         h.update(modality.encode())
-        # the arrays' own buffers, not ``tobytes()`` copies (a million 384-d vectors are 1.46 GiB)
-        h.update(np.ascontiguousarray(features.blocks[modality]).reshape(-1).view(np.uint8))
+        # the arrays' own buffers, not ``tobytes()`` copies (a million 384-d vectors are 1.46 GiB); a packed block's
+        # rows as the dense block's, a chunk at a time (the same bytes, so the same digest)
+        for chunk in block_chunks(features.blocks[modality]):
+            h.update(chunk.reshape(-1).view(np.uint8))
         h.update(np.ascontiguousarray(features.present[modality]).reshape(-1).view(np.uint8))
     return h.hexdigest()

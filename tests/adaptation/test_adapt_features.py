@@ -102,9 +102,10 @@ def test_repr_summarises_instead_of_printing_arrays() -> None:
 
 
 def test_column_moments_match_numpy_over_present_rows_across_chunks(monkeypatch) -> None:
+    from prodkg import blocks
     from prodkg.adaptation import features as feats
 
-    monkeypatch.setattr(feats, "CHUNK_ROWS", 7)  # several chunks, the last one partial, in each part
+    monkeypatch.setattr(blocks, "CHUNK_ROWS", 7)  # several chunks, the last one partial, in each part
     rng = np.random.default_rng(3)
     a = (rng.standard_normal((40, 5)) * [1, 10, 100, 1e-3, 0] + [0, 5, -3e3, 1, 2]).astype(np.float32)
     b = rng.standard_normal((23, 5)).astype(np.float32) + 50
@@ -119,9 +120,9 @@ def test_column_moments_match_numpy_over_present_rows_across_chunks(monkeypatch)
 
 
 def test_non_finite_rows_are_counted_across_chunks(monkeypatch) -> None:
-    from prodkg.adaptation import features as feats
+    from prodkg import blocks
 
-    monkeypatch.setattr(feats, "CHUNK_ROWS", 4)
+    monkeypatch.setattr(blocks, "CHUNK_ROWS", 4)
     block = np.zeros((10, 3), np.float32)
     block[[1, 6, 9], 0] = np.nan
     block[6, 2] = np.inf  # the same row twice: one bad row
@@ -155,3 +156,62 @@ def test_rows_train_and_predict_as_the_copied_rows_do() -> None:
     assert len(part) == 10 and part.dims == features.dims
     with pytest.raises(StageError, match="out of range"):
         Rows(features, np.array([n]))
+
+
+def _sparse_image_features(n: int = 240, seed: int = 11) -> tuple[MultiModal, MultiModal, np.ndarray]:
+    """The same features twice, the image modality (on about a fifth of the products) dense and packed; labels."""
+    from prodkg.blocks import PackedBlock
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    has = rng.random(n) < 0.2
+    image = np.where(has[:, None], rng.normal(size=(n, 6)) + 2 * np.eye(3)[y].repeat(2, axis=1), 0.0).astype(np.float32)
+    text = (rng.normal(size=(n, 4)) + np.eye(3, 4)[y]).astype(np.float32)
+    present = {"image": has, "text": np.ones(n, bool)}
+    dense = MultiModal(blocks={"image": image, "text": text}, present=present)
+    packed = MultiModal(blocks={"image": PackedBlock.pack(image, has), "text": text}, present=present)
+    return dense, packed, y
+
+
+def test_a_packed_block_trains_and_predicts_as_the_dense_one() -> None:
+    from prodkg.adaptation import Rows, TrainConfig, train
+    from prodkg.blocks import PackedBlock
+
+    dense, packed, y = _sparse_image_features()
+    assert isinstance(packed.blocks["image"], PackedBlock)
+    src, tgt = np.arange(0, 160), np.arange(160, 240)
+    cfg = TrainConfig(method="dann", epochs=3, batch_size=32, seed=2)
+    want = train(Rows(dense, src), y[src], Rows(dense, tgt), 3, cfg)
+    got = train(Rows(packed, src), y[src], Rows(packed, tgt), 3, cfg)
+    np.testing.assert_array_equal(got.logits(Rows(packed, tgt)), want.logits(Rows(dense, tgt)))
+    # copies of rows stay packed and give the same answers
+    part = packed.subset(tgt)
+    assert isinstance(part.blocks["image"], PackedBlock)
+    np.testing.assert_array_equal(got.logits(part), want.logits(dense.subset(tgt)))
+    again = MultiModal.concat([packed.subset(src), dense.subset(tgt)])
+    assert isinstance(again.blocks["image"], PackedBlock)
+    np.testing.assert_array_equal(again.blocks["image"][:], dense.blocks["image"])
+
+
+def test_a_packed_block_keeps_the_digest_and_the_checks_of_the_dense_one() -> None:
+    from prodkg.blocks import PackedBlock
+    from prodkg.digests import features_digest
+
+    dense, packed, _ = _sparse_image_features()
+    assert features_digest(packed) == features_digest(dense)
+    has = dense.present["image"]
+    block = packed.blocks["image"]
+    # a mask narrower than the packing lets the rows it calls absent go, as a dense block's are zeroed
+    fewer = has.copy()
+    fewer[np.flatnonzero(has)[:3]] = False
+    narrowed = MultiModal(blocks={"image": block}, present={"image": fewer})
+    assert len(narrowed.blocks["image"].rows) == int(fewer.sum())
+    np.testing.assert_array_equal(narrowed.blocks["image"][:], np.where(fewer[:, None], dense.blocks["image"], 0.0))
+    more = has.copy()
+    more[np.flatnonzero(~has)[0]] = True
+    with pytest.raises(StageError, match="1 present row"):
+        MultiModal(blocks={"image": block}, present={"image": more})
+    bad = block.values.copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(StageError, match="1 present row"):
+        MultiModal(blocks={"image": PackedBlock(block.rows, bad, len(block))}, present={"image": has})

@@ -216,3 +216,35 @@ def test_a_shard_encodes_its_few_missing_items_in_whole_batches(minilm, tmp_path
     done = []
     extract_features(items + [None], minilm, cache=cache, batch_size=8, progress=False, on_progress=done.append)
     assert sum(done) == 201
+
+
+def test_a_shard_holds_the_items_it_has_and_a_sparse_modality_is_assembled_packed(tmp_path):
+    """Absent items (None, blank, NaN) take no row of a shard's array; stacked, a modality few products have is packed,
+    a modality most have is dense, and both read exactly as every item encoded in place with zeros elsewhere."""
+    import pandas as pd
+
+    from prodkg.blocks import PackedBlock
+    from prodkg.extractors import get_encoder
+    from prodkg.extractors.stage import ExtractSettings, assemble_features, extract_shard
+    from prodkg.extractors.text_ngrams import ngram_vector
+
+    ngrams = get_encoder("ngrams")
+    n = 30
+    sparse = [f"green tea number {i}" if i % 5 == 0 else (None, "  ", float("nan"))[i % 3] for i in range(n)]
+    dense = [None if i in (3, 17) else f"oat milk {i}" for i in range(n)]
+    settings = ExtractSettings(text_encoder="ngrams", progress=False)
+    parts = {m: [extract_shard(items[a:b], settings, "text", FeatureCache(tmp_path / m), ngrams) for a, b in ((0, 12), (12, 30))]
+             for m, items in (("sparse", sparse), ("dense", dense))}
+    first = parts["sparse"][0]
+    assert len(first["features"]) == 3 and first["rows"].tolist() == [0, 5, 10] and first["n_absent"] == 9
+    assert parts["dense"][1]["rows"].tolist() == [i for i in range(18) if i != 5]
+    products = pd.DataFrame({"source_row": range(n), "product_id": [f"p{i}" for i in range(n)], "image": None, "title": "t"})
+    out = assemble_features(products, parts)
+    for m, items in (("sparse", sparse), ("dense", dense)):
+        has = np.array([isinstance(t, str) and bool(t.strip()) for t in items])
+        reference = np.zeros((n, ngrams.dim), np.float32)
+        reference[has] = np.stack([ngram_vector(t) for t in np.asarray(items, object)[has]])
+        np.testing.assert_allclose(np.asarray(out.features.blocks[m]), reference, atol=1e-6)
+        np.testing.assert_array_equal(out.features.present[m], has)
+        assert out.stats[m]["absent"] == n - has.sum() and out.stats[m]["present"] == has.sum()
+    assert isinstance(out.features.blocks["sparse"], PackedBlock) and isinstance(out.features.blocks["dense"], np.ndarray)
