@@ -87,3 +87,38 @@ def test_fingerprint_counts_finetuning_only_when_it_is_on():
     assert on.fingerprint() != load_config(dataset="office-caltech-10", finetune=True, finetune_epochs=9).fingerprint()
     # the CPU limit and forcing only allow or refuse a run; they change no result
     assert on.fingerprint() == load_config(dataset="office-caltech-10", finetune=True, finetune_max_images_cpu=10, finetune_force=True).fingerprint()
+
+
+@pytest.mark.slow
+def test_a_photo_on_fewer_than_half_the_products_is_fine_tuned_and_kept_packed(small_slice, tmp_path, monkeypatch):
+    """8 of the 18 products keep their photo (two per source class, one per target class of two): the image block is
+    packed from extraction on, fine-tuning replaces the vectors of those 8 only, and the run completes."""
+    import numpy as np
+
+    import prodkg.adaptation.stage as adaptation_stage
+    from prodkg.blocks import PackedBlock
+
+    frame = pd.read_csv(small_slice)
+    keep = frame.groupby(["domain", "category"]).cumcount() < np.where(frame["domain"] == "amazon", 2, 1)
+    keep &= (frame["domain"] == "amazon") | frame["category"].isin(CLASSES[:2])
+    frame.loc[~keep, "image"] = ""
+    frame["title"] = frame["category"].map({"backpack": "school bag", "bike": "bicycle", "mug": "coffee cup"})
+    catalog = small_slice.with_name("sparse.csv")
+    frame.to_csv(catalog, index=False)
+    assert int(keep.sum()) == 8
+    seen = {}
+    original = adaptation_stage.finetune_stage
+
+    def spy(ext, *args, **kwargs):
+        seen["before"] = ext.features.blocks["image"]
+        new, info = original(ext, *args, **kwargs)
+        seen["after"], seen["present"] = new.features.blocks["image"], new.features.present["image"]
+        return new, info
+
+    monkeypatch.setattr(adaptation_stage, "finetune_stage", spy)
+    cfg = load_config(catalog=str(catalog), source=["amazon"], target=["webcam"], out=str(tmp_path / "out"), use_prefect=False,
+                      progress=False, finetune=True, finetune_epochs=1, epochs=3)
+    run_pipeline(cfg)
+    assert isinstance(seen["before"], PackedBlock) and isinstance(seen["after"], PackedBlock)
+    assert seen["after"].rows.tolist() == np.flatnonzero(seen["present"]).tolist() and len(seen["after"].rows) == 8
+    assert not np.allclose(seen["after"].values, seen["before"].values)  # the fine-tuned vectors, not the frozen ones
