@@ -458,8 +458,13 @@ def embeddings_metadata(features, run_id: str | None = None, encoders: dict[str,
     return meta
 
 
+#: bytes of one batch of :func:`write_embeddings`'s float32 vectors: 16,384 products at 384 dimensions; wider vectors
+#: (a photo's 1,280 beside them) get fewer products per batch, so the batch's copies stay this size
+EMBEDDINGS_BATCH_BYTES = 16_384 * 384 * 4
+
+
 def write_embeddings(products: pd.DataFrame, features, path: Path, metadata: dict[str, str] | None = None, *,
-                     batch: int = 16_384) -> int:
+                     batch: int | None = None) -> int:
     """One vector per product for similarity exports: its modalities' features, each L2-normalised, concatenated.
 
     An absent modality contributes zeros, so products compare on what they have. ``metadata`` (see
@@ -468,6 +473,8 @@ def write_embeddings(products: pd.DataFrame, features, path: Path, metadata: dic
     buffer with its offsets rather than as a column of per-row arrays, so memory stays that of a batch:
     at a million products of 384 dimensions, batches of 16,384 took 0.29 GiB above the features and 22 s
     as per-row arrays, 0.06 GiB and 8 s as one buffer (docs/BENCHMARKS.md, "Writing embeddings.parquet").
+    ``batch`` (default): as many products as make :data:`EMBEDDINGS_BATCH_BYTES` of vectors, at most 16,384; with
+    a photo's 1,280 dimensions beside the text's 384, batches of 16,384 held 0.4 GiB above the features.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -476,7 +483,8 @@ def write_embeddings(products: pd.DataFrame, features, path: Path, metadata: dic
     rows = len(features.blocks[modalities[0]]) if modalities else 0
     if not modalities or len(products) != rows:
         raise StageError(f"write_embeddings: {len(products)} products but features for {rows}")
-    dim = sum(int(np.shape(features.blocks[m])[1]) for m in modalities)
+    dim = sum(int(features.blocks[m].shape[1]) for m in modalities)
+    batch = int(batch) if batch is not None else max(1, min(16_384, EMBEDDINGS_BATCH_BYTES // (4 * max(dim, 1))))
     # the file's schema (and pandas metadata) as the contract's frame converts to, from its first row
     product_ids = products["product_id"].astype(str)
     first = check_table(pd.DataFrame({"product_id": product_ids.iloc[:1], "vector": [np.zeros(dim, np.float32)] * min(rows, 1)}), EMBEDDINGS)

@@ -36,6 +36,10 @@ __all__ = ["BIMODAL", "UnitFeatures", "UnknownScores", "class_prototypes", "fuse
 #: the whole catalog (at a million products of 384 dimensions such copies held 11 GiB at once).
 CHUNK_ROWS = 8_192
 
+#: ... and at most this many bytes per float64 chunk of the widest modality: 8,192 rows of 384 dimensions; a photo's
+#: 1,280 dimensions get 2,457 rows (a chunk's five or six temporaries at 8,192 rows were 0.4 GiB)
+CHUNK_BYTES = 8_192 * 384 * 8
+
 
 class UnitFeatures:
     """Per-modality features read as L2-normalised float64 rows, a chunk at a time, without copying the blocks.
@@ -65,8 +69,10 @@ class UnitFeatures:
         """``(start, stop, {modality: (unit rows (n, D) float64, usable (n,) bool)})`` over consecutive chunks."""
         index = self.rows
         n = len(self)
-        for a in range(0, n, CHUNK_ROWS):
-            b = min(n, a + CHUNK_ROWS)
+        width = max((int(self.blocks[m].shape[1]) for m in self.modalities), default=1)
+        step = max(1, min(CHUNK_ROWS, CHUNK_BYTES // (8 * max(width, 1))))
+        for a in range(0, n, step):
+            b = min(n, a + step)
             take = slice(a, b) if index is None else index[a:b]
             out = {}
             for m in self.modalities:

@@ -20,10 +20,18 @@ def _features(n: int):
     return SimpleNamespace(blocks={"image": image, "text": text}, present={"image": image_ok, "text": np.ones(n, bool)})
 
 
-@pytest.mark.parametrize("batch", [3, 7, 1000])
-def test_vectors_are_each_modality_unit_length_and_zeros_where_absent_whatever_the_batch(tmp_path, batch):
+@pytest.mark.parametrize("batch, packed", [(3, False), (7, False), (1000, False), (None, False), (3, True)])
+def test_vectors_are_each_modality_unit_length_and_zeros_where_absent_whatever_the_batch(tmp_path, monkeypatch, batch, packed):
+    from prodkg.blocks import PackedBlock
+    from prodkg.kb import publish
+
     n = 7
     feats = _features(n)
+    if batch is None:  # the default: as many products as make the batch's bytes, here 2 products of 7 float32
+        monkeypatch.setattr(publish, "EMBEDDINGS_BATCH_BYTES", 2 * 7 * 4 + 3)
+    if packed:  # the photos' block holds the rows that have one
+        feats = SimpleNamespace(blocks={**feats.blocks, "image": PackedBlock.pack(feats.blocks["image"], feats.present["image"])},
+                                present=feats.present, dense=feats.blocks)
     products = pd.DataFrame({"product_id": [f"p{i}" for i in range(n)]})
     path = tmp_path / "embeddings.parquet"
     assert write_embeddings(products, feats, path, {"prodkg.encoders": "test"}, batch=batch) == n
@@ -31,13 +39,14 @@ def test_vectors_are_each_modality_unit_length_and_zeros_where_absent_whatever_t
     table = pq.read_table(path)
     assert table.column("product_id").to_pylist() == [f"p{i}" for i in range(n)]
     got = np.array(table.column("vector").to_pylist(), dtype=np.float32)
+    blocks = getattr(feats, "dense", feats.blocks)
     for i in range(n):  # the reference, row by row: image block (if present) then text block, each divided by its norm
-        img = feats.blocks["image"][i] / np.linalg.norm(feats.blocks["image"][i]) if feats.present["image"][i] else np.zeros(4)
+        img = blocks["image"][i] / np.linalg.norm(blocks["image"][i]) if feats.present["image"][i] else np.zeros(4)
         txt_norm = np.linalg.norm(feats.blocks["text"][i])
         txt = feats.blocks["text"][i] / txt_norm if txt_norm > 0 else np.zeros(3)
         np.testing.assert_allclose(got[i], np.concatenate([img, txt]), rtol=1e-6, atol=1e-7)
     assert table.schema.metadata[b"prodkg.encoders"] == b"test"
-    assert pq.ParquetFile(path).num_row_groups == -(-n // batch)
+    assert pq.ParquetFile(path).num_row_groups == -(-n // (batch or 2))
 
 
 def test_a_length_mismatch_is_a_clear_error(tmp_path):

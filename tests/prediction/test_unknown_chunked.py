@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from prodkg.prediction import unknown as unk
 
@@ -43,20 +44,31 @@ def _dense(blocks, present, src, labels, tgt):
     return t_mean.max(1), (s_sum / np.maximum(s_cnt, 1))[s_cnt > 0], protos_out, [classes[c] for c in t_mean.argmax(1)]
 
 
-def test_chunked_scores_equal_the_dense_reference(monkeypatch):
-    monkeypatch.setattr(unk, "CHUNK_ROWS", 7)  # many chunks, the last one partial
+@pytest.mark.parametrize("rows, nbytes, packed", [
+    (7, 10**9, False),  # many chunks by rows, the last one partial
+    (10**6, 8 * 6 * 5, False),  # chunks of 5 rows by the bytes of the widest modality (6 float64 columns)
+    (7, 10**9, True),  # the image block packed (its present rows only)
+])
+def test_chunked_scores_equal_the_dense_reference(monkeypatch, rows, nbytes, packed):
+    from prodkg.blocks import PackedBlock
+
+    monkeypatch.setattr(unk, "CHUNK_ROWS", rows)
+    monkeypatch.setattr(unk, "CHUNK_BYTES", nbytes)
     rng = np.random.default_rng(5)
     n = 90
     blocks = {"image": rng.normal(size=(n, 6)).astype(np.float32), "text": rng.normal(size=(n, 4)).astype(np.float32)}
     present = {"image": rng.random(n) > 0.25, "text": rng.random(n) > 0.1}
     blocks["text"][3] = 0.0  # a zero row counts as absent
+    dense = dict(blocks)  # the reference reads these
+    if packed:
+        blocks["image"] = PackedBlock.pack(blocks["image"], present["image"])
     src = rng.permutation(n)[:60]  # not in order: the rows are gathered, not sliced
     tgt = np.setdiff1d(np.arange(n), src)
     labels = np.array(["a", "b", "c"])[rng.integers(0, 3, 60)].astype(object)
     labels[11] = "lonely"  # a class with a single item: its nearest other class stands in
     unit = unk.fused_unit_features(blocks, present)
     scores = unk.score_unknown(unk.subset(unit, src), labels.astype(str), unk.subset(unit, tgt))
-    want_t, want_s, want_p, want_class = _dense(blocks, present, src, labels.astype(str).tolist(), tgt)
+    want_t, want_s, want_p, want_class = _dense(dense, present, src, labels.astype(str).tolist(), tgt)
     np.testing.assert_allclose(scores.similarity, want_t, rtol=1e-10, atol=1e-12)
     assert scores.nearest.tolist() == want_class  # the nearest-prototype classifier the triplet estimate consults
     np.testing.assert_allclose(scores.source_similarity, want_s, rtol=1e-10, atol=1e-12)
