@@ -305,7 +305,6 @@ def decide(
     published_level = np.full(n, -1)
     rows, levels, level_values = [], [], []
     done: list[np.ndarray] = []  # per level so far, the estimated correctness of what it published
-    seen: list[dict[str, int]] = [{} for _ in range(n)]  # per item: concept -> its row, so a class repeated at a broader level is one row
     info: list[dict] = []  # per level, finest first: what pass 2 needs (vectors of N, no (N, K) matrix)
     for level in range(tax.depth, -1, -1):
         p, names = tax.aggregate_log(target_lp, level)  # log-probabilities of the level's concepts
@@ -426,14 +425,8 @@ def decide(
         level_values.append(values)
         for i in np.flatnonzero(new):
             published[i], published_level[i] = values[i], level
-        for i in range(n):
-            j = seen[i].get(values[i])
-            if j is None:
-                seen[i][values[i]] = len(rows)
-                rows.append({"item": i, "level": level, "value": values[i], "confidence": float(conf[i]),
-                             "correctness": float(correctness[i]), "published": bool(new[i])})
-            elif new[i]:
-                rows[j]["published"] = True
+        # every item's row at this level, as columns (a dict per row held 0.2 GiB for a 200,000-product target)
+        rows.append(level_rows(n, level, names, pred, conf, correctness, new))
         levels.append({"level": level, "n_concepts": len(names), "threshold": None if t == NEVER else float(np.exp(t)),
                        "threshold_log": None if t == NEVER else float(t),
                        "estimates": {k: round(v, 6) for k, v in estimates.items()}, "estimator": estimator,
@@ -470,9 +463,32 @@ def decide(
         rule["abstained"] = (f"{len(source_labels)} labelled source row(s) held out (ATC needs {MIN_SOURCE_ROWS}), no second head and no "
                              "reviewed target product: no estimate of target accuracy, nothing is published (a fixed --threshold "
                              "publishes on the source-calibrated confidence)")
-    frame = pd.DataFrame(rows, columns=["item", "level", "value", "confidence", "correctness", "published"])
+    frame = prediction_rows(rows)
     return Decision(predictions=frame, published=published, published_level=published_level, unknown=unknown, levels=levels,
                     rule=rule, n_levels=tax.n_levels, level_values=level_values)
+
+
+def level_rows(n: int, level: int, names: Sequence[str], pred: np.ndarray, conf: np.ndarray, correctness: np.ndarray | None,
+               new: np.ndarray) -> dict[str, np.ndarray]:
+    """One level's rows for :func:`prediction_rows`: each of the ``n`` items' concept there, as columns."""
+    return {"item": np.arange(n), "level": np.full(n, level), "value": np.asarray(names, dtype=object)[np.asarray(pred, np.int64)],
+            "confidence": np.asarray(conf, np.float64).copy(),
+            "correctness": np.full(n, np.nan) if correctness is None else np.asarray(correctness, np.float64).copy(),
+            "published": np.asarray(new, bool).copy()}
+
+
+def prediction_rows(levels: list[dict[str, np.ndarray]]) -> pd.DataFrame:
+    """Every level's rows, finest level first and items in order, a concept one item has at several levels (a class
+    that is its own broader concept) as one row, at its finest level, published if any of its levels published it."""
+    columns = ["item", "level", "value", "confidence", "correctness", "published"]
+    if not sum(len(lv["item"]) for lv in levels):
+        return pd.DataFrame([], columns=columns)
+    frame = pd.DataFrame({c: np.concatenate([lv[c] for lv in levels]) for c in columns})
+    again = frame.duplicated(["item", "value"], keep="first")
+    if again.any():
+        frame["published"] = frame.groupby(["item", "value"], sort=False)["published"].transform("any")
+        frame = frame[~again.to_numpy()].reset_index(drop=True)
+    return frame
 
 
 def _class_ratios(evidence: str, prior: float, n_concepts: int, source_lp: np.ndarray, source_labels: np.ndarray, reliability,

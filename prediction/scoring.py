@@ -200,7 +200,7 @@ def recorded_decision(head: SavedHead, logp: np.ndarray, *, threshold: float | N
     known-class probabilities) are not published under the recorded rule, nor flagged unknown.
     """
     from prodkg.prediction.backoff import TaxonomyLevels
-    from prodkg.prediction.publication import Decision
+    from prodkg.prediction.publication import Decision, level_rows, prediction_rows
 
     tax = TaxonomyLevels(head.classes, head.taxonomy)
     n = len(logp)
@@ -221,7 +221,6 @@ def recorded_decision(head: SavedHead, logp: np.ndarray, *, threshold: float | N
     published: list[str | None] = [None] * n
     published_level = np.full(n, -1)
     rows, levels, level_values = [], [], []
-    seen: list[dict[str, int]] = [{} for _ in range(n)]
     for level in range(tax.depth, -1, -1):
         p, names = tax.aggregate_log(logp, level)
         conf_log = p.max(1)
@@ -248,19 +247,11 @@ def recorded_decision(head: SavedHead, logp: np.ndarray, *, threshold: float | N
         level_values.append(values)
         for i in np.flatnonzero(new):
             published[i], published_level[i] = values[i], level
-        conf = np.exp(conf_log)
-        for i in range(n):
-            j = seen[i].get(values[i])
-            if j is None:
-                seen[i][values[i]] = len(rows)
-                rows.append({"item": i, "level": level, "value": values[i], "confidence": float(conf[i]),
-                             "correctness": float("nan"), "published": bool(new[i])})
-            elif new[i]:
-                rows[j]["published"] = True
+        rows.append(level_rows(n, level, names, pred, np.exp(conf_log), None, new))
         levels.append({"level": level, "threshold": float(np.exp(t)) if np.isfinite(t) else None, "n_published": int(new.sum())})
     level_values.reverse()
     rule["require_agreement"] = agree
-    frame = pd.DataFrame(rows, columns=["item", "level", "value", "confidence", "correctness", "published"])
+    frame = prediction_rows(rows)
     return Decision(predictions=frame, published=published, published_level=published_level, unknown=unknown, levels=levels,
                     rule=rule, n_levels=tax.n_levels, level_values=level_values)
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from prodkg.contracts import PREDICTIONS
+from prodkg.memory import trim_heap
 from prodkg.progress import on_terminal, run_logger
 
 __all__ = ["NO_VALUE", "PredictOutput", "PredictSettings", "cross_fitted", "predict_stage", "publication_summary", "publish_task"]
@@ -175,6 +176,7 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
                                       lambda: fit_task(task, train_features, train_labels, train_is_source, train_is_target, train_ids, tcfg,
                                                        progress=settings.progress and on_terminal(), reviewed=rows, view_of=view_of,
                                                        self_training=settings.self_training, label_spreading=settings.label_spreading))
+        trim_heap()  # what fitting freed, before scoring and publishing add theirs
         if progress_log is not None:
             progress_log.info(f"adapt-predict: fitted the {task} head ({len(models) + 1} of {n_heads} possible)")
         if task == "category":
@@ -269,6 +271,7 @@ def publish_task(result, other, settings: PredictSettings, task: str, mid: str, 
         src = np.flatnonzero(is_source & np.array([lab is not None for lab in labels]))
         src_labels = np.array([labels[i] for i in src], dtype=object).astype(str)
         unknown = score_unknown(subset(unit, src), src_labels, subset(unit, target_idx))
+        trim_heap()  # the scores' chunks are freed: their pages go back before the rule's own work starts
     other_probs = other.evidence.get("target_logp") if other is not None and other.labels.classes == classes else None
     decision = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
                       min_precision=settings.min_precision, specificity=settings.specificity, threshold=settings.threshold, unknown=None if unknown is None else unknown.unknown,
