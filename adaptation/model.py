@@ -183,8 +183,8 @@ class PackedRows:
 
 def to_tensors(x: MultiModal, device: torch.device) -> tuple[dict[str, torch.Tensor | PackedRows], dict[str, torch.Tensor]]:
     """The blocks and masks of ``x`` as tensors on ``device`` (a packed block as :class:`PackedRows`: read it by rows)."""
-    blocks = {m: PackedRows(b, device) if isinstance(b, PackedBlock) else torch.from_numpy(b).to(device)
-              for m, b in ((m, x.blocks[m]) for m in x.modalities)}
+    blocks = {m: PackedRows(x.blocks[m], device) if isinstance(x.blocks[m], PackedBlock) else torch.from_numpy(x.blocks[m]).to(device)
+              for m in x.modalities}
     present = {m: torch.from_numpy(x.present[m]).to(device) for m in x.modalities}
     return blocks, present
 

@@ -216,23 +216,27 @@ def _stack_moving(parts: list[dict]) -> np.ndarray | PackedBlock:
     del arrays
     n, width = sum(len(p["ok"]) for p in parts), widths.pop()
     held = sum(int(np.count_nonzero(p["ok"])) for p in parts)
-    if n and held <= PACK_AT_MOST * n:
-        return _pack_moving(parts, n, held, width)
-    out = mapped_zeros((n, width), np.float32)
-    offset = 0
+    packed = bool(n) and held <= PACK_AT_MOST * n
+    out = mapped_zeros((held if packed else n, width), np.float32)
+    rows = np.empty(held, np.int64) if packed else None  # packed: the product row of each of ``out``'s rows
+    offset = at = 0
     for k, p in enumerate(parts, start=1):
         block = p.pop("features")
-        at, dest = _encoded(p)
-        if len(at) == len(block) == len(p["ok"]):
+        where, dest = _encoded(p)
+        if packed:
+            rows[at:at + len(dest)] = offset + dest
+            out[at:at + len(dest)] = block[where]
+            at += len(dest)
+        elif len(where) == len(block) == len(p["ok"]):
             out[offset:offset + len(block)] = block
         else:
-            out[offset + dest] = block[at]
+            out[offset + dest] = block[where]
         offset += len(p["ok"])
         del block
         if k % 32 == 0:  # freed shards stay in the heap until trimmed: without this the stack peaked at twice the vectors
             trim_heap()
     trim_heap()
-    return out
+    return PackedBlock(rows, out, n) if packed else out
 
 
 def _encoded(part: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -243,25 +247,6 @@ def _encoded(part: dict) -> tuple[np.ndarray, np.ndarray]:
         return dest, dest
     at = np.flatnonzero(part["ok"][rows])
     return at, rows[at]
-
-
-def _pack_moving(parts: list[dict], n: int, held: int, width: int) -> PackedBlock:
-    """As :func:`_stack_moving`, the shards' encoded rows only, packed."""
-    rows = np.empty(held, np.int64)
-    values = mapped_zeros((held, width), np.float32)
-    offset = at = 0
-    for k, p in enumerate(parts, start=1):
-        block = p.pop("features")
-        where, dest = _encoded(p)
-        rows[at:at + len(dest)] = offset + dest
-        values[at:at + len(dest)] = block[where]
-        at += len(dest)
-        offset += len(p["ok"])
-        del block
-        if k % 32 == 0:
-            trim_heap()
-    trim_heap()
-    return PackedBlock(rows, values, n)
 
 
 @dataclass
