@@ -83,8 +83,9 @@ class TaxonomyLevels:
         return [self.concept_of(index[lab], level) if lab in index else None for lab in labels]
 
 
-#: Rows per chunk of :meth:`TaxonomyLevels.aggregate_log`.
-_ROWS = 32_768
+#: Rows per chunk of :meth:`TaxonomyLevels.aggregate_log`: 8,192 rows of 134 classes make four 8.8 MB temporaries
+#: (at 32,768 they were 0.12 GiB over the output at a 200,000-product target's department level)
+_ROWS = 8_192
 
 
 def _concept_logp(logp: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -65,7 +65,7 @@ def _shifted_and_others(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _as_logp(probs_or_logp: np.ndarray) -> np.ndarray:
     """Log-probabilities from either probabilities (all entries in [0, 1]) or log-probabilities (all <= 0, some < 0)."""
     a = np.asarray(probs_or_logp, dtype=np.float64)
-    if a.size and (a < 0).any():
+    if a.size and np.fmin.reduce(a, axis=None) < 0:  # the smallest entry (NaN left out), without an (N, C) mask
         return a
     return np.log(np.clip(a, 1e-300, 1.0))
 

@@ -160,3 +160,15 @@ def test_label_lists_share_one_string_per_distinct_value():
         assert got == want
         mugs = [v for v in got if v == "mug"]
         assert all(v is mugs[0] for v in mugs)  # one object per distinct value, however many rows carry it
+
+
+def test_log_probabilities_are_told_from_probabilities_without_a_mask_of_the_matrix():
+    from prodkg.prediction.estimates import _as_logp
+
+    probs = np.array([[0.25, 0.75], [1.0, 0.0]])
+    np.testing.assert_allclose(_as_logp(probs), np.log(np.clip(probs, 1e-300, 1.0)))
+    logp = np.log(np.array([[0.25, 0.75], [0.5, 0.5]]))
+    assert _as_logp(logp) is not None and np.array_equal(_as_logp(logp), logp)
+    with_nan = logp.copy()
+    with_nan[0, 0] = np.nan  # a NaN does not hide the negative entries
+    np.testing.assert_array_equal(_as_logp(with_nan)[1], logp[1])
