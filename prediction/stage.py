@@ -216,7 +216,8 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
         eval_labels = [None if i in rows or i in calibration else lab for i, lab in enumerate(labels)] if rows or calibration else labels
         prototypes = models_dir / f"{_safe(task)}.prototypes.npz" if task == "category" else None
         frame, publication = publish_task(published_by, other, settings, task, mid, eval_labels, is_source, is_target, features,
-                                          taxonomy if task == "category" else [], prototypes_to=prototypes, calibration=calibration)
+                                          taxonomy if task == "category" else [], prototypes_to=prototypes, calibration=calibration,
+                                          release=True)
         if split is not None:  # how many reviews trained the head, how many calibrated the rule, and which
             publication["review_split"] = split
         # published: what the rule read is let go of (the target's log-probabilities at every class, 0.2 GiB for a
@@ -248,7 +249,7 @@ def _predict(products, features, settings: PredictSettings, source, target, attr
 
 def publish_task(result, other, settings: PredictSettings, task: str, mid: str, labels: list[str | None], is_source: np.ndarray,
                  is_target: np.ndarray, features, taxonomy: list[tuple], prototypes_to: Path | None = None,
-                 calibration: dict[int, str] | None = None) -> tuple[pd.DataFrame, dict]:
+                 calibration: dict[int, str] | None = None, release: bool = False) -> tuple[pd.DataFrame, dict]:
     """One task's prediction rows (every back-off level, unknown products) and its publication record.
 
     The rule is :func:`prediction.publication.decide`: ``settings.min_precision`` by the label-free estimate, or the
@@ -257,7 +258,8 @@ def publish_task(result, other, settings: PredictSettings, task: str, mid: str, 
     by :func:`prediction.publication.evaluate`, for the manifest and report only. ``prototypes_to``: where to save the
     unknown scores' source class prototypes (category task), so new rows can be scored later without the source.
     ``calibration`` (row index -> reviewed category) are reviewed target rows held out of training: the rule's target
-    calibration set (see :func:`prediction.publication.decide`).
+    calibration set (see :func:`prediction.publication.decide`). ``release``: hand ``result``'s target log-probabilities
+    to the rule, which lets go of them after its first pass (a caller that drops the evidence afterwards anyway).
     """
     from prodkg.prediction.publication import decide, evaluate, publication_frame
     from prodkg.prediction.unknown import fused_unit_features, score_unknown, subset
@@ -273,7 +275,7 @@ def publish_task(result, other, settings: PredictSettings, task: str, mid: str, 
         unknown = score_unknown(subset(unit, src), src_labels, subset(unit, target_idx))
         trim_heap()  # the scores' chunks are freed: their pages go back before the rule's own work starts
     other_probs = other.evidence.get("target_logp") if other is not None and other.labels.classes == classes else None
-    decision = decide(ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
+    decision = decide(ev.pop("target_logp") if release else ev["target_logp"], classes, source_probs=ev["source_logp"], source_labels=ev["source_labels"], taxonomy=taxonomy,
                       min_precision=settings.min_precision, specificity=settings.specificity, threshold=settings.threshold, unknown=None if unknown is None else unknown.unknown,
                       other_probs=other_probs, third=None if unknown is None or other_probs is None else unknown.nearest.tolist(),
                       known_probability=None if unknown is None else unknown.known_probability,
@@ -293,7 +295,7 @@ def publish_task(result, other, settings: PredictSettings, task: str, mid: str, 
         record["unknown"] = unknown.manifest()
     truth = [labels[i] for i in target_idx]
     if any(t is not None for t in truth):  # evaluation only: nothing above read these
-        evaluation = evaluate(decision, classes, taxonomy, truth, target_probs=ev["target_logp"])
+        evaluation = evaluate(decision, classes, taxonomy, truth)  # the rule's own log-confidences at every level
         curve = evaluation.pop("risk_coverage", None)
         if curve:  # at most ~200 points in the manifest
             step = max(1, len(curve["coverage"]) // 200)
