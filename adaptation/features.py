@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prodkg.blocks import CHUNK_ROWS, PACK_AT_MOST, PackedBlock, block_chunks, chunks as _chunks  # noqa: F401 (re-exported)
+from prodkg.blocks import CHUNK_ROWS, PACK_AT_MOST, PackedBlock, block_chunks, take_rows, chunks as _chunks  # noqa: F401 (re-exported)
 from prodkg.errors import StageError
 
 def _present_chunks(block: np.ndarray, present: np.ndarray, rows: np.ndarray | None):
@@ -74,11 +74,6 @@ def _packed_for(name: str, block: PackedBlock, mask: np.ndarray) -> PackedBlock:
     if bad:
         raise StageError(f"modality {name!r}: {bad} present row(s) hold NaN or infinite values")
     return block
-
-
-def _take(block, idx: np.ndarray):
-    """Rows ``idx`` of a block, a packed one kept packed."""
-    return block.take(idx) if isinstance(block, PackedBlock) else block[idx]
 
 
 def _as_mask(name: str, value: object, n: int) -> np.ndarray:
@@ -197,7 +192,7 @@ class MultiModal:
             if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
                 raise StageError(f"subset index out of range for {len(self)} rows")
         return MultiModal(
-            blocks={m: _take(self.blocks[m], idx) for m in self.modalities},
+            blocks={m: take_rows(self.blocks[m], idx) for m in self.modalities},
             present={m: self.present[m][idx] for m in self.modalities},
         )
 

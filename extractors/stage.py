@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prodkg.blocks import PACK_AT_MOST, PackedBlock
+from prodkg.blocks import PACK_AT_MOST, PackedBlock, take_rows
 from prodkg.errors import StageError
 from prodkg.extractors.cache import FeatureCache
 from prodkg.memory import mapped_zeros, trim_heap
@@ -193,7 +193,7 @@ def assemble_features(products: pd.DataFrame, results: dict[str, list[dict]]) ->
     if keep.all():  # nothing quarantined: no copy
         features = MultiModal(blocks=blocks, present=present)
     else:
-        features = MultiModal(blocks={m: b.take(idx) if isinstance(b, PackedBlock) else b[idx] for m, b in blocks.items()},
+        features = MultiModal(blocks={m: take_rows(b, idx) for m, b in blocks.items()},
                               present={m: p[idx] for m, p in present.items()})
     if not features.modalities or not any(p.any() for p in features.present.values()):
         raise StageError("no product has any usable modality after extraction")

@@ -155,6 +155,11 @@ class PackedBlock:
         return dense if dtype is None else dense.astype(dtype, copy=False)
 
 
+def take_rows(block, idx: np.ndarray):
+    """Rows ``idx`` (indices or a mask) of a dense block or a :class:`PackedBlock`, a packed one kept packed."""
+    return block.take(idx) if isinstance(block, PackedBlock) else block[idx]
+
+
 def block_chunks(block) -> Iterator[np.ndarray]:
     """A block's rows as C-contiguous dense arrays in row order: a dense block whole (its own buffer, no copy), a
     :class:`PackedBlock` :data:`CHUNK_ROWS` rows at a time (absent rows zeros)."""
